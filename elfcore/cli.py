@@ -1,0 +1,74 @@
+"""The ``elfcore`` command line: one subcommand per public function.
+
+Each subcommand lives in ``elfcore/commands/<name>.py`` and defines
+``add_arguments(parser)`` and ``run(args) -> int``. ``--json`` prints exactly one
+JSON object on stdout; logs go to stderr. An :class:`~elfcore.errors.ElfcoreError`
+gives exit code 1 and a one-line message (traceback only with ``--debug``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .errors import ElfcoreError
+
+__all__ = ["main", "COMMANDS"]
+
+# name -> (module under elfcore.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("info", "describe a field file (format, cell, atoms, grid, statistics)"),
+}
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="elfcore", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        mod = importlib.import_module(f"elfcore.commands.{module}")
+        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip())
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    if args.version:
+        from . import __version__
+
+        print(__version__)
+        return 0
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except ElfcoreError as exc:
+        if args.debug:
+            raise
+        print(f"elfcore {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:
+        if args.debug:
+            raise
+        print(f"elfcore {args.command}: error: file not found: {exc.filename or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
