@@ -298,18 +298,15 @@ def grid_spacing(field: xr.DataArray) -> np.ndarray:
 def minimum_image(vectors_cart, cell) -> np.ndarray:
     """Shortest periodic image of Cartesian difference vectors (..., 3), any triclinic cell.
 
-    Rounds in fractional space, then checks the 27 neighbouring images so skewed
-    cells are handled exactly.
+    Uses ase's Minkowski-reduced search (:func:`ase.geometry.find_mic`), which is exact
+    for strongly skewed cells where rounding fractional coordinates is not enough.
     """
+    from ase.geometry import find_mic
+
     cell = _check_cell(cell)
     v = np.asarray(vectors_cart, dtype=np.float64)
-    s = cart_to_frac(v, cell)
-    s = s - np.round(s)
-    base = frac_to_cart(s, cell)
-    shifts = np.array([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], float) @ cell
-    cand = base[..., None, :] + shifts
-    idx = np.argmin(np.einsum("...ij,...ij->...i", cand, cand), axis=-1)
-    return np.take_along_axis(cand, idx[..., None, None], axis=-2)[..., 0, :]
+    mic, _ = find_mic(v.reshape(-1, 3), cell, pbc=True)
+    return mic.reshape(v.shape)
 
 
 def interpolate(field: xr.DataArray, points_cart, *, order: int = 3, frac: bool = False) -> np.ndarray:
