@@ -19,6 +19,9 @@ __all__ = ["main", "COMMANDS"]
 # name -> (module under elfcore.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("info", "describe a field file (format, cell, atoms, grid, statistics)"),
+    "train": ("train", "train the ELF MLP (or an ensemble) on reference ELF fields"),
+    "evaluate": ("evaluate", "score a model on reference ELF fields (MAE, RMSE, R²)"),
+    "zoo": ("zoo", "list or build the shipped (r_cut, l_max) model zoo"),
 }
 
 log = logging.getLogger(__name__)

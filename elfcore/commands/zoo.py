@@ -1,0 +1,62 @@
+"""The model zoo: list the shipped models, or (re)build them from training data.
+
+``elfcore zoo list`` shows every (r_cut, l_max) entry; ``elfcore zoo build DATA…``
+trains the missing or outdated entries into ``assets/models`` (resumable).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from .train import add_data_arguments, cache_dir_from_args, load_data
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
+    p_list = sub.add_parser("list", help="list zoo entries")
+    p_list.add_argument("--dir", default=None, help="zoo directory (default assets/models)")
+    p_list.add_argument("--json", action="store_true", help="print one JSON object")
+    p_build = sub.add_parser("build", help="train the zoo models (skips up-to-date files)")
+    add_data_arguments(p_build)
+    p_build.add_argument("--dir", default=None, help="zoo directory (default assets/models)")
+    p_build.add_argument("--only", action="append", default=None, metavar="SPEC",
+                         help="build only this entry, e.g. zoo:rcut=2.0,lmax=1 (repeatable)")
+    p_build.add_argument("--no-resume", action="store_true", help="retrain entries even if up to date")
+    p_build.add_argument("--voxels", type=int, default=50_000, help="random voxels per snapshot")
+    p_build.add_argument("--seed", type=int, default=0)
+    p_build.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args) -> int:
+    from .. import zoo
+
+    if args.zoo_command == "list":
+        rows = zoo.zoo_entries(args.dir)
+        if args.json:
+            print(json.dumps({"directory": str(args.dir or zoo.default_zoo_dir()), "entries": rows}))
+            return 0
+        print(f"{'r_cut':>5} {'l_max':>5} {'file':<36} {'kB':>6} {'epochs':>6} {'val R²':>8}")
+        for r in rows:
+            if r["present"]:
+                r2 = f"{r['val_r2']:.4f}" if r.get("val_r2") is not None else "-"
+                print(f"{r['r_cut']:>5} {r['l_max']:>5} {r['file']:<36} {r['bytes'] / 1000:>6.0f} "
+                      f"{r.get('epochs') or '-':>6} {r2:>8}")
+            else:
+                print(f"{r['r_cut']:>5} {r['l_max']:>5} {r['file']:<36} {'missing':>6}")
+        return 0
+    from ..train import TrainSettings
+
+    data = load_data(args.data, args.role)
+    entries = [zoo.parse_spec(s) for s in args.only] if args.only else None
+    rows = zoo.build_zoo(data, directory=args.dir, entries=entries, base=TrainSettings(n_voxels=args.voxels),
+                         seed=args.seed, cache_dir=cache_dir_from_args(args), device=args.device,
+                         resume=not args.no_resume)
+    if args.json:
+        print(json.dumps({"entries": rows}))
+    else:
+        for r in rows:
+            r2 = f"{r['val_r2']:.4f}" if r.get("val_r2") is not None else "-"
+            print(f"{r['file']:<36} {r['status']:<8} val R² {r2}")
+    return 0

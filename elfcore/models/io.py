@@ -1,0 +1,214 @@
+"""Saving and loading ELF models without pickles.
+
+A model file is a `safetensors <https://github.com/huggingface/safetensors>`_
+file. Its tensors are the model's ``state_dict`` (weights, biases and the input
+standardisation); its string metadata holds one key, ``"elfcore"``, whose value is
+a JSON header::
+
+    {
+      "schema_version": 1,
+      "elfcore_version": "0.1.0",
+      "model_class": "MLP" | "Ensemble",
+      "model": {"n_features": 165, "width": 128, "hidden_layers": 2, "n_members": 1},
+      "descriptor": {"r_cut": 3.0, "n_radial": 10, "l_max": 2, "sigma": 0.5},
+      "weights_dtype": "float32" | "float16",
+      "training": {...free metadata: data, seeds, epochs, metrics...}
+    }
+
+Loading reads the header, checks schema version, class and descriptor settings,
+builds the model from the numbers in the header and copies the tensors in; no
+Python object is ever unpickled. Weights stored as float16 are widened to float32
+on load.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import FormatError, SettingsMismatchError
+from .mlp import MLP, Ensemble
+
+__all__ = ["SCHEMA_VERSION", "MODEL_CLASSES", "save_model", "load_model", "read_header"]
+
+SCHEMA_VERSION = 1
+
+#: model class name in the header → class (the only classes a file may name)
+MODEL_CLASSES: dict[str, type] = {"MLP": MLP, "Ensemble": Ensemble}
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def _jsonable(obj: Any) -> Any:
+    """Make numpy/torch scalars and arrays JSON-serialisable."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def save_model(model: MLP | Ensemble, path: str | os.PathLike, *, weights_dtype: str = "float32") -> Path:
+    """Write ``model`` (weights, normalisation, settings, metadata) to a safetensors file.
+
+    Parameters
+    ----------
+    model : MLP or Ensemble
+        Must carry ``descriptor_settings``.
+    path : str or path-like
+        Output file (conventionally ``*.safetensors``); parent directories are created.
+    weights_dtype : {"float32", "float16"}
+        Storage precision of the weights (float16 halves the file; the input
+        standardisation is always stored as float32).
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
+    from safetensors.torch import save_file
+
+    from .. import __version__
+
+    if weights_dtype not in _DTYPES:
+        raise ValueError(f"weights_dtype={weights_dtype!r}; must be one of {sorted(_DTYPES)}")
+    if model.descriptor_settings is None:
+        raise SettingsMismatchError("model has no descriptor_settings; set them before saving")
+    name = next((k for k, v in MODEL_CLASSES.items() if type(model) is v), None)
+    if name is None:
+        raise ValueError(f"cannot save a {type(model).__name__}; known classes: {sorted(MODEL_CLASSES)}")
+    header = {
+        "schema_version": SCHEMA_VERSION,
+        "elfcore_version": __version__,
+        "model_class": name,
+        "model": {
+            "n_features": model.n_features,
+            "width": model.width,
+            "hidden_layers": model.hidden_layers,
+            "n_members": model.n_members,
+        },
+        "descriptor": model.descriptor_settings.to_dict(),
+        "weights_dtype": weights_dtype,
+        "training": _jsonable(model.metadata),
+    }
+    tensors = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().to("cpu").contiguous()
+        if not key.startswith("feature_"):
+            value = value.to(_DTYPES[weights_dtype])
+        tensors[key] = value.clone()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"elfcore": json.dumps(header, sort_keys=True)})
+    return path
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """Return the JSON header of a model file without loading weights.
+
+    Raises
+    ------
+    FormatError
+        If the file is not a safetensors file with an elfcore header of a known schema.
+    """
+    from safetensors import safe_open
+
+    path = str(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    try:
+        with safe_open(path, framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types
+        raise FormatError(f"not a safetensors model file ({exc})", path=path) from exc
+    if "elfcore" not in meta:
+        raise FormatError("safetensors file has no 'elfcore' header; not an elfcore model", path=path)
+    try:
+        header = json.loads(meta["elfcore"])
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"model header is not valid JSON ({exc})", path=path) from exc
+    version = header.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise FormatError(f"model schema_version={version!r}; this elfcore reads {SCHEMA_VERSION}", path=path)
+    if header.get("model_class") not in MODEL_CLASSES:
+        raise FormatError(
+            f"model_class={header.get('model_class')!r}; known: {sorted(MODEL_CLASSES)}", path=path
+        )
+    return header
+
+
+def load_model(
+    path: str | os.PathLike,
+    *,
+    descriptor_settings=None,
+    device: str | torch.device = "cpu",
+) -> MLP | Ensemble:
+    """Load a model written by :func:`save_model`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The safetensors file.
+    descriptor_settings : DescriptorSettings, optional
+        If given, the settings the caller will compute descriptors with; a model
+        trained with other settings raises :class:`SettingsMismatchError`.
+    device : str or torch.device
+        Where to put the weights (``"auto"`` is resolved by :func:`elfcore.device.resolve`).
+
+    Returns
+    -------
+    MLP or Ensemble
+        In eval mode, float32, with ``descriptor_settings`` and ``metadata`` set.
+
+    Raises
+    ------
+    FormatError
+        On a file without a valid elfcore header or with missing/misshaped tensors.
+    SettingsMismatchError
+        If ``descriptor_settings`` is given and differs from the model's.
+    """
+    from safetensors.torch import load_file
+
+    from ..descriptor import DescriptorSettings
+    from ..device import resolve
+
+    header = read_header(path)
+    try:
+        settings = DescriptorSettings.from_dict(header["descriptor"])
+    except Exception as exc:
+        raise FormatError(f"invalid descriptor settings in model header: {exc}", path=str(path)) from exc
+    if descriptor_settings is not None and descriptor_settings != settings:
+        raise SettingsMismatchError(
+            f"{path}: model was trained with descriptor {settings.to_dict()}, "
+            f"not {descriptor_settings.to_dict()}"
+        )
+    spec = header["model"]
+    cls = MODEL_CLASSES[header["model_class"]]
+    try:
+        if cls is Ensemble:
+            model = Ensemble(int(spec["n_features"]), int(spec["n_members"]), int(spec["width"]), int(spec["hidden_layers"]))
+        else:
+            model = MLP(int(spec["n_features"]), int(spec["width"]), int(spec["hidden_layers"]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise FormatError(f"invalid model spec {spec!r} in header ({exc})", path=str(path)) from exc
+    if model.n_features != settings.n_features:
+        raise FormatError(
+            f"model has {model.n_features} inputs but its descriptor settings give {settings.n_features}",
+            path=str(path),
+        )
+    tensors = {k: v.to(torch.float32) for k, v in load_file(str(path)).items()}
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise FormatError(f"tensors do not match the model in the header ({exc})", path=str(path)) from exc
+    model.descriptor_settings = settings
+    model.metadata = dict(header.get("training") or {})
+    model.metadata.setdefault("elfcore_version", header.get("elfcore_version"))
+    return model.to(resolve(device)).eval()
