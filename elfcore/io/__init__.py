@@ -1,0 +1,90 @@
+"""Reading and writing fields, cases and structures.
+
+Formats (see :data:`elfcore.io.formats.FORMATS`): VASP ELFCAR and CHGCAR,
+Gaussian cube (CP2K, Quantum ESPRESSO), XSF ``DATAGRID_3D``, netCDF cases.
+Everything returned follows ``docs/datamodel.md``: dims ``(a, b, c)``, Å, no
+duplicated periodic plane, densities in e/Å³.
+
+Examples
+--------
+>>> import io, numpy as np
+>>> from elfcore.grid import make_field
+>>> f = make_field(np.full((2, 2, 3), 0.5), np.eye(3) * 2.0, name="elf")
+>>> buf = io.StringIO()
+>>> write_field(f, buf, format="cube")
+>>> _ = buf.seek(0)
+>>> float(read_field(buf, format="cube").mean())
+0.5
+"""
+from __future__ import annotations
+
+import os
+
+from ..errors import FormatError
+from .formats import (
+    FORMATS,
+    known_formats,
+    read_case,
+    read_field,
+    sniff_format,
+    write_case,
+    write_field,
+)
+
+__all__ = [
+    "read_field",
+    "write_field",
+    "read_case",
+    "write_case",
+    "read_structure",
+    "sniff_format",
+    "known_formats",
+    "FORMATS",
+]
+
+
+def read_structure(path: str | os.PathLike, format: str | None = None, index=-1):
+    """Read an atomic structure with :func:`ase.io.read` (any format ase knows).
+
+    Field files of elfcore's formats are read with :func:`read_field` and their
+    atoms returned, so ``read_structure("ELFCAR")`` works too.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Structure file (POSCAR, xyz, extxyz, cif, CP2K/QE outputs...).
+    format : str, optional
+        ase format name, or an elfcore field format.
+    index : int
+        Frame of a trajectory (default: the last).
+
+    Returns
+    -------
+    ase.Atoms
+
+    Raises
+    ------
+    FormatError
+        ase cannot read the file.
+    FileNotFoundError
+        The path does not exist.
+    """
+    from ..grid import field_atoms
+
+    if format in FORMATS or (format is None and _field_format_from_name(path)):
+        return field_atoms(read_field(path, format=format))
+    import ase.io
+
+    if not os.path.exists(os.fspath(path)):
+        raise FileNotFoundError(2, "No such file or directory", os.fspath(path))
+    try:
+        return ase.io.read(os.fspath(path), index=index, format=format)
+    except Exception as exc:  # ase raises many types for unreadable files
+        raise FormatError(f"ase cannot read the structure ({type(exc).__name__}: {str(exc)[:200]})",
+                          os.fspath(path)) from None
+
+
+def _field_format_from_name(path) -> bool:
+    from .formats import _format_from_name
+
+    return _format_from_name(os.fspath(path)) is not None

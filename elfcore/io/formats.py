@@ -1,0 +1,471 @@
+"""The format registry and the only place where files are opened.
+
+Every supported format is one row of :data:`FORMATS` (name, description,
+extensions, name globs, magic bytes, content pattern, binary flag, module).
+The reader and writer of format ``fmt`` are found by name in
+``elfcore.io.<module>``: ``read_<fmt>(fileobj, *, name, source)`` returns a
+field and ``write_<fmt>(fileobj, field)`` writes one. Formats that hold a whole
+case (netCDF) also define ``read_case(fileobj, *, source)`` and
+``write_case(fileobj, case, *, quantize, encoding)``. Format modules never
+open files: they get a text stream (str, latin-1 decoded, so that no byte
+makes the decoder fail) or a seekable binary stream.
+
+Paths may end in ``.gz``, ``.bz2`` or ``.xz`` (compressed on write, detected
+by name or magic bytes on read); ``"-"`` is stdin/stdout. The format is taken
+from the name first (extension, then VASP-style name globs such as
+``ELFCAR*``), then from the first 64 KiB of content.
+"""
+from __future__ import annotations
+
+import bz2
+import contextlib
+import fnmatch
+import gzip
+import importlib
+import io
+import lzma
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import IO, Iterator, Mapping, Union
+
+import xarray as xr
+
+from ..errors import FormatError, GridError, StructureError, UnknownFormatError
+
+__all__ = [
+    "FormatSpec",
+    "FORMATS",
+    "register",
+    "known_formats",
+    "sniff_format",
+    "read_field",
+    "write_field",
+    "read_case",
+    "write_case",
+]
+
+Source = Union[str, "os.PathLike[str]", IO]
+
+_FLOAT = rb"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eEdD][-+]?\d+)?"
+_INT = rb"[-+]?\d+"
+_HEAD_BYTES = 65536
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """One row of the format table.
+
+    Attributes
+    ----------
+    name : str
+        Format name, also the suffix of ``read_<name>``/``write_<name>``.
+    description : str
+        One line for humans.
+    module : str
+        Module under ``elfcore.io`` holding the reader and writer.
+    extensions : tuple of str
+        File extensions without the dot, lower case (``"cube"``).
+    globs : tuple of str
+        Upper-case :mod:`fnmatch` patterns on the file name (``"ELFCAR*"``).
+    magic : tuple of bytes
+        Prefixes of the (decompressed) content.
+    content : bytes or None
+        Regular expression (bytes, multiline) matched against the first 64 KiB.
+    binary : bool
+        The module wants a binary stream (else text).
+    case : bool
+        The format stores a whole case (several fields).
+    """
+
+    name: str
+    description: str
+    module: str
+    extensions: tuple[str, ...] = ()
+    globs: tuple[str, ...] = ()
+    magic: tuple[bytes, ...] = ()
+    content: bytes | None = None
+    binary: bool = False
+    case: bool = False
+
+
+FORMATS: dict[str, FormatSpec] = {}
+_EXTENSIONS: dict[str, str] = {}
+_GLOBS: dict[str, str] = {}
+
+
+def register(spec: FormatSpec) -> None:
+    """Add a format to the table.
+
+    Raises
+    ------
+    ValueError
+        If the name, an extension or a glob is already registered.
+    """
+    if spec.name in FORMATS:
+        raise ValueError(f"format {spec.name!r} is already registered")
+    for ext in spec.extensions:
+        if ext in _EXTENSIONS:
+            raise ValueError(f"extension {ext!r} of {spec.name!r} is already registered by {_EXTENSIONS[ext]!r}")
+    for glob in spec.globs:
+        if glob in _GLOBS:
+            raise ValueError(f"name pattern {glob!r} of {spec.name!r} is already registered by {_GLOBS[glob]!r}")
+    FORMATS[spec.name] = spec
+    _EXTENSIONS.update({ext: spec.name for ext in spec.extensions})
+    _GLOBS.update({g: spec.name for g in spec.globs})
+
+
+_VASP_CONTENT = (
+    rb"\A[^\n]*\n[ \t]*" + _FLOAT + rb"(?:[ \t]+" + _FLOAT + rb"){0,2}[ \t]*\r?\n"
+    rb"(?:[ \t]*" + _FLOAT + rb"[ \t]+" + _FLOAT + rb"[ \t]+" + _FLOAT + rb"[ \t]*\r?\n){3}"
+)
+
+# The table: name, description, module, extensions, globs, magic, content, binary, case.
+for _spec in (
+    FormatSpec(
+        "netcdf", "netCDF-4/HDF5 (or classic netCDF) case file, docs/datamodel.md", "netcdf",
+        extensions=("nc", "nc4", "cdf"),
+        magic=(b"\x89HDF\r\n\x1a\n", b"CDF\x01", b"CDF\x02"), binary=True, case=True,
+    ),
+    FormatSpec(
+        "xsf", "XCrySDen XSF with a DATAGRID_3D block (general grid, Å)", "xsf",
+        extensions=("xsf",),
+        content=rb"^[ \t]*(?:BEGIN_BLOCK_DATAGRID_?3D|BEGIN_DATAGRID_3D|PRIMVEC|PRIMCOORD|CRYSTAL)\b",
+    ),
+    FormatSpec(
+        "cube", "Gaussian cube (CP2K, Quantum ESPRESSO flavours; Bohr in the file)", "cube",
+        extensions=("cube", "cub"),
+        content=(
+            rb"\A[^\n]*\n[^\n]*\n[ \t]*" + _INT + rb"(?:[ \t]+" + _FLOAT + rb"){3}(?:[ \t]+" + _INT + rb")?[ \t]*\r?\n"
+            rb"(?:[ \t]*" + _INT + rb"(?:[ \t]+" + _FLOAT + rb"){3}[ \t]*\r?\n){3}"
+        ),
+    ),
+    FormatSpec(
+        "elfcar", "VASP ELFCAR (ELF, dimensionless, kept as is)", "vasp",
+        globs=("ELFCAR*", "*ELFCAR*"), content=_VASP_CONTENT,
+    ),
+    FormatSpec(
+        "chgcar", "VASP CHGCAR/CHG/AECCAR/PARCHG (ρ·V in the file, ρ in Å⁻³ in elfcore)", "vasp",
+        globs=("CHGCAR*", "*CHGCAR*", "CHG", "AECCAR*", "PARCHG*"), content=_VASP_CONTENT,
+    ),
+):
+    register(_spec)
+del _spec
+
+_COMPRESSION = {".gz": gzip, ".bz2": bz2, ".xz": lzma}
+_COMPRESSION_MAGIC = ((b"\x1f\x8b", gzip), (b"BZh", bz2), (b"\xfd7zXZ\x00", lzma))
+
+
+def known_formats() -> list[str]:
+    """Names of the registered formats."""
+    return list(FORMATS)
+
+
+def _label(source: Source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return str(getattr(source, "name", "<stream>"))
+
+
+def _module(spec: FormatSpec):
+    return importlib.import_module(f"elfcore.io.{spec.module}")
+
+
+def _get_spec(format: str | None) -> FormatSpec | None:
+    if format is None:
+        return None
+    key = format.lower()
+    if key not in FORMATS:
+        raise UnknownFormatError(f"unknown format {format!r}; known formats: {', '.join(FORMATS)}")
+    return FORMATS[key]
+
+
+def _strip_compression(name: str) -> tuple[str, object | None]:
+    for suffix, mod in _COMPRESSION.items():
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)], mod
+    return name, None
+
+
+def _format_from_name(label: str) -> str | None:
+    base, _ = _strip_compression(os.path.basename(label))
+    ext = os.path.splitext(base)[1].lstrip(".").lower()
+    if ext in _EXTENSIONS:
+        return _EXTENSIONS[ext]
+    upper = base.upper()
+    for glob, name in _GLOBS.items():
+        if fnmatch.fnmatchcase(upper, glob):
+            return name
+    return None
+
+
+def _format_from_content(head: bytes, label: str) -> str:
+    for spec in FORMATS.values():
+        if spec.magic and head.startswith(spec.magic):
+            return spec.name
+    for spec in FORMATS.values():
+        if spec.content is not None and re.search(spec.content, head, re.M):
+            guess = getattr(_module(spec), "guess_format", None)
+            return guess(head.decode("latin-1")) if guess else spec.name
+    raise UnknownFormatError(
+        f"{label}: cannot tell the file format from its name or content; "
+        f"known formats: {', '.join(FORMATS)} (pass format=...)"
+    )
+
+
+def _decompress(data: bytes, label: str) -> bytes:
+    for magic, mod in _COMPRESSION_MAGIC:
+        if data.startswith(magic):
+            try:
+                return mod.decompress(data)
+            except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:
+                raise FormatError(f"corrupt {mod.__name__} compressed data: {exc}", label) from None
+    return data
+
+
+def _read_bytes(source: Source) -> bytes:
+    """Whole (decompressed) content of a path, ``"-"`` or an open file."""
+    label = _label(source)
+    if isinstance(source, (str, os.PathLike)):
+        if os.fspath(source) == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            path = os.fspath(source)
+            if os.path.isdir(path):
+                raise FormatError("is a directory, not a file", path)
+            with open(path, "rb") as fh:  # FileNotFoundError propagates: the CLI maps it
+                data = fh.read()
+    else:
+        data = source.read()
+        if isinstance(data, str):
+            data = data.encode("latin-1", errors="replace")
+    return _decompress(data, label)
+
+
+def sniff_format(source: Source) -> str:
+    """Name of the format of ``source``: from its name, then from its content.
+
+    Raises
+    ------
+    UnknownFormatError
+        Neither name nor content match a registered format.
+    FileNotFoundError
+        ``source`` is a path that does not exist.
+    """
+    label = _label(source)
+    by_name = _format_from_name(label) if isinstance(source, (str, os.PathLike)) else None
+    if by_name:
+        return by_name
+    if isinstance(source, (str, os.PathLike)) and os.fspath(source) != "-":
+        path = os.fspath(source)
+        with open(path, "rb") as fh:
+            head = fh.read(_HEAD_BYTES)
+        for magic, mod in _COMPRESSION_MAGIC:
+            if head.startswith(magic):
+                try:
+                    with mod.open(path, "rb") as zh:
+                        head = zh.read(_HEAD_BYTES)
+                except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:
+                    raise FormatError(f"corrupt compressed data: {exc}", label) from None
+                break
+        return _format_from_content(head, label)
+    raise UnknownFormatError(f"{label}: give format=... for a stream; known formats: {', '.join(FORMATS)}")
+
+
+def _load(source: Source, format: str | None) -> tuple[FormatSpec, object, str]:
+    """Read ``source`` and return (spec, stream for the module, label)."""
+    label = _label(source)
+    spec = _get_spec(format)
+    if spec is None and isinstance(source, (str, os.PathLike)):
+        name = _format_from_name(label)
+        spec = FORMATS[name] if name else None
+    data = _read_bytes(source)
+    if not data.strip():
+        raise FormatError("file is empty", label)
+    if spec is None:
+        spec = FORMATS[_format_from_content(data[:_HEAD_BYTES], label)]
+    stream = io.BytesIO(data) if spec.binary else io.StringIO(data.decode("latin-1"))
+    return spec, stream, label
+
+
+def _call_reader(func, stream, label: str, **kwargs):
+    try:
+        return func(stream, source=label, **kwargs)
+    except (GridError, StructureError) as exc:
+        raise FormatError(str(exc), label) from exc
+
+
+def read_field(source: Source, format: str | None = None, name: str | None = None) -> xr.DataArray:
+    """Read one field from a file.
+
+    Parameters
+    ----------
+    source : str, os.PathLike or file object
+        Path (optionally ``.gz/.bz2/.xz``), ``"-"`` for stdin, or an open file.
+    format : str, optional
+        One of :func:`known_formats`; guessed from name and content if omitted.
+    name : str, optional
+        For a case file (netCDF): the field to return (default ``elf_ref`` if
+        present, else ``elf``, else the first 3D variable). For the other
+        formats: the name given to the field (``"rho..."`` names mark
+        densities, which matters for unit conversion in cube files).
+
+    Returns
+    -------
+    xarray.DataArray
+        A field as in ``docs/datamodel.md`` (dims ``a, b, c``, Å, no duplicated
+        periodic plane); ``attrs["source_format"]`` names the format read.
+
+    Raises
+    ------
+    UnknownFormatError
+        Format not given and not recognised.
+    FormatError
+        The file does not follow the format (message gives path and line).
+    FileNotFoundError
+        The path does not exist.
+    """
+    spec, stream, label = _load(source, format)
+    field = _call_reader(getattr(_module(spec), f"read_{spec.name}"), stream, label, name=name)
+    field.attrs["source_format"] = spec.name
+    return field
+
+
+def read_case(source: Source, format: str | None = None) -> xr.Dataset:
+    """Read a case Dataset (``docs/datamodel.md``).
+
+    A netCDF file gives its case; any other format gives a one-field case
+    holding the field under its name (``elf``, ``rho``...).
+
+    Raises
+    ------
+    UnknownFormatError, FormatError, FileNotFoundError
+        As :func:`read_field`.
+    """
+    from ..grid import field_atoms, make_case
+
+    spec, stream, label = _load(source, format)
+    module = _module(spec)
+    if spec.case:
+        return _call_reader(module.read_case, stream, label)
+    field = _call_reader(getattr(module, f"read_{spec.name}"), stream, label, name=None)
+    attrs = {k: v for k, v in field.attrs.items() if k not in ("cell", "positions", "numbers")}
+    attrs["source_format"] = spec.name
+    return make_case(field_atoms(field), {str(field.name): field.values}, attrs=attrs)
+
+
+@contextlib.contextmanager
+def _open_write(target: Source, binary: bool) -> Iterator[IO]:
+    """Open ``target`` for writing; paths are written to a temporary file, then renamed."""
+    if not isinstance(target, (str, os.PathLike)):
+        if binary or isinstance(target, io.TextIOBase):
+            yield target
+        else:  # a binary stream for a text format
+            wrapper = io.TextIOWrapper(target, encoding="ascii", newline="\n", write_through=True)
+            yield wrapper
+            wrapper.flush()
+            wrapper.detach()
+        return
+    path = os.fspath(target)
+    if path == "-":
+        if binary:
+            yield sys.stdout.buffer
+        else:
+            yield sys.stdout
+        return
+    _, comp = _strip_compression(path)
+    tmp = f"{path}.part{os.getpid()}"
+    try:
+        if comp is not None:
+            fh = comp.open(tmp, "wb" if binary else "wt", **({} if binary else {"encoding": "ascii", "newline": "\n"}))
+        else:
+            fh = open(tmp, "wb") if binary else open(tmp, "w", encoding="ascii", newline="\n")
+        with fh:
+            yield fh
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _spec_for_write(target: Source, format: str | None) -> FormatSpec:
+    spec = _get_spec(format)
+    if spec is None:
+        name = _format_from_name(_label(target)) if isinstance(target, (str, os.PathLike)) else None
+        if name is None:
+            raise UnknownFormatError(
+                f"{_label(target)}: cannot tell the format from the name; known formats: {', '.join(FORMATS)}"
+            )
+        spec = FORMATS[name]
+    return spec
+
+
+def write_field(field: xr.DataArray, target: Source, format: str | None = None) -> None:
+    """Write one field.
+
+    Parameters
+    ----------
+    field : xarray.DataArray
+        A valid field (``elfcore.grid.validate_field``).
+    target : str, os.PathLike or file object
+        Path (``.gz/.bz2/.xz`` compresses), ``"-"`` for stdout, or an open file.
+    format : str, optional
+        Format name; taken from the file name if omitted.
+
+    Raises
+    ------
+    UnknownFormatError
+        No format given and the name does not tell.
+    GridError
+        ``field`` is not a valid field.
+    """
+    from ..grid import validate_field
+
+    validate_field(field)
+    spec = _spec_for_write(target, format)
+    writer = getattr(_module(spec), f"write_{spec.name}")
+    with _open_write(target, spec.binary) as fh:
+        writer(fh, field)
+
+
+def write_case(
+    case: xr.Dataset,
+    target: Source,
+    format: str | None = None,
+    *,
+    quantize: Mapping[str, str] | None = None,
+    encoding: Mapping[str, Mapping] | None = None,
+) -> None:
+    """Write a case Dataset to a case format (netCDF).
+
+    Parameters
+    ----------
+    case : xarray.Dataset
+        A valid case (``elfcore.grid.validate_case``).
+    target : str, os.PathLike or file object
+        Destination.
+    format : str, optional
+        Default: from the name; must be a case format (``netcdf``).
+    quantize : mapping of str to str, optional
+        Store these fields as scaled integers, e.g. ``{"elf_ref": "uint16"}``
+        (reads back as floats; error ≤ half a quantization step).
+    encoding : mapping, optional
+        Extra xarray encoding per variable (overrides the defaults).
+
+    Raises
+    ------
+    UnknownFormatError
+        The format cannot hold a case.
+    """
+    from ..grid import validate_case
+
+    validate_case(case)
+    spec = _spec_for_write(target, format)
+    if not spec.case:
+        case_formats = [s.name for s in FORMATS.values() if s.case]
+        raise UnknownFormatError(
+            f"format {spec.name!r} holds a single field, not a case; case formats: {', '.join(case_formats)}"
+        )
+    with _open_write(target, spec.binary) as fh:
+        _module(spec).write_case(fh, case, quantize=quantize, encoding=encoding)
