@@ -1,9 +1,161 @@
-"""elfcore app entry point: ``panel serve app/main.py``."""
-import panel as pn
+"""elfcore app: ``panel serve app/main.py --address 127.0.0.1`` (or ``python app/main.py``).
 
-pn.extension()
+Every browser session gets its own :class:`~app.state.AppState`, its own
+widgets and its own off-screen pyvista plotter (built in :func:`build_app`);
+only the cache of computed fields is shared by the sessions of one server.
+"""
+from __future__ import annotations
 
-pn.Column(
-    "# elfcore",
-    "Predicted ELF of dense hydrogen: 3D isosurface, residual slice and line scans are being built.",
-).servable(title="elfcore")
+import io
+import logging
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:  # `panel serve app/main.py` puts only app/ on the path
+    sys.path.insert(0, str(_ROOT))
+
+import panel as pn  # noqa: E402
+
+from app.pipeline import MAX_UPLOAD_BYTES  # noqa: E402
+from app.state import FIELD_EXTENSIONS, STRUCTURE_EXTENSIONS, AppState  # noqa: E402
+from app.views.linescan import LineScanView  # noqa: E402
+from app.views.metrics import metrics_pane  # noqa: E402
+from app.views.slice import SliceView  # noqa: E402
+from app.views.teaching import TEACHING_DEPS, teaching_text  # noqa: E402
+from app.views.viewer3d import Viewer3D  # noqa: E402
+
+__all__ = ["build_app", "controls"]
+
+log = logging.getLogger(__name__)
+
+pn.extension("vtk", loading_indicator=True, notifications=False, sizing_mode="stretch_width")
+
+
+def controls(state: AppState) -> dict[str, pn.viewable.Viewable]:
+    """The session's widgets, each built from its state parameter (names are the test hooks)."""
+    w = {
+        "case": pn.widgets.Select.from_param(state.param.case, name="Case"),
+        "view_field": pn.widgets.RadioButtonGroup.from_param(state.param.view_field, name="ELF shown"),
+        "r_cut": pn.widgets.DiscreteSlider.from_param(state.param.r_cut, name="r_cut (Å)"),
+        "l_max": pn.widgets.DiscreteSlider.from_param(state.param.l_max, name="l_max"),
+        "n_shells": pn.widgets.IntSlider.from_param(state.param.n_shells, name="k-shells (0 = no correction)"),
+        "iso": pn.widgets.FloatSlider.from_param(state.param.iso, name="Iso value"),
+        "show_residual": pn.widgets.Checkbox.from_param(state.param.show_residual, name="Residual isosurfaces"),
+        "residual_iso": pn.widgets.FloatSlider.from_param(state.param.residual_iso, name="Residual iso ±"),
+        "show_atoms": pn.widgets.Checkbox.from_param(state.param.show_atoms, name="Atoms"),
+        "show_cell": pn.widgets.Checkbox.from_param(state.param.show_cell, name="Cell box"),
+        "slice_mode": pn.widgets.RadioButtonGroup.from_param(state.param.slice_mode, name="Slice plane"),
+        "slice_position": pn.widgets.FloatSlider.from_param(state.param.slice_position, name="Slice position"),
+        "plane_atom_1": pn.widgets.Select.from_param(state.param.plane_atom_1, name="Plane atom 1", width=80),
+        "plane_atom_2": pn.widgets.Select.from_param(state.param.plane_atom_2, name="atom 2", width=80),
+        "plane_atom_3": pn.widgets.Select.from_param(state.param.plane_atom_3, name="atom 3", width=80),
+        "line_atom_1": pn.widgets.Select.from_param(state.param.line_atom_1, name="Line from atom", width=110),
+        "line_atom_2": pn.widgets.Select.from_param(state.param.line_atom_2, name="to atom", width=110),
+        "squeeze": pn.widgets.FloatSlider.from_param(state.param.squeeze, name="Squeeze cell × (prediction only)"),
+        "teaching": pn.widgets.Toggle.from_param(state.param.teaching, name="Teaching mode", button_type="primary"),
+    }
+    w["next_preset"] = pn.widgets.Button(name="Next pressure ▶", button_type="primary")
+    w["next_preset"].on_click(lambda _event: state.next_preset())
+    accept = ",".join(FIELD_EXTENSIONS + STRUCTURE_EXTENSIONS)
+    w["upload"] = pn.widgets.FileInput(accept=accept + ",*", multiple=False, name="Upload")
+    for k, widget in w.items():
+        widget.css_classes = list(widget.css_classes or []) + [f"elf-{k.replace('_', '-')}"]
+    return w
+
+
+def _upload_watcher(state: AppState, widget: pn.widgets.FileInput):
+    def on_upload(event):
+        if event.new is None:
+            return
+        state.upload(widget.filename or "upload", event.new)
+
+    widget.param.watch(on_upload, "value")
+
+
+def _downloads(state: AppState, viewer: Viewer3D, sliceview: SliceView) -> list:
+    def field_file(kind: str, suffix: str):
+        def cb():
+            try:
+                name, data = state.export_field(kind, suffix)
+            except Exception as exc:  # shown in the page, never a traceback
+                state.message = f"Export failed: {exc}"
+                return io.BytesIO(b"")
+            dl.filename = name
+            return io.BytesIO(data)
+
+        dl = pn.widgets.FileDownload(
+            callback=cb, filename=f"{kind}{suffix}", label=f"{kind} {suffix}", button_type="light", embed=False
+        )
+        return dl
+
+    slice_dl = pn.widgets.FileDownload(
+        callback=lambda: io.BytesIO(sliceview.png()), filename="slice.png", label="slice PNG", button_type="light"
+    )
+    iso_dl = pn.widgets.FileDownload(
+        callback=lambda: io.BytesIO(viewer.png()), filename="isosurface.png", label="3D PNG", button_type="light"
+    )
+    fields = [field_file(k, s) for k in ("prediction", "corrected") for s in (".cube", ".nc")]
+    return [slice_dl, iso_dl, *fields]
+
+
+def build_app(state: AppState | None = None):
+    """Build the page of one session (a fresh state, widgets and plotter)."""
+    state = state or AppState()
+    w = controls(state)
+    _upload_watcher(state, w["upload"])
+    viewer = Viewer3D(state)
+    sliceview = SliceView(state)
+    lines = LineScanView(state)
+    message = pn.pane.Alert(
+        state.param.message, alert_type="info", visible=pn.bind(bool, state.param.message), css_classes=["elf-message"]
+    )
+    teaching = pn.pane.Markdown(
+        pn.bind(lambda *_: teaching_text(state), *[state.param[p] for p in TEACHING_DEPS]),
+        visible=state.param.teaching,
+        css_classes=["elf-teaching"],
+    )
+    residual_ctrl = pn.Column(w["show_residual"], w["residual_iso"])
+    sidebar = [
+        pn.pane.Markdown("### Case"),
+        w["case"],
+        pn.pane.Markdown(
+            f"Upload a structure (POSCAR, CIF, extxyz → prediction) or an ELF file (ELFCAR, cube, XSF, netCDF → "
+            f"prediction + residual), ≤ {MAX_UPLOAD_BYTES // 2**20} MiB:"
+        ),
+        w["upload"],
+        pn.pane.Markdown("### Model and correction"),
+        w["r_cut"], w["l_max"], w["n_shells"],
+        pn.pane.Markdown("### 3D view"),
+        w["view_field"], w["iso"], residual_ctrl, pn.Row(w["show_atoms"], w["show_cell"]),
+        pn.pane.Markdown("### Slice"),
+        w["slice_mode"], w["slice_position"], pn.Row(w["plane_atom_1"], w["plane_atom_2"], w["plane_atom_3"]),
+        pn.pane.Markdown("### Line scan"),
+        pn.Row(w["line_atom_1"], w["line_atom_2"]),
+        pn.pane.Markdown("### Teaching"),
+        w["squeeze"], pn.Row(w["teaching"], w["next_preset"]),
+        pn.pane.Markdown("### Export"),
+        pn.FlexBox(*_downloads(state, viewer, sliceview)),
+    ]
+    main = [
+        message,
+        teaching,
+        pn.Row(
+            pn.Column(viewer, sizing_mode="stretch_both", min_height=480, css_classes=["elf-3d"]),
+            pn.Column(pn.pane.Markdown("### Metrics"), metrics_pane(state), width=420, css_classes=["elf-metrics"]),
+        ),
+        pn.Column(sliceview, css_classes=["elf-slice"]),
+        pn.Column(lines, css_classes=["elf-line"]),
+    ]
+    template = pn.template.FastListTemplate(
+        title="elfcore — ELF of dense hydrogen", sidebar=sidebar, main=main, sidebar_width=340,
+        accent_base_color="#2a6f97", header_background="#2a6f97",
+    )
+    template.state = state  # for tests and debugging from pn.state
+    return template
+
+
+if __name__ == "__main__":
+    pn.serve(build_app, address="127.0.0.1", port=5006, show=False, title="elfcore")
+elif pn.state.curdoc is not None:
+    build_app().servable(title="elfcore")

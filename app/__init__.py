@@ -1,0 +1,1 @@
+"""The elfcore Panel app (see app/main.py)."""

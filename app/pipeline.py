@@ -1,0 +1,439 @@
+"""Cached calls into elfcore for the app (no numerical code lives here).
+
+The app asks for results by *hashable settings*: a case key plus ``(r_cut,
+l_max, squeeze)`` for a prediction, plus ``n_shells`` for a k-correction.
+:class:`Pipeline` memoizes each result in a bounded LRU cache shared by the
+sessions of one server process (results are pure functions of their key, so
+sharing them never couples the sessions' state), and computes each key only
+once even when several sessions ask at the same time.
+
+:class:`ElfcoreEngine` is the only place that knows which elfcore function
+computes what; everything it returns is a field or a case of the data model
+(``docs/datamodel.md``).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field as dc_field
+from pathlib import Path
+from typing import Any, Callable, Hashable, Mapping
+
+import numpy as np
+import xarray as xr
+
+from elfcore.errors import ElfcoreError, FormatError, StructureError
+
+__all__ = [
+    "DATA_DIR",
+    "MAX_UPLOAD_BYTES",
+    "CaseInfo",
+    "ElfcoreEngine",
+    "LRUCache",
+    "Pipeline",
+    "default_pipeline",
+    "bundled_cases",
+]
+
+log = logging.getLogger(__name__)
+
+#: Directory of the bundled reference cases (one netCDF case per file).
+DATA_DIR = Path(__file__).resolve().parents[1] / "assets" / "data"
+#: Largest accepted upload, bytes.
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CaseInfo:
+    """What the case list shows about one case.
+
+    Attributes
+    ----------
+    key : str
+        Cache key (``"bundled:<file name>"`` or ``"upload:<sha1>"``).
+    label : str
+        Name shown in the case selector.
+    pressure_gpa : float or None
+        DFT pressure of the case, when known.
+    family : str
+        ``"fluid"``, ``"cubic"``, ``"hexagonal"``, ``"upload"``...
+    role : str
+        ``"train"``, ``"test"``, ``"transfer"``, ``"upload"``...
+    has_reference : bool
+        Whether the case carries a DFT ``elf_ref`` field.
+    """
+
+    key: str
+    label: str
+    pressure_gpa: float | None = None
+    family: str = ""
+    role: str = ""
+    has_reference: bool = True
+
+
+class LRUCache:
+    """A small thread-safe least-recently-used cache with single-flight compute.
+
+    Parameters
+    ----------
+    max_items : int
+        Entries kept; the least recently used one is dropped beyond that.
+    """
+
+    def __init__(self, max_items: int = 64):
+        if max_items < 1:
+            raise ValueError(f"max_items={max_items}; must be ≥ 1")
+        self.max_items = int(max_items)
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[Hashable, threading.Lock] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """Return the cached value for ``key``, computing it once if missing."""
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                self.hits += 1
+                return self._data[key]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._data:
+                    self.hits += 1
+                    return self._data[key]
+            value = compute()
+            with self._lock:
+                self.misses += 1
+                self._data[key] = value
+                self._data.move_to_end(key)
+                while len(self._data) > self.max_items:
+                    self._data.popitem(last=False)
+                self._key_locks.pop(key, None)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+# --------------------------------------------------------------------------- engine
+def _need(module: str, what: str):
+    """Import an elfcore module, or explain in one line which part is missing."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ElfcoreError(f"{what} is not available in this installation ({module}: {exc})") from exc
+
+
+class ElfcoreEngine:
+    """Adapter from the app's questions to elfcore's public functions.
+
+    Parameters
+    ----------
+    device : str
+        Torch device for predictions, resolved by :func:`elfcore.device.resolve`.
+    """
+
+    def __init__(self, device: str = "auto"):
+        self.device = device
+
+    # cases ----------------------------------------------------------------
+    def read_case(self, path: str | Path) -> xr.Dataset:
+        """Read a bundled netCDF case."""
+        io = _need("elfcore.io", "reading cases")
+        return io.read_case(path)
+
+    def read_upload(self, path: str | Path) -> xr.Dataset:
+        """Read an uploaded file into a case (with ``elf_ref`` when it carries an ELF field).
+
+        Field files (ELFCAR, cube, XSF with a data grid, netCDF) become a case
+        with ``elf_ref``; structure files (POSCAR, CIF, extxyz...) a case with
+        atoms only.
+        """
+        from elfcore.grid import field_atoms, make_case, validate_case
+
+        io = _need("elfcore.io", "reading uploads")
+        path = Path(path)
+        if path.suffix.lower() in (".nc", ".nc4", ".netcdf"):
+            try:
+                return validate_case(io.read_case(path))
+            except ElfcoreError:
+                pass
+        field_exc: Exception | None = None
+        try:
+            fld = io.read_field(path)
+        except (ElfcoreError, ValueError, KeyError, IndexError) as exc:
+            field_exc = exc
+            fld = None
+        if fld is not None:
+            values = np.asarray(fld.values)
+            lo, hi = float(values.min()), float(values.max())
+            if lo < -1e-3 or hi > 1.0 + 1e-3:
+                raise FormatError(
+                    f"the grid in this file has values {lo:.3g} … {hi:.3g}; an ELF lies in [0, 1] "
+                    "(is it a density file such as CHGCAR?)",
+                    path.name,
+                )
+            atoms = field_atoms(fld)
+            if len(atoms) == 0:
+                raise StructureError(f"{path.name}: the file holds a grid but no atoms")
+            return make_case(atoms, {"elf_ref": np.clip(values, 0.0, 1.0)}, attrs={"source": path.name})
+        atoms = self.read_structure(path)
+        if atoms is None:
+            raise FormatError(f"not a field or structure file elfcore can read ({field_exc})", path.name)
+        return make_case(atoms, {}, attrs={"source": path.name})
+
+    def read_structure(self, path: str | Path):
+        """Read a periodic structure with ASE; ``None`` when ASE cannot read it."""
+        import ase.io
+
+        try:
+            atoms = ase.io.read(str(path))
+        except Exception:  # ase raises many unrelated types for foreign files
+            return None
+        if isinstance(atoms, list):
+            atoms = atoms[-1] if atoms else None
+        if atoms is None or len(atoms) == 0:
+            raise StructureError(f"{Path(path).name}: the structure holds no atoms")
+        if not np.all(np.isfinite(atoms.get_positions())):
+            raise StructureError(f"{Path(path).name}: atom positions contain NaN or inf")
+        if abs(atoms.cell.volume) < 1e-6:
+            raise StructureError(f"{Path(path).name}: the structure has no periodic cell (volume 0)")
+        atoms.pbc = True
+        return atoms
+
+    # models ----------------------------------------------------------------
+    def zoo_settings(self) -> tuple[list[float], list[int]]:
+        """The r_cut (Å) and l_max values available in the model zoo."""
+        zoo = _need("elfcore.zoo", "the model zoo")
+        pairs = list(zoo.available())
+        r_cuts = sorted({float(r) for r, _ in pairs})
+        l_maxs = sorted({int(l) for _, l in pairs})
+        return r_cuts, l_maxs
+
+    def predict(self, atoms, r_cut: float, l_max: int, shape: tuple[int, int, int]):
+        """Predicted ELF (and ensemble stdev or ``None``) of ``atoms`` on ``shape``.
+
+        Returns
+        -------
+        (xarray.DataArray, xarray.DataArray or None)
+            Mean prediction and its ensemble standard deviation, both fields.
+        """
+        zoo = _need("elfcore.zoo", "the model zoo")
+        predict = _need("elfcore.predict", "prediction")
+        model = zoo.load_zoo_model(r_cut, l_max)
+        out = predict.predict_field(atoms, model, shape=tuple(shape), device=self.device)
+        if isinstance(out, tuple):
+            return out[0], out[1]
+        if isinstance(out, xr.Dataset):
+            std = out["elf_std"] if "elf_std" in out else None
+            return out["elf"], std
+        return out, None
+
+    def correct(self, pred: xr.DataArray, ref: xr.DataArray, n_shells: int) -> xr.DataArray:
+        """Oracle k-space correction of ``pred`` towards ``ref`` with ``n_shells`` shells."""
+        kspace = _need("elfcore.kspace", "the k-space correction")
+        out = kspace.oracle_correction(pred, ref, n_shells=int(n_shells))
+        return out[0] if isinstance(out, tuple) else out
+
+    def metrics(self, pred: xr.DataArray, ref: xr.DataArray) -> dict[str, float]:
+        """MAE, RMSE and R² of ``pred`` against ``ref`` over all voxels."""
+        m = _need("elfcore.train.metrics", "metrics")
+        out = m.regression_metrics(np.asarray(pred.values).ravel(), np.asarray(ref.values).ravel())
+        return {k: float(out[k]) for k in ("mae", "rmse", "r2")}
+
+    def topology(self, fld: xr.DataArray) -> dict[str, float]:
+        """Networking value φ and molecularity of an ELF field."""
+        topo = _need("elfcore.topology", "topology")
+        out = topo.networking_value(fld)
+        return {"phi": float(out["networking_value"]), "molecularity": float(out["molecularity"])}
+
+
+# --------------------------------------------------------------------------- pipeline
+def _hash_bytes(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()[:16]
+
+
+def bundled_cases(data_dir: Path = DATA_DIR) -> list[Path]:
+    """The bundled case files, sorted by name."""
+    if not data_dir.is_dir():
+        return []
+    return sorted(p for p in data_dir.glob("*.nc") if p.is_file())
+
+
+@dataclass
+class Pipeline:
+    """Cached elfcore results for the app, keyed by hashable settings.
+
+    Parameters
+    ----------
+    engine : ElfcoreEngine
+        Does the actual work.
+    data_dir : pathlib.Path
+        Where the bundled cases are.
+    max_items : int
+        Size of the result cache.
+    """
+
+    engine: Any = dc_field(default_factory=ElfcoreEngine)
+    data_dir: Path = DATA_DIR
+    max_items: int = 96
+    cases: dict[str, xr.Dataset] = dc_field(default_factory=dict)
+    infos: dict[str, CaseInfo] = dc_field(default_factory=dict)
+
+    def __post_init__(self):
+        self.cache = LRUCache(self.max_items)
+        self._cases_lock = threading.Lock()
+        self._scanned = False
+
+    # cases ----------------------------------------------------------------
+    def scan(self) -> list[CaseInfo]:
+        """Register the bundled cases (metadata only is read eagerly)."""
+        with self._cases_lock:
+            if not self._scanned:
+                for path in bundled_cases(self.data_dir):
+                    try:
+                        info = self._bundled_info(path)
+                    except (ElfcoreError, OSError, ValueError) as exc:
+                        log.warning("skipping bundled case %s: %s", path.name, exc)
+                        continue
+                    self.infos[info.key] = info
+                self._scanned = True
+        return [i for i in self.infos.values() if i.key.startswith("bundled:")]
+
+    def _bundled_info(self, path: Path) -> CaseInfo:
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            attrs = dict(ds.attrs)
+            has_ref = "elf_ref" in ds
+        p = attrs.get("pressure_gpa")
+        pressure = float(p) if p is not None and np.isfinite(float(p)) else None
+        label = path.stem
+        if pressure is not None:
+            label = f"{path.stem} ({pressure:.1f} GPa)"
+        return CaseInfo(
+            key=f"bundled:{path.name}",
+            label=label,
+            pressure_gpa=pressure,
+            family=str(attrs.get("family", "")),
+            role=str(attrs.get("role", "")),
+            has_reference=has_ref,
+        )
+
+    def add_case(self, ds: xr.Dataset, *, label: str, key: str | None = None, **info) -> CaseInfo:
+        """Register an in-memory case (an upload, or a test case); returns its info."""
+        from elfcore.grid import validate_case
+
+        validate_case(ds)
+        if key is None:
+            key = "upload:" + _hash_bytes(_case_bytes(ds))
+        ci = CaseInfo(key=key, label=label, has_reference="elf_ref" in ds, **info)
+        with self._cases_lock:
+            self.cases[key] = ds
+            self.infos[key] = ci
+        return ci
+
+    def case(self, key: str) -> xr.Dataset:
+        """The case Dataset for ``key`` (bundled cases are read on first use)."""
+        with self._cases_lock:
+            if key in self.cases:
+                return self.cases[key]
+        if not key.startswith("bundled:"):
+            raise ElfcoreError(f"unknown case {key!r}")
+        path = self.data_dir / key.split(":", 1)[1]
+        ds = self.cache.get(("case", key), lambda: self.engine.read_case(path))
+        return ds
+
+    # derived fields ----------------------------------------------------------
+    def reference(self, key: str) -> xr.DataArray | None:
+        """The DFT ELF of case ``key`` or ``None``."""
+        from elfcore.grid import case_field
+
+        ds = self.case(key)
+        if "elf_ref" not in ds:
+            return None
+        return self.cache.get(("ref", key), lambda: case_field(ds, "elf_ref"))
+
+    def structure(self, key: str, squeeze: float = 1.0):
+        """The structure of case ``key``, its cell scaled by ``squeeze`` (atoms move with it)."""
+        from elfcore.grid import case_atoms
+
+        atoms = case_atoms(self.case(key))
+        if squeeze != 1.0:
+            atoms.set_cell(np.asarray(atoms.cell[:]) * float(squeeze), scale_atoms=True)
+        return atoms
+
+    def grid_shape(self, key: str, spacing: float = 0.1, max_points: int = 96) -> tuple[int, int, int]:
+        """Grid of the case's reference, or one with ``spacing`` Å (≤ max_points per axis)."""
+        ds = self.case(key)
+        if all(d in ds.sizes for d in ("a", "b", "c")):
+            return (ds.sizes["a"], ds.sizes["b"], ds.sizes["c"])
+        lengths = np.linalg.norm(np.asarray(ds["cell"].values), axis=1)
+        return tuple(int(min(max_points, max(8, np.ceil(length / spacing)))) for length in lengths)
+
+    def prediction(self, key: str, r_cut: float, l_max: int, squeeze: float = 1.0):
+        """Cached ``(mean, std or None)`` prediction for the settings."""
+        k = ("pred", key, float(r_cut), int(l_max), round(float(squeeze), 4))
+
+        def compute():
+            atoms = self.structure(key, squeeze)
+            return self.engine.predict(atoms, float(r_cut), int(l_max), self.grid_shape(key))
+
+        return self.cache.get(k, compute)
+
+    def corrected(self, key: str, r_cut: float, l_max: int, n_shells: int) -> xr.DataArray | None:
+        """Cached oracle-corrected prediction (``None`` without a reference or with 0 shells)."""
+        ref = self.reference(key)
+        if ref is None or int(n_shells) <= 0:
+            return None
+        k = ("corr", key, float(r_cut), int(l_max), int(n_shells))
+        pred, _ = self.prediction(key, r_cut, l_max)
+        return self.cache.get(k, lambda: self.engine.correct(pred, ref, int(n_shells)))
+
+    def metrics(self, key: str, r_cut: float, l_max: int, n_shells: int) -> dict[str, dict[str, float]]:
+        """``{"before": {...}, "after": {...} or absent}`` MAE/RMSE/R² against the reference."""
+        ref = self.reference(key)
+        if ref is None:
+            return {}
+        pred, _ = self.prediction(key, r_cut, l_max)
+        out = {"before": self.cache.get(("m", key, r_cut, l_max), lambda: self.engine.metrics(pred, ref))}
+        corr = self.corrected(key, r_cut, l_max, n_shells)
+        if corr is not None:
+            out["after"] = self.cache.get(
+                ("m", key, r_cut, l_max, n_shells), lambda: self.engine.metrics(corr, ref)
+            )
+        return out
+
+    def topology(self, fld_key: tuple, fld: xr.DataArray) -> dict[str, float]:
+        """Cached φ and molecularity of a field identified by ``fld_key``."""
+        return self.cache.get(("topo",) + tuple(fld_key), lambda: self.engine.topology(fld))
+
+
+def _case_bytes(ds: xr.Dataset) -> bytes:
+    parts = [np.ascontiguousarray(ds[k].values).tobytes() for k in sorted(ds.data_vars)]
+    return b"".join(parts)
+
+
+_DEFAULT: Pipeline | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_pipeline() -> Pipeline:
+    """The pipeline shared by the sessions of this server process (created on first use)."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = Pipeline()
+        return _DEFAULT

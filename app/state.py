@@ -1,0 +1,509 @@
+"""Every user choice of the app in one :class:`AppState` (no Panel import).
+
+One ``AppState`` exists per browser session. Its parameters are the choices
+(case, model, k-shells, iso value, slice, line, squeeze...); its
+``@param.depends`` methods derive what the views draw, by asking the cached
+:class:`~app.pipeline.Pipeline` (elfcore does the computing). The class is
+plain Python: tests drive it without a browser.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import param
+import xarray as xr
+
+from elfcore.errors import ElfcoreError
+
+from .pipeline import MAX_UPLOAD_BYTES, CaseInfo, Pipeline, default_pipeline
+
+__all__ = [
+    "AppState",
+    "FieldSet",
+    "SliceData",
+    "LineData",
+    "FIELD_KINDS",
+    "FIELD_EXTENSIONS",
+    "STRUCTURE_EXTENSIONS",
+]
+
+log = logging.getLogger(__name__)
+
+#: The ELF fields a view can show.
+FIELD_KINDS = ("prediction", "reference", "corrected")
+#: Upload names read as ELF fields (prediction + residual against them).
+FIELD_EXTENSIONS = (".cube", ".cub", ".xsf", ".nc", ".elfcar", ".vasp")
+#: Upload names read as structures (prediction only).
+STRUCTURE_EXTENSIONS = (".cif", ".xyz", ".extxyz", ".poscar", ".contcar", ".pdb", ".traj", ".in")
+_VASP_NAMES = ("ELFCAR", "CHGCAR", "POSCAR", "CONTCAR", "LOCPOT", "PARCHG")
+
+DEFAULT_R_CUTS = [3.0]
+DEFAULT_L_MAXS = [2]
+
+
+@dataclass(frozen=True)
+class FieldSet:
+    """The fields of one set of choices (all over the same grid).
+
+    Attributes
+    ----------
+    prediction, std, reference, corrected : xarray.DataArray or None
+        Predicted ELF, its ensemble standard deviation, DFT ELF, k-corrected ELF.
+    residual, residual_corrected : xarray.DataArray or None
+        ``ELF_pred − ELF_ref`` and ``ELF_corr − ELF_ref``.
+    atoms : ase.Atoms or None
+        The structure these fields belong to (squeezed when ``squeezed``).
+    squeezed : bool
+        The cell was scaled: prediction only, no reference.
+    error : str
+        A readable message when the prediction could not be made.
+    """
+
+    prediction: xr.DataArray | None = None
+    std: xr.DataArray | None = None
+    reference: xr.DataArray | None = None
+    corrected: xr.DataArray | None = None
+    residual: xr.DataArray | None = None
+    residual_corrected: xr.DataArray | None = None
+    atoms: Any = None
+    squeezed: bool = False
+    error: str = ""
+
+    def get(self, kind: str) -> xr.DataArray | None:
+        """The ELF field named ``kind`` (one of :data:`FIELD_KINDS`)."""
+        return {"prediction": self.prediction, "reference": self.reference, "corrected": self.corrected}[kind]
+
+
+@dataclass(frozen=True)
+class SliceData:
+    """A 2D cut, ready to draw.
+
+    Attributes
+    ----------
+    elf, residual : numpy.ndarray (nx, ny) or None
+        ELF of the chosen kind and ``ELF_pred − ELF_ref`` on the plane; axis 0 is x.
+    x, y : numpy.ndarray
+        In-plane coordinates, Å.
+    xlabel, ylabel, title : str
+    atoms_xy : numpy.ndarray (m, 2)
+        In-plane positions (Å) of the atoms within ``near`` of the plane.
+    atoms_index : numpy.ndarray (m,)
+        Their indices.
+    """
+
+    elf: np.ndarray | None
+    residual: np.ndarray | None
+    x: np.ndarray
+    y: np.ndarray
+    xlabel: str
+    ylabel: str
+    title: str
+    atoms_xy: np.ndarray
+    atoms_index: np.ndarray
+    kind: str = "prediction"
+
+
+@dataclass(frozen=True)
+class LineData:
+    """ELF along a line: ``s`` (Å) and one curve per available field; ``band`` = ±1 σ of the ensemble."""
+
+    s: np.ndarray
+    curves: dict
+    band: tuple | None
+    title: str
+
+
+class AppState(param.Parameterized):
+    """All choices of one app session, and the results derived from them."""
+
+    case = param.Selector(default=None, objects=[], doc="case shown (bundled or uploaded)")
+    view_field = param.Selector(default="prediction", objects=list(FIELD_KINDS), doc="ELF drawn in 3D and in the slice")
+    r_cut = param.Selector(default=3.0, objects=list(DEFAULT_R_CUTS), doc="descriptor cutoff r_cut of the zoo model, Å")
+    l_max = param.Selector(default=2, objects=list(DEFAULT_L_MAXS), doc="angular order l_max of the zoo model")
+    n_shells = param.Integer(default=0, bounds=(0, 8), doc="k-space correction: reciprocal shells (0 = none)")
+    iso = param.Number(default=0.75, bounds=(0.05, 0.95), step=0.01, doc="ELF iso value of the 3D surface")
+    show_residual = param.Boolean(default=False, doc="also draw the residual isosurfaces ±residual_iso")
+    residual_iso = param.Number(default=0.1, bounds=(0.02, 0.4), step=0.01, doc="|ELF_pred − ELF_ref| of the residual isosurfaces")
+    show_atoms = param.Boolean(default=True)
+    show_cell = param.Boolean(default=True)
+    slice_mode = param.Selector(default="c", objects=["a", "b", "c", "atoms"], doc="plane along a lattice axis or through three atoms")
+    slice_position = param.Number(default=0.5, bounds=(0.0, 1.0), step=0.01, doc="fractional position of the plane along its axis")
+    plane_atom_1 = param.Selector(default=0, objects=[0])
+    plane_atom_2 = param.Selector(default=0, objects=[0])
+    plane_atom_3 = param.Selector(default=0, objects=[0])
+    line_atom_1 = param.Selector(default=0, objects=[0], doc="start atom of the line scan")
+    line_atom_2 = param.Selector(default=0, objects=[0], doc="end atom of the line scan")
+    near_plane = param.Number(default=0.6, bounds=(0.05, 3.0), doc="atoms within this distance (Å) of the plane are marked")
+    squeeze = param.Number(default=1.0, bounds=(0.8, 1.2), step=0.01, doc="scale factor of the cell (prediction only)")
+    teaching = param.Boolean(default=False, doc="show the guided explanations")
+    preset = param.Integer(default=0, bounds=(0, None), doc="index of the teaching preset")
+    message = param.String(default="", doc="last message for the user (errors from uploads...)")
+
+    pipeline = param.Parameter(default=None, doc="cached elfcore results (shared per server)", precedence=-1)
+
+    def __init__(self, pipeline: Pipeline | None = None, **params):
+        super().__init__(pipeline=pipeline or default_pipeline(), **{k: v for k, v in params.items() if k != "case"})
+        self._labels: dict[str, str] = {}
+        self._refresh_zoo()
+        self._refresh_cases()
+        if params.get("case") is not None:
+            self.case = params["case"]
+        self._on_case()
+        self.param.watch(lambda *_: self._on_case(), "case")
+
+    # ---------------------------------------------------------------- setup
+    def _refresh_zoo(self) -> None:
+        try:
+            r_cuts, l_maxs = self.pipeline.engine.zoo_settings()
+        except ElfcoreError as exc:
+            self.message = str(exc)
+            return
+        if r_cuts and l_maxs:
+            self.param.r_cut.objects = list(r_cuts)
+            self.param.l_max.objects = list(l_maxs)
+            if self.r_cut not in r_cuts:
+                self.r_cut = 3.0 if 3.0 in r_cuts else r_cuts[len(r_cuts) // 2]
+            if self.l_max not in l_maxs:
+                self.l_max = 2 if 2 in l_maxs else l_maxs[0]
+
+    def _refresh_cases(self) -> None:
+        bundled = sorted(
+            self.pipeline.scan(), key=lambda i: (i.pressure_gpa is None, i.pressure_gpa or 0.0, i.label)
+        )
+        infos = bundled + [
+            i for k, i in self.pipeline.infos.items() if k in getattr(self, "_uploads", set())
+        ]
+        keys = [i.key for i in infos]
+        self.param.case.objects = {i.label: i.key for i in infos}
+        self._labels = {i.key: i.label for i in infos}
+        if self.case not in keys:
+            self.case = self._first_case(infos)
+
+    @staticmethod
+    def _first_case(infos: list[CaseInfo]) -> str | None:
+        if not infos:
+            return None
+        with_p = [i for i in infos if i.pressure_gpa is not None and i.has_reference]
+        return (with_p or infos)[0].key
+
+    def _on_case(self) -> None:
+        """Effect of a case change: atom lists follow the new structure."""
+        n = self.n_atoms
+        atoms = list(range(max(n, 1)))
+        for name, default in (
+            ("plane_atom_1", 0), ("plane_atom_2", 1), ("plane_atom_3", 2), ("line_atom_1", 0), ("line_atom_2", 1)
+        ):
+            p = self.param[name]
+            p.objects = atoms
+            setattr(self, name, min(default, len(atoms) - 1))
+        if n >= 2:
+            self.line_atom_2 = self._nearest_neighbour(0)
+        if self.view_field != "prediction" and not self.case_info().has_reference:
+            self.view_field = "prediction"
+
+    def _nearest_neighbour(self, i: int) -> int:
+        from elfcore.grid import minimum_image
+
+        atoms = self.pipeline.structure(self.case)
+        pos = atoms.get_positions()
+        d = np.linalg.norm(minimum_image(pos - pos[i], np.asarray(atoms.cell[:])), axis=1)
+        d[i] = np.inf
+        return int(np.argmin(d))
+
+    # ---------------------------------------------------------------- info
+    @property
+    def n_atoms(self) -> int:
+        if self.case is None:
+            return 0
+        return int(self.pipeline.case(self.case).sizes.get("atom", 0))
+
+    def case_info(self) -> CaseInfo:
+        """Metadata of the current case."""
+        if self.case is None:
+            return CaseInfo(key="", label="(no case)", has_reference=False)
+        return self.pipeline.infos[self.case]
+
+    def case_label(self, key: str | None = None) -> str:
+        key = self.case if key is None else key
+        return self._labels.get(key, str(key))
+
+    # ---------------------------------------------------------------- uploads
+    def upload(self, filename: str, data: bytes) -> bool:
+        """Read an uploaded file, add it as a case and select it.
+
+        A field file (ELFCAR, cube, XSF, netCDF) gives a case with reference
+        (prediction + residual); a structure file gives prediction only. On
+        any problem the reason goes to :attr:`message` and ``False`` is
+        returned; the session keeps its previous case.
+        """
+        name = Path(str(filename or "upload")).name
+        if not data:
+            self.message = f"Upload '{name}' is empty."
+            return False
+        if len(data) > MAX_UPLOAD_BYTES:
+            self.message = (
+                f"Upload '{name}' is {len(data) / 2**20:.1f} MiB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MiB."
+            )
+            return False
+        suffix = Path(name).suffix.lower()
+        known = FIELD_EXTENSIONS + STRUCTURE_EXTENSIONS
+        if suffix not in known and not any(v in name.upper() for v in _VASP_NAMES):
+            self.message = (
+                f"Upload '{name}': unknown file type '{suffix or name}'. Accepted: ELFCAR, POSCAR/CONTCAR, "
+                + ", ".join(known)
+                + "."
+            )
+            return False
+        with tempfile.TemporaryDirectory(prefix="elfcore-upload-") as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            try:
+                ds = self.pipeline.engine.read_upload(path)
+                info = self.pipeline.add_case(ds, label=f"upload: {name}", family="upload", role="upload")
+            except (ElfcoreError, ValueError, KeyError, IndexError, OSError, UnicodeDecodeError) as exc:
+                self.message = f"Could not use '{name}': {exc}"
+                log.info("upload %s refused: %s", name, exc)
+                return False
+        if not hasattr(self, "_uploads"):
+            self._uploads: set[str] = set()
+        self._uploads.add(info.key)
+        self._refresh_cases()
+        self.case = info.key
+        kind = "ELF field: prediction and residual" if info.has_reference else "structure: prediction only"
+        self.message = f"Loaded '{name}' ({self.n_atoms} atoms, {kind})."
+        return True
+
+    # ---------------------------------------------------------------- derived
+    @param.depends("case", "r_cut", "l_max", "n_shells", "squeeze")
+    def fields(self) -> FieldSet:
+        """All fields for the current choices (cached per setting)."""
+        if self.case is None:
+            return FieldSet(error="No case available. Upload a structure or field file.")
+        p = self.pipeline
+        squeezed = abs(self.squeeze - 1.0) > 1e-9
+        try:
+            atoms = p.structure(self.case, self.squeeze)
+            pred, std = p.prediction(self.case, self.r_cut, self.l_max, self.squeeze)
+        except ElfcoreError as exc:
+            ref = None if squeezed else p.reference(self.case)
+            return FieldSet(reference=ref, atoms=p.structure(self.case), error=f"No prediction: {exc}")
+        if squeezed:
+            return FieldSet(prediction=pred, std=std, atoms=atoms, squeezed=True)
+        ref = p.reference(self.case)
+        if ref is None:
+            return FieldSet(prediction=pred, std=std, atoms=atoms)
+        try:
+            corr = p.corrected(self.case, self.r_cut, self.l_max, self.n_shells)
+        except ElfcoreError as exc:
+            corr = None
+            self.message = f"No k-correction: {exc}"
+        key = (self.case, self.r_cut, self.l_max)
+        res = p.cache.get(("res",) + key, lambda: _difference(pred, ref, "residual"))
+        res_c = None
+        if corr is not None:
+            res_c = p.cache.get(("resc",) + key + (self.n_shells,), lambda: _difference(corr, ref, "residual"))
+        return FieldSet(
+            prediction=pred, std=std, reference=ref, corrected=corr, residual=res, residual_corrected=res_c,
+            atoms=atoms,
+        )
+
+    def shown_kind(self, fs: FieldSet | None = None) -> str:
+        """The ELF kind actually drawn: the chosen one, or the prediction when that is missing."""
+        fs = self.fields() if fs is None else fs
+        if fs.get(self.view_field) is not None:
+            return self.view_field
+        for kind in ("prediction", "reference"):
+            if fs.get(kind) is not None:
+                return kind
+        return self.view_field
+
+    @param.depends("case", "r_cut", "l_max", "n_shells", "squeeze")
+    def metrics(self) -> dict:
+        """MAE/RMSE/R² before/after correction and φ/molecularity of reference, prediction and correction."""
+        fs = self.fields()
+        out: dict[str, Any] = {"errors": {}, "topology": {}, "note": ""}
+        if fs.error:
+            out["note"] = fs.error
+        if fs.squeezed:
+            out["note"] = "Squeezed cell: prediction only, no DFT reference."
+        p = self.pipeline
+        if fs.reference is not None and fs.prediction is not None:
+            try:
+                out["errors"] = p.metrics(self.case, self.r_cut, self.l_max, self.n_shells)
+            except ElfcoreError as exc:
+                out["note"] = f"No metrics: {exc}"
+        keys = {
+            "reference": (self.case, "ref"),
+            "prediction": (self.case, "pred", self.r_cut, self.l_max, round(self.squeeze, 4)),
+            "corrected": (self.case, "corr", self.r_cut, self.l_max, self.n_shells),
+        }
+        for kind, k in keys.items():
+            fld = fs.get(kind)
+            if fld is None:
+                continue
+            try:
+                out["topology"][kind] = p.topology(k, fld)
+            except ElfcoreError as exc:
+                out["note"] = f"No topology: {exc}"
+                break
+        return out
+
+    @param.depends(
+        "case", "r_cut", "l_max", "n_shells", "squeeze", "view_field", "slice_mode", "slice_position",
+        "plane_atom_1", "plane_atom_2", "plane_atom_3", "near_plane",
+    )
+    def slice_data(self) -> SliceData | str:
+        """The 2D cut of the shown ELF and of the residual, or a message string."""
+        from elfcore.grid import field_cell, lattice_slice, plane_slice
+
+        fs = self.fields()
+        kind = self.shown_kind(fs)
+        elf = fs.get(kind)
+        if elf is None:
+            return fs.error or "Nothing to show."
+        res = fs.residual_corrected if (kind == "corrected" and fs.residual_corrected is not None) else fs.residual
+        cell = field_cell(elf)
+        pos = np.asarray(elf.attrs.get("positions", np.zeros((0, 3)))).reshape(-1, 3)
+        if self.slice_mode == "atoms":
+            trio = (self.plane_atom_1, self.plane_atom_2, self.plane_atom_3)
+            if len(set(trio)) < 3:
+                return "Choose three different atoms for the plane."
+            spacing = float(np.min(np.linalg.norm(cell, axis=1) / np.asarray(elf.shape)))
+            try:
+                e2 = plane_slice(elf, atoms=trio, resolution=spacing, order=1)
+                r2 = None if res is None else plane_slice(res, atoms=trio, resolution=spacing, order=1)
+            except ElfcoreError as exc:
+                return f"No plane: {exc}"
+            x = np.asarray(e2.coords["u"])
+            y = np.asarray(e2.coords["v"])
+            origin, u, v, n = (np.asarray(e2.attrs[k]) for k in ("origin", "u_axis", "v_axis", "normal"))
+            xy, idx = _atoms_near_plane(pos, cell, origin, u, v, n, self.near_plane, x.max())
+            title = f"plane through atoms {trio[0]}, {trio[1]}, {trio[2]}"
+            return SliceData(
+                np.asarray(e2.values), None if r2 is None else np.asarray(r2.values), x, y,
+                "u (Å)", "v (Å)", title, xy, idx, kind,
+            )
+        axis = self.slice_mode
+        e2 = lattice_slice(elf, axis, self.slice_position)
+        r2 = None if res is None else lattice_slice(res, axis, self.slice_position)
+        other = [d for d in ("a", "b", "c") if d != axis]
+        ia = "abc".index(axis)
+        io_ = ["abc".index(d) for d in other]
+        lengths = np.linalg.norm(cell, axis=1)
+        x = np.asarray(e2.coords[other[0]]) * lengths[io_[0]]
+        y = np.asarray(e2.coords[other[1]]) * lengths[io_[1]]
+        frac = (pos @ np.linalg.inv(cell)) % 1.0 if len(pos) else np.zeros((0, 3))
+        pos_plane = e2.attrs["slice_position"]
+        d_spacing = 1.0 / np.linalg.norm(np.linalg.inv(cell)[:, ia])  # distance between lattice planes per unit
+        dist = np.abs(((frac[:, ia] - pos_plane + 0.5) % 1.0) - 0.5) * d_spacing
+        sel = np.nonzero(dist <= self.near_plane)[0]
+        xy = np.stack([frac[sel, io_[0]] * lengths[io_[0]], frac[sel, io_[1]] * lengths[io_[1]]], axis=1)
+        title = f"plane {axis} = {pos_plane:.3f}"
+        return SliceData(
+            np.asarray(e2.values), None if r2 is None else np.asarray(r2.values), x, y,
+            f"along {other[0]} (Å)", f"along {other[1]} (Å)", title, xy.reshape(-1, 2), sel, kind,
+        )
+
+    @param.depends("case", "r_cut", "l_max", "n_shells", "squeeze", "line_atom_1", "line_atom_2")
+    def line_data(self) -> LineData | str:
+        """ELF of every available field along the line between the two chosen atoms, or a message."""
+        from elfcore.grid import line_profile
+
+        fs = self.fields()
+        i, j = int(self.line_atom_1), int(self.line_atom_2)
+        if i == j:
+            return "Choose two different atoms for the line scan."
+        curves = {}
+        s = None
+        n = 160
+        for kind in FIELD_KINDS:
+            fld = fs.get(kind)
+            if fld is None:
+                continue
+            prof = line_profile(fld, atoms=(i, j), n=n, order=1)
+            s = np.asarray(prof.coords["s"])
+            curves[kind] = np.asarray(prof.values)
+        if s is None:
+            return fs.error or "Nothing to show."
+        band = None
+        if fs.std is not None and "prediction" in curves:
+            sd = np.asarray(line_profile(fs.std, atoms=(i, j), n=n, order=1).values)
+            band = (curves["prediction"] - sd, curves["prediction"] + sd)
+        return LineData(s, curves, band, f"atom {i} → atom {j} ({s[-1]:.2f} Å)")
+
+    # ---------------------------------------------------------------- teaching
+    def presets(self) -> list[dict]:
+        """Teaching presets: one bundled fluid case per pressure, lowest pressure first."""
+        infos = [i for i in self.pipeline.scan() if i.pressure_gpa is not None and i.has_reference]
+        by_p: dict[float, CaseInfo] = {}
+        for info in sorted(infos, key=lambda i: (i.pressure_gpa, i.role != "train", i.key)):
+            by_p.setdefault(round(info.pressure_gpa, 1), info)
+        return [
+            {"case": i.key, "label": f"{p:.1f} GPa", "pressure_gpa": p, "n_shells": 3, "iso": 0.7}
+            for p, i in sorted(by_p.items())
+        ]
+
+    def apply_preset(self, index: int) -> dict | None:
+        """Select teaching preset ``index`` (modulo the number of presets); returns it."""
+        presets = self.presets()
+        if not presets:
+            self.message = "No bundled cases with a pressure to step through."
+            return None
+        pr = presets[index % len(presets)]
+        self.param.update(
+            case=pr["case"], n_shells=pr["n_shells"], iso=pr["iso"], squeeze=1.0, preset=index % len(presets)
+        )
+        self.message = f"Preset {self.preset + 1}/{len(presets)}: {pr['label']}"
+        return pr
+
+    def next_preset(self) -> dict | None:
+        """Step to the next pressure."""
+        return self.apply_preset(self.preset + 1)
+
+    # ---------------------------------------------------------------- export
+    def export_field(self, kind: str, suffix: str) -> tuple[str, bytes]:
+        """The field ``kind`` (``prediction``, ``reference``, ``corrected``, ``residual``) as file bytes.
+
+        ``suffix`` is ``.cube`` or ``.nc`` (written by :func:`elfcore.io.write_field`).
+        """
+        from elfcore.io import write_field
+
+        fs = self.fields()
+        fld = fs.residual if kind == "residual" else fs.get(kind)
+        if fld is None:
+            raise ElfcoreError(f"no {kind} field for the current choices")
+        stem = Path(self.case_label()).stem.split(" ")[0].replace("upload:", "upload")
+        name = f"{stem}_{kind}_r{self.r_cut:g}_l{self.l_max}{'_k' + str(self.n_shells) if kind == 'corrected' else ''}{suffix}"
+        with tempfile.TemporaryDirectory(prefix="elfcore-export-") as tmp:
+            path = os.path.join(tmp, name)
+            write_field(fld, path)
+            with open(path, "rb") as fh:
+                return name, fh.read()
+
+
+def _difference(a: xr.DataArray, b: xr.DataArray, name: str) -> xr.DataArray:
+    out = a - b
+    out.attrs = dict(a.attrs)
+    out.name = name
+    return out
+
+
+def _atoms_near_plane(pos, cell, origin, u, v, n, near, half):
+    """In-plane (u, v) coordinates of the periodic images of atoms within ``near`` Å of the plane."""
+    if len(pos) == 0:
+        return np.zeros((0, 2)), np.zeros(0, dtype=int)
+    shifts = np.array([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], float) @ cell
+    images = pos[:, None, :] + shifts[None, :, :] - origin  # (n, 27, 3)
+    dn = images @ n
+    du = images @ u
+    dv = images @ v
+    ok = (np.abs(dn) <= near) & (np.abs(du) <= half) & (np.abs(dv) <= half)
+    idx_atom, idx_img = np.nonzero(ok)
+    xy = np.stack([du[idx_atom, idx_img], dv[idx_atom, idx_img]], axis=1)
+    return xy, idx_atom

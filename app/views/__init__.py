@@ -1,0 +1,1 @@
+"""Views of the app: thin functions/Viewers of an AppState."""
