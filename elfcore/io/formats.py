@@ -348,7 +348,9 @@ def read_case(source: Source, format: str | None = None) -> xr.Dataset:
     spec, stream, label = _load(source, format)
     module = _module(spec)
     if spec.case:
-        return _call_reader(module.read_case, stream, label)
+        case = _call_reader(module.read_case, stream, label)
+        case.attrs["source_format"] = spec.name
+        return case
     field = _call_reader(getattr(module, f"read_{spec.name}"), stream, label, name=None)
     attrs = {k: v for k, v in field.attrs.items() if k not in ("cell", "positions", "numbers")}
     attrs["source_format"] = spec.name
