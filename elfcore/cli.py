@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train the ELF MLP (or an ensemble) on reference ELF fields"),
     "evaluate": ("evaluate", "score a model on reference ELF fields (MAE, RMSE, R²)"),
     "zoo": ("zoo", "list or build the shipped (r_cut, l_max) model zoo"),
+    "kcorrect": ("kcorrect", "correct a predicted ELF in k-space against a (sparse) reference"),
 }
 
 log = logging.getLogger(__name__)
