@@ -412,6 +412,7 @@ def train_model(
     *,
     seed: int = 0,
     n_members: int = 1,
+    split_seed: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> MLP | Ensemble:
@@ -429,12 +430,14 @@ def train_model(
         Protocol (epochs, batch size, learning rate, Huber δ, validation split).
     seed : int
         Member ``m`` uses seed ``seed + m`` for its initial weights and its voxel
-        order; the validation split uses ``seed``.
+        order.
     n_members : int
         1 → an :class:`MLP`; more → an :class:`Ensemble` whose members are trained
         independently (Adam is element-wise and the loss is a sum over members, so
-        member ``m`` follows the same update rule as a single model with seed
-        ``seed + m``).
+        member ``m`` is the model a single run with seed ``seed + m`` and the same
+        ``split_seed`` gives).
+    split_seed : int, optional
+        Seed of the train/validation split (default: ``seed``); shared by all members.
     device : str or torch.device
         Training device (``"auto"``: CUDA if available).
     progress : bool
@@ -456,7 +459,7 @@ def train_model(
     if X.shape[1] != descriptor_settings.n_features:
         raise ValueError(f"X has {X.shape[1]} features; settings give {descriptor_settings.n_features}")
     n = len(X)
-    split_gen = torch.Generator().manual_seed(int(seed))
+    split_gen = torch.Generator().manual_seed(int(seed if split_seed is None else split_seed))
     perm = torch.randperm(n, generator=split_gen)
     n_val = int(round(settings.val_fraction * n))
     val_idx, tr_idx = perm[:n_val], perm[n_val:]
@@ -526,6 +529,7 @@ def train_model(
     model.metadata = {
         "train_settings": settings.to_dict(),
         "seed": int(seed),
+        "split_seed": int(seed if split_seed is None else split_seed),
         "n_members": n_members,
         "n_train_voxels": n_tr,
         "n_val_voxels": n_val,
