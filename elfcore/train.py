@@ -369,6 +369,10 @@ def voxel_samples(
                 return t["X"], t["y"], t["index"]
             except Exception as exc:  # corrupt/partial cache file: recompute
                 log.warning("ignoring unreadable cache file %s (%s)", path, exc)
+    if cache_dir is not None:
+        hit = _superset_from_cache(field, settings, n_voxels, seed, storage_dtype, Path(cache_dir))
+        if hit is not None:
+            return hit
     index = sample_voxels(field.shape, n_voxels, seed=seed)
     pts = voxel_points_cart(field.shape, index, field_cell(field))
     t0 = time.perf_counter()
@@ -384,6 +388,35 @@ def voxel_samples(
         save_file({"X": X, "y": y.contiguous(), "index": index.contiguous()}, str(tmp))
         os.replace(tmp, path)
     return X, y, index
+
+
+def _superset_from_cache(field, settings, n_voxels, seed, storage_dtype, cache_dir: Path):
+    """Cached descriptors of the same voxels with a larger l_max, cut down to ``settings``.
+
+    Valid because feature ``(n, n', l)`` does not depend on l_max (the radial basis
+    of each l is built from r_cut, n_radial and l only; ``feature_labels`` gives the
+    columns). ``tests/test_train.py`` checks the equality against a direct computation.
+    """
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from .descriptor import feature_labels
+
+    for l_big in range(settings.l_max + 1, 9):
+        big = replace(settings, l_max=l_big)
+        path = cache_dir / f"desc-{_cache_key(field, big, n_voxels, seed, storage_dtype)}.safetensors"
+        if not path.exists():
+            continue
+        try:
+            t = load_file(str(path))
+        except Exception:  # unreadable cache file: ignore
+            continue
+        pos = {lab: i for i, lab in enumerate(feature_labels(big))}
+        cols = torch.tensor([pos[lab] for lab in feature_labels(settings)])
+        log.debug("descriptor cache hit %s (l_max %d → %d)", path.name, l_big, settings.l_max)
+        return t["X"][:, cols].contiguous(), t["y"], t["index"]
+    return None
 
 
 # --------------------------------------------------------------------------- training

@@ -240,10 +240,10 @@ def build_zoo(
     Returns
     -------
     list of dict
-        One row per entry: r_cut, l_max, file, status (``"trained"``/``"kept"``),
-        validation R² and MAE.
+        One row per entry: r_cut, l_max, file, status (``"trained"``, ``"kept"``
+        or ``"failed"`` with ``error``), validation R² and MAE.
     """
-    from .train import TrainSettings, train_on_fields
+    from .train import TrainSettings, train_on_fields, voxel_samples
 
     cases = list(cases)
     if not cases:
@@ -252,25 +252,45 @@ def build_zoo(
     out_dir = Path(directory or default_zoo_dir())
     key = _data_key(cases, seed, base)
     todo = [_key(*e) for e in entries] if entries is not None else [BASELINE] + [k for k in ZOO if k != BASELINE]
-    rows = []
+    kept: dict[tuple[float, int], dict] = {}
     for r, l in todo:
         path = out_dir / ZOO[(r, l)]
-        row: dict[str, Any] = {"r_cut": r, "l_max": l, "file": path.name}
         if resume and path.exists():
             try:
                 training = read_header(path).get("training", {})
             except ElfcoreError:
                 training = {}
             if training.get("data_key") == key:
-                hist = (training.get("history") or [{}])[-1]
-                row.update(status="kept", val_r2=hist.get("val_r2"), val_mae=hist.get("val_mae"))
-                rows.append(row)
-                log.info("zoo %s: up to date", path.name)
-                continue
+                kept[(r, l)] = (training.get("history") or [{}])[-1]
+    needs = [e for e in todo if e not in kept]
+    warmed: set[float] = set()
+    rows = []
+    for r, l in todo:
+        path = out_dir / ZOO[(r, l)]
+        row: dict[str, Any] = {"r_cut": r, "l_max": l, "file": path.name}
+        if (r, l) in kept:
+            hist = kept[(r, l)]
+            row.update(status="kept", val_r2=hist.get("val_r2"), val_mae=hist.get("val_mae"))
+            rows.append(row)
+            log.info("zoo %s: up to date", path.name)
+            continue
         ts = zoo_train_settings(r, l, base)
-        log.info("zoo %s: training (%d epochs, batch %d)", path.name, ts.epochs, ts.batch_size)
-        model = train_on_fields(cases, zoo_settings(r, l), ts, seed=seed, cache_dir=cache_dir,
-                                device=device, progress=progress)
+        try:
+            if cache_dir is not None and r not in warmed:
+                # one descriptor pass at the largest l_max serves every l_max of this r_cut
+                warmed.add(r)
+                l_top = max(ll for rr, ll in needs if rr == r)
+                for i, (_, field) in enumerate(cases):
+                    voxel_samples(field, zoo_settings(r, l_top), ts.n_voxels, seed=seed + 1000 * i,
+                                  storage_dtype=ts.storage_dtype, cache_dir=cache_dir, device=device)
+            log.info("zoo %s: training (%d epochs, batch %d)", path.name, ts.epochs, ts.batch_size)
+            model = train_on_fields(cases, zoo_settings(r, l), ts, seed=seed, cache_dir=cache_dir,
+                                    device=device, progress=progress)
+        except ElfcoreError as exc:
+            log.error("zoo %s: failed: %s", path.name, exc)
+            row.update(status="failed", error=str(exc))
+            rows.append(row)
+            continue
         model.metadata["data_key"] = key
         model.metadata["zoo_entry"] = {"r_cut": r, "l_max": l}
         save_model(model.cpu(), path, weights_dtype=ZOO_WEIGHTS_DTYPE)

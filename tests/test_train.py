@@ -151,6 +151,16 @@ def test_descriptor_cache(field, tmp_path, monkeypatch):
     assert len(list(Path(tmp_path).glob("*.safetensors"))) == 4
 
 
+def test_cache_reuses_larger_lmax(field, tmp_path):
+    big = DescriptorSettings(r_cut=2.0, n_radial=3, l_max=3)
+    Xb, yb, ib = T.voxel_samples(field, big, 30, seed=1, cache_dir=tmp_path, device="cpu")
+    X, y, idx = T.voxel_samples(field, SETTINGS, 30, seed=1, cache_dir=tmp_path, device="cpu")
+    assert len(list(Path(tmp_path).glob("*.safetensors"))) == 1  # served from the l_max=3 file
+    assert torch.equal(idx, ib) and torch.equal(y, yb)
+    direct, _, _ = T.voxel_samples(field, SETTINGS, 30, seed=1, device="cpu")
+    torch.testing.assert_close(X, direct, rtol=1e-6, atol=1e-9)
+
+
 def test_memory_budget(field, monkeypatch):
     monkeypatch.setattr(T, "MAX_DESCRIPTOR_BYTES", 1000)
     with pytest.raises(GridError, match="budget"):
