@@ -355,8 +355,11 @@ def test_kcorrect_command_json_and_out(rng, tmp_path, capsys):
     case = tmp_path / "case.nc"
     write_case(make_case(field_atoms(pred), {"elf_ref": ref, "elf_pred": pred}), case)
     out = tmp_path / "corr.nc"
-    assert _kcorrect([str(case), str(case), "--shells", "2", "--json", "--out", str(out)]) == 0
+    assert _kcorrect([str(case), str(case), "--shells", "2", "--json", "--scan", "--out", str(out)]) == 0
     info = json.loads(capsys.readouterr().out)
+    assert info["shell_scan"]["n_shells"][:3] == [0, 1, 2]
+    assert info["shell_scan"]["r2_after"][2] == pytest.approx(1.0, abs=1e-9)
+    assert len(info["sparse_scan"]["r2_after"]) == 3 and len(info["sparse_scan"]["r2_after"][0]) == 4
     for key in ("r2_before", "r2_after", "mae_before", "mae_after", "n_basis", "cell_lengths", "k_last"):
         assert key in info
     assert info["n_basis"] == b.n_basis and info["k_last"] == pytest.approx(b.k_last)

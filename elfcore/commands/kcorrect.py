@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ref-name", default=None, help="field of REF to use when it is a case file")
     parser.add_argument("--analysis", action="store_true",
                         help="add the residual spectrum summary (power below 1 Å⁻¹, correlation length)")
+    parser.add_argument("--scan", action="store_true",
+                        help="add the oracle R² for 0…8 shells and the sparse-fit R² for 1–3 shells from "
+                             "0.1/0.3/1/3 %% of the voxels (3 draws each)")
     parser.add_argument("--out", default=None, metavar="FILE", help="write the corrected field here")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -99,6 +102,13 @@ def _clean(obj):
     return obj
 
 
+def _rows(ds) -> dict:
+    """Columns of a 1-D scan Dataset as lists (JSON)."""
+    out = {"n_shells": ds["n_shells"].values.tolist()}
+    out.update({k: ds[k].values.tolist() for k in ds.data_vars})
+    return out
+
+
 def run(args) -> int:
     from .. import kspace
 
@@ -124,6 +134,18 @@ def run(args) -> int:
         ana = kspace.residual_analysis(pred, ref, eps=eps, k_cut=1.0)
         ana.pop("spectrum")
         info["residual"] = {k: v for k, v in ana.items() if k not in ("cell_lengths", "volume", "grid")}
+    if args.scan:
+        info["shell_scan"] = _rows(kspace.shell_scan(pred, ref, shells=range(9), eps=eps))
+        fractions = (0.001, 0.003, 0.01, 0.03)
+        counts = [max(1, int(round(f * pred.size))) for f in fractions]
+        sp = kspace.sparse_scan(pred, ref, shells=(1, 2, 3), n_samples=counts, seed=args.seed, repeats=3, eps=eps)
+        info["sparse_scan"] = {
+            "n_shells": sp["n_shells"].values.tolist(),
+            "n_samples": counts,
+            "fraction": list(fractions),
+            **{k: sp[k].values.tolist() for k in ("r2_after", "r2_after_std", "mae_after", "condition_number",
+                                                   "n_regularised", "n_basis", "r2_oracle")},
+        }
     if args.out:
         from ..io import write_field
 
@@ -147,4 +169,15 @@ def run(args) -> int:
         r = info["residual"]
         print(f"residual    {100 * r['low_k_fraction_fluct']:.1f} % of its variance at |k| ≤ 1 Å⁻¹, "
               f"correlation length {r['correlation_length']:.3f} Å")
+    if args.scan:
+        sc = info["shell_scan"]
+        print("oracle scan   n_shells  k_last/Å⁻¹  n_basis      R²       MAE")
+        for i, n in enumerate(sc["n_shells"]):
+            print(f"{'':14}{n:>8} {sc['k_last'][i]:>11.3f} {sc['n_basis'][i]:>8} "
+                  f"{sc['r2_after'][i]:>8.5f} {sc['mae_after'][i]:>8.5f}")
+        sp = info["sparse_scan"]
+        print("sparse scan   n_shells  " + "  ".join(f"{100 * f:>6.1f}%" for f in sp["fraction"]) + "   oracle")
+        for i, n in enumerate(sp["n_shells"]):
+            print(f"{'':14}{n:>8}  " + "  ".join(f"{v:>7.5f}" for v in sp["r2_after"][i])
+                  + f"  {sp['r2_oracle'][i]:>7.5f}")
     return 0
