@@ -71,6 +71,7 @@ __all__ = [
     "residual_analysis",
     "shell_scan",
     "sparse_scan",
+    "ensemble_shell_scan",
     "correction_metrics",
 ]
 
@@ -1197,3 +1198,36 @@ def sparse_scan(
         attrs={"r2_before": before["r2"], "mae_before": before["mae"], "repeats": int(repeats),
                "seed": int(seed), "eps": float(eps), "grid": np.asarray(pred.shape)},
     )
+
+
+def ensemble_shell_scan(
+    preds: Sequence[xr.DataArray],
+    ref: xr.DataArray,
+    *,
+    shells: Iterable[int] = range(9),
+    eps: float = DEFAULT_EPS,
+) -> xr.Dataset:
+    """:func:`shell_scan` for every member of an ensemble of predictions.
+
+    Parameters
+    ----------
+    preds : sequence of xarray.DataArray
+        One predicted field per ensemble member (same grid as ``ref``).
+
+    Returns
+    -------
+    xarray.Dataset
+        The :func:`shell_scan` variables with an extra leading dim ``member``, plus
+        ``r2_before`` and ``mae_before`` over ``member``; take ``.mean("member")`` /
+        ``.std("member")`` for the ensemble spread.
+    """
+    preds = list(preds)
+    if not preds:
+        raise ValueError("no ensemble members given")
+    scans = [shell_scan(p, ref, shells=shells, eps=eps) for p in preds]
+    n = min(len(s["n_shells"]) for s in scans)
+    ds = xr.concat([s.isel(n_shells=slice(0, n)) for s in scans], dim="member", combine_attrs="drop")
+    ds["r2_before"] = ("member", np.array([s.attrs["r2_before"] for s in scans]))
+    ds["mae_before"] = ("member", np.array([s.attrs["mae_before"] for s in scans]))
+    ds.attrs.update(eps=float(eps), mode="oracle", n_members=len(preds))
+    return ds

@@ -331,6 +331,17 @@ def test_sparse_scan_shape_and_trend(rng):
     assert r2[2] > r2[1] and r2[2] <= float(ds["r2_oracle"][0]) + 1e-12
 
 
+def test_ensemble_shell_scan(rng):
+    cell, shape = CUBIC, (10, 10, 10)
+    ref = smooth_pred(rng, shape, cell)
+    preds = [smooth_pred(rng, shape, cell) for _ in range(3)]
+    ds = K.ensemble_shell_scan(preds, ref, shells=range(3))
+    assert ds["r2_after"].dims == ("member", "n_shells") and ds["r2_after"].shape == (3, 3)
+    one = K.shell_scan(preds[1], ref, shells=range(3))
+    np.testing.assert_allclose(ds["r2_after"].isel(member=1), one["r2_after"], atol=1e-14)
+    assert float(ds["r2_before"][1]) == pytest.approx(one.attrs["r2_before"])
+
+
 # --------------------------------------------------------------------------- command line
 def _kcorrect(argv):
     import argparse
