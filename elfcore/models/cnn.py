@@ -25,6 +25,10 @@ Public API
 ``save_cnn`` / ``load_cnn``
     safetensors weights plus a JSON header (same layout as :mod:`elfcore.models.io`,
     ``model_class = "CNN"``); no pickles.
+``cnn_voxel_samples`` / ``train_cnn`` / ``predict_cnn_points``
+    the MLP protocol of :mod:`elfcore.train` (same voxel sampler, seeds,
+    :class:`~elfcore.train.TrainSettings`, Huber loss, cosine learning-rate decay,
+    validation split, metrics) applied to patches.
 
 References
 ----------
@@ -58,6 +62,9 @@ __all__ = [
     "save_cnn",
     "load_cnn",
     "read_cnn_header",
+    "cnn_voxel_samples",
+    "train_cnn",
+    "predict_cnn_points",
 ]
 
 #: header schema of CNN files (same meaning as :data:`elfcore.models.io.SCHEMA_VERSION`)
@@ -501,3 +508,215 @@ def load_cnn(
     model.descriptor_settings = settings
     model.metadata = dict(header.get("training") or {})
     return model.to(resolve(device)).eval()
+
+
+# --------------------------------------------------------------------------- training protocol
+def cnn_voxel_samples(
+    field,
+    settings: PatchSettings,
+    n_voxels: int | None,
+    *,
+    seed: int,
+    storage_dtype: str = "float32",
+    device: str | torch.device = "auto",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Patches and reference ELF of random voxels of a field.
+
+    The voxels are those :func:`elfcore.train.sample_voxels` draws with the same
+    ``seed`` (so the CNN and the MLP see the same voxels).
+
+    Parameters
+    ----------
+    field : xarray.DataArray
+        Reference ELF field carrying a hydrogen structure.
+    settings : PatchSettings
+    n_voxels : int or None
+        Number of voxels (``None``: all).
+    seed : int
+        Sampling seed.
+    storage_dtype : {"float32", "float16"}
+        Precision of the returned patches.
+
+    Returns
+    -------
+    X : torch.Tensor, shape (n, P³), CPU
+        Flattened patches (x slowest, z fastest).
+    y : torch.Tensor, shape (n,), float32
+    index : torch.Tensor, shape (n,), int64
+        Flat C-order voxel indices.
+    """
+    from ..grid import field_atoms, field_cell, validate_field
+    from ..train import check_structure, sample_voxels, voxel_points_cart
+
+    dtypes = {"float32": torch.float32, "float16": torch.float16}
+    if storage_dtype not in dtypes:
+        raise ValueError(f"storage_dtype={storage_dtype!r}; must be one of {sorted(dtypes)}")
+    field = validate_field(field)
+    atoms = field_atoms(field)
+    check_structure(atoms)
+    index = sample_voxels(field.shape, n_voxels, seed=seed)
+    pts = voxel_points_cart(field.shape, index, field_cell(field))
+    X = compute_patches(atoms, pts, settings, device=device).reshape(len(index), -1)
+    X = X.to("cpu", dtypes[storage_dtype]).contiguous()
+    y = torch.as_tensor(np.asarray(field.values, dtype=np.float32).reshape(-1)[index.numpy()])
+    return X, y, index
+
+
+def train_cnn(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    patch_settings: PatchSettings,
+    settings=None,
+    *,
+    channels: tuple[int, int, int] = (8, 16, 32),
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> CNN:
+    """Fit a :class:`CNN` with the MLP protocol of :func:`elfcore.train.train_model`.
+
+    Parameters
+    ----------
+    X : torch.Tensor, shape (n, P³) or (n, P, P, P)
+        Patches (any float dtype; batches are cast to float32).
+    y : torch.Tensor, shape (n,)
+        Reference ELF in [0, 1].
+    patch_settings : PatchSettings
+        Settings of ``X``; stored in the model.
+    settings : elfcore.train.TrainSettings, optional
+        Epochs, batch size, learning rate (cosine decay to ``lr_final_factor``),
+        Huber δ and validation fraction; ``width``/``hidden_layers``/``n_voxels`` are
+        not used here. Default: the paper's protocol.
+    channels : tuple of three int
+        Architecture (:class:`CNNSettings`).
+    seed : int
+        Seed of the initial weights, the validation split and the batch order.
+    device : str or torch.device
+        Training device (``"auto"``: CUDA if available).
+
+    Returns
+    -------
+    CNN
+        In eval mode on ``device``; ``metadata["history"]`` holds per-epoch training
+        loss and validation MAE/RMSE/R².
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    from ..train import TrainSettings, metrics
+
+    settings = settings or TrainSettings()
+    dev = resolve(device)
+    P = patch_settings.patch_size
+    X = X.reshape(len(X), -1)
+    if X.shape[1] != P**3 or y.ndim != 1 or len(X) != len(y):
+        raise ValueError(f"X {tuple(X.shape)} and y {tuple(y.shape)} do not fit patches of size {P}")
+    gen = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(len(X), generator=gen)
+    n_val = int(round(settings.val_fraction * len(X)))
+    val_idx, tr_idx = perm[:n_val], perm[n_val:]
+    if len(tr_idx) < 1:
+        raise ValueError(f"no training voxels left after a validation split of {settings.val_fraction}")
+    Xtr, ytr = X[tr_idx], y[tr_idx].to(torch.float32)
+    Xval, yval = X[val_idx], y[val_idx].to(torch.float32)
+
+    # initial weights from the explicit generator (no global seeding)
+    model = CNN(P, channels)
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, (nn.Conv3d, nn.Linear)):
+                bound = 1.0 / math.sqrt(layer.weight[0].numel())  # 1/sqrt(fan_in), as PyTorch's default
+                layer.weight.copy_(torch.empty_like(layer.weight).uniform_(-bound, bound, generator=gen))
+                layer.bias.copy_(torch.empty_like(layer.bias).uniform_(-bound, bound, generator=gen))
+    x64 = Xtr.to(torch.float64)
+    model.set_normalization(x64.mean(), x64.std())
+    del x64
+    model.descriptor_settings = patch_settings
+    model = model.to(dev)
+
+    opt = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    loss_fn = torch.nn.HuberLoss(delta=settings.huber_delta)
+    n_tr = len(tr_idx)
+    bs = min(settings.batch_size, n_tr)
+    steps = n_tr // bs
+    total_steps = steps * settings.epochs
+    lr0, lr1 = settings.learning_rate, settings.learning_rate * settings.lr_final_factor
+    history: list[dict] = []
+    step = 0
+    t0 = time.perf_counter()
+    bar = tqdm(range(settings.epochs), desc="train cnn", unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(n_tr, generator=gen)
+        total = 0.0
+        for k in range(steps):
+            lr = lr1 + 0.5 * (lr0 - lr1) * (1 + math.cos(math.pi * step / max(total_steps, 1)))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            idx = order[k * bs : (k + 1) * bs]
+            loss = loss_fn(model(Xtr[idx].to(dev, torch.float32)), ytr[idx].to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            step += 1
+        rec = {"epoch": epoch + 1, "train_loss": total / max(steps, 1)}
+        if n_val:
+            model.eval()
+            m = metrics(model.predict(Xval), yval)
+            rec.update(val_mae=m["mae"], val_rmse=m["rmse"], val_r2=m["r2"])
+            bar.set_postfix(loss=f"{rec['train_loss']:.2e}", val_r2=f"{m['r2']:.4f}")
+        history.append(rec)
+    bar.close()
+    model.eval()
+    model.metadata = {
+        "train_settings": settings.to_dict(),
+        "channels": list(model.channels),
+        "seed": int(seed),
+        "n_train_voxels": n_tr,
+        "n_val_voxels": n_val,
+        "train_seconds": round(time.perf_counter() - t0, 2),
+        "torch_version": torch.__version__,
+        "history": history,
+    }
+    return model
+
+
+@torch.no_grad()
+def predict_cnn_points(
+    model: CNN,
+    atoms,
+    points_cart,
+    *,
+    chunk_size: int = 4096,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """CNN ELF at arbitrary points, building patches chunk by chunk (bounded memory).
+
+    Parameters
+    ----------
+    model : CNN
+        With ``descriptor_settings`` set.
+    atoms : ase.Atoms
+        The structure.
+    points_cart : array_like, shape (n, 3)
+        Cartesian points, Å.
+    chunk_size : int
+        Points per patch block.
+    device : str or torch.device, optional
+        Where patches are built (default: the model's device).
+
+    Returns
+    -------
+    torch.Tensor, shape (n,), float32, CPU
+    """
+    if model.descriptor_settings is None:
+        raise SettingsMismatchError("model has no descriptor_settings (PatchSettings)")
+    dev = model.input_shift.device if device is None else resolve(device)
+    pts = np.asarray(points_cart, dtype=np.float64).reshape(-1, 3)
+    out = []
+    for i in range(0, len(pts), chunk_size):
+        patches = compute_patches(atoms, pts[i : i + chunk_size], model.descriptor_settings, device=dev)
+        out.append(model.predict(patches).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
