@@ -235,12 +235,14 @@ def load_reference(path: str | os.PathLike) -> tuple[str, xr.DataArray]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(str(path))
-    data = None
-    if path.suffix.lower() in (".nc", ".nc4", ".netcdf"):
-        data = eio.read_case(path)
+    fmt = eio.sniff_format(path)
+    if eio.FORMATS[fmt].case:
+        data = eio.read_case(path, format=fmt)
     else:
-        data = eio.read_field(path)
-    return path.stem, reference_field(data)
+        data = eio.read_field(path, format=fmt)
+    field = reference_field(data)
+    field.attrs.setdefault("name", path.stem)
+    return path.stem, field
 
 
 # --------------------------------------------------------------------------- sampling

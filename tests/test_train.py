@@ -271,3 +271,63 @@ def test_model_file_roundtrip_keeps_predictions(tmp_path):
     loaded = load_model(save_model(m, tmp_path / "m.safetensors"))
     assert torch.equal(loaded(X), m(X))
     assert loaded.metadata["history"] == m.metadata["history"]
+
+
+# --------------------------------------------------------------------------- command line
+def _write_cases(tmp_path):
+    from elfcore.grid import field_atoms
+    from elfcore.io import write_case, write_field
+
+    paths = []
+    for seed, role in [(1, "train"), (2, "train"), (9, "test")]:
+        f = synthetic_field(seed)
+        case = make_case(field_atoms(f), {"elf_ref": f}, attrs={"role": role, "pressure_gpa": 100.0 + seed})
+        p = tmp_path / f"case{seed}.nc"
+        write_case(case, p)
+        paths.append(str(p))
+    cube = tmp_path / "other.cube"
+    write_field(synthetic_field(11).rename("elf"), cube)
+    return paths, str(cube)
+
+
+def test_cli_train_evaluate_json(tmp_path, capsys):
+    from elfcore.cli import main
+
+    paths, cube = _write_cases(tmp_path)
+    model = tmp_path / "m.safetensors"
+    common = ["--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    rc = main(["train", *paths, "--role", "train", "--rcut", "2.0", "--nradial", "3", "--lmax", "1",
+               "--epochs", "20", "--voxels", "700", "--batch-size", "64", "--width", "32", "--out", str(model),
+               "--json", *common])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [c["name"] for c in summary["training_cases"]] == ["case1", "case2"]
+    assert summary["descriptor"]["r_cut"] == 2.0 and model.exists()
+    rc = main(["evaluate", str(model), *paths, cube, "--voxels", "400", "--json", *common])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [c["name"] for c in report["cases"]] == ["case1", "case2", "case9", "other"]
+    for row in report["cases"] + [report["overall"]]:
+        assert {"mae", "rmse", "r2", "n_voxels"} <= set(row)
+    assert report["overall"]["n_voxels"] == 1600
+    assert report["cases"][0]["r2"] > 0.9
+    rc = main(["evaluate", str(model), paths[2], "--voxels", "0", *common])
+    out = capsys.readouterr().out
+    assert rc == 0 and "case9" in out and "overall" in out and "1000" in out
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from elfcore.cli import main
+    from elfcore.grid import field_atoms
+    from elfcore.io import write_case
+
+    f = synthetic_field(1)
+    atoms = field_atoms(f)
+    atoms.numbers[0] = 8
+    bad = tmp_path / "water.nc"
+    write_case(make_case(atoms, {"elf_ref": f.values}), bad)
+    rc = main(["train", str(bad), "--out", str(tmp_path / "m.safetensors"), "--no-cache", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "O" in err and "hydrogen" in err
+    rc = main(["evaluate", "zoo:rcut=9,lmax=2", str(bad)])
+    assert rc == 1 and "r_cut" in capsys.readouterr().err
