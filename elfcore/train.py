@@ -157,7 +157,7 @@ def metrics(pred, ref) -> dict[str, float | int]:
     --------
     >>> m = metrics([0.1, 0.5, 0.9], [0.1, 0.5, 0.7])
     >>> round(m["mae"], 4), round(m["rmse"], 4), round(m["r2"], 4), m["n_voxels"]
-    (0.0667, 0.1155, 0.6786, 3)
+    (0.0667, 0.1155, 0.7857, 3)
     """
     p = np.asarray(pred.detach().cpu() if isinstance(pred, torch.Tensor) else pred, dtype=np.float64).ravel()
     r = np.asarray(ref.detach().cpu() if isinstance(ref, torch.Tensor) else ref, dtype=np.float64).ravel()
