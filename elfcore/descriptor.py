@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -205,7 +206,8 @@ def _basis(settings: DescriptorSettings) -> _Basis:
         alpha = -np.log(_THRESHOLD / np.power(a, l)) / a**2
         summed = alpha[:, None] + alpha[None, :]
         overlap = 0.5 * gamma(l + 1.5) * summed ** (-l - 1.5)
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             beta = sqrtm(inv(overlap))
         if np.iscomplexobj(beta) or not np.all(np.isfinite(beta)):
             raise ElfcoreError(
@@ -317,22 +319,40 @@ def _reduce_sum_chunk(n_items: int, per_item: int, budget: int) -> int:
     return max(1, min(n_items, budget // max(per_item, 1)))
 
 
-def _power_spectrum(c: torch.Tensor, settings: DescriptorSettings) -> torch.Tensor:
-    """Power spectrum from coefficients c (n_radial, (l_max+1)², P) → (n_features, P)."""
-    n = settings.n_radial
-    iu, ju = np.triu_indices(n)
-    iu_t = torch.as_tensor(iu, device=c.device)
-    ju_t = torch.as_tensor(ju, device=c.device)
-    out = []
-    for l in range(settings.l_max + 1):
-        pref = math.pi * math.sqrt(8.0 / (2 * l + 1))
-        acc = None
-        for m in range(l * l, (l + 1) * (l + 1)):
-            cm = c[:, m]
-            term = cm[iu_t] * cm[ju_t]
-            acc = term if acc is None else acc.add_(term)
-        out.append(acc.mul_(pref))
-    return torch.cat(out, dim=0)
+def _power_spectrum(c: torch.Tensor, settings: DescriptorSettings, block: int | None = None) -> torch.Tensor:
+    """Power spectrum from coefficients.
+
+    Parameters
+    ----------
+    c : torch.Tensor, shape (n_radial, (l_max+1)², P)
+    settings : DescriptorSettings
+    block : int, optional
+        Points per block (cache-sized blocks on CPU; default 8192 on CPU, all on CUDA).
+
+    Returns
+    -------
+    torch.Tensor, shape (n_features, P), feature order of :func:`feature_labels`.
+    """
+    n, lmax = settings.n_radial, settings.l_max
+    n_points = c.shape[-1]
+    out = torch.empty((settings.n_features, n_points), dtype=c.dtype, device=c.device)
+    if block is None:
+        block = n_points if c.device.type != "cpu" else 8192
+    block = max(1, int(block))
+    for p0 in range(0, n_points, block):
+        cb = c[:, :, p0 : p0 + block]
+        ob = out[:, p0 : p0 + block]
+        row = 0
+        for l in range(lmax + 1):
+            pref = math.pi * math.sqrt(8.0 / (2 * l + 1))
+            cl = cb[:, l * l : (l + 1) * (l + 1)] * pref if pref != 1.0 else cb[:, l * l : (l + 1) * (l + 1)]
+            for i in range(n):
+                rows = ob[row : row + n - i]
+                torch.mul(cb[i : i + 1, l * l], cl[i:, 0], out=rows)
+                for m in range(1, 2 * l + 1):
+                    rows.addcmul_(cb[i : i + 1, l * l + m], cl[i:, m])
+                row += n - i
+    return out
 
 
 # --------------------------------------------------------------------------- direct path
@@ -464,19 +484,20 @@ def compute_descriptor(
         raise ElfcoreError(f"r_include={r_include}; must be > 0 Å")
     budget = 256 * 2**20
     out = torch.empty((len(points), settings.n_features), dtype=dtype, device=dev)
-    step = len(points) if chunk_size is None else int(chunk_size)
+    step = max(len(points), 1) if chunk_size is None else int(chunk_size)
     if step < 1:
         raise ElfcoreError(f"chunk_size={chunk_size}; must be ≥ 1")
-    for start in range(0, len(points), max(step, 1)):
+    for start in range(0, len(points), step):
         c = _direct_coefficients(cell, positions, points[start : start + step], settings, r_inc, dev, budget)
         out[start : start + step] = _power_spectrum(c, settings).T.to(dtype)
     return out
 
 
 # --------------------------------------------------------------------------- fft path
+@functools.lru_cache(maxsize=64)
 def _recip_kernel_cutoff(settings: DescriptorSettings, tol: float) -> float:
     """|G| in Å⁻¹ beyond which every channel's reciprocal kernel is below tol × its maximum."""
-    g = np.linspace(0.0, 200.0, 40001)
+    g = np.linspace(0.0, 100.0, 10001)
     k = _radial_kernel(settings, g)  # (L, N, m)
     peak = np.abs(k).max(axis=-1, keepdims=True)
     above = np.abs(k) > tol * peak
@@ -554,6 +575,7 @@ class _FFTPlan:
         self.coeffs = coeffs.reshape(nr * (lmax + 1) ** 2, len(ma), len(mb) * len(mc)).to(cdt)
         self.ma, self.mb, self.mc = ma, mb, mc
         self.cdt = cdt
+        self._buffers: dict = {}
 
     def slab(self, a0: int, a1: int) -> torch.Tensor:
         """c_nlm on grid planes a0 ≤ i < a1: real tensor (n_ch, a1−a0, Nb, Nc)."""
@@ -566,18 +588,27 @@ class _FFTPlan:
         n_s = a1 - a0
         nb_m, nc_m = len(self.mb), len(self.mc)
         t = t.reshape(n_ch, n_s, nb_m, nc_m)
-        # fold m_b into Nb bins, inverse FFT along b (no normalisation)
-        idx_b = torch.remainder(self.mb.to(torch.int64), Nb)
-        tb = torch.zeros((n_ch, n_s, Nb, nc_m), dtype=self.cdt, device=dev)
-        tb.index_add_(2, idx_b, t)
+        Mb = (nb_m - 1) // 2
+        if 2 * Mb + 1 <= Nb:
+            # zero-padded spectrum in FFT order (0 … M_b, then −M_b … −1); the buffer is
+            # reused between slabs of equal size, its zero middle never changes
+            key = (n_s, nc_m)
+            tb = self._buffers.get(key)
+            if tb is None:
+                tb = torch.zeros((n_ch, n_s, Nb, nc_m), dtype=self.cdt, device=dev)
+                self._buffers = {key: tb}
+            tb[:, :, : Mb + 1] = t[:, :, Mb:]
+            if Mb:
+                tb[:, :, Nb - Mb :] = t[:, :, :Mb]
+        else:
+            # fold m_b into Nb bins (grid coarser than the kernel's band limit)
+            tb = torch.zeros((n_ch, n_s, Nb, nc_m), dtype=self.cdt, device=dev)
+            tb.index_add_(2, torch.remainder(self.mb.to(torch.int64), Nb), t)
         del t
         tb = torch.fft.ifft(tb, dim=2, norm="forward")
         M_c = nc_m - 1
         if 2 * M_c < Nc:
-            pad = torch.zeros((n_ch, n_s, Nb, Nc // 2 + 1), dtype=self.cdt, device=dev)
-            pad[..., : nc_m] = tb
-            del tb
-            return torch.fft.irfft(pad, n=Nc, dim=3, norm="forward")
+            return torch.fft.irfft(tb, n=Nc, dim=3, norm="forward")
         # tiny grid: fold m_c ≥ 0 into Nc bins, c = 2 Re Σ w_m T_m e^{2πi m j / Nc}, w_0 = 1/2
         w = torch.ones(nc_m, dtype=self.rdt, device=dev)
         w[0] = 0.5
@@ -604,7 +635,7 @@ def iter_grid_descriptor(
     device: str | torch.device = "auto",
     dtype: torch.dtype = torch.float32,
     slab: int | None = None,
-    tol: float = 1e-10,
+    tol: float = 1e-7,
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Power spectrum on a full periodic grid, one slab of a-planes at a time (fft path).
 
