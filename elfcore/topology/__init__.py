@@ -1,0 +1,47 @@
+"""Topology of periodic ELF fields: percolation, networking value, molecularity, critical points.
+
+``science.md`` §7. The superlevel-set merge tree lives in
+:mod:`elfcore.topology.mergetree`, critical points and the bond-critical-point
+route to φ in :mod:`elfcore.topology.critical`.
+"""
+from __future__ import annotations
+
+from .critical import (
+    KIND_NAMES,
+    BondGraphResult,
+    CriticalPoints,
+    atom_basins,
+    bond_graph_percolation,
+    critical_points,
+    networking_value_bcp,
+)
+from .mergetree import (
+    MergeTreeResult,
+    PercolationResult,
+    TopologySettings,
+    atom_anchors,
+    exclusion_mask,
+    merge_tree,
+    networking_value,
+    percolation_thresholds,
+    refine_saddle,
+)
+
+__all__ = [
+    "TopologySettings",
+    "PercolationResult",
+    "MergeTreeResult",
+    "percolation_thresholds",
+    "networking_value",
+    "merge_tree",
+    "refine_saddle",
+    "exclusion_mask",
+    "atom_anchors",
+    "KIND_NAMES",
+    "CriticalPoints",
+    "BondGraphResult",
+    "critical_points",
+    "bond_graph_percolation",
+    "networking_value_bcp",
+    "atom_basins",
+]
