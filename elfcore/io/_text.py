@@ -1,12 +1,13 @@
 """Shared helpers of the text readers: header tokens, the numeric block, periodic planes.
 
-The numeric block of a volumetric file (millions of numbers) is parsed in one
-C call (:func:`numpy.fromstring` in text mode), never with a Python loop per
-line; the slow token-by-token scan runs only after a failure, to report the
-line of the first bad token.
+The numeric block of a volumetric file (millions of numbers) is parsed by a C
+tokenizer (pandas' ``read_csv``, falling back to :func:`numpy.fromstring` in
+text mode), never with a Python loop per line; the slow token-by-token scan
+runs only after a failure, to report the line of the first bad token.
 """
 from __future__ import annotations
 
+import csv
 import re
 
 import numpy as np
@@ -109,6 +110,48 @@ def _locate_bad_token(text: str, first_line: int, source: str | None, limit: int
     return FormatError("cannot parse the numeric block", source, first_line)
 
 
+class _Chunks:
+    """Minimal file object handing a string to pandas in slices (no full copy)."""
+
+    def __init__(self, text: str):
+        self._text = text
+        self._pos = 0
+
+    def read(self, size: int = -1) -> str:
+        start = self._pos
+        stop = len(self._text) if size is None or size < 0 else min(len(self._text), start + size)
+        self._pos = stop
+        return self._text[start:stop]
+
+    def __iter__(self):  # pandas checks for file-likes by read/__iter__
+        return iter(self._text.splitlines(True))
+
+
+def _fast_parse(text: str) -> np.ndarray | None:
+    """Parse a block with pandas' C tokenizer (about 2x faster than numpy here).
+
+    Lines may hold different numbers of values as long as the first line is
+    the longest (true of every writer handled here); missing fields come back
+    as NaN and are dropped. A literal ``nan`` or any other junk makes pandas
+    fail, and ``None`` sends the caller to the exact (slower) path that reports
+    the line.
+    """
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(
+            _Chunks(text), sep=r"\s+", header=None, engine="c", dtype=np.float64,
+            quoting=csv.QUOTE_NONE, keep_default_na=False, na_values=[""], skip_blank_lines=True,
+        )
+    except Exception:  # any tokenizer/conversion failure: use the exact path
+        return None
+    values = frame.to_numpy(dtype=np.float64).reshape(-1)
+    pad = np.isnan(values)
+    if pad.any():
+        values = values[~pad]
+    return values
+
+
 def parse_numbers(
     text: str,
     expected: int,
@@ -139,13 +182,15 @@ def parse_numbers(
     FormatError
         Too few or too many values, a non-numeric token, NaN or inf.
     """
-    if not text.strip():
-        values = np.zeros(0)
-    else:
-        try:
-            values = np.fromstring(text, dtype=np.float64, sep=" ")
-        except ValueError:
-            raise _locate_bad_token(text, first_line, source, expected) from None
+    values = None if not text or text.isspace() else _fast_parse(text)
+    if values is None or values.size != expected:
+        if not text or text.isspace():
+            values = np.zeros(0)
+        else:
+            try:
+                values = np.fromstring(text, dtype=np.float64, sep=" ")
+            except ValueError:
+                raise _locate_bad_token(text, first_line, source, expected) from None
     if values.size != expected:
         nlines = text.count("\n")
         if values.size < expected:

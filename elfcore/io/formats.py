@@ -273,6 +273,17 @@ def sniff_format(source: Source) -> str:
     raise UnknownFormatError(f"{label}: give format=... for a stream; known formats: {', '.join(FORMATS)}")
 
 
+class _Text:
+    """Read-once text stream over a decoded string (no copy, unlike io.StringIO)."""
+
+    def __init__(self, text: str):
+        self._text = text
+
+    def read(self, size: int = -1) -> str:
+        text, self._text = self._text, ""
+        return text
+
+
 def _load(source: Source, format: str | None) -> tuple[FormatSpec, object, str]:
     """Read ``source`` and return (spec, stream for the module, label)."""
     label = _label(source)
@@ -281,11 +292,11 @@ def _load(source: Source, format: str | None) -> tuple[FormatSpec, object, str]:
         name = _format_from_name(label)
         spec = FORMATS[name] if name else None
     data = _read_bytes(source)
-    if not data.strip():
+    if not data or data.isspace():
         raise FormatError("file is empty", label)
     if spec is None:
         spec = FORMATS[_format_from_content(data[:_HEAD_BYTES], label)]
-    stream = io.BytesIO(data) if spec.binary else io.StringIO(data.decode("latin-1"))
+    stream = io.BytesIO(data) if spec.binary else _Text(data.decode("latin-1"))
     return spec, stream, label
 
 

@@ -91,6 +91,9 @@ def _read_header(h: HeaderLines):
     else:
         factor = np.broadcast_to(scale, (3,)).astype(np.float64)
     cell = lattice * factor[None, :]
+    volume = abs(float(np.linalg.det(cell)))
+    if not volume > 1e-8:
+        raise FormatError(f"cell has zero volume (det = {volume:.3g} Å³)", h.source, 5)
     natoms = int(sum(counts))
     pos = np.array([h.tokens(h.next(f"position of atom {i + 1}"), "fff", f"position of atom {i + 1}", extra=True)
                     for i in range(natoms)]).reshape(-1, 3)
@@ -167,8 +170,6 @@ def _read(fileobj: IO[str], kind: str, name: str | None, source: str | None, blo
     values = parse_numbers(text[start:end], n, source=source, first_line=first_line)
     values = np.ascontiguousarray(values.reshape(dims[::-1]).transpose(2, 1, 0))
     volume = abs(float(np.linalg.det(cell)))
-    if volume < 1e-8:
-        raise FormatError(f"cell has zero volume (det = {volume:.3g} Å³)", source, 3)
     if kind == "chgcar":
         values = values / volume
     attrs = {"vasp_comment": comment, "vasp_blocks": len(blocks), "vasp_block": block}
