@@ -8,6 +8,7 @@ runs only after a failure, to report the line of the first bad token.
 from __future__ import annotations
 
 import csv
+import math
 import re
 
 import numpy as np
@@ -91,7 +92,10 @@ class HeaderLines:
             if tok.lower().lstrip("+-") in ("nan", "inf", "infinity"):
                 raise self.error(f"{what}: value {tok!r} is not finite")
             raise self.error(f"{what}: {tok[:30]!r} is not a number")
-        return float(tok.replace("d", "e").replace("D", "e"))
+        value = float(tok.replace("d", "e").replace("D", "e"))
+        if not math.isfinite(value):
+            raise self.error(f"{what}: value {tok[:30]!r} overflows")
+        return value
 
 
 def _locate_bad_token(text: str, first_line: int, source: str | None, limit: int) -> FormatError:
@@ -248,9 +252,10 @@ def format_block(values: np.ndarray, fmt: str, per_line: int, *, row: int | None
 
 
 def duplicate_plane_axes(values: np.ndarray) -> list[int]:
-    """Axes whose last plane repeats the first one exactly (a duplicated periodic boundary).
+    """Axes whose last plane repeats the first one (a duplicated periodic boundary).
 
-    An axis counts only if it has ≥ 3 planes, the first plane is not uniform
+    Planes are compared to the precision of text files (relative 1e-5,
+    absolute 1e-8 of the largest value). An axis counts only if it has ≥ 3 planes, the first plane is not uniform
     (vacuum planes of zeros are not taken for duplicates) and the field is not
     constant along the axis.
 
@@ -264,6 +269,7 @@ def duplicate_plane_axes(values: np.ndarray) -> list[int]:
         Axis indices (0, 1, 2).
     """
     out = []
+    atol = 1e-8 * float(np.max(np.abs(values))) if values.size else 0.0
     for axis in range(3):
         n = values.shape[axis]
         if n < 3:
@@ -271,6 +277,7 @@ def duplicate_plane_axes(values: np.ndarray) -> list[int]:
         first = np.take(values, 0, axis=axis)
         last = np.take(values, n - 1, axis=axis)
         second = np.take(values, 1, axis=axis)
-        if np.array_equal(first, last) and np.ptp(first) > 0 and not np.array_equal(first, second):
+        same = np.allclose(first, last, rtol=1e-5, atol=atol)
+        if same and np.ptp(first) > atol and not np.allclose(first, second, rtol=1e-5, atol=atol):
             out.append(axis)
     return out

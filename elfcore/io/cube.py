@@ -23,6 +23,7 @@ and validates with ``assert``. ase is still used for element symbols.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import IO
 
@@ -124,8 +125,8 @@ def read_cube(
         raise h.error(f"grid counts {counts} mix Bohr (>0) and Å (<0) units")
     unit = Bohr if counts[0] > 0 else 1.0
     shape = tuple(abs(c) for c in counts)
-    numbers = np.zeros(abs(natoms), dtype=np.int64)
-    positions = np.zeros((abs(natoms), 3))
+    numbers_list: list[int] = []
+    positions_list: list[tuple[float, float, float]] = []
     for i in range(abs(natoms)):
         z, _charge, x, y, zz = h.tokens(h.next(f"atom {i + 1}"), "sffff", f"atom {i + 1}")
         try:
@@ -134,13 +135,15 @@ def read_cube(
             raise h.error(f"atom {i + 1}: atomic number {z!r} is not a number") from None
         if not znum.is_integer() or not 0 <= znum <= 118:
             raise h.error(f"atom {i + 1}: atomic number {z!r}; expected an integer 0..118")
-        numbers[i] = int(znum)
-        positions[i] = (x, y, zz)
+        numbers_list.append(int(znum))
+        positions_list.append((x, y, zz))
+    numbers = np.asarray(numbers_list, dtype=np.int64)
+    positions = np.asarray(positions_list, dtype=np.float64).reshape(-1, 3)
     if natoms < 0:
         ids = h.tokens(h.next("the orbital id line"), "i", "orbital ids", extra=True)
         if ids[0] != 1:
             raise h.error(f"{ids[0]} orbitals per voxel; only one value per voxel is supported")
-    values = parse_numbers(text[h.pos :], int(np.prod(shape)), source=source, first_line=h.lineno + 1)
+    values = parse_numbers(text[h.pos :], math.prod(shape), source=source, first_line=h.lineno + 1)
     values = values.reshape(shape)
 
     vectors = np.asarray(vectors) * unit

@@ -59,7 +59,12 @@ def read_case(fileobj: IO[bytes], *, source: str | None = None) -> xr.Dataset:
     fileobj.seek(0, 2)
     size = fileobj.tell()
     fileobj.seek(0)
-    engine = "h5netcdf" if head.startswith(b"\x89HDF") else "scipy"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        engine = "h5netcdf"
+    elif head.startswith((b"CDF\x01", b"CDF\x02")):
+        engine = "scipy"
+    else:
+        raise FormatError("not a netCDF file (no HDF5 or classic netCDF signature)", source, 1)
     try:
         with xr.open_dataset(fileobj, engine=engine) as lazy:
             n_elements = sum(int(np.prod(v.shape, dtype=np.float64)) for v in lazy.variables.values())
@@ -70,7 +75,8 @@ def read_case(fileobj: IO[bytes], *, source: str | None = None) -> xr.Dataset:
     except ElfcoreError:
         raise
     except Exception as exc:  # h5py/scipy raise many unrelated types on corrupt input
-        raise FormatError(f"cannot read as netCDF ({type(exc).__name__}: {str(exc)[:200]})", source) from None
+        detail = " ".join(str(exc).split())[:200]
+        raise FormatError(f"cannot read as netCDF ({type(exc).__name__}: {detail})", source) from None
     attrs = dict(ds.attrs)
     json_keys = attrs.pop(_JSON_KEY, "")
     for key in [k for k in str(json_keys).split(",") if k]:

@@ -23,6 +23,7 @@ and parsed in one :func:`numpy.fromstring` call. ase is used for element data.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import IO
 
@@ -161,7 +162,7 @@ def _read(fileobj: IO[str], kind: str, name: str | None, source: str | None, blo
     text = fileobj.read()
     h = HeaderLines(text, source)
     comment, cell, positions, numbers, dims = _read_header(h)
-    n = int(np.prod(dims))
+    n = math.prod(dims)
     blocks = _blocks(text, h.pos, n, dims)
     if not 0 <= block < len(blocks):
         raise FormatError(f"block {block} requested; the file has {len(blocks)} data block(s)", source)

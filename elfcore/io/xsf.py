@@ -16,6 +16,7 @@ and uses ``assert`` for validation; the values here are parsed in one
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import IO
 
@@ -141,7 +142,7 @@ def read_xsf(fileobj: IO[str], *, name: str | None = None, source: str | None = 
     end = text.find("END_DATAGRID", h.pos)
     if end < 0:
         raise FormatError("no END_DATAGRID_3D: truncated file", source, text.count("\n") + 1)
-    n = int(np.prod(dims))
+    n = math.prod(dims)
     values = parse_numbers(text[h.pos : end], n, source=source, first_line=h.lineno + 1)
     values = values.reshape(dims[::-1]).transpose(2, 1, 0)
     mismatch = [ax for ax in range(3)
