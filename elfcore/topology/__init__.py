@@ -26,8 +26,10 @@ from .mergetree import (
     percolation_thresholds,
     refine_saddle,
 )
+from .summary import topology_summary
 
 __all__ = [
+    "topology_summary",
     "TopologySettings",
     "PercolationResult",
     "MergeTreeResult",

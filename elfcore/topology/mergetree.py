@@ -560,10 +560,13 @@ def merge_tree(field: xr.DataArray, settings: TopologySettings | None = None) ->
     rep = _replay_atoms(m, shift, ev_kind, ev_voxel, ev_a, ev_b, ev_vec, flat)
     phi_star_grid, mol_grid = rep["phi_star"], rep["molecularity"]
     phi_star = mol = None
+    nuclei_idx = cart_to_frac(
+        np.asarray(field.attrs["positions"], dtype=np.float64).reshape(-1, 3)[atoms], field_cell(field)
+    ) * np.asarray(shape) if m else np.zeros((0, 3))
     if phi_star_grid is not None:
-        phi_star = _refined_value(values, rep["phi_star_voxel"], settings)
+        phi_star = _refined_value(values, rep["phi_star_voxel"], settings, voxel, nuclei_idx)
     if mol_grid is not None:
-        mol = _refined_value(values, rep["molecularity_voxel"], settings)
+        mol = _refined_value(values, rep["molecularity_voxel"], settings, voxel, nuclei_idx)
     molecules = [(int(atoms[i]), int(atoms[j]), tuple(int(x) for x in t), float(lvl)) for i, j, t, lvl in rep["pairs"]]
     return MergeTreeResult(
         percolation=perc,
@@ -578,10 +581,23 @@ def merge_tree(field: xr.DataArray, settings: TopologySettings | None = None) ->
     )
 
 
-def _refined_value(values, voxel, settings):
+def _refined_value(values, voxel, settings, anchor_voxels, nuclei_idx):
+    """Sub-voxel value of an atom event at ``voxel``.
+
+    When the voxel is the anchor of a nucleus, the event is the nucleus entering
+    the superlevel set, so its value is the interpolated field at the nucleus;
+    otherwise it is a join at a bond critical point (:func:`refine_saddle`).
+    """
     flat = values.ravel()
     if not settings.refine:
         return float(flat[voxel])
+    hit = np.flatnonzero(anchor_voxels == voxel)
+    if len(hit):
+        from scipy import ndimage
+
+        pts = np.mod(nuclei_idx[hit], np.asarray(values.shape, dtype=np.float64)).T
+        vals = ndimage.map_coordinates(np.asarray(values, np.float64), pts, order=3, mode="grid-wrap")
+        return float(np.min(vals))
     r = refine_saddle(values, int(voxel))
     return float(flat[voxel]) if r is None else float(r[0])
 

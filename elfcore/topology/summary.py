@@ -1,0 +1,95 @@
+"""One-call topology summary of a field: what ``elfcore netval`` reports."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import xarray as xr
+
+from .critical import atom_basins, bond_graph_percolation, critical_points
+from .mergetree import TopologySettings, merge_tree
+
+__all__ = ["topology_summary"]
+
+
+def _r(x, nd=None):
+    if x is None:
+        return None
+    return float(x) if nd is None else round(float(x), nd)
+
+
+def topology_summary(
+    field: xr.DataArray,
+    settings: TopologySettings | None = None,
+    *,
+    bcp: bool = True,
+    bonds: bool = False,
+) -> dict:
+    """Networking value, percolation, molecularity and (optionally) the bcp route, as a dict.
+
+    Parameters
+    ----------
+    field : xarray.DataArray
+        Periodic ELF field carrying its atoms.
+    settings : TopologySettings, optional
+    bcp : bool
+        Also locate the critical points, check the Morse relation and compute φ
+        from the bond critical points (slower: seconds on 100³ grids).
+    bonds : bool
+        Include the list of bond critical points (value, position, attractors,
+        translation) and the per-hydrogen basin assignment.
+
+    Returns
+    -------
+    dict (JSON-ready)
+        ``networking_value`` (refined merge-tree φ), ``networking_value_grid``,
+        ``phi_2dec``, ``percolation`` {"1","2","3" → value}, ``percolation_grid``,
+        ``molecularity`` (intermolecular index), ``phi_star`` (TcESTIME's φ*),
+        ``molecules``, ``seconds_phi`` ..., and with ``bcp``: ``phi_bcp``,
+        ``phi_bcp_2dec``, ``critical_points`` (counts), ``morse_sum``.
+    """
+    settings = settings or TopologySettings()
+    t0 = time.perf_counter()
+    mt = merge_tree(field, settings)
+    t1 = time.perf_counter()
+    perc = mt.percolation
+    out = {
+        "grid": [int(n) for n in field.shape],
+        "networking_value": _r(perc.values[3]),
+        "networking_value_grid": _r(perc.grid_values[3]),
+        "phi_2dec": _r(perc.values[3], 2),
+        "percolation": {str(k): _r(perc.values[k]) for k in (1, 2, 3)},
+        "percolation_grid": {str(k): _r(perc.grid_values[k]) for k in (1, 2, 3)},
+        "refined": {str(k): bool(perc.refined[k]) for k in (1, 2, 3)},
+        "molecularity": _r(mt.molecularity),
+        "phi_star": _r(mt.phi_star),
+        "n_hydrogens": len(mt.hydrogens),
+        "molecules": [
+            {"atoms": [i, j], "translation": list(t), "level": lvl} for i, j, t, lvl in mt.molecules
+        ],
+        "unpaired": mt.unpaired,
+        "settings": settings.to_dict(),
+        "seconds_merge_tree": round(t1 - t0, 4),
+    }
+    if bcp:
+        cps = critical_points(field, settings)
+        bg = bond_graph_percolation(cps)
+        out.update(
+            phi_bcp=_r(bg.values[3]),
+            phi_bcp_2dec=_r(bg.values_2dec[3], 2),
+            percolation_bcp={str(k): _r(bg.values[k]) for k in (1, 2, 3)},
+            critical_points=cps.counts,
+            morse_sum=int(cps.morse_sum),
+            morse_ok=bool(cps.morse_sum == 0),
+        )
+        if bonds:
+            out["bonds"] = cps.bonds()
+            if mt.hydrogens:
+                att, tr = atom_basins(field, cps, atoms=mt.hydrogens)
+                out["basins"] = [
+                    {"atom": int(a), "attractor": int(m), "translation": [int(x) for x in t]}
+                    for a, m, t in zip(mt.hydrogens, att, tr)
+                ]
+        out["seconds_bcp"] = round(time.perf_counter() - t1, 4)
+    out["seconds"] = round(time.perf_counter() - t0, 4)
+    return out
