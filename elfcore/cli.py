@@ -18,6 +18,7 @@ __all__ = ["main", "COMMANDS"]
 
 # name -> (module under elfcore.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "netval": ("netval", "networking value, percolation and molecularity of ELF files (topology)"),
     "info": ("info", "describe a field file (format, cell, atoms, grid, statistics)"),
     "train": ("train", "train the ELF MLP (or an ensemble) on reference ELF fields"),
     "evaluate": ("evaluate", "score a model on reference ELF fields (MAE, RMSE, R²)"),
