@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Callable, Sequence
 
 import numpy as np
@@ -20,7 +21,17 @@ from .device import resolve
 from .errors import ElfcoreError, GridError, SettingsMismatchError, StructureError
 from .grid import field_from_atoms
 
-__all__ = ["predict_field", "grid_shape_for_spacing", "predict_grid", "estimate_memory_gb"]
+__all__ = [
+    "predict_field",
+    "predict_grid",
+    "grid_shape_for_spacing",
+    "estimate_memory_gb",
+    "random_hydrogen",
+    "timing_model",
+    "benchmark",
+    "make_evaluator",
+    "PRECISIONS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +79,155 @@ def estimate_memory_gb(shape: Sequence[int], settings: DescriptorSettings, n_mem
     return (out + slab) / 1e9
 
 
+class _Clock:
+    """Wall clock that synchronises CUDA before reading."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.t0 = 0.0
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def start(self) -> None:
+        self._sync()
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        self._sync()
+        return time.perf_counter() - self.t0
+
+
+class _FoldedMLP:
+    """Inference-only form of an elfcore MLP/Ensemble on feature-major descriptors.
+
+    float32: the input standardisation is folded into the first layer
+    (W' = W / scale, b' = b − W' shift). bfloat16/float16: the input is standardised
+    in float32 first (raw SOAP features have means ≫ spreads, so rounding them
+    before standardising would lose the signal), then every layer runs in the low
+    precision with float32 output. Each layer is one ``addmm`` on a
+    (features, voxels) block of ``block`` voxels, so the descriptor slab
+    (n_features, n_voxels) is used without a transpose and stays in cache.
+    """
+
+    def __init__(self, layers, shift, scale, dtype: torch.dtype, block: int):
+        self.dtype = dtype
+        self.block = int(block)
+        if dtype == torch.float32:
+            layers = _fold_layers(layers, shift, scale)
+            self.shift = self.scale = None
+        else:
+            self.shift = shift.float()[:, None]
+            self.scale = scale.float()[:, None]
+        self.layers = [(w.to(dtype).contiguous(), b.to(dtype)[..., None].contiguous()) for w, b in layers]
+
+    def _block(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shift is not None:
+            x = ((x.float() - self.shift) / self.scale).to(self.dtype)
+        h = x.to(self.dtype)
+        last = len(self.layers) - 1
+        for k, (w, b) in enumerate(self.layers):
+            h = torch.baddbmm(b, w, h.expand(w.shape[0], *h.shape[-2:])) if w.ndim == 3 else torch.addmm(b, w, h)
+            if k < last:
+                torch.nn.functional.silu(h, inplace=True)
+        return torch.sigmoid(h.float()).reshape(-1, x.shape[-1])
+
+    def __call__(self, feats: torch.Tensor) -> torch.Tensor:
+        """(n, n_features) → (n_members, n) in float32 (fastest when ``feats.T`` is contiguous)."""
+        x = feats.T
+        n = x.shape[-1]
+        if n <= self.block:
+            return self._block(x)
+        return torch.cat([self._block(x[:, i : i + self.block]) for i in range(0, n, self.block)], dim=-1)
+
+
+def _model_layers(model):
+    """(weight, bias) per layer of an elfcore MLP or Ensemble, or None for other modules."""
+    if getattr(model, "feature_shift", None) is None or getattr(model, "feature_scale", None) is None:
+        return None
+    if hasattr(model, "hidden") and hasattr(model, "output"):
+        return [(lin.weight.detach(), lin.bias.detach()) for lin in list(model.hidden) + [model.output]]
+    if hasattr(model, "weights") and hasattr(model, "biases"):
+        return [(w.detach(), b.detach()) for w, b in zip(model.weights, model.biases)]
+    return None
+
+
+def _fold_layers(layers, shift, scale):
+    """Fold ``(x − shift) / scale`` into the first layer."""
+    w0, b0 = layers[0]
+    w0f = w0 / scale.to(w0.dtype)
+    b0f = b0 - (w0f @ shift.to(w0.dtype)[:, None])[..., 0]
+    return [(w0f, b0f)] + list(layers[1:])
+
+
+def _evaluator(model, dtype: torch.dtype = torch.float32, *, block: int | None = None, seed: int = 0):
+    """Fast evaluator of ``model`` (see :class:`_FoldedMLP`), or None if it does not reproduce it.
+
+    The float32 form is compared with ``model(x)`` on random input before use.
+    Returns a callable mapping (n, n_features) descriptors to (n_members, n) ELF.
+    """
+    layers = _model_layers(model)
+    if layers is None:
+        return None
+    shift = model.feature_shift.detach()
+    scale = model.feature_scale.detach()
+    dev = shift.device
+    if block is None:
+        block = 8192 if dev.type == "cpu" else 1 << 22
+    fast = _FoldedMLP(layers, shift, scale, torch.float32, block)
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(64, shift.numel(), generator=gen, dtype=torch.float64) * scale.cpu().double()
+         + shift.cpu().double()).to(dev, torch.float32)
+    with torch.inference_mode():
+        ref = model(x).reshape(-1, 64).float()
+        got = fast(x)
+    if got.shape != ref.shape or not torch.allclose(got, ref, atol=1e-4, rtol=1e-4):
+        log.debug("folded MLP does not reproduce the model; using model.forward")
+        return None
+    return fast if dtype == torch.float32 else _FoldedMLP(layers, shift, scale, dtype, block)
+
+
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def make_evaluator(model, precision: str = "float32"):
+    """Inference callable for full-grid prediction and its number of outputs.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        elfcore MLP/Ensemble (fast folded form, checked against ``model``) or any
+        module mapping (n, n_features) to (n,) or (n_members, n).
+    precision : {"float32", "bfloat16", "float16"}
+        Matrix-product precision of the hidden layers (inputs are standardised in
+        float32 first). bfloat16 is fast on CPUs with AVX512-BF16 and on GPUs;
+        float16 only on GPUs.
+
+    Returns
+    -------
+    evaluate : callable
+        (n, n_features) float32 → (n_outputs, n) float32.
+    n_outputs : int
+    """
+    if precision not in PRECISIONS:
+        raise ElfcoreError(f"precision={precision!r}; must be one of {sorted(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    n_outputs = int(getattr(model, "n_members", 1))
+    fast = _evaluator(model, dtype)
+    if fast is not None:
+        return fast, n_outputs
+    dev_type = next(iter(model.parameters())).device.type if any(True for _ in model.parameters()) else "cpu"
+
+    def evaluate(feats: torch.Tensor) -> torch.Tensor:
+        if dtype == torch.float32:
+            return model(feats)
+        with torch.autocast(device_type=dev_type, dtype=dtype):
+            return model(feats)
+
+    return evaluate, n_outputs
+
+
 def _model_settings(model) -> DescriptorSettings:
     settings = getattr(model, "descriptor_settings", None)
     if settings is None:
@@ -84,8 +244,8 @@ def predict_grid(
     n_outputs: int = 1,
     device: str | torch.device = "auto",
     slab: int | None = None,
-    autocast: torch.dtype | None = None,
     progress: bool = False,
+    timings: dict | None = None,
 ) -> torch.Tensor:
     """Evaluate ``evaluate(descriptor_chunk)`` over a whole grid, slab by slab.
 
@@ -102,11 +262,11 @@ def predict_grid(
     device : str or torch.device
     slab : int, optional
         a-planes per chunk (default ~2·10⁵ voxels).
-    autocast : torch.dtype, optional
-        Run ``evaluate`` under :func:`torch.autocast` with this dtype
-        (``torch.bfloat16`` / ``torch.float16``); None = full float32.
     progress : bool
         Show a tqdm bar on stderr.
+    timings : dict, optional
+        If given, ``"descriptor_s"`` and ``"inference_s"`` are added to it (device
+        synchronised around each phase, so this costs a little overlap on CUDA).
 
     Returns
     -------
@@ -122,19 +282,32 @@ def predict_grid(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_vox, unit="voxel", unit_scale=True, desc="predict", leave=False)
+    t_desc = t_inf = 0.0
+    clock = _Clock(dev) if timings is not None else None
     try:
-        for start, stop, feats in chunks:
-            if autocast is not None:
-                with torch.autocast(device_type=dev.type, dtype=autocast):
-                    values = evaluate(feats)
-            else:
-                values = evaluate(feats)
-            out[:, start:stop] = values.reshape(n_outputs, stop - start).float().to("cpu")
+        it = iter(chunks)
+        while True:
+            if clock:
+                clock.start()
+            item = next(it, None)
+            if item is None:
+                break
+            start, stop, feats = item
+            if clock:
+                t_desc += clock.stop()
+                clock.start()
+            values = evaluate(feats)
+            out[:, start:stop] = values.reshape(n_outputs, stop - start).float().to("cpu", non_blocking=False)
+            if clock:
+                t_inf += clock.stop()
             if bar is not None:
                 bar.update(stop - start)
     finally:
         if bar is not None:
             bar.close()
+    if timings is not None:
+        timings["descriptor_s"] = timings.get("descriptor_s", 0.0) + t_desc
+        timings["inference_s"] = timings.get("inference_s", 0.0) + t_inf
     return out.reshape((n_outputs,) + shape)
 
 
@@ -146,7 +319,7 @@ def predict_field(
     spacing: float = 0.08,
     device: str | torch.device = "auto",
     batch_size: int | None = None,
-    autocast: torch.dtype | None = None,
+    precision: str = "float32",
     progress: bool = True,
     memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
 ) -> xr.DataArray | tuple[xr.DataArray, xr.DataArray]:
@@ -168,8 +341,8 @@ def predict_field(
         ``"auto"`` = CUDA when available. The model is moved there.
     batch_size : int, optional
         Voxels per chunk (rounded to whole a-planes); default ~2·10⁵.
-    autocast : torch.dtype, optional
-        Mixed-precision inference (``torch.bfloat16``); default full float32.
+    precision : {"float32", "bfloat16", "float16"}
+        Precision of the network's matrix products (see :func:`make_evaluator`).
     progress : bool
         tqdm progress bar on stderr.
     memory_budget_gb : float
@@ -213,11 +386,11 @@ def predict_field(
     if batch_size is not None:
         slab = max(1, int(batch_size) // (shape[1] * shape[2]))
     model = model.to(dev).eval()
+    evaluate, n_members = make_evaluator(model, precision)
     log.info("predicting ELF on a %s grid (%d voxels) on %s", shape, int(np.prod(shape)), dev)
     with torch.inference_mode():
         values = predict_grid(
-            atoms, shape, settings, model, n_outputs=n_members, device=dev, slab=slab,
-            autocast=autocast, progress=progress,
+            atoms, shape, settings, evaluate, n_outputs=n_members, device=dev, slab=slab, progress=progress,
         )
     attrs = {"model_descriptor": str(settings.to_dict()), "method": "elfcore.predict_field"}
     if n_members == 1:
@@ -229,3 +402,182 @@ def predict_field(
         field_from_atoms(mean.numpy(), atoms, name="elf", attrs=attrs),
         field_from_atoms(std.numpy(), atoms, name="elf_std", attrs=attrs),
     )
+
+
+# --------------------------------------------------------------------------- benchmark
+def random_hydrogen(
+    n_atoms: int, *, volume_per_atom: float = 2.7, min_distance: float = 0.8, seed: int = 0
+):
+    """Random dense-hydrogen structure in a cubic cell (for benchmarks and tests).
+
+    Atoms are placed by random sequential addition with a minimum periodic
+    distance, so no two atoms overlap.
+
+    Parameters
+    ----------
+    n_atoms : int
+        Number of H atoms (≥ 1).
+    volume_per_atom : float
+        Å³ per atom (2.7 ≈ 100 GPa fluid, ``science.md`` §8).
+    min_distance : float
+        Smallest allowed H–H distance in Å.
+    seed : int
+        Seed of the numpy Generator.
+
+    Returns
+    -------
+    ase.Atoms
+    """
+    from ase import Atoms
+
+    if n_atoms < 1:
+        raise StructureError(f"n_atoms={n_atoms}; must be ≥ 1")
+    length = (n_atoms * volume_per_atom) ** (1.0 / 3.0)
+    rng = np.random.default_rng(seed)
+    placed = np.zeros((0, 3))
+    tries = 0
+    while len(placed) < n_atoms:
+        cand = rng.random(3) * length
+        tries += 1
+        if tries > 1000 * n_atoms:
+            raise StructureError(f"could not place {n_atoms} atoms {min_distance} Å apart at {volume_per_atom} Å³/atom")
+        if len(placed):
+            d = placed - cand
+            d -= length * np.round(d / length)
+            if np.min(np.einsum("ij,ij->i", d, d)) < min_distance**2:
+                continue
+        placed = np.vstack([placed, cand])
+    return Atoms(f"H{n_atoms}", positions=placed, cell=np.eye(3) * length, pbc=True)
+
+
+def timing_model(settings: DescriptorSettings, *, width: int = 128, hidden_layers: int = 2, seed: int = 0):
+    """Freshly initialised ELF MLP (paper architecture) for timing runs; weights from ``seed``."""
+    from .models.mlp import MLP
+
+    model = MLP(settings.n_features, width=width, hidden_layers=hidden_layers)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            bound = 1.0 / math.sqrt(p.shape[-1])
+            p.uniform_(-bound, bound, generator=gen)
+    model.descriptor_settings = settings
+    return model
+
+
+def _peak_memory_gb(dev: torch.device) -> float:
+    if dev.type == "cuda":
+        return torch.cuda.max_memory_allocated(dev) / 1e9
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def benchmark(
+    n_atoms: int = 500,
+    grid: int | Sequence[int] = 192,
+    *,
+    device: str | torch.device = "auto",
+    repeats: int = 3,
+    naive_voxels: int | None = None,
+    model=None,
+    settings: DescriptorSettings | None = None,
+    precision: str = "float32",
+    slab: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """Time full-grid ELF prediction and a naive per-voxel path side by side.
+
+    Parameters
+    ----------
+    n_atoms : int
+        Size of the random dense-hydrogen structure (:func:`random_hydrogen`, ``seed``).
+    grid : int or (Na, Nb, Nc)
+        Grid shape (an int means a cube).
+    device : str or torch.device
+    repeats : int
+        Timed repeats after one warm-up run; medians are reported.
+    naive_voxels : int, optional
+        Voxels timed with the naive path (direct neighbour sum + the same model);
+        default 1000 on CPU, 20000 on CUDA.
+    model : torch.nn.Module, optional
+        Default: :func:`timing_model` with the baseline descriptor settings.
+    settings : DescriptorSettings, optional
+        Descriptor settings when no model is given.
+    precision : {"float32", "bfloat16", "float16"}
+        Precision of the network's matrix products.
+    slab : int, optional
+        a-planes per chunk.
+    seed : int
+        Seed of the structure, the naive voxel sample and the timing model.
+
+    Returns
+    -------
+    dict
+        ``descriptor_s, inference_s, total_s`` (medians), ``cold_total_s`` (first
+        run), ``peak_mem_gb`` (CUDA: max allocated; CPU: peak RSS of the process),
+        ``device, atoms, grid, voxels, naive_s_per_voxel, naive_voxels, speedup``
+        (naive time for the whole grid / total_s), ``descriptor_speedup``,
+        ``threads, load_avg`` (1-min load before and after), ``precision, settings, torch``.
+    """
+    import os
+    import platform
+
+    from .descriptor import compute_descriptor
+    from .grid import grid_points_frac
+
+    dev = resolve(device)
+    shape = (int(grid),) * 3 if np.isscalar(grid) else tuple(int(n) for n in grid)
+    atoms = random_hydrogen(n_atoms, seed=seed)
+    if model is None:
+        model = timing_model(settings or DescriptorSettings(), seed=seed)
+    settings = _model_settings(model)
+    model = model.to(dev).eval()
+    evaluate, n_members = make_evaluator(model, precision)
+    load_before = os.getloadavg()[0]
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    runs = []
+    with torch.inference_mode():
+        for _ in range(max(1, int(repeats)) + 1):
+            t = {}
+            t0 = time.perf_counter()
+            predict_grid(atoms, shape, settings, evaluate, n_outputs=n_members, device=dev, slab=slab, timings=t)
+            t["total_s"] = time.perf_counter() - t0
+            runs.append(t)
+        peak = _peak_memory_gb(dev)
+        # naive path: direct neighbour sum per voxel + the same model, on a random voxel sample
+        n_naive = naive_voxels or (20000 if dev.type == "cuda" else 1000)
+        rng = np.random.default_rng(seed)
+        idx = rng.choice(int(np.prod(shape)), size=min(n_naive, int(np.prod(shape))), replace=False)
+        pts = grid_points_frac(shape)[idx] @ np.asarray(atoms.cell[:])
+        clock = _Clock(dev)
+        clock.start()
+        feats = compute_descriptor(atoms, pts, settings, device=dev, dtype=torch.float32)
+        model(feats)
+        naive_s = clock.stop() / len(idx)
+    timed = runs[1:]
+    med = {k: float(np.median([r[k] for r in timed])) for k in ("descriptor_s", "inference_s", "total_s")}
+    n_vox = int(np.prod(shape))
+    if dev.type == "cuda":
+        dev_name = torch.cuda.get_device_name(dev)
+    else:
+        dev_name = f"cpu ({platform.processor() or platform.machine()})"
+    return {
+        **med,
+        "cold_total_s": float(runs[0]["total_s"]),
+        "peak_mem_gb": peak,
+        "device": dev_name,
+        "atoms": int(n_atoms),
+        "grid": list(shape),
+        "voxels": n_vox,
+        "naive_s_per_voxel": naive_s,
+        "naive_voxels": int(len(idx)),
+        "speedup": naive_s * n_vox / med["total_s"],
+        "descriptor_speedup": naive_s * n_vox / max(med["descriptor_s"], 1e-12),
+        "repeats": len(timed),
+        "threads": torch.get_num_threads(),
+        "load_avg": [load_before, os.getloadavg()[0]],
+        "precision": precision,
+        "settings": settings.to_dict(),
+        "torch": torch.__version__,
+    }
