@@ -2,13 +2,17 @@
 
 Critical points are the zeros of the gradient of the periodic tricubic B-spline
 interpolant of the grid values. Candidates are the grid cells over whose 8
-corners every component of the (central-difference) gradient changes sign;
-Newton's method on the spline gradient from each candidate cell centre refines
-them, duplicates are merged, and the signature of the Hessian classifies them
+corners every component of the interpolant's gradient changes sign; Newton's
+method on the spline gradient from the centres of these cells and of their face
+neighbours refines them, duplicates (closer than 0.05 grid steps) are merged, and the signature of the Hessian classifies them
 (``(3,-3)`` maximum/attractor, ``(3,-1)`` bond, ``(3,+1)`` ring, ``(3,+3)``
 cage/minimum). On a 3-torus their numbers obey the Morse relation
 ``n_max - n_bond + n_ring - n_cage = 0`` (Euler characteristic 0); a violation
-means missed or spurious points (degenerate or grid-noise regions).
+means missed or spurious points: nearly flat regions (the ELF plateau close to 1
+in H₂ bonds, flat low-ELF voids) hold clusters of nearly degenerate points whose
+count the interpolant does not pin down, and real DFT grids can miss the
+relation by one or two. φ is not affected (it depends on the bcp that completes
+the network, not on the count).
 
 Each bond critical point is linked to the two attractors reached by steepest
 ascent (Cartesian metric) from either side along its unstable direction, with
@@ -132,6 +136,21 @@ def _coefficients(values: np.ndarray) -> np.ndarray:
     return ndimage.spline_filter(np.asarray(values, np.float64), order=3, mode="grid-wrap")
 
 
+def _node_gradients(coef: np.ndarray) -> list[np.ndarray]:
+    """Exact gradient of the B-spline interpolant at the grid points, per grid step."""
+    from scipy import ndimage
+
+    w = np.array([1.0, 4.0, 1.0]) / 6.0
+    d = np.array([-0.5, 0.0, 0.5])
+    out = []
+    for ax in range(3):
+        g = coef
+        for ax2 in range(3):
+            g = ndimage.correlate1d(g, d if ax2 == ax else w, axis=ax2, mode="wrap")
+        out.append(np.ascontiguousarray(g))
+    return out
+
+
 def _hessian(row) -> np.ndarray:
     return np.array(
         [[row[4], row[7], row[8]], [row[7], row[5], row[9]], [row[8], row[9], row[6]]], dtype=np.float64
@@ -194,9 +213,16 @@ def critical_points(
     values = np.asarray(field.values, dtype=np.float64)
     shape = np.asarray(values.shape)
     coef = _coefficients(values)
-    grads = [0.5 * (np.roll(values, -1, axis=ax) - np.roll(values, 1, axis=ax)) for ax in range(3)]
-    cells = K.candidate_cells(*[np.ascontiguousarray(g) for g in grads])
-    starts = np.ascontiguousarray(cells.astype(np.float64) + 0.5)
+    cells = K.candidate_cells(*_node_gradients(coef))
+    # also start from the face neighbours of every candidate cell: clusters of nearly
+    # degenerate points (ELF plateaus) are otherwise easily missed
+    mask = np.zeros(values.shape, dtype=bool)
+    mask[tuple(cells.T)] = True
+    grown = mask.copy()
+    for ax in range(3):
+        for step in (-1, 1):
+            grown |= np.roll(mask, step, axis=ax)
+    starts = np.ascontiguousarray(np.argwhere(grown).astype(np.float64) + 0.5)
     pos, info, ok = K.newton_cp(coef, starts, 0.5, 1.5, 1e-9, 60)
     pos, info = pos[ok], info[ok]
     pos = np.mod(pos, shape)
