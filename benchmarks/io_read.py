@@ -1,8 +1,10 @@
 """Time ``elfcore.io.read_field`` on generated N³ ELFCAR, CHGCAR, cube, XSF and netCDF files.
 
 Usage: ``python benchmarks/io_read.py [--n 192] [--repeat 3] [--formats elfcar,cube]``.
-Prints one JSON object: per format the file size (MB), the write time and the
-best-of-``repeat`` read time in seconds.
+Prints one JSON object: per format the file size (MB), the write time, and the
+best-of-``repeat`` read time in seconds, both wall clock (``read_s``) and CPU
+time of this process (``read_cpu_s``, less sensitive to other load on the
+machine), plus the 1-minute load average at the start.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ def main() -> None:
     positions = rng.random((64, 3)) * 6.0
     values = rng.random((args.n,) * 3)
     results = {}
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for fmt in args.formats.split(","):
             name = "rho" if fmt == "chgcar" else "elf"
@@ -41,11 +44,12 @@ def main() -> None:
             t0 = time.perf_counter()
             write_field(field, path)
             t_write = time.perf_counter() - t0
-            times = []
+            times, cpu = [], []
             for _ in range(args.repeat):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 out = read_field(path)
                 times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
             if out.shape != field.shape:
                 raise RuntimeError(f"{fmt}: read shape {out.shape}, wrote {field.shape}")
             results[fmt] = {
@@ -53,9 +57,11 @@ def main() -> None:
                 "write_s": round(t_write, 2),
                 "read_s": round(min(times), 2),
                 "read_s_all": [round(t, 2) for t in times],
+                "read_cpu_s": round(min(cpu), 2),
             }
             os.remove(path)
-    print(json.dumps({"n": args.n, "machine": platform.machine(), "cpus": os.cpu_count(), "results": results}))
+    print(json.dumps({"n": args.n, "machine": platform.machine(), "cpus": os.cpu_count(),
+                      "load_avg_1min": round(load, 2), "results": results}))
 
 
 if __name__ == "__main__":

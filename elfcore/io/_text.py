@@ -149,11 +149,16 @@ def _fast_parse(text: str) -> np.ndarray | None:
         )
     except Exception:  # any tokenizer/conversion failure: use the exact path
         return None
-    values = frame.to_numpy(dtype=np.float64).reshape(-1)
-    pad = np.isnan(values)
-    if pad.any():
-        values = values[~pad]
-    return values
+    table = frame.to_numpy(dtype=np.float64)
+    values = table.reshape(-1)
+    pad = np.isnan(table[:-1])
+    if pad.any():  # short lines inside the block (e.g. cube rows): drop their padding
+        return values[~np.isnan(values)]
+    last = table[-1]
+    n_last = int(np.count_nonzero(~np.isnan(last)))
+    if np.isnan(last[:n_last]).any():
+        return values[~np.isnan(values)]
+    return values[: values.size - (last.size - n_last)]
 
 
 def parse_numbers(
@@ -274,9 +279,7 @@ def duplicate_plane_axes(values: np.ndarray) -> list[int]:
         n = values.shape[axis]
         if n < 3:
             continue
-        first = np.take(values, 0, axis=axis)
-        last = np.take(values, n - 1, axis=axis)
-        second = np.take(values, 1, axis=axis)
+        first, second, last = (values[(slice(None),) * axis + (i,)] for i in (0, 1, n - 1))
         same = np.allclose(first, last, rtol=1e-5, atol=atol)
         if same and np.ptp(first) > atol and not np.allclose(first, second, rtol=1e-5, atol=atol):
             out.append(axis)

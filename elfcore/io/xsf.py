@@ -146,7 +146,8 @@ def read_xsf(fileobj: IO[str], *, name: str | None = None, source: str | None = 
     values = parse_numbers(text[h.pos : end], n, source=source, first_line=h.lineno + 1)
     values = values.reshape(dims[::-1]).transpose(2, 1, 0)
     mismatch = [ax for ax in range(3)
-                if not np.allclose(np.take(values, 0, axis=ax), np.take(values, -1, axis=ax), rtol=1e-6, atol=1e-12)]
+                if not np.allclose(values[(slice(None),) * ax + (0,)], values[(slice(None),) * ax + (-1,)],
+                                   rtol=1e-6, atol=1e-12)]
     values = values[:-1, :-1, :-1]
     cell = span
     pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3) - origin
