@@ -18,12 +18,15 @@ __all__ = ["main", "COMMANDS"]
 
 # name -> (module under elfcore.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "predict": ("predict", "predict the ELF of a structure on a full grid and write it"),
+    "bench": ("bench", "time full-grid prediction (descriptor + MLP) against a naive path"),
     "netval": ("netval", "networking value, percolation and molecularity of ELF files (topology)"),
     "info": ("info", "describe a field file (format, cell, atoms, grid, statistics)"),
     "train": ("train", "train the ELF MLP (or an ensemble) on reference ELF fields"),
     "evaluate": ("evaluate", "score a model on reference ELF fields (MAE, RMSE, R²)"),
     "zoo": ("zoo", "list or build the shipped (r_cut, l_max) model zoo"),
     "kcorrect": ("kcorrect", "correct a predicted ELF in k-space against a (sparse) reference"),
+    "reproduce": ("reproduce", "regenerate the paper's tables and figures from the shipped data"),
 }
 
 log = logging.getLogger(__name__)
