@@ -1,0 +1,54 @@
+"""Regenerate the paper's tables and figures (S1, S2, S1–S3 analogues) from the shipped data.
+
+Trains the baseline ensemble, the convergence sweeps and the 3D CNN itself, evaluates
+them on the reference cases, runs the oracle k-correction and writes PNG figures and
+``reproduce.json`` to --out and the tables plus a generated discussion into the marked
+block of --results. ``--quick`` runs reduced sizes in a few minutes (for CI).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="reduced voxels/epochs/ensemble/sweeps (minutes)")
+    parser.add_argument("--out", default="docs/figures", help="directory of the figures and reproduce.json")
+    parser.add_argument("--data", default="assets/data", help="directory of the *.nc reference cases")
+    parser.add_argument("--cases", nargs="+", metavar="FILE", help="use these case files instead of --data")
+    parser.add_argument("--results", default="docs/results.md",
+                        help="markdown file whose reproduce block is replaced ('-' = only OUT/reproduce.md)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def run(args) -> int:
+    from ..reproduce import ReproduceSettings, find_cases, run_reproduce
+
+    paths = args.cases if args.cases else find_cases(args.data)
+    settings = ReproduceSettings.quick(args.seed) if args.quick else ReproduceSettings.full(args.seed)
+    parts = ["elfcore", "reproduce"] + (["--quick"] if args.quick else []) + ["--out", args.out]
+    parts += ["--cases", *args.cases] if args.cases else ["--data", args.data]
+    parts += ["--results", args.results, "--seed", str(args.seed)]
+    command = " ".join(shlex.quote(str(p)) for p in parts)
+    summary = run_reproduce(
+        paths, args.out, settings,
+        results_md=None if args.results == "-" else args.results,
+        mode="quick" if args.quick else "full",
+        command=command,
+        device=args.device,
+    )
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"reproduce ({summary['mode']}): {summary['n_cases']} cases in {summary['seconds']:.0f} s")
+    for f in summary["figures"]:
+        print(f"  figure {f}")
+    print(f"  tables in {summary['results_md']}")
+    for k, v in summary["errors"].items():
+        print(f"  part {k} did not run: {v}")
+    return 0 if not summary["errors"] else 1

@@ -1,0 +1,563 @@
+"""The runs behind ``elfcore reproduce``: ensemble, tables, sweeps, CNN, k-correction.
+
+Every number is computed here from the shipped cases; nothing is typed in. The
+functions return plain JSON-able dicts (numbers) plus, where a figure needs
+them, numpy arrays kept in a separate ``arrays`` dict.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field as dc_field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ..descriptor import DescriptorSettings, compute_grid_descriptor
+from ..errors import ElfcoreError
+from ..grid import field_atoms, field_cell, make_field, validate_field
+from ..train import TrainSettings, metrics, sample_voxels, train_model
+
+__all__ = [
+    "Case",
+    "load_cases",
+    "split_cases",
+    "stride_field",
+    "member_stats",
+    "run_baseline",
+    "run_sweeps",
+    "run_cnn",
+    "run_kcorrection",
+]
+
+log = logging.getLogger(__name__)
+
+FAMILIES = ("cubic", "hexagonal")
+
+
+# --------------------------------------------------------------------------- cases
+@dataclass(eq=False)
+class Case:
+    """One reference case (a netCDF file of ``assets/data``).
+
+    Attributes
+    ----------
+    name : str
+        File stem.
+    field : xarray.DataArray
+        Reference ELF (``elf_ref``) carrying the structure and the case attrs.
+    family : str
+        ``"fluid"``, ``"cubic"``, ``"hexagonal"`` (attr ``family``; ``"unknown"`` if absent).
+    role : str
+        ``"train"`` or ``"test"`` (attr ``role``; ``"unknown"`` if absent).
+    pressure : float or None
+        ``pressure_gpa`` attr.
+    md_step : int or None
+        ``md_step`` attr.
+    """
+
+    name: str
+    field: xr.DataArray
+    family: str = "unknown"
+    role: str = "unknown"
+    pressure: float | None = None
+    md_step: int | None = None
+
+    @property
+    def n_atoms(self) -> int:
+        return int(np.asarray(self.field.attrs["positions"]).reshape(-1, 3).shape[0])
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "family": self.family,
+            "role": self.role,
+            "pressure_gpa": self.pressure,
+            "md_step": self.md_step,
+            "n_atoms": self.n_atoms,
+            "grid": list(self.field.shape),
+        }
+
+
+def _plain(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, bytes):
+        return v.decode()
+    return v
+
+
+def load_cases(paths: Sequence[str | Path]) -> list[Case]:
+    """Read reference cases (netCDF case files, or any field file with atoms).
+
+    Returns
+    -------
+    list of Case
+        Sorted by (family, pressure, md_step, name).
+    """
+    from ..train import load_reference
+
+    cases = []
+    for p in paths:
+        name, field = load_reference(p)
+        a = field.attrs
+        pressure = _plain(a.get("pressure_gpa"))
+        md = _plain(a.get("md_step"))
+        cases.append(Case(
+            name=name,
+            field=field,
+            family=str(_plain(a.get("family", "unknown"))),
+            role=str(_plain(a.get("role", "unknown"))),
+            pressure=None if pressure is None or not np.isfinite(float(pressure)) else float(pressure),
+            md_step=None if md is None else int(md),
+        ))
+    if not cases:
+        raise ElfcoreError("no reference cases found")
+    cases.sort(key=lambda c: (c.family, c.pressure if c.pressure is not None else -1.0, c.md_step or 0, c.name))
+    return cases
+
+
+def split_cases(cases: Sequence[Case]) -> dict[str, Any]:
+    """Group cases into the paper's sets.
+
+    Returns
+    -------
+    dict
+        ``train`` (fluid snapshots with role "train"; if there are none, the first
+        case), ``test`` (fluid snapshots with role "test"), ``cubic``, ``hexagonal``
+        (random crystals), ``shown`` (one snapshot per pressure for the figures: the
+        first independent snapshot, else the training snapshot) and ``notes``.
+    """
+    notes = []
+    fluid = [c for c in cases if c.family == "fluid"]
+    train = [c for c in fluid if c.role == "train"]
+    if not train:
+        train = [c for c in cases if c.role == "train"] or [cases[0]]
+        notes.append(f"no fluid case has role 'train'; training on {[c.name for c in train]}")
+    train_names = {c.name for c in train}
+    test = [c for c in fluid if c.role == "test" and c.name not in train_names]
+    out = {"train": train, "test": test, "notes": notes}
+    for fam in FAMILIES:
+        out[fam] = [c for c in cases if c.family == fam and c.name not in train_names]
+    shown: dict[Any, Case] = {}
+    for c in test + train:
+        key = c.pressure if c.pressure is not None else c.name
+        shown.setdefault(key, c)
+    out["shown"] = [shown[k] for k in sorted(shown, key=lambda k: (isinstance(k, str), k))]
+    return out
+
+
+def _divisor_stride(n: int, stride: int) -> int:
+    return max(d for d in range(1, max(1, stride) + 1) if n % d == 0)
+
+
+def stride_field(field: xr.DataArray, stride: int) -> xr.DataArray:
+    """The sub-lattice field of every ``stride``-th grid point along each axis.
+
+    Per axis the stride is the largest divisor of the grid size that is ≤ ``stride``,
+    so the sub-lattice points are exactly grid points of ``field`` (no interpolation).
+    """
+    if stride <= 1:
+        return field
+    s = [_divisor_stride(n, stride) for n in field.shape]
+    vals = np.asarray(field.values)[:: s[0], :: s[1], :: s[2]]
+    attrs = {k: v for k, v in field.attrs.items() if k not in ("cell", "positions", "numbers")}
+    return make_field(vals, field_cell(field), field.attrs["positions"], field.attrs["numbers"],
+                      name=str(field.name), attrs=attrs)
+
+
+# --------------------------------------------------------------------------- helpers
+def member_stats(pred: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+    """Metrics of every member and their mean ± standard deviation.
+
+    Parameters
+    ----------
+    pred : numpy.ndarray, shape (n_members, n)
+    ref : numpy.ndarray, shape (n,)
+
+    Returns
+    -------
+    dict
+        ``mae``, ``rmse``, ``r2`` (member means), ``mae_std``, ``rmse_std``, ``r2_std``
+        (sample standard deviation over members; 0 for one member), ``ensemble``
+        (metrics of the member-mean prediction), ``n`` and ``n_members``.
+    """
+    pred = np.atleast_2d(np.asarray(pred, dtype=np.float64))
+    per = [metrics(p, ref) for p in pred]
+    out: dict[str, Any] = {"n": int(per[0]["n_voxels"]), "n_members": len(per)}
+    for k in ("mae", "rmse", "r2"):
+        v = np.array([m[k] for m in per])
+        out[k] = float(v.mean())
+        out[f"{k}_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    out["ensemble"] = {k: v for k, v in metrics(pred.mean(0), ref).items() if k != "n_voxels"}
+    return out
+
+
+def _grid_descriptor(field: xr.DataArray, settings: DescriptorSettings, device) -> torch.Tensor:
+    return compute_grid_descriptor(field_atoms(field), field.shape, settings, device=device, dtype=torch.float32)
+
+
+def training_samples(
+    cases: Sequence[Case],
+    settings: DescriptorSettings,
+    n_voxels: int,
+    *,
+    seed: int,
+    stride: int = 1,
+    device="auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Descriptors and ELF of random voxels of each training case.
+
+    Voxels of case ``i`` are those :func:`elfcore.train.sample_voxels` draws with
+    seed ``seed + 1000 i`` (the protocol of :func:`elfcore.train.train_on_fields`) on
+    the (sub-lattice) grid; descriptors come from the exact FFT grid path.
+    """
+    Xs, ys = [], []
+    for i, c in enumerate(cases):
+        f = stride_field(c.field, stride)
+        idx = sample_voxels(f.shape, n_voxels, seed=seed + 1000 * i)
+        X = _grid_descriptor(f, settings, device)[idx.to(torch.long)].cpu()
+        Xs.append(X)
+        ys.append(torch.as_tensor(np.asarray(f.values, dtype=np.float32).reshape(-1)[idx.numpy()]))
+    return torch.cat(Xs), torch.cat(ys)
+
+
+@torch.no_grad()
+def predict_members(model, field: xr.DataArray, *, device="auto") -> np.ndarray:
+    """Member predictions of an MLP/Ensemble on every voxel of ``field``'s grid.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_members, Na, Nb, Nc), float32
+    """
+    from ..predict import predict_grid
+
+    dev = next(model.parameters()).device
+    n_out = int(getattr(model, "n_members", 1))
+
+    def evaluate(feats: torch.Tensor) -> torch.Tensor:
+        return model(feats.to(dev))
+
+    out = predict_grid(field_atoms(field), field.shape, model.descriptor_settings, evaluate,
+                       n_outputs=n_out, device=device)
+    return out.numpy()
+
+
+def _pred_field(values: np.ndarray, ref: xr.DataArray, name: str = "elf_pred") -> xr.DataArray:
+    attrs = {k: v for k, v in ref.attrs.items() if k not in ("cell", "positions", "numbers")}
+    return make_field(np.clip(values, 0.0, 1.0), field_cell(ref), ref.attrs["positions"],
+                      ref.attrs["numbers"], name=name, attrs=attrs)
+
+
+def _networking_value(field: xr.DataArray) -> float | None:
+    from ..topology import networking_value
+
+    v = networking_value(field)
+    return None if v is None else float(v)
+
+
+# --------------------------------------------------------------------------- baseline
+def run_baseline(split: dict, s, *, device="auto") -> tuple[dict, dict]:
+    """Train the baseline ensemble and evaluate it everywhere (Tables S1, S2).
+
+    Returns
+    -------
+    results : dict
+        ``train`` (training data description), ``cases`` (per-case member stats),
+        ``table_s1`` rows, ``table_s2`` rows, ``seconds``.
+    arrays : dict
+        ``model`` (the ensemble), ``shown`` {case name: member-mean full-grid
+        prediction (Na, Nb, Nc)}, ``eval`` {case name: (member preds, ref)} on the
+        metric voxels.
+    """
+    t0 = time.perf_counter()
+    train_cases = split["train"]
+    X, y = training_samples(train_cases, s.descriptor, s.train.n_voxels, seed=s.seed, device=device)
+    log.info("baseline: %d training voxels from %d snapshots", len(y), len(train_cases))
+    model = train_model(X, y, s.descriptor, s.train, seed=s.seed, n_members=s.n_members,
+                        device=device, progress=False)
+    t_train = time.perf_counter() - t0
+    del X, y
+    shown_names = {c.name for c in split["shown"]}
+    crystals = {c.name for fam in FAMILIES for c in split[fam]}
+    cases = _unique(split["train"] + split["test"] + split["cubic"] + split["hexagonal"] + split["shown"])
+    per_case: dict[str, dict] = {}
+    arrays: dict[str, Any] = {"model": model, "shown": {}, "eval": {}, "members_full": {}}
+    phi: dict[str, dict] = {}
+    for c in cases:
+        full = c.name in shown_names or c.name in crystals
+        f = c.field if full else stride_field(c.field, s.eval_stride)
+        pm = predict_members(model, f, device=device)
+        ev = stride_field(c.field, s.eval_stride) if full else f
+        if full and s.eval_stride > 1:
+            sa = [n_f // n_e for n_f, n_e in zip(f.shape, ev.shape)]
+            pm_eval = pm[:, :: sa[0], :: sa[1], :: sa[2]]
+        else:
+            pm_eval = pm
+        ref = np.asarray(ev.values, dtype=np.float64).reshape(-1)
+        pe = pm_eval.reshape(pm.shape[0], -1)
+        arrays["eval"][c.name] = (pe, ref)
+        per_case[c.name] = {**c.describe(), **member_stats(pe, ref), "eval_grid": list(ev.shape)}
+        if c.name in shown_names:
+            arrays["shown"][c.name] = pm.mean(0)
+        if full and (c.name in crystals or c.name in shown_names):
+            try:
+                ref_phi = _networking_value(c.field)
+                mem_phi = [_networking_value(_pred_field(p, c.field)) for p in pm]
+                phi[c.name] = {"ref": ref_phi, "members": mem_phi,
+                               "ensemble": _networking_value(_pred_field(pm.mean(0), c.field))}
+            except ImportError as exc:  # topology module not installed in this tree
+                phi[c.name] = {"error": f"elfcore.topology unavailable: {exc}"}
+        log.info("evaluated %s (%s): R² %.4f", c.name, c.family, per_case[c.name]["r2"])
+
+    rows_s1 = []
+    rows_s1.append(_pooled_row("training snapshots, ELF", split["train"], arrays["eval"]))
+    if split["test"]:
+        rows_s1.append(_pooled_row("independent fluid snapshots, ELF", split["test"], arrays["eval"]))
+    for fam in FAMILIES:
+        if split[fam]:
+            rows_s1.append(_pooled_row(f"random {fam} crystals, ELF", split[fam], arrays["eval"]))
+    for fam in FAMILIES:
+        if split[fam]:
+            rows_s1.append(_phi_row(f"random {fam} crystals, networking value", split[fam], phi))
+    if len(split["shown"]) >= 2:
+        rows_s1.append(_phi_row("shown fluid snapshots (one per pressure), networking value", split["shown"], phi))
+    rows_s2 = []
+    by_p: dict[Any, list[Case]] = {}
+    for c in split["test"]:
+        by_p.setdefault(c.pressure, []).append(c)
+        rows_s2.append({"set": c.name, "pressure_gpa": c.pressure, "md_step": c.md_step,
+                        **{k: per_case[c.name][k] for k in ("mae", "mae_std", "rmse", "rmse_std", "r2", "r2_std", "n")}})
+    for p, cs in by_p.items():
+        rows_s2.append({**_pooled_row(f"all independent snapshots at {p} GPa", cs, arrays["eval"]),
+                        "pressure_gpa": p, "md_step": None})
+    results = {
+        "train": {
+            "cases": [c.describe() for c in train_cases],
+            "n_voxels_per_case": s.train.n_voxels,
+            "n_members": s.n_members,
+            "train_seconds": round(t_train, 1),
+            "final_validation": {k: v for k, v in (model.metadata.get("history") or [{}])[-1].items()},
+        },
+        "cases": per_case,
+        "phi": phi,
+        "table_s1": rows_s1,
+        "table_s2": rows_s2,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    return results, arrays
+
+
+def _unique(cases: Sequence[Case]) -> list[Case]:
+    seen, out = set(), []
+    for c in cases:
+        if c.name not in seen:
+            seen.add(c.name)
+            out.append(c)
+    return out
+
+
+def _pooled_row(label: str, cases: Sequence[Case], ev: dict) -> dict:
+    pe = np.concatenate([ev[c.name][0] for c in cases], axis=1)
+    ref = np.concatenate([ev[c.name][1] for c in cases])
+    return {"set": label, "n_cases": len(cases), **member_stats(pe, ref)}
+
+
+def _phi_row(label: str, cases: Sequence[Case], phi: dict) -> dict:
+    use = [c for c in cases if c.name in phi and "error" not in phi[c.name] and phi[c.name]["ref"] is not None
+           and all(v is not None for v in phi[c.name]["members"])]
+    row: dict[str, Any] = {"set": label, "n_cases": len(use), "skipped": [c.name for c in cases if c.name not in {u.name for u in use}]}
+    if len(use) < 2:
+        row["error"] = "fewer than two crystals with a networking value"
+        return row
+    ref = np.array([phi[c.name]["ref"] for c in use])
+    pe = np.array([phi[c.name]["members"] for c in use]).T  # (members, crystals)
+    row.update(member_stats(pe, ref))
+    row["phi_ref"] = ref.tolist()
+    row["phi_pred_mean"] = pe.mean(0).tolist()
+    return row
+
+
+# --------------------------------------------------------------------------- sweeps (Fig. S2)
+def _sweep_eval_cases(split: dict, per_pressure: int) -> tuple[list[Case], str]:
+    if split["test"]:
+        by_p: dict[Any, list[Case]] = {}
+        for c in split["test"]:
+            by_p.setdefault(c.pressure, []).append(c)
+        return [c for cs in by_p.values() for c in cs[:per_pressure]], "independent fluid snapshots"
+    return list(split["train"]), "training snapshots (no independent snapshots available)"
+
+
+def run_sweeps(split: dict, s, *, device="auto") -> dict:
+    """R² vs width, hidden layers, Huber δ, r_cut, n_radial, l_max (one at a time).
+
+    Each point is one MLP trained with ``s.sweep_train`` on the training snapshots and
+    scored on every voxel of the ``s.sweep_stride`` sub-lattice of the evaluation
+    snapshots.
+    """
+    t0 = time.perf_counter()
+    eval_cases, eval_label = _sweep_eval_cases(split, s.sweep_eval_per_pressure)
+    base_d = s.descriptor
+    base_t = s.sweep_train
+    cache: dict[DescriptorSettings, tuple] = {}
+
+    def data(d: DescriptorSettings):
+        if d not in cache:
+            X, y = training_samples(split["train"], d, base_t.n_voxels, seed=s.seed, stride=s.sweep_stride, device=device)
+            ev = []
+            for c in eval_cases:
+                f = stride_field(c.field, s.sweep_stride)
+                ev.append((_grid_descriptor(f, d, device).cpu(), np.asarray(f.values, dtype=np.float64).reshape(-1)))
+            cache.clear()  # keep one descriptor set in memory
+            cache[d] = (X, y, ev)
+        return cache[d]
+
+    def score(d: DescriptorSettings, t: TrainSettings) -> dict:
+        X, y, ev = data(d)
+        model = train_model(X, y, d, t, seed=s.seed, n_members=1, device=device, progress=False)
+        with torch.no_grad():
+            preds = [model.predict(Xe).cpu().numpy() for Xe, _ in ev]
+        m = metrics(np.concatenate(preds), np.concatenate([r for _, r in ev]))
+        return {k: m[k] for k in ("mae", "rmse", "r2")}
+
+    params = {
+        "width": [(base_d, dataclasses.replace(base_t, width=v)) for v in s.sweep_width],
+        "hidden_layers": [(base_d, dataclasses.replace(base_t, hidden_layers=v)) for v in s.sweep_hidden_layers],
+        "huber_delta": [(base_d, dataclasses.replace(base_t, huber_delta=v)) for v in s.sweep_huber_delta],
+        "r_cut": [(dataclasses.replace(base_d, r_cut=v), base_t) for v in s.sweep_r_cut],
+        "n_radial": [(dataclasses.replace(base_d, n_radial=v), base_t) for v in s.sweep_n_radial],
+        "l_max": [(dataclasses.replace(base_d, l_max=v), base_t) for v in s.sweep_l_max],
+    }
+    values = {
+        "width": s.sweep_width, "hidden_layers": s.sweep_hidden_layers, "huber_delta": s.sweep_huber_delta,
+        "r_cut": s.sweep_r_cut, "n_radial": s.sweep_n_radial, "l_max": s.sweep_l_max,
+    }
+    baseline = {"width": base_t.width, "hidden_layers": base_t.hidden_layers, "huber_delta": base_t.huber_delta,
+                "r_cut": base_d.r_cut, "n_radial": base_d.n_radial, "l_max": base_d.l_max}
+    out: dict[str, Any] = {"eval_set": eval_label, "eval_cases": [c.name for c in eval_cases], "params": {}}
+    done: dict[tuple, dict] = {}
+    # descriptor-changing sweeps last, so the baseline descriptors are computed once
+    for name in ("width", "hidden_layers", "huber_delta", "r_cut", "n_radial", "l_max"):
+        rows = []
+        for v, (d, t) in zip(values[name], params[name]):
+            key = (d, t)
+            if key not in done:
+                done[key] = score(d, t)
+                log.info("sweep %s=%s: R² %.4f", name, v, done[key]["r2"])
+            rows.append({"value": v, **done[key]})
+        out["params"][name] = {"baseline": baseline[name], "points": rows}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+# --------------------------------------------------------------------------- CNN (Fig. S1)
+def run_cnn(split: dict, s, baseline_arrays: dict, *, device="auto") -> tuple[dict, dict]:
+    """Train the 3D CNN for every r_cut of the sweep and compare with the MLP.
+
+    Returns
+    -------
+    results : dict
+        ``sweep`` (r_cut → metrics on the shown snapshots), ``baseline`` (r_cut of
+        ``s.cnn_patch``), ``residual_correlation`` (Pearson r between the CNN and MLP
+        residuals on the shown voxels and on the slice).
+    arrays : dict
+        ``pred``/``mlp``/``ref`` on the scored voxels (baseline r_cut), and a slice:
+        ``slice_cnn``, ``slice_mlp``, ``slice_ref`` (Na, Nb), ``slice_case``.
+    """
+    from ..models.cnn import cnn_voxel_samples, predict_cnn_points, train_cnn
+    from ..train import voxel_points_cart
+
+    t0 = time.perf_counter()
+    shown = split["shown"]
+    mlp_full = baseline_arrays["shown"]
+    sweep = []
+    arrays: dict[str, Any] = {}
+    r_cuts = sorted(set(s.cnn_r_cuts) | {s.cnn_patch.r_cut})
+    for rc in r_cuts:
+        ps = dataclasses.replace(s.cnn_patch, r_cut=rc)
+        Xs, ys = [], []
+        for i, c in enumerate(split["train"]):
+            X, y, _ = cnn_voxel_samples(c.field, ps, s.cnn_train.n_voxels, seed=s.seed + 1000 * i, device=device)
+            Xs.append(X)
+            ys.append(y)
+        model = train_cnn(torch.cat(Xs), torch.cat(ys), ps, s.cnn_train, channels=s.cnn_channels,
+                          seed=s.seed, device=device, progress=False)
+        del Xs, ys
+        preds, refs, mlps = [], [], []
+        for c in shown:
+            idx = sample_voxels(c.field.shape, s.cnn_eval_voxels, seed=s.seed + 1).numpy()
+            pts = voxel_points_cart(c.field.shape, idx, field_cell(c.field))
+            preds.append(predict_cnn_points(model, field_atoms(c.field), pts).numpy().astype(np.float64))
+            refs.append(np.asarray(c.field.values, dtype=np.float64).reshape(-1)[idx])
+            mlps.append(np.asarray(mlp_full[c.name], dtype=np.float64).reshape(-1)[idx])
+        pred, ref, mlp = np.concatenate(preds), np.concatenate(refs), np.concatenate(mlps)
+        m = metrics(pred, ref)
+        row = {"r_cut": rc, **{k: m[k] for k in ("mae", "rmse", "r2", "n_voxels")},
+               "train_seconds": model.metadata.get("train_seconds")}
+        sweep.append(row)
+        log.info("cnn r_cut=%.2f: R² %.4f", rc, m["r2"])
+        if rc == s.cnn_patch.r_cut:
+            arrays.update(pred=pred, ref=ref, mlp=mlp)
+            c = shown[0]
+            na, nb, _ = c.field.shape
+            ij = np.stack(np.meshgrid(np.arange(na), np.arange(nb), indexing="ij"), -1).reshape(-1, 2)
+            frac = np.column_stack([ij[:, 0] / na, ij[:, 1] / nb, np.zeros(len(ij))])
+            sl = predict_cnn_points(model, field_atoms(c.field), frac @ field_cell(c.field)).numpy()
+            arrays.update(
+                slice_case=c.name,
+                slice_cnn=sl.reshape(na, nb),
+                slice_mlp=np.asarray(mlp_full[c.name])[:, :, 0],
+                slice_ref=np.asarray(c.field.values)[:, :, 0],
+                slice_cell=field_cell(c.field),
+            )
+    base = next(r for r in sweep if r["r_cut"] == s.cnn_patch.r_cut)
+    res_cnn = arrays["pred"] - arrays["ref"]
+    res_mlp = arrays["mlp"] - arrays["ref"]
+    sl_cnn = (arrays["slice_cnn"] - arrays["slice_ref"]).ravel()
+    sl_mlp = (arrays["slice_mlp"] - arrays["slice_ref"]).ravel()
+    mlp_m = metrics(arrays["mlp"], arrays["ref"])
+    results = {
+        "patch": s.cnn_patch.to_dict(),
+        "channels": list(s.cnn_channels),
+        "train": s.cnn_train.to_dict(),
+        "eval_cases": [c.name for c in shown],
+        "sweep": sweep,
+        "baseline": base,
+        "best": max(sweep, key=lambda r: r["r2"]),
+        "mlp_same_voxels": {k: mlp_m[k] for k in ("mae", "rmse", "r2")},
+        "residual_correlation_voxels": float(np.corrcoef(res_cnn, res_mlp)[0, 1]),
+        "residual_correlation_slice": float(np.corrcoef(sl_cnn, sl_mlp)[0, 1]),
+        "residual_std_slice": {"cnn": float(sl_cnn.std()), "mlp": float(sl_mlp.std())},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    return results, arrays
+
+
+# --------------------------------------------------------------------------- k-correction (Fig. S3)
+def run_kcorrection(split: dict, s, baseline_arrays: dict) -> tuple[dict, dict]:
+    """Oracle k-correction of the ensemble-mean prediction of each shown snapshot.
+
+    Returns
+    -------
+    results : dict
+        Per case: pressure, cell lengths, ``n_shells``, ``n_basis``, ``k_last`` and the
+        before/after metrics from :func:`elfcore.kspace.oracle_correction`.
+    arrays : dict
+        {case name: (residual before (Na, Nb, Nc), residual after, cell)}.
+    """
+    from ..kspace import oracle_correction
+
+    rows, arrays = [], {}
+    for c in split["shown"]:
+        pred = _pred_field(baseline_arrays["shown"][c.name], c.field)
+        kc = oracle_correction(pred, c.field, n_shells=s.k_shells)
+        info = {k: (_plain(v) if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in kc.info.items()}
+        rows.append({"case": c.name, "pressure_gpa": c.pressure, "n_atoms": c.n_atoms,
+                     "cell_lengths": np.linalg.norm(field_cell(c.field), axis=1).tolist(), **info})
+        ref = np.asarray(c.field.values, dtype=np.float64)
+        arrays[c.name] = (np.asarray(pred.values) - ref, np.asarray(kc.corrected.values) - ref, field_cell(c.field))
+    return {"n_shells": s.k_shells, "cases": rows}, arrays

@@ -1,0 +1,138 @@
+"""Sizes of the ``elfcore reproduce`` runs (full and ``--quick`` presets)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..descriptor import DescriptorSettings
+from ..models.cnn import PatchSettings
+from ..train import TrainSettings
+
+__all__ = ["ReproduceSettings"]
+
+
+def _positive_ints(name: str, values) -> tuple:
+    vals = tuple(values)
+    if not vals or any(int(v) != v or v < 1 for v in vals):
+        raise ValueError(f"{name}={values!r}; must be a non-empty sequence of integers ≥ 1")
+    return tuple(int(v) for v in vals)
+
+
+@dataclass(frozen=True)
+class ReproduceSettings:
+    """Everything that sets the size of a reproduction run.
+
+    Parameters
+    ----------
+    descriptor : DescriptorSettings
+        Baseline descriptor (paper: n_radial = 10, l_max = 2, r_cut = 3 Å).
+    train : TrainSettings
+        Protocol of the baseline ensemble (voxels per training snapshot, epochs, Huber δ...).
+    n_members : int
+        Ensemble size for Tables S1/S2 (paper: 50; ≥ 10 here in the full run).
+    eval_stride : int
+        Metrics use every voxel of the sub-lattice taking every ``eval_stride``-th grid
+        point along each axis (1 = every voxel). Cases shown in figures and the random
+        crystals (networking value) are always predicted on their full grid.
+    sweep_train : TrainSettings
+        Protocol of the one-model-per-point convergence sweeps (Fig. S2).
+    sweep_stride : int
+        Sub-lattice stride for the voxels of the sweeps (training samples and evaluation).
+    sweep_width, sweep_hidden_layers, sweep_huber_delta, sweep_r_cut, sweep_n_radial, sweep_l_max : tuple
+        Values of each parameter, varied one at a time around the baseline.
+    sweep_eval_per_pressure : int
+        Independent snapshots per pressure used to score the sweeps.
+    cnn_patch : PatchSettings
+        Patch of the baseline CNN (paper: P = 12, best r_cut = 1 Å).
+    cnn_channels : tuple of three int
+        CNN channels.
+    cnn_train : TrainSettings
+        CNN protocol (``n_voxels`` per training snapshot, epochs...).
+    cnn_r_cuts : tuple of float
+        The r_cut sweep of Fig. S1 (paper: 0.25–2.5 Å).
+    cnn_eval_voxels : int
+        Random voxels per shown snapshot on which the CNN is scored.
+    k_shells : int
+        Reciprocal shells of the oracle k-correction (Fig. S3).
+    seed : int
+        Base seed: training snapshot ``i`` is sampled with ``seed + 1000 i`` (as
+        :func:`elfcore.train.train_on_fields`), evaluation voxels with ``seed + 1``.
+    """
+
+    descriptor: DescriptorSettings = DescriptorSettings()
+    train: TrainSettings = TrainSettings(n_voxels=20_000, epochs=30, batch_size=256)
+    n_members: int = 10
+    eval_stride: int = 2
+    sweep_train: TrainSettings = TrainSettings(n_voxels=8_000, epochs=15, batch_size=256)
+    sweep_stride: int = 2
+    sweep_width: tuple = (32, 64, 128, 256)
+    sweep_hidden_layers: tuple = (1, 2, 3)
+    sweep_huber_delta: tuple = (0.01, 0.03, 0.1, 0.3)
+    sweep_r_cut: tuple = (2.0, 2.5, 3.0, 3.5, 4.0)
+    sweep_n_radial: tuple = (4, 6, 8, 10, 12)
+    sweep_l_max: tuple = (0, 1, 2, 3, 4)
+    sweep_eval_per_pressure: int = 1
+    cnn_patch: PatchSettings = PatchSettings(r_cut=1.0, patch_size=12, sigma=0.25)
+    cnn_channels: tuple = (8, 16, 32)
+    cnn_train: TrainSettings = TrainSettings(n_voxels=4_000, epochs=8, batch_size=128, learning_rate=2e-3)
+    cnn_r_cuts: tuple = (0.25, 0.5, 1.0, 1.5, 2.0, 2.5)
+    cnn_eval_voxels: int = 4_000
+    k_shells: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_members", "eval_stride", "sweep_stride", "sweep_eval_per_pressure", "cnn_eval_voxels"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}={v!r}; must be an integer ≥ 1")
+        if not isinstance(self.k_shells, int) or self.k_shells < 0:
+            raise ValueError(f"k_shells={self.k_shells!r}; must be an integer ≥ 0")
+        for name in ("sweep_width", "sweep_hidden_layers", "sweep_n_radial"):
+            object.__setattr__(self, name, _positive_ints(name, getattr(self, name)))
+        object.__setattr__(self, "sweep_l_max", tuple(int(v) for v in self.sweep_l_max))
+        if any(v < 0 for v in self.sweep_l_max):
+            raise ValueError(f"sweep_l_max={self.sweep_l_max!r}; must be ≥ 0")
+        for name in ("sweep_huber_delta", "sweep_r_cut", "cnn_r_cuts"):
+            vals = tuple(float(v) for v in getattr(self, name))
+            if not vals or any(not v > 0 for v in vals):
+                raise ValueError(f"{name}={getattr(self, name)!r}; must be a non-empty sequence of numbers > 0")
+            object.__setattr__(self, name, vals)
+        object.__setattr__(self, "cnn_channels", _positive_ints("cnn_channels", self.cnn_channels))
+        if len(self.cnn_channels) != 3:
+            raise ValueError(f"cnn_channels={self.cnn_channels!r}; must be three integers")
+
+    @classmethod
+    def full(cls, seed: int = 0) -> "ReproduceSettings":
+        """The committed run (sized for ≲ 30 min on 2 CPU cores)."""
+        return cls(seed=seed)
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> "ReproduceSettings":
+        """A few-minute CI run: small voxel counts, few epochs, 3 members, short sweeps."""
+        return cls(
+            train=TrainSettings(n_voxels=2_000, epochs=4, batch_size=256),
+            n_members=3,
+            eval_stride=3,
+            sweep_train=TrainSettings(n_voxels=1_000, epochs=3, batch_size=256),
+            sweep_stride=3,
+            sweep_width=(32, 128),
+            sweep_hidden_layers=(1, 2),
+            sweep_huber_delta=(0.03, 0.3),
+            sweep_r_cut=(2.0, 3.0),
+            sweep_n_radial=(4, 10),
+            sweep_l_max=(0, 2),
+            cnn_channels=(4, 8, 8),
+            cnn_train=TrainSettings(n_voxels=300, epochs=2, batch_size=64, learning_rate=2e-3),
+            cnn_r_cuts=(0.5, 1.0),
+            cnn_eval_voxels=300,
+            seed=seed,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (nested settings as dicts)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v.to_dict() if hasattr(v, "to_dict") else (list(v) if isinstance(v, tuple) else v)
+        return out

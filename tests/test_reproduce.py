@@ -1,0 +1,158 @@
+"""Tests of ``elfcore reproduce`` (orchestration, report block, --quick end to end)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from ase import Atoms
+
+from elfcore.grid import grid_points_frac, make_case, make_field
+from elfcore.reproduce import ReproduceSettings, report, runs
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "data"
+
+
+def _elf_like(atoms, shape):
+    """A smooth ELF-like field in [0, 1] determined by the atoms (test input only)."""
+    from ase.geometry import get_distances
+
+    pts = grid_points_frac(shape) @ atoms.cell[:]
+    _, d = get_distances(pts, atoms.get_positions(), cell=atoms.cell, pbc=True)
+    dens = np.exp(-(d**2) / (2 * 0.35**2)).sum(1)
+    return (1 / (1 + np.exp(-3 * (dens - 0.6)))).reshape(shape)
+
+
+def _synthetic_case(path, rng, *, family, role, pressure, n=12, L=3.6, shape=(12, 12, 12)):
+    from elfcore.io import write_case
+
+    atoms = Atoms("H" * n, scaled_positions=rng.random((n, 3)), cell=np.eye(3) * L, pbc=True)
+    ds = make_case(atoms, {"elf_ref": _elf_like(atoms, shape)},
+                   attrs={"family": family, "role": role, "pressure_gpa": pressure, "md_step": 0})
+    write_case(ds, path)
+    return path
+
+
+def _small_shipped_cases():
+    """The smallest shipped training snapshot plus the smallest other case, if shipped."""
+    if not ASSETS.is_dir():
+        return None
+    rows = []
+    for p in sorted(ASSETS.glob("*.nc")):
+        with xr.open_dataset(p) as ds:
+            rows.append((int(np.prod([ds.sizes[d] for d in ("a", "b", "c")])), p, ds.attrs.get("role"), ds.attrs.get("family")))
+    train = sorted(r for r in rows if r[2] == "train" and r[3] == "fluid")
+    other = sorted(r for r in rows if r[1] not in {t[1] for t in train[:1]})
+    if not train or not other or train[0][0] > 80**3:
+        return None
+    return [train[0][1], other[0][1]]
+
+
+@pytest.fixture
+def two_cases(tmp_path, rng):
+    shipped = _small_shipped_cases()
+    if shipped:
+        return shipped
+    return [
+        _synthetic_case(tmp_path / "fluid_train.nc", rng, family="fluid", role="train", pressure=100.0),
+        _synthetic_case(tmp_path / "cubic_0.nc", rng, family="cubic", role="test", pressure=100.0, n=6, L=3.0,
+                        shape=(10, 10, 10)),
+    ]
+
+
+def test_settings_presets_validate():
+    q, f = ReproduceSettings.quick(), ReproduceSettings.full()
+    assert f.n_members >= 10 and q.n_members < f.n_members
+    assert q.train.n_voxels < f.train.n_voxels
+    assert f.cnn_patch.patch_size == 12 and min(f.cnn_r_cuts) == 0.25 and max(f.cnn_r_cuts) == 2.5
+    assert json.loads(json.dumps(f.to_dict()))["descriptor"]["r_cut"] == 3.0
+    with pytest.raises(ValueError, match="n_members"):
+        ReproduceSettings(n_members=0)
+    with pytest.raises(ValueError, match="cnn_channels"):
+        ReproduceSettings(cnn_channels=(4, 8))
+
+
+def test_stride_field_takes_exact_grid_points(rng):
+    f = make_field(rng.random((12, 9, 10)), np.eye(3) * 4.0)
+    g = runs.stride_field(f, 3)
+    assert g.shape == (4, 3, 5)  # 10 is not divisible by 3: stride 2 along c
+    np.testing.assert_array_equal(g.values, f.values[::3, ::3, ::2])
+    assert runs.stride_field(f, 1) is f
+
+
+def test_member_stats_mean_and_std():
+    ref = np.linspace(0, 1, 50)
+    pred = np.stack([ref + 0.01, ref - 0.03])
+    st = runs.member_stats(pred, ref)
+    assert st["mae"] == pytest.approx(0.02)
+    assert st["mae_std"] == pytest.approx(np.std([0.01, 0.03], ddof=1))
+    assert st["ensemble"]["mae"] == pytest.approx(0.01)
+    assert st["n_members"] == 2 and st["n"] == 50
+
+
+def test_split_cases_roles(rng):
+    def case(name, family, role, p):
+        return runs.Case(name=name, field=make_field(np.zeros((2, 2, 2)), np.eye(3)), family=family, role=role, pressure=p)
+
+    cs = [case("t1", "fluid", "train", 76.0), case("x1", "fluid", "test", 76.0), case("x2", "fluid", "test", 115.1),
+          case("c1", "cubic", "test", 100.0), case("h1", "hexagonal", "test", 100.0)]
+    sp = runs.split_cases(cs)
+    assert [c.name for c in sp["train"]] == ["t1"]
+    assert [c.name for c in sp["test"]] == ["x1", "x2"]
+    assert [c.name for c in sp["shown"]] == ["x1", "x2"]  # one per pressure, independent snapshot first
+    assert [c.name for c in sp["cubic"]] == ["c1"] and [c.name for c in sp["hexagonal"]] == ["h1"]
+    sp2 = runs.split_cases(cs[1:])  # no training role: first case, with a note
+    assert [c.name for c in sp2["train"]] == ["x1"] and sp2["notes"]
+
+
+def test_write_block_replaces_only_its_block(tmp_path):
+    md = tmp_path / "results.md"
+    md.write_text("# Results\n\n## Other\nkeep me\n")
+    report.write_block(md, "## A\nfirst")
+    report.write_block(md, "## A\nsecond")
+    text = md.read_text()
+    assert "keep me" in text and "second" in text and "first" not in text
+    assert text.count(report.BEGIN) == 1 and text.count(report.END) == 1
+    md.write_text(text + "\n## Later\nalso kept\n")
+    report.write_block(md, "## A\nthird")
+    assert "also kept" in md.read_text() and "third" in md.read_text()
+
+
+def _finite_numbers(obj, path=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _finite_numbers(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _finite_numbers(v, f"{path}[{i}]")
+    elif isinstance(obj, float):
+        yield path, obj
+    elif obj is None and path.rsplit(".", 1)[-1] in ("mae", "rmse", "r2", "mae_std", "rmse_std", "r2_std"):
+        yield path, float("nan")  # non-finite numbers are written as null
+
+
+@pytest.mark.slow
+def test_quick_cli_end_to_end(tmp_path, two_cases, capsys):
+    from elfcore.cli import main
+
+    out = tmp_path / "figures"
+    md = tmp_path / "results.md"
+    md.write_text("# Measured results\n\n## Someone else's section\nuntouched\n")
+    rc = main(["reproduce", "--quick", "--cases", *map(str, two_cases), "--out", str(out),
+               "--results", str(md), "--device", "cpu", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 0, summary["errors"]
+    assert summary["errors"] == {}
+    for name in ("fig_s1_cnn.png", "fig_s2_convergence.png", "fig_s3_kcorrection.png", "reproduce.json"):
+        assert (out / name).stat().st_size > 1000, name
+    assert summary["baseline"]["table_s1"][0]["set"].startswith("training")
+    numbers = dict(_finite_numbers(summary["baseline"]))
+    numbers.update(_finite_numbers(summary["cnn"]))
+    numbers.update(_finite_numbers(summary["sweeps"]))
+    bad = {k: v for k, v in numbers.items() if not np.isfinite(v)}
+    assert numbers and not bad, bad
+    assert summary["baseline"]["table_s1"][0]["n_members"] == ReproduceSettings.quick().n_members
+    assert len(summary["cnn"]["sweep"]) == len(ReproduceSettings.quick().cnn_r_cuts)
+    text = md.read_text()
+    assert "untouched" in text and report.BEGIN in text and "Table S1 analogue" in text
+    assert "fig_s1_cnn.png" in text
