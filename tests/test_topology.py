@@ -296,3 +296,25 @@ def test_dft_case_bcp_matches_merge_tree(path):
     assert p.values[3] is not None
     bg = bond_graph_percolation(critical_points(field))
     assert bg.values[3] == pytest.approx(p.values[3], abs=0.01)
+
+
+# ----------------------------------------------------------------------------- accuracy
+def test_phi_metrics_and_case_errors():
+    from elfcore.grid import make_case
+    from elfcore.topology import case_networking_errors, phi_metrics
+
+    m = phi_metrics([0.5, 0.6, None], [0.52, 0.57, 0.4])
+    assert m["n"] == 2 and m["n_missing"] == 1
+    assert m["mae"] == pytest.approx(0.025) and m["rmse"] == pytest.approx(np.sqrt((0.02**2 + 0.03**2) / 2))
+    from ase import Atoms
+
+    cases = {}
+    for i, (fam, amps) in enumerate([("cubic", (1.0, 1.0, 1.0)), ("hexagonal", (0.5, 1.0, 2.0))]):
+        ref = cosine_field((12, 12, 12), amps)
+        pred = ref.values + 0.1  # a constant shift moves φ by exactly 0.1
+        atoms = Atoms(cell=np.asarray(ref.attrs["cell"]), pbc=True)
+        cases[f"c{i}"] = make_case(atoms, {"elf_ref": ref.values, "elf_pred": pred}, attrs={"family": fam})
+    out = case_networking_errors(cases)
+    assert set(out["families"]) == {"cubic", "hexagonal"}
+    for fam in ("cubic", "hexagonal"):
+        assert out["families"][fam]["mae"] == pytest.approx(0.1, abs=1e-9)

@@ -6,6 +6,7 @@ route to φ in :mod:`elfcore.topology.critical`.
 """
 from __future__ import annotations
 
+from .accuracy import case_networking_errors, networking_value_errors, phi_metrics
 from .critical import (
     KIND_NAMES,
     BondGraphResult,
@@ -30,6 +31,9 @@ from .summary import topology_summary
 
 __all__ = [
     "topology_summary",
+    "phi_metrics",
+    "networking_value_errors",
+    "case_networking_errors",
     "TopologySettings",
     "PercolationResult",
     "MergeTreeResult",
