@@ -1,7 +1,7 @@
 """The shipped model zoo: one trained MLP per (r_cut, l_max).
 
 The zoo spans r_cut ∈ {1.5, 2.0, 2.5, 3.0, 3.5, 4.0} Å × l_max ∈ {0, 1, 2, 3, 4}
-with n_radial = 10 and the default atom width σ (``science.md`` §3–§4). Each
+with n_radial = 10 (9 at r_cut = 1.5 Å, see :data:`ZOO_N_RADIAL_AT`) and the default atom width σ (``science.md`` §3–§4). Each
 entry is a file in ``assets/models/`` (see ``assets/README.md`` for the command
 that rebuilds it). The baseline entry (r_cut = 3.0 Å, l_max = 2) is trained with
 the full paper protocol; :data:`ZOO_SCHEDULE` states the schedule of the others.
@@ -29,6 +29,7 @@ __all__ = [
     "ZOO_R_CUT",
     "ZOO_L_MAX",
     "ZOO_N_RADIAL",
+    "ZOO_N_RADIAL_AT",
     "BASELINE",
     "ZOO",
     "ZOO_SCHEDULE",
@@ -48,6 +49,10 @@ log = logging.getLogger(__name__)
 ZOO_R_CUT: tuple[float, ...] = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
 ZOO_L_MAX: tuple[int, ...] = (0, 1, 2, 3, 4)
 ZOO_N_RADIAL = 10
+#: r_cut → n_radial where the default cannot be used: ten GTO radial functions
+#: packed into 1.5 Å have a singular overlap matrix in float64 (the descriptor
+#: refuses them), so the r_cut = 1.5 Å entries use nine.
+ZOO_N_RADIAL_AT: dict[float, int] = {1.5: 9}
 #: (r_cut, l_max) of the paper's baseline model
 BASELINE: tuple[float, int] = (3.0, 2)
 
@@ -99,7 +104,7 @@ def zoo_settings(r_cut: float, l_max: int):
     from .descriptor import DescriptorSettings
 
     r, l = _key(r_cut, l_max)
-    return DescriptorSettings(r_cut=r, n_radial=ZOO_N_RADIAL, l_max=l)
+    return DescriptorSettings(r_cut=r, n_radial=ZOO_N_RADIAL_AT.get(r, ZOO_N_RADIAL), l_max=l)
 
 
 def zoo_train_settings(r_cut: float, l_max: int, base=None):

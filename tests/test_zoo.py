@@ -18,6 +18,18 @@ def test_table_covers_the_grid():
     assert Z.zoo_settings(3.0, 2) == DescriptorSettings(r_cut=3.0, n_radial=10, l_max=2)
 
 
+@pytest.mark.parametrize("r_cut", Z.ZOO_R_CUT)
+def test_every_zoo_descriptor_can_be_computed(r_cut):
+    from ase import Atoms
+
+    from elfcore.descriptor import compute_descriptor
+
+    h2 = Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]], cell=[4.0] * 3, pbc=True)
+    s = Z.zoo_settings(r_cut, 4)
+    x = compute_descriptor(h2, [[0.37, 0.0, 0.0], [2.0, 2.0, 2.0]], s, device="cpu")
+    assert x.shape == (2, s.n_features) and torch.all(torch.isfinite(x))
+
+
 @pytest.mark.parametrize(
     "spec, expected",
     [("zoo:rcut=3.0,lmax=2", (3.0, 2)), ("zoo:lmax=4, rcut=2.5", (2.5, 4)), ("zoo:rcut=2", (2.0, 2)), ("zoo:", (3.0, 2))],
