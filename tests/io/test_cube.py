@@ -1,5 +1,6 @@
 """Gaussian cube: round trips, CP2K and Quantum ESPRESSO flavours, duplicated planes, errors."""
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,3 +157,25 @@ def test_error_reports_line_number():
 def test_truncated_header():
     with pytest.raises(ElfcoreError, match="truncated header"):
         _read_text("t\nc\n    1 0 0 0\n    2 1 0 0\n")
+
+
+DATA = Path(__file__).parent / "data"
+H4_POSITIONS = np.array([[0.0, 0.0, 0.0], [0.74, 0.0, 0.0], [1.5, 1.5, 1.5], [1.5, 1.5, 2.24]])
+
+
+def test_real_cp2k_elf_cube(tmp_path):
+    elf = read_field(DATA / "cp2k_h4_elf.cube.gz")
+    assert elf.name == "elf" and elf.shape == (24, 20, 24)
+    np.testing.assert_allclose(elf.attrs["cell"], np.diag([3.2, 3.0, 3.1]), atol=2e-5)
+    np.testing.assert_allclose(elf.attrs["positions"], H4_POSITIONS, atol=2e-6)
+    assert 0.0 <= float(elf.min()) and float(elf.max()) <= 1.0 + 1e-5
+    assert "duplicate_plane_dropped" not in elf.attrs
+    write_field(elf, tmp_path / "again.cube")
+    np.testing.assert_allclose(read_field(tmp_path / "again.cube").values, elf.values, rtol=6e-6)
+
+
+def test_real_cp2k_density_integrates_to_electron_count():
+    rho = read_field(DATA / "cp2k_h4_density.cube.gz")
+    assert rho.name == "rho"  # from the title "ELECTRON DENSITY": converted from e/Bohr³ to e/Å³
+    volume = abs(np.linalg.det(rho.attrs["cell"]))
+    assert float(rho.mean()) * volume == pytest.approx(4.0, rel=2e-3)

@@ -100,7 +100,18 @@ def test_corrupt_compression(tmp_path, elf_field):
         read_field(path)
 
 
-def test_failed_write_leaves_no_file(tmp_path):
-    with pytest.raises(Exception):
+def test_failed_write_leaves_no_file(tmp_path, elf_field, monkeypatch):
+    from elfcore.errors import GridError
+    from elfcore.io import cube
+
+    with pytest.raises(GridError):
         write_field("not a field", tmp_path / "x.cube")
+
+    def broken(fileobj, field):
+        fileobj.write("partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(cube, "write_cube", broken)
+    with pytest.raises(RuntimeError):
+        write_field(elf_field, tmp_path / "x.cube")
     assert list(tmp_path.iterdir()) == []
