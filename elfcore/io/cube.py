@@ -189,7 +189,7 @@ def write_cube(fileobj: IO[str], field: xr.DataArray, *, precision: int = 5) -> 
     """
     if not 1 <= precision <= 17:
         raise ValueError(f"precision={precision}; must be 1..17")
-    name = str(field.name or "field")
+    name = re.sub(r"[^A-Za-z0-9_.+-]", "_", str(field.name or "field"))
     cell = np.asarray(field.attrs["cell"], dtype=np.float64)
     shape = field.shape
     positions = np.asarray(field.attrs.get("positions", np.zeros((0, 3))), dtype=np.float64).reshape(-1, 3)

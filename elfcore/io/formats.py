@@ -270,7 +270,18 @@ def sniff_format(source: Source) -> str:
                     raise FormatError(f"corrupt compressed data: {exc}", label) from None
                 break
         return _format_from_content(head, label)
-    raise UnknownFormatError(f"{label}: give format=... for a stream; known formats: {', '.join(FORMATS)}")
+    if hasattr(source, "seekable") and source.seekable():
+        start = source.tell()
+        head = source.read(_HEAD_BYTES)
+        source.seek(start)
+        if isinstance(head, str):
+            head = head.encode("latin-1", errors="replace")
+        for magic, mod in _COMPRESSION_MAGIC:
+            if head.startswith(magic):
+                raise UnknownFormatError(f"{label}: compressed stream; give format=...")
+        return _format_from_content(head, label)
+    raise UnknownFormatError(f"{label}: give format=... for a stream that cannot seek; "
+                             f"known formats: {', '.join(FORMATS)}")
 
 
 class _Text:
@@ -375,7 +386,7 @@ def _open_write(target: Source, binary: bool) -> Iterator[IO]:
         if binary or isinstance(target, io.TextIOBase):
             yield target
         else:  # a binary stream for a text format
-            wrapper = io.TextIOWrapper(target, encoding="ascii", newline="\n", write_through=True)
+            wrapper = io.TextIOWrapper(target, encoding="ascii", errors="replace", newline="\n", write_through=True)
             yield wrapper
             wrapper.flush()
             wrapper.detach()
@@ -391,9 +402,10 @@ def _open_write(target: Source, binary: bool) -> Iterator[IO]:
     tmp = f"{path}.part{os.getpid()}"
     try:
         if comp is not None:
-            fh = comp.open(tmp, "wb" if binary else "wt", **({} if binary else {"encoding": "ascii", "newline": "\n"}))
+            fh = comp.open(tmp, "wb" if binary else "wt",
+                           **({} if binary else {"encoding": "ascii", "errors": "replace", "newline": "\n"}))
         else:
-            fh = open(tmp, "wb") if binary else open(tmp, "w", encoding="ascii", newline="\n")
+            fh = open(tmp, "wb") if binary else open(tmp, "w", encoding="ascii", errors="replace", newline="\n")
         with fh:
             yield fh
         os.replace(tmp, path)

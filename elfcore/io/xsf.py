@@ -182,7 +182,7 @@ def write_xsf(fileobj: IO[str], field: xr.DataArray) -> None:
     positions = np.asarray(field.attrs.get("positions", np.zeros((0, 3))), dtype=np.float64).reshape(-1, 3)
     numbers = np.asarray(field.attrs.get("numbers", np.zeros(0)), dtype=np.int64).reshape(-1)
     origin = np.asarray(field.attrs.get("xsf_origin", np.zeros(3)), dtype=np.float64).reshape(3)
-    name = re.sub(r"\W", "_", str(field.name or "field"))
+    name = re.sub(r"[^A-Za-z0-9_]", "_", str(field.name or "field"))
     values = np.pad(np.asarray(field.values, dtype=np.float64), ((0, 1), (0, 1), (0, 1)), mode="wrap")
     out = ["CRYSTAL\n", "PRIMVEC\n"]
     out += ["".join(f" {x:21.16f}" for x in row) + "\n" for row in cell]

@@ -55,6 +55,7 @@ def test_text_stream(elf_field):
     buf = io.StringIO()
     write_field(elf_field, buf, format="xsf")
     buf.seek(0)
+    assert sniff_format(buf) == "xsf" and buf.tell() == 0
     assert read_field(buf).shape == elf_field.shape  # content sniffed from the stream
 
 
