@@ -1,0 +1,117 @@
+"""Build the reference DFT data of dense hydrogen (CP2K ELF and density per case).
+
+Actions:
+
+``list``      the cases of the plan, their family, role and whether the file exists
+``md``        run (or reuse) the Born–Oppenheimer MD of one or all pressures
+``build``     compute every missing case and write ``OUT/<case>.nc`` (resumable)
+``converge``  ELF RMSE of one case against one step up in cutoff and in basis
+``qe``        Quantum ESPRESSO ELF of one case on the same grid, compared with CP2K
+``summary``   per-case table (pressure, temperature, atoms, grid, CPU time) of OUT
+
+CP2K runs in WORK (default ``.cache/reference``); case files go to OUT (default
+``assets/data``). A case file is written only when its run is complete.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["add_arguments", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["list", "md", "build", "converge", "qe", "summary"], help="what to do")
+    parser.add_argument("cases", nargs="*", metavar="CASE",
+                        help="case names or patterns (build, converge, qe); pressures like 76 or fluid_p076 (md)")
+    parser.add_argument("--out", default="assets/data", help="folder of the case files (default: assets/data)")
+    parser.add_argument("--work", default=".cache/reference", help="CP2K run folder (default: .cache/reference)")
+    parser.add_argument("--threads", type=int, default=2, help="OpenMP threads of CP2K (default: 2)")
+    parser.add_argument("--cp2k", default=None, help="CP2K binary (default: $ELFCORE_CP2K or cp2k.psmp on PATH)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _print(args, obj: dict, text: str) -> None:
+    if args.json:
+        print(json.dumps(obj, default=str))
+    else:
+        print(text)
+
+
+def run(args) -> int:
+    from ..errors import DFTError
+    from ..reference import builder
+
+    plan = builder.ReferencePlan()
+    out = Path(args.out)
+    if args.action == "list":
+        rows = []
+        for spec in builder.plan_cases(plan):
+            rows.append({"name": spec.name, "family": spec.family, "role": spec.role,
+                         "done": (out / f"{spec.name}.nc").exists()})
+        text = "\n".join(f"{r['name']:22s} {r['family']:10s} {r['role']:6s} {'done' if r['done'] else '-'}" for r in rows)
+        _print(args, {"cases": rows}, text)
+        return 0
+    if args.action == "md":
+        wanted = args.cases or [t.name for t in plan.fluids]
+        done = []
+        for target in plan.fluids:
+            keys = {target.name, f"{target.pressure_gpa:g}", str(int(round(target.pressure_gpa)))}
+            if keys & set(wanted):
+                md_dir = builder.run_md(plan, target, args.work, executable=args.cp2k, threads=args.threads)
+                done.append({"name": target.name, "dir": str(md_dir)})
+        if not done:
+            raise DFTError(f"no fluid target matches {wanted}; targets: {[t.name for t in plan.fluids]}")
+        _print(args, {"md": done}, "\n".join(f"{d['name']}: {d['dir']}" for d in done))
+        return 0
+    if args.action == "build":
+        res = builder.build(plan, out, args.work, only=args.cases or None, executable=args.cp2k,
+                            threads=args.threads, progress=not args.no_progress)
+        _print(args, res, f"written: {len(res['written'])}, skipped (already done): {len(res['skipped'])}")
+        return 0
+    if args.action == "converge":
+        from ..reference.checks import convergence_check
+
+        if len(args.cases) != 1:
+            raise DFTError("converge needs exactly one case name")
+        res = convergence_check(plan, args.cases[0], args.work, executable=args.cp2k, threads=args.threads)
+        text = "\n".join(f"{k}: {v}" for k, v in res.items())
+        _print(args, res, text)
+        return 0
+    if args.action == "qe":
+        from ..reference.qe import cross_check
+
+        if len(args.cases) != 1:
+            raise DFTError("qe needs exactly one case name")
+        res = cross_check(out / f"{args.cases[0]}.nc", Path(args.work) / "qe" / args.cases[0], threads=args.threads)
+        text = "\n".join(f"{k}: {v}" for k, v in res.items())
+        _print(args, res, text)
+        return 0
+    if args.action == "summary":
+        from ..reference.checks import summary_table
+
+        rows = summary_table(out)
+        if args.json:
+            print(json.dumps({"cases": rows}, default=str))
+        else:
+            print(_markdown(rows))
+        return 0
+    raise DFTError(f"unknown action {args.action}")  # pragma: no cover
+
+
+def _markdown(rows: list[dict]) -> str:
+    head = "| case | family | role | atoms | V (Å³/atom) | P (GPa) | P_static | P_kin | T (K) | grid | CPU (s) |"
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['family']} | {r['role']} | {r['natoms']} | {r['volume_per_atom']:.3f} | "
+            f"{r['pressure_gpa']:.1f} | {r['pressure_static_gpa']:.1f} | {r['pressure_kinetic_gpa']:.1f} | "
+            f"{r['temperature_k']:.0f} | {'×'.join(map(str, r['grid']))} | {r['cpu_time_s']:.0f} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,520 @@
+"""Resumable builder of the reference dataset (CP2K ELF and density per case).
+
+The dataset is a list of *case specs* (:func:`plan_cases`):
+
+* ``fluid_p{P}_t{T}`` — a snapshot at time ``T`` fs of the NVT Born–Oppenheimer MD at
+  target pressure ``P`` GPa. The first snapshot after equilibration has role
+  ``"train"``, the later ones role ``"test"``.
+* ``cubic_sg{N}`` / ``hexagonal_sg{N}`` — a random, unrelaxed pyxtal crystal in space
+  group ``N`` (role ``"test"``, the transfer set).
+
+:func:`build` computes the missing cases one by one and writes each as soon as it
+is done (atomically: temporary file, then rename), so an interrupted build resumes
+where it stopped. The MD of a pressure runs once (in ``work_dir/md/<name>``) and
+is reused by all its snapshots.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..errors import DFTError, StructureError
+from . import cp2k as _cp2k
+from .cp2k import CP2KSettings, MDSettings
+from .structures import CUBIC_GROUPS, HEXAGONAL_GROUPS, fluid_start, gamma_supercell, random_crystal
+
+__all__ = [
+    "FluidTarget",
+    "ReferencePlan",
+    "CaseSpec",
+    "DEFAULT_FLUIDS",
+    "MD_DFT",
+    "ELF_DFT",
+    "plan_cases",
+    "case_structure",
+    "run_md",
+    "md_frame",
+    "compute_case",
+    "build",
+    "write_case_file",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FluidTarget:
+    """One fluid state point.
+
+    Parameters
+    ----------
+    pressure_gpa : float
+        Target pressure, GPa (the paper's 76.0, 115.1, 138.5).
+    volume_per_atom : float
+        Volume per H atom of the MD cell, Å³ (chosen so that the pressure on the
+        snapshots is near the target).
+    seed : int
+        Seed of the starting orientations and of CP2K (velocities, thermostat).
+    """
+
+    pressure_gpa: float
+    volume_per_atom: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.pressure_gpa <= 0 or self.volume_per_atom <= 0:
+            raise ValueError(f"pressure and volume must be > 0, got {self.pressure_gpa}, {self.volume_per_atom}")
+
+    @property
+    def name(self) -> str:
+        """``fluid_p076`` etc."""
+        return f"fluid_p{int(round(self.pressure_gpa)):03d}"
+
+
+# Cheap electronic settings of the MD (see docs/results.md for the comparison with ELF_DFT).
+MD_DFT = CP2KSettings(
+    basis="SZV-MOLOPT-SR-GTH",
+    cutoff_ry=150.0,
+    rel_cutoff_ry=25.0,
+    eps_scf=1e-5,
+    max_scf=50,
+    smearing_k=0.0,
+    added_mos=0,
+    eps_default=1e-8,
+)
+# Converged settings of the ELF / density / stress single points.
+ELF_DFT = CP2KSettings(
+    basis="DZVP-MOLOPT-SR-GTH",
+    cutoff_ry=400.0,
+    rel_cutoff_ry=50.0,
+    eps_scf=1e-7,
+    max_scf=100,
+    smearing_k=1500.0,
+    added_mos=32,
+    eps_default=1e-10,
+)
+DEFAULT_FLUIDS = (
+    FluidTarget(76.0, 3.03, 76),
+    FluidTarget(115.1, 2.64, 115),
+    FluidTarget(138.5, 2.48, 138),
+)
+
+
+@dataclass(frozen=True)
+class ReferencePlan:
+    """Everything that defines the reference dataset.
+
+    Parameters
+    ----------
+    fluids : tuple of FluidTarget
+        Fluid state points.
+    repeat : int
+        fcc cells per edge of the fluid start (2 → 64 atoms).
+    md : MDSettings
+        MD protocol (steps, time step, temperature, thermostat); ``md.seed`` is
+        replaced by each target's seed.
+    md_dft, elf_dft : CP2KSettings
+        Electronic settings of the MD and of the ELF single points.
+    equilibration_fs : float
+        Time discarded before the first snapshot, fs.
+    sample_interval_fs : float
+        Time between snapshots, fs.
+    n_snapshots : int
+        Snapshots per pressure (the first is the training snapshot).
+    cubic_groups, hexagonal_groups : tuple of int
+        Space groups of the random crystals (one crystal each).
+    crystal_atoms : tuple of int
+        Atoms per conventional cell, cycled over the crystals.
+    crystal_volumes : tuple of float
+        Volumes per atom, Å³, cycled over the crystals.
+    crystal_seed : int
+        Base seed of pyxtal.
+    crystal_min_hh : float
+        Minimum H–H distance, Å.
+    crystal_min_width : float
+        Supercells are made until every cell width is ≥ this, Å (Γ-point only).
+    """
+
+    fluids: tuple = DEFAULT_FLUIDS
+    repeat: int = 2
+    md: MDSettings = MDSettings(steps=450, timestep_fs=1.0, temperature_k=1500.0, thermostat_timecon_fs=20.0)
+    md_dft: CP2KSettings = MD_DFT
+    elf_dft: CP2KSettings = ELF_DFT
+    equilibration_fs: float = 200.0
+    sample_interval_fs: float = 50.0
+    n_snapshots: int = 6
+    cubic_groups: tuple = CUBIC_GROUPS[:10]
+    hexagonal_groups: tuple = HEXAGONAL_GROUPS[:10]
+    crystal_atoms: tuple = (8, 12, 16, 24)
+    crystal_volumes: tuple = (2.5, 2.8, 3.1)
+    crystal_seed: int = 2026
+    crystal_min_hh: float = 0.6
+    crystal_min_width: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.n_snapshots < 1 or self.sample_interval_fs <= 0 or self.equilibration_fs < 0:
+            raise ValueError("need n_snapshots >= 1, sample_interval_fs > 0, equilibration_fs >= 0")
+        last = self.equilibration_fs + (self.n_snapshots - 1) * self.sample_interval_fs
+        if last > self.md.steps * self.md.timestep_fs + 1e-9:
+            raise ValueError(f"last snapshot at {last} fs is beyond the MD length {self.md.steps * self.md.timestep_fs} fs")
+        for n in self.crystal_atoms:
+            if n < 2 or n % 2:
+                raise ValueError(f"crystal_atoms must be even and >= 2, got {n}")
+
+    def snapshot_steps(self) -> list[int]:
+        """MD steps of the snapshots."""
+        dt = self.md.timestep_fs
+        return [
+            int(round((self.equilibration_fs + k * self.sample_interval_fs) / dt)) for k in range(self.n_snapshots)
+        ]
+
+    def md_for(self, target: FluidTarget) -> MDSettings:
+        """The MD settings of one target (its own seed)."""
+        return dataclasses.replace(self.md, seed=target.seed)
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One case of the dataset (see :func:`plan_cases`)."""
+
+    name: str
+    family: str  # "fluid", "cubic", "hexagonal"
+    role: str  # "train", "test"
+    target: FluidTarget | None = None
+    md_step: int | None = None
+    space_group: int | None = None
+    n_atoms: int | None = None
+    volume_per_atom: float | None = None
+    seed: int | None = None
+
+
+def plan_cases(plan: ReferencePlan = ReferencePlan()) -> list[CaseSpec]:
+    """All cases of a plan, fluid snapshots first.
+
+    Examples
+    --------
+    >>> [c.name for c in plan_cases()][:2]
+    ['fluid_p076_t0200', 'fluid_p076_t0250']
+    """
+    cases = []
+    for target in plan.fluids:
+        for k, step in enumerate(plan.snapshot_steps()):
+            t = step * plan.md.timestep_fs
+            cases.append(
+                CaseSpec(
+                    name=f"{target.name}_t{int(round(t)):04d}",
+                    family="fluid",
+                    role="train" if k == 0 else "test",
+                    target=target,
+                    md_step=step,
+                )
+            )
+    i = 0
+    for family, groups in (("cubic", plan.cubic_groups), ("hexagonal", plan.hexagonal_groups)):
+        for sg in groups:
+            cases.append(
+                CaseSpec(
+                    name=f"{family}_sg{sg:03d}",
+                    family=family,
+                    role="test",
+                    space_group=sg,
+                    n_atoms=plan.crystal_atoms[i % len(plan.crystal_atoms)],
+                    volume_per_atom=plan.crystal_volumes[i % len(plan.crystal_volumes)],
+                    seed=plan.crystal_seed + sg,
+                )
+            )
+            i += 1
+    return cases
+
+
+# --------------------------------------------------------------------------- MD
+def _md_dir(work_dir: Path, target: FluidTarget) -> Path:
+    return Path(work_dir) / "md" / target.name
+
+
+def md_input_text(plan: ReferencePlan, target: FluidTarget) -> str:
+    """CP2K input of the MD of one target (deterministic)."""
+    atoms = fluid_start(target.volume_per_atom, repeat=plan.repeat, seed=target.seed)
+    return _cp2k.md_input(atoms, plan.md_dft, plan.md_for(target), project="md", stress=False)
+
+
+def _md_done_steps(md_dir: Path) -> int:
+    ener = md_dir / "md-1.ener"
+    if not ener.exists():
+        return -1
+    try:
+        return int(_cp2k.read_ener(ener)[-1, 0])
+    except Exception:  # an empty or partly written file means "not started"
+        return -1
+
+
+def run_md(
+    plan: ReferencePlan,
+    target: FluidTarget,
+    work_dir: str | os.PathLike,
+    *,
+    executable: str | None = None,
+    threads: int = 2,
+    min_step: int | None = None,
+) -> Path:
+    """Run (or reuse) the MD of one target; return its directory.
+
+    An MD whose energy file already reaches ``min_step`` (default: all steps) is
+    reused. An MD directory with a different input is an error (change the work
+    directory instead of mixing runs).
+
+    Raises
+    ------
+    DFTError
+        CP2K missing, crashed or an SCF did not converge.
+    """
+    md_dir = _md_dir(Path(work_dir), target)
+    text = md_input_text(plan, target)
+    need = plan.md.steps if min_step is None else min_step
+    inp = md_dir / "md.inp"
+    if inp.exists() and inp.read_text() != text:
+        raise DFTError(f"case {target.name}: {inp} holds a different MD input; use another work directory")
+    if _md_done_steps(md_dir) >= need:
+        return md_dir
+    if md_dir.exists():
+        for old in md_dir.glob("md-*"):
+            old.unlink()
+    _cp2k.run_cp2k(text, md_dir, case=target.name, project="md", executable=executable, threads=threads)
+    if _md_done_steps(md_dir) < need:
+        raise DFTError(f"case {target.name}: MD ended before step {need}; see {md_dir / 'md.out'}")
+    return md_dir
+
+
+def md_frame(md_dir: str | os.PathLike, step: int):
+    """Structure and MD data of one step.
+
+    Returns
+    -------
+    atoms : ase.Atoms
+        Positions (wrapped into the cell) at ``step``.
+    info : dict
+        ``time_fs``, ``temperature_k`` (instantaneous), ``potential_ha``,
+        ``conserved_ha`` of that step.
+    """
+    from ase import Atoms
+
+    md_dir = Path(md_dir)
+    inp = (md_dir / "md.inp").read_text()
+    cell = np.array(
+        [[float(x) for x in m.split()] for m in re.findall(r"^\s+[ABC] (\S+ \S+ \S+)$", inp, re.M)[:3]]
+    )
+    frames = {s: (t, x) for s, t, x in _cp2k.read_xyz_frames(md_dir / "md-pos-1.xyz")}
+    if step not in frames:
+        raise DFTError(f"MD in {md_dir} has no frame for step {step} (has {min(frames)}..{max(frames)})")
+    t, pos = frames[step]
+    atoms = Atoms("H" * len(pos), positions=pos, cell=cell, pbc=True)
+    atoms.wrap()
+    ener = _cp2k.read_ener(md_dir / "md-1.ener")
+    row = ener[ener[:, 0] == step]
+    if not len(row):
+        raise DFTError(f"MD in {md_dir} has no energy line for step {step}")
+    row = row[0]
+    return atoms, {"time_fs": float(row[1]), "temperature_k": float(row[3]), "potential_ha": float(row[4]),
+                   "conserved_ha": float(row[5])}
+
+
+# --------------------------------------------------------------------------- single points
+def case_structure(spec: CaseSpec, plan: ReferencePlan, work_dir: str | os.PathLike, **md_kwargs):
+    """Structure of a case (running the MD first for a fluid case).
+
+    Returns
+    -------
+    atoms : ase.Atoms
+    info : dict
+        Case-specific metadata (MD step data, space group, supercell...).
+    """
+    if spec.family == "fluid":
+        md_dir = run_md(plan, spec.target, work_dir, min_step=spec.md_step, **md_kwargs)
+        atoms, info = md_frame(md_dir, spec.md_step)
+        info.update(md_step=spec.md_step, target_pressure_gpa=spec.target.pressure_gpa,
+                    target_temperature_k=plan.md.temperature_k)
+        return atoms, info
+    cell = random_crystal(
+        spec.space_group, spec.n_atoms, spec.volume_per_atom, molecular=True, seed=spec.seed,
+        min_hh=plan.crystal_min_hh,
+    )
+    atoms, reps = gamma_supercell(cell, plan.crystal_min_width)
+    info = {"space_group": spec.space_group, "atoms_per_cell": len(cell), "supercell": list(reps),
+            "min_hh_a": float(cell.info.get("min_hh", float("nan"))), "relaxed": 0,
+            "volume_per_atom": float(atoms.get_volume() / len(atoms))}
+    return atoms, info
+
+
+def compute_case(
+    spec: CaseSpec,
+    plan: ReferencePlan,
+    work_dir: str | os.PathLike,
+    *,
+    executable: str | None = None,
+    threads: int = 2,
+    settings: CP2KSettings | None = None,
+):
+    """Run the CP2K single point of one case and return its case Dataset.
+
+    The pressure attribute is CP2K's analytical (static) stress trace/3 at the ELF
+    settings plus, for fluid snapshots, the ideal-gas term N k_B T / V of the nuclei
+    at the snapshot's instantaneous MD temperature.
+
+    Returns
+    -------
+    xarray.Dataset
+        Case with ``elf_ref`` (dimensionless) and ``rho_ref`` (e/Å³).
+    """
+    from ..grid import make_case
+    from ..io import read_field
+
+    settings = settings or plan.elf_dft
+    atoms, info = case_structure(spec, plan, work_dir, executable=executable, threads=threads)
+    sp_dir = Path(work_dir) / "sp" / spec.name
+    text = _cp2k.single_point_input(atoms, settings, project="sp")
+    t0 = time.time()
+    out = _cp2k.run_cp2k(text, sp_dir, case=spec.name, project="sp", executable=executable, threads=threads)
+    wall = time.time() - t0
+    res = _cp2k.parse_output(out)
+    elf_path = _find_cube(sp_dir, "ELF", spec.name, out)
+    rho_path = _find_cube(sp_dir, "ELECTRON_DENSITY", spec.name, out)
+    elf = read_field(elf_path, format="cube", name="elf")
+    rho = read_field(rho_path, format="cube", name="rho")
+    if elf.shape != rho.shape:
+        raise DFTError(f"case {spec.name}: ELF grid {elf.shape} != density grid {rho.shape}; see {out}")
+    volume = float(atoms.get_volume())
+    if res["stress_gpa"] is None:
+        raise DFTError(f"case {spec.name}: no stress tensor in {out}")
+    p_static = float(res["pressure_gpa"])
+    p_kin = 0.0
+    if spec.family == "fluid":
+        p_kin = _cp2k.ideal_gas_pressure_gpa(len(atoms), info["temperature_k"], volume)
+    attrs = {
+        "code": "CP2K",
+        "version": res["cp2k_version"],
+        "settings": _cp2k.settings_json(
+            elf_dft=settings,
+            md_dft=plan.md_dft if spec.family == "fluid" else None,
+            md=plan.md_for(spec.target) if spec.family == "fluid" else None,
+            quantization={"elf_ref": "uint16", "rho_ref": "uint16"},
+        ),
+        "name": spec.name,
+        "family": spec.family,
+        "role": spec.role,
+        "natoms": len(atoms),
+        "volume_a3": volume,
+        "volume_per_atom": volume / len(atoms),
+        "pressure_gpa": p_static + p_kin,
+        "pressure_static_gpa": p_static,
+        "pressure_kinetic_gpa": p_kin,
+        "stress_gpa": np.asarray(res["stress_gpa"]).tolist(),
+        "energy_ha": res["energy_ha"],
+        "scf_steps": int(res["scf_steps"][-1]) if res["scf_steps"] else -1,
+        "cpu_time_s": float(res["wall_s"] or wall),
+        "threads": threads,
+        "temperature_k": float(info.get("temperature_k", 0.0)),
+    }
+    for key in ("md_step", "time_fs", "target_pressure_gpa", "target_temperature_k", "space_group",
+                "atoms_per_cell", "supercell", "min_hh_a", "relaxed"):
+        if key in info:
+            attrs[key] = info[key]
+    if spec.family != "fluid":
+        attrs["temperature_k"] = 0.0
+    return make_case(atoms, {"elf_ref": elf.values, "rho_ref": rho.values}, attrs=attrs)
+
+
+def _find_cube(sp_dir: Path, kind: str, case: str, out: Path) -> Path:
+    found = sorted(sp_dir.glob(f"sp-{kind}*.cube"))
+    if not found:
+        raise DFTError(f"case {case}: CP2K wrote no {kind} cube in {sp_dir}; see {out}")
+    return found[0]
+
+
+def write_case_file(case, path: str | os.PathLike) -> Path:
+    """Write a case atomically (temporary file in the same folder, then rename).
+
+    ELF and density are stored as uint16 (ELF error ≤ 7.6e-6; density error ≤ half
+    of max(ρ)/65534).
+    """
+    from ..io import write_case
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write_case(case, tmp, format="netcdf", quantize={"elf_ref": "uint16", "rho_ref": "uint16"})
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def build(
+    plan: ReferencePlan,
+    out_dir: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    *,
+    only: Sequence[str] | None = None,
+    executable: str | None = None,
+    threads: int = 2,
+    progress: bool = True,
+) -> dict:
+    """Compute every missing case of ``plan`` and write ``out_dir/<name>.nc``.
+
+    Parameters
+    ----------
+    plan : ReferencePlan
+    out_dir : path
+        Destination of the case files (e.g. ``assets/data``).
+    work_dir : path
+        CP2K run folders (MD and single points); kept for inspection and resuming.
+    only : sequence of str, optional
+        Case names or shell-style patterns (``fluid_p076_*``); default all.
+    executable : str, optional
+        CP2K binary.
+    threads : int
+        OpenMP threads of CP2K.
+    progress : bool
+        Show a tqdm bar on stderr.
+
+    Returns
+    -------
+    dict
+        ``written`` and ``skipped`` case names.
+
+    Raises
+    ------
+    DFTError
+        From the first failing case (cases written before it stay).
+    """
+    import fnmatch
+
+    from tqdm import tqdm
+
+    specs = plan_cases(plan)
+    if only:
+        specs = [s for s in specs if any(fnmatch.fnmatch(s.name, pat) for pat in only)]
+        if not specs:
+            raise DFTError(f"no case matches {list(only)}")
+    out_dir = Path(out_dir)
+    written, skipped = [], []
+    for spec in tqdm(specs, desc="reference cases", disable=not progress, unit="case"):
+        path = out_dir / f"{spec.name}.nc"
+        if path.exists():
+            skipped.append(spec.name)
+            continue
+        case = compute_case(spec, plan, work_dir, executable=executable, threads=threads)
+        write_case_file(case, path)
+        written.append(spec.name)
+        log.info("case %s: wrote %s (P = %.1f GPa)", spec.name, path, case.attrs["pressure_gpa"])
+    return {"written": written, "skipped": skipped}

@@ -1,0 +1,192 @@
+"""Checks of the reference data: settings convergence, MD energy drift, per-case summary.
+
+All error metrics compare two ELF fields of the same structure; a field on a
+different grid is first sampled at the reference grid points by periodic cubic
+B-spline interpolation (:func:`elfcore.grid.interpolate`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DFTError
+
+__all__ = ["field_errors", "convergence_check", "md_drift", "md_force_check", "summary_table"]
+
+log = logging.getLogger(__name__)
+
+
+def field_errors(ref, other) -> dict:
+    """MAE, RMSE, max |Δ| and R² of ``other`` against ``ref``.
+
+    Parameters
+    ----------
+    ref, other : xarray.DataArray
+        Fields of the same cell; ``other`` is interpolated onto ``ref``'s grid when
+        the shapes differ.
+
+    Returns
+    -------
+    dict
+        ``mae``, ``rmse``, ``max_abs``, ``r2``, ``grid_ref``, ``grid_other``.
+    """
+    from ..grid import grid_points_cart, interpolate
+
+    a = np.asarray(ref.values, dtype=np.float64)
+    if other.shape == ref.shape:
+        b = np.asarray(other.values, dtype=np.float64)
+    else:
+        b = interpolate(other, grid_points_cart(ref).reshape(-1, 3), order=3).reshape(a.shape)
+    d = b - a
+    ss_res = float(np.sum(d**2))
+    ss_tot = float(np.sum((a - a.mean()) ** 2))
+    return {
+        "mae": float(np.mean(np.abs(d))),
+        "rmse": float(np.sqrt(np.mean(d**2))),
+        "max_abs": float(np.max(np.abs(d))),
+        "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
+        "grid_ref": list(ref.shape),
+        "grid_other": list(other.shape),
+    }
+
+
+def convergence_check(
+    plan,
+    case_name: str,
+    work_dir: str | os.PathLike,
+    *,
+    cutoff_up_ry: float = 500.0,
+    basis_up: str = "TZVP-MOLOPT-GTH",
+    executable: str | None = None,
+    threads: int = 2,
+) -> dict:
+    """ELF and pressure of one case at the plan's ELF settings and one step up.
+
+    Runs three single points (plan settings, cutoff ``cutoff_up_ry``, basis
+    ``basis_up``) in ``work_dir/converge/<case>/`` and compares the ELFs.
+
+    Returns
+    -------
+    dict
+        ``case``, ``base`` (settings dict), per variant ``cutoff``/``basis``: the
+        :func:`field_errors` numbers plus ``pressure_static_gpa`` of each run and
+        its CPU time.
+    """
+    from . import builder
+    from . import cp2k as _cp2k
+    from ..io import read_field
+
+    specs = {s.name: s for s in builder.plan_cases(plan)}
+    if case_name not in specs:
+        raise DFTError(f"unknown case {case_name!r}")
+    spec = specs[case_name]
+    atoms, _ = builder.case_structure(spec, plan, work_dir, executable=executable, threads=threads)
+    variants = {
+        "base": plan.elf_dft,
+        "cutoff": dataclasses.replace(plan.elf_dft, cutoff_ry=cutoff_up_ry),
+        "basis": dataclasses.replace(plan.elf_dft, basis=basis_up),
+    }
+    fields, info = {}, {}
+    for key, settings in variants.items():
+        run_dir = Path(work_dir) / "converge" / case_name / key
+        out = run_dir / "sp.out"
+        if not (out.exists() and "PROGRAM ENDED AT" in out.read_text(errors="replace")):
+            text = _cp2k.single_point_input(atoms, settings, project="sp")
+            out = _cp2k.run_cp2k(text, run_dir, case=f"{case_name}/{key}", project="sp",
+                                 executable=executable, threads=threads)
+        res = _cp2k.parse_output(out)
+        cube = sorted(run_dir.glob("sp-ELF*.cube"))
+        if not cube:
+            raise DFTError(f"case {case_name}/{key}: no ELF cube; see {out}")
+        fields[key] = read_field(cube[0], format="cube", name="elf")
+        info[key] = {"settings": settings.to_dict(), "pressure_static_gpa": res["pressure_gpa"],
+                     "cpu_time_s": res["wall_s"], "grid": list(fields[key].shape),
+                     "energy_ha_per_atom": res["energy_ha"] / len(atoms)}
+    result = {"case": case_name, "base": info["base"]}
+    for key in ("cutoff", "basis"):
+        result[key] = {**info[key], **field_errors(fields["base"], fields[key])}
+    return result
+
+
+def md_drift(md_dir: str | os.PathLike, natoms: int) -> dict:
+    """Drift and fluctuation of the MD's conserved quantity.
+
+    Returns
+    -------
+    dict
+        ``steps``, ``time_fs``, ``drift_mev_per_atom_per_ps`` (slope of a linear fit),
+        ``std_mev_per_atom`` (fluctuation around the fit), ``mean_temperature_k`` and
+        ``std_temperature_k`` over the whole run, ``mean_s_per_step``.
+    """
+    from .cp2k import HARTREE_EV, read_ener
+
+    e = read_ener(Path(md_dir) / "md-1.ener")
+    t = e[:, 1]
+    cons = e[:, 5] * HARTREE_EV * 1000.0 / natoms
+    slope, icpt = np.polyfit(t, cons, 1)
+    resid = cons - (slope * t + icpt)
+    return {
+        "steps": int(e[-1, 0]),
+        "time_fs": float(t[-1]),
+        "drift_mev_per_atom_per_ps": float(slope * 1000.0),
+        "std_mev_per_atom": float(resid.std()),
+        "mean_temperature_k": float(e[1:, 3].mean()),
+        "std_temperature_k": float(e[1:, 3].std()),
+        "mean_s_per_step": float(e[1:, 6].mean()),
+    }
+
+
+def md_force_check(md_out: str | os.PathLike, sp_out: str | os.PathLike) -> dict:
+    """Forces of the MD settings against the ELF settings on the same structure.
+
+    Both arguments are CP2K single-point outputs with printed forces.
+
+    Returns
+    -------
+    dict
+        ``rmse_ev_a``, ``rms_force_ev_a`` (of the reference), ``relative``.
+    """
+    from .cp2k import parse_output
+
+    a = parse_output(sp_out)["forces_ev_a"]
+    b = parse_output(md_out)["forces_ev_a"]
+    if a is None or b is None or a.shape != b.shape:
+        raise DFTError(f"no comparable forces in {md_out} and {sp_out}")
+    rmse = float(np.sqrt(np.mean((a - b) ** 2)))
+    rms = float(np.sqrt(np.mean(a**2)))
+    return {"rmse_ev_a": rmse, "rms_force_ev_a": rms, "relative": rmse / rms}
+
+
+def summary_table(out_dir: str | os.PathLike) -> list[dict]:
+    """One row per case file in ``out_dir`` (sorted by name).
+
+    Keys: ``name, family, role, natoms, volume_per_atom, pressure_gpa,
+    pressure_static_gpa, pressure_kinetic_gpa, temperature_k, grid, cpu_time_s,
+    md_step, size_mb``.
+    """
+    from ..io import read_case
+
+    rows = []
+    for path in sorted(Path(out_dir).glob("*.nc")):
+        ds = read_case(path)
+        a = ds.attrs
+        rows.append({
+            "name": path.stem,
+            "family": a.get("family"),
+            "role": a.get("role"),
+            "natoms": int(a.get("natoms", ds.sizes["atom"])),
+            "volume_per_atom": float(a.get("volume_per_atom", float("nan"))),
+            "pressure_gpa": float(a.get("pressure_gpa", float("nan"))),
+            "pressure_static_gpa": float(a.get("pressure_static_gpa", float("nan"))),
+            "pressure_kinetic_gpa": float(a.get("pressure_kinetic_gpa", float("nan"))),
+            "temperature_k": float(a.get("temperature_k", float("nan"))),
+            "grid": [int(ds.sizes[d]) for d in ("a", "b", "c")],
+            "cpu_time_s": float(a.get("cpu_time_s", float("nan"))),
+            "md_step": a.get("md_step"),
+            "size_mb": path.stat().st_size / 2**20,
+        })
+    return rows
