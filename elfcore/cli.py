@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "zoo": ("zoo", "list or build the shipped (r_cut, l_max) model zoo"),
     "kcorrect": ("kcorrect", "correct a predicted ELF in k-space against a (sparse) reference"),
     "reproduce": ("reproduce", "regenerate the paper's tables and figures from the shipped data"),
+    "reference": ("reference", "build the CP2K reference ELF data (MD, single points, QE cross-check)"),
 }
 
 log = logging.getLogger(__name__)
