@@ -384,8 +384,10 @@ def _direct_coefficients(
         np.meshgrid(*[np.arange(-k, k + 1) for k in reach], indexing="ij"), axis=-1
     ).reshape(-1, 3)
     images = ((atoms_frac[None, :, :] + shifts[:, None, :]).reshape(-1, 3)) @ cell
-    images_t = torch.as_tensor(images, dtype=f64, device=device)
-    points_t = torch.as_tensor(points_frac @ cell, dtype=f64, device=device)
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(images)
+    points_w = points_frac @ cell
     eta = basis.eta
     alphas = torch.as_tensor(basis.alphas, dtype=f64, device=device)  # (L, K)
     gam = eta * alphas / (eta + alphas)
@@ -393,31 +395,41 @@ def _direct_coefficients(
         lmax + 1, dtype=f64, device=device
     )[:, None]
     betas = torch.as_tensor(basis.betas, dtype=f64, device=device)  # (L, N, K)
-    r2_inc = r_include**2
-    n_img = len(images)
-    chunk = _reduce_sum_chunk(n_points, n_img * 8 * 3, memory_budget)
+    # neighbours per point ≈ density × sphere volume; one chunk's padded pair tables
+    # (points × neighbours × ((l_max+1)·n_radial + (l_max+1)² + 4) float64) stay under the budget
+    volume = abs(float(np.linalg.det(cell)))
+    per_point = 1.3 * len(positions) / volume * 4.0 / 3.0 * math.pi * r_include**3 + 8
+    row_bytes = 8 * ((lmax + 1) * nr + nlm + 4)
+    chunk = _reduce_sum_chunk(n_points, int(per_point * row_bytes), memory_budget)
     for start in range(0, n_points, chunk):
-        p = points_t[start : start + chunk]
-        d = images_t[None, :, :] - p[:, None, :]  # (P, A, 3)
-        r2 = (d * d).sum(-1)
-        pi_, ai_ = torch.nonzero(r2 <= r2_inc, as_tuple=True)
-        if len(pi_) == 0:
+        p_np = points_w[start : start + chunk]
+        n_p = len(p_np)
+        dist = cKDTree(p_np).sparse_distance_matrix(tree, r_include, output_type="ndarray")
+        if len(dist) == 0:
             continue
-        vec = d[pi_, ai_]
-        rr = r2[pi_, ai_]
-        del d, r2
-        sh = _solid_harmonics(vec, lmax)  # (pairs, nlm)
-        prim = torch.zeros((len(p), lmax + 1, nr, nlm), dtype=f64, device=device)
+        order = np.argsort(dist["i"], kind="stable")
+        pi_np = dist["i"][order].astype(np.int64)
+        ai_np = dist["j"][order].astype(np.int64)
+        counts = np.bincount(pi_np, minlength=n_p)
+        slot = np.arange(len(pi_np)) - (np.cumsum(counts) - counts)[pi_np]
+        width = int(counts.max())
+        # padded neighbour table (points, width, 3); padding rows are masked out
+        vec = torch.zeros((n_p, width, 3), dtype=f64, device=device)
+        mask = torch.zeros((n_p, width), dtype=f64, device=device)
+        pi_t = torch.as_tensor(pi_np, device=device)
+        slot_t = torch.as_tensor(slot, device=device)
+        vec[pi_t, slot_t] = torch.as_tensor(images[ai_np] - p_np[pi_np], dtype=f64, device=device)
+        mask[pi_t, slot_t] = 1.0
+        rr = (vec * vec).sum(-1)
+        sh = _solid_harmonics(vec, lmax)  # (points, width, nlm)
         for l in range(lmax + 1):
-            e = torch.exp(-gam[l][None, :] * rr[:, None])  # (pairs, K)
-            s = sh[:, l * l : (l + 1) * (l + 1)]
-            contrib = e[:, :, None] * s[:, None, :]  # (pairs, K, 2l+1)
-            acc = torch.zeros((len(p), nr, 2 * l + 1), dtype=f64, device=device)
-            acc.index_add_(0, pi_, contrib)
-            # c_nlm = Σ_k β_l[n,k] pref_lk Σ_i ...
-            coeff = torch.einsum("nk,pkm->nmp", betas[l] * pref[l][None, :], acc)
-            out[:, l * l : (l + 1) * (l + 1), start : start + len(p)] = coeff
-        del prim
+            e = torch.exp(-gam[l] * rr[..., None]) * mask[..., None]  # (points, width, K)
+            # Σ_i e^{−γ_lk R_i²} R_i^l Y_lm(R̂_i) as a batched matrix product
+            acc = torch.bmm(e.transpose(1, 2), sh[:, :, l * l : (l + 1) * (l + 1)])  # (points, K, 2l+1)
+            # c_nlm = Σ_k β_l[n,k] pref_lk acc_km
+            out[:, l * l : (l + 1) * (l + 1), start : start + n_p] = torch.einsum(
+                "nk,pkm->nmp", betas[l] * pref[l][None, :], acc
+            )
     return out
 
 
