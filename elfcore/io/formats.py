@@ -234,8 +234,13 @@ def _read_bytes(source: Source) -> bytes:
             path = os.fspath(source)
             if os.path.isdir(path):
                 raise FormatError("is a directory, not a file", path)
-            with open(path, "rb") as fh:  # FileNotFoundError propagates: the CLI maps it
-                data = fh.read()
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read()
+            except FileNotFoundError:
+                raise  # the CLI maps it to a one-line message
+            except OSError as exc:
+                raise FormatError(f"cannot read the file: {exc.strerror or exc}", path) from None
     else:
         data = source.read()
         if isinstance(data, str):

@@ -91,6 +91,9 @@ def read_case(fileobj: IO[bytes], *, source: str | None = None) -> xr.Dataset:
             raise FormatError(f"not an elfcore case: no {key!r} variable (variables: {list(ds.variables)})", source)
     if not _fields(ds):
         raise FormatError(f"case holds no field with dims {DIMS}", source)
+    shape = tuple(int(ds.sizes[d]) for d in DIMS)
+    if min(shape) < 1:
+        raise FormatError(f"grid of zero size: shape {shape}", source)
     for key in _fields(ds):
         if not np.issubdtype(ds[key].dtype, np.floating):
             ds[key] = ds[key].astype(np.float64)

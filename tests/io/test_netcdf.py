@@ -72,3 +72,12 @@ def test_classic_netcdf_is_read(tmp_path, case):
     plain.to_netcdf(path, engine="scipy")
     out = read_case(path)
     np.testing.assert_array_equal(out["elf_ref"].values, case["elf_ref"].values)
+
+
+def test_zero_size_grid(tmp_path, case):
+    empty = case.isel(a=slice(0, 0))
+    empty.attrs = {}
+    path = tmp_path / "empty.nc"
+    empty.to_netcdf(path, engine="h5netcdf")
+    with pytest.raises(FormatError, match="zero size"):
+        read_case(path)
