@@ -31,7 +31,6 @@ import numpy as np
 import xarray as xr
 from ase.units import Bohr
 
-from ..errors import FormatError
 from ..grid import make_field
 from ._text import HeaderLines, duplicate_plane_axes, format_block, parse_numbers
 

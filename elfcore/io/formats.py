@@ -220,6 +220,8 @@ def _decompress(data: bytes, label: str) -> bytes:
             try:
                 return mod.decompress(data)
             except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:
+                if _strip_compression(label)[1] is None and mod is bz2:
+                    return data  # "BZh" may just be text; let the format reader judge it
                 raise FormatError(f"corrupt {mod.__name__} compressed data: {exc}", label) from None
     return data
 
