@@ -86,3 +86,10 @@ def test_info_errors_one_line_no_traceback(tmp_path, capsys, content, message):
     err = captured.err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err
     assert err.startswith("elfcore info: error:")
+
+
+def test_info_mentions_spin_blocks(tmp_path, capsys):
+    header = ("spin\n1.0\n 3 0 0\n 0 3 0\n 0 0 3\n H\n 1\nDirect\n 0 0 0\n\n 1 1 2\n")
+    (tmp_path / "CHGCAR").write_text(header + " 1.0 2.0\naugmentation occupancies 1 1\n 0.1\n 1 1 2\n 0.5 0.5\n")
+    assert main(["info", str(tmp_path / "CHGCAR")]) == 0
+    assert "2 data blocks (spin); block 0 shown" in capsys.readouterr().out

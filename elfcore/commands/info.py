@@ -117,6 +117,12 @@ def _text(info: dict) -> str:
     if pp["last_equals_first"]:
         msg += f"; after reading, the last plane still equals the first along {','.join(pp['last_equals_first'])}"
     lines.append(f"periodic {msg}")
+    attrs = info["attrs"]
+    if attrs.get("duplicate_plane_mismatch"):
+        lines.append(f"warning  the dropped boundary plane differs from the first along {attrs['duplicate_plane_mismatch']}"
+                     " (grid not periodic?)")
+    if int(attrs.get("vasp_blocks", 1) or 1) > 1:
+        lines.append(f"note     {attrs['vasp_blocks']} data blocks (spin); block {attrs.get('vasp_block', 0)} shown")
     return "\n".join(lines)
 
 

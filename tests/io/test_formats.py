@@ -116,3 +116,16 @@ def test_failed_write_leaves_no_file(tmp_path, elf_field, monkeypatch):
     with pytest.raises(RuntimeError):
         write_field(elf_field, tmp_path / "x.cube")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", sorted(NAMES))
+def test_degenerate_one_point_grid_without_atoms(tmp_path, fmt):
+    from elfcore.grid import make_field
+
+    field = make_field(np.full((1, 1, 1), 0.25), np.diag([2.0, 3.0, 4.0]), name="rho" if fmt == "chgcar" else "elf")
+    path = tmp_path / NAMES[fmt]
+    write_field(field, path)
+    out = read_field(path)
+    assert out.shape == (1, 1, 1) and len(out.attrs["numbers"]) == 0
+    assert float(out.values[0, 0, 0]) == pytest.approx(0.25, rel=1e-5)
+    np.testing.assert_allclose(out.attrs["cell"], field.attrs["cell"], atol=1e-6)
