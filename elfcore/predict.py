@@ -498,7 +498,7 @@ def benchmark(
         Timed repeats after one warm-up run; medians are reported.
     naive_voxels : int, optional
         Voxels timed with the naive path (direct neighbour sum + the same model);
-        default 1000 on CPU, 20000 on CUDA.
+        default 1000 on CPU, 20000 on CUDA; 0 skips it (``speedup`` is then NaN).
     model : torch.nn.Module, optional
         Default: :func:`timing_model` with the baseline descriptor settings.
     settings : DescriptorSettings, optional
@@ -546,15 +546,18 @@ def benchmark(
             runs.append(t)
         peak = _peak_memory_gb(dev)
         # naive path: direct neighbour sum per voxel + the same model, on a random voxel sample
-        n_naive = naive_voxels or (20000 if dev.type == "cuda" else 1000)
-        rng = np.random.default_rng(seed)
-        idx = rng.choice(int(np.prod(shape)), size=min(n_naive, int(np.prod(shape))), replace=False)
-        pts = grid_points_frac(shape)[idx] @ np.asarray(atoms.cell[:])
-        clock = _Clock(dev)
-        clock.start()
-        feats = compute_descriptor(atoms, pts, settings, device=dev, dtype=torch.float32)
-        model(feats)
-        naive_s = clock.stop() / len(idx)
+        n_naive = (20000 if dev.type == "cuda" else 1000) if naive_voxels is None else int(naive_voxels)
+        n_naive = min(n_naive, int(np.prod(shape)))
+        naive_s = float("nan")
+        if n_naive > 0:
+            rng = np.random.default_rng(seed)
+            idx = rng.choice(int(np.prod(shape)), size=n_naive, replace=False)
+            pts = grid_points_frac(shape)[idx] @ np.asarray(atoms.cell[:])
+            clock = _Clock(dev)
+            clock.start()
+            feats = compute_descriptor(atoms, pts, settings, device=dev, dtype=torch.float32)
+            model(feats)
+            naive_s = clock.stop() / n_naive
     timed = runs[1:]
     med = {k: float(np.median([r[k] for r in timed])) for k in ("descriptor_s", "inference_s", "total_s")}
     n_vox = int(np.prod(shape))
@@ -571,7 +574,7 @@ def benchmark(
         "grid": list(shape),
         "voxels": n_vox,
         "naive_s_per_voxel": naive_s,
-        "naive_voxels": int(len(idx)),
+        "naive_voxels": n_naive,
         "speedup": naive_s * n_vox / med["total_s"],
         "descriptor_speedup": naive_s * n_vox / max(med["descriptor_s"], 1e-12),
         "repeats": len(timed),
