@@ -89,8 +89,9 @@ def test_cosine_thresholds_closed_form(shape):
     a, b, c = 0.5, 1.0, 2.0
     field = cosine_field(shape, (a, b, c))
     exact = {1: b + c - a, 2: a + c - b, 3: a + b - c}  # chains ∥ a, layers ∥ ab, then 3D
-    fast = percolation_thresholds(field)
-    full = merge_tree(field).percolation
+    grid = TopologySettings(upsample=1)  # sweep the grid as given
+    fast = percolation_thresholds(field, grid)
+    full = merge_tree(field, grid).percolation
     even = all(n % 2 == 0 for n in shape)
     for k in (1, 2, 3):
         assert fast.values[k] == pytest.approx(exact[k], abs=1e-3)
@@ -101,7 +102,7 @@ def test_cosine_thresholds_closed_form(shape):
             assert fast.grid_values[k] == pytest.approx(exact[k], abs=1e-12)
         else:  # they do not: the grid value is off, the refined one is not
             assert abs(fast.grid_values[k] - exact[k]) > 5 * abs(fast.values[k] - exact[k])
-    assert networking_value(field) == pytest.approx(exact[3], abs=1e-3)
+    assert networking_value(field) == pytest.approx(exact[3], abs=1e-3)  # automatic upsampling
 
 
 def test_equal_cosines_percolate_at_once_in_triclinic_cell():
@@ -141,10 +142,11 @@ def test_origin_shift_and_supercell_invariance():
     cell = np.array([[3.0, 0.0, 0.0], [0.4, 3.2, 0.0], [0.0, 0.3, 2.8]])
     centres = rng.random((5, 3)) @ cell
     field = gaussian_field((15, 16, 14), cell, centres, 0.5, heights=rng.uniform(0.6, 1.0, 5))
-    ref = percolation_thresholds(field)
+    grid = TopologySettings(upsample=1)
+    ref = percolation_thresholds(field, grid)
     rolled = make_field(np.roll(field.values, (4, -3, 7), axis=(0, 1, 2)), cell)
     tiled = make_field(np.tile(field.values, (2, 1, 3)), cell * np.array([[2], [1], [3]]))
-    for other in (percolation_thresholds(rolled), percolation_thresholds(tiled)):
+    for other in (percolation_thresholds(rolled, grid), percolation_thresholds(tiled, grid)):
         for k in (1, 2, 3):
             assert other.grid_values[k] == ref.grid_values[k]
             assert other.values[k] == pytest.approx(ref.values[k], abs=1e-9)
@@ -242,7 +244,7 @@ def test_exclusion_of_heavy_atom_spheres():
     # on the grid the best crossing is the highest voxel of that plane outside the sphere
     plane = field.values[:, :, n // 2]
     expect3 = float(plane[~mask[:, :, n // 2]].max())
-    settings = TopologySettings(exclude_radius=radius, refine=False)
+    settings = TopologySettings(exclude_radius=radius, refine=False, upsample=1)
     for p in (percolation_thresholds(field, settings), merge_tree(field, settings).percolation):
         assert p.values[1] == pytest.approx(2.5) and p.values[2] == pytest.approx(1.5)
         assert p.values[3] == pytest.approx(expect3, abs=1e-12)
@@ -256,8 +258,25 @@ def test_exclusion_of_heavy_atom_spheres():
 def test_never_percolates_when_all_excluded():
     a = 3.0
     field = gaussian_field((12, 12, 12), np.eye(3) * a, [[1.5, 1.5, 1.5]], 0.5, numbers=[8])
-    p = percolation_thresholds(field, TopologySettings(exclude_radius=10.0))
+    p = percolation_thresholds(field, TopologySettings(exclude_radius=10.0, upsample=1))
     assert p.values == {1: None, 2: None, 3: None}
+    assert merge_tree(field, TopologySettings(exclude_radius=10.0, upsample=1)).percolation.values[3] is None
+
+
+def test_upsampling_keeps_grid_points_and_interpolates():
+    from elfcore.grid import interpolate
+    from elfcore.topology import upsample_factor, upsampled
+
+    rng = np.random.default_rng(0)
+    field = make_field(rng.random((6, 7, 5)), np.diag([3.0, 3.5, 2.5]))
+    fine = upsampled(field, 3)
+    assert fine.shape == (18, 21, 15)
+    np.testing.assert_allclose(fine.values[::3, ::3, ::3], field.values, atol=1e-12)
+    pts = np.stack(frac_mesh(fine.shape), -1)
+    np.testing.assert_allclose(fine.values, interpolate(field, pts, frac=True, order=3), atol=1e-12)
+    assert upsample_factor(field, TopologySettings()) == 10  # 0.5 Å spacing → 0.05 Å
+    assert upsample_factor(field, TopologySettings(max_voxels=10_000)) == 3  # 210·27 ≤ 1e4 < 210·64
+    assert upsample_factor(field, TopologySettings(upsample=1)) == 1
 
 
 # ----------------------------------------------------------------------------- summary and CLI

@@ -26,6 +26,8 @@ from .mergetree import (
     networking_value,
     percolation_thresholds,
     refine_saddle,
+    upsample_factor,
+    upsampled,
 )
 from .summary import topology_summary
 
@@ -43,6 +45,8 @@ __all__ = [
     "refine_saddle",
     "exclusion_mask",
     "atom_anchors",
+    "upsampled",
+    "upsample_factor",
     "KIND_NAMES",
     "CriticalPoints",
     "BondGraphResult",

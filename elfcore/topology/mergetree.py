@@ -39,7 +39,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import GridError
-from ..grid import cart_to_frac, field_cell, validate_field
+from ..grid import cart_to_frac, field_cell, make_field, validate_field
 from . import _kernels as K
 
 __all__ = [
@@ -52,6 +52,8 @@ __all__ = [
     "refine_saddle",
     "exclusion_mask",
     "atom_anchors",
+    "upsampled",
+    "upsample_factor",
 ]
 
 log = logging.getLogger(__name__)
@@ -74,12 +76,26 @@ class TopologySettings:
         Refine thresholds to the saddle of the tricubic B-spline interpolant.
     band_voxels : int
         Target number of voxels in the sorted band of the fast path (≥ 1).
+    upsample : int
+        Sweep a grid refined this many times along each axis by the periodic cubic
+        B-spline interpolant (1 = the grid as given). 0 = automatic: the smallest
+        factor that brings the grid spacing to ≤ ``target_spacing`` while keeping
+        the refined grid at ≤ ``max_voxels``. On coarse DFT grids (0.1 Å) two bond
+        points whose values differ by less than the grid error can otherwise be
+        met in the wrong order.
+    target_spacing : float
+        Grid spacing in Å that automatic upsampling aims at.
+    max_voxels : int
+        Largest refined grid automatic upsampling builds.
     """
 
     exclude_radius: float = 0.0
     hydrogen_number: int = 1
     refine: bool = True
     band_voxels: int = 1 << 16
+    upsample: int = 0
+    target_spacing: float = 0.05
+    max_voxels: int = 4_000_000
 
     def __post_init__(self):
         if not np.isfinite(self.exclude_radius) or self.exclude_radius < 0:
@@ -88,6 +104,12 @@ class TopologySettings:
             raise ValueError(f"hydrogen_number={self.hydrogen_number}; must be an atomic number ≥ 1")
         if int(self.band_voxels) < 1:
             raise ValueError(f"band_voxels={self.band_voxels}; must be ≥ 1")
+        if int(self.upsample) < 0 or int(self.upsample) > 8:
+            raise ValueError(f"upsample={self.upsample}; must be 0 (automatic) or 1..8")
+        if not self.target_spacing > 0:
+            raise ValueError(f"target_spacing={self.target_spacing}; must be > 0 (Å)")
+        if int(self.max_voxels) < 1:
+            raise ValueError(f"max_voxels={self.max_voxels}; must be ≥ 1")
 
     def to_dict(self) -> dict:
         return {
@@ -95,6 +117,9 @@ class TopologySettings:
             "hydrogen_number": int(self.hydrogen_number),
             "refine": bool(self.refine),
             "band_voxels": int(self.band_voxels),
+            "upsample": int(self.upsample),
+            "target_spacing": float(self.target_spacing),
+            "max_voxels": int(self.max_voxels),
         }
 
     @classmethod
@@ -118,7 +143,8 @@ class PercolationResult:
     grid_values : dict int → float or None
         The same at grid resolution: the value of the voxel whose addition made it.
     voxels : dict int → int
-        Flat index (C order) of that voxel, -1 if none.
+        Flat index (C order) of that voxel, -1 if none, on the swept grid (the
+        given grid refined ``upsample`` times).
     positions_frac : dict int → (3,) array or None
         Fractional position of the refined saddle (None when not refined).
     refined : dict int → bool
@@ -130,6 +156,7 @@ class PercolationResult:
     voxels: dict
     positions_frac: dict
     refined: dict
+    upsample: int = 1
 
     @property
     def phi(self) -> float | None:
@@ -182,6 +209,57 @@ def _values(field: xr.DataArray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def upsample_factor(field: xr.DataArray, settings: TopologySettings) -> int:
+    """The refinement factor :func:`upsampled` applies under ``settings``."""
+    if settings.upsample >= 1:
+        return int(settings.upsample)
+    spacing = float(np.max(np.linalg.norm(field_cell(field), axis=1) / np.asarray(field.shape)))
+    u = max(1, int(np.ceil(spacing / settings.target_spacing - 1e-9)))
+    n = int(np.prod(field.shape))
+    while u > 1 and n * u**3 > settings.max_voxels:
+        u -= 1
+    return u
+
+
+def upsampled(field: xr.DataArray, factor: int) -> xr.DataArray:
+    """The field sampled ``factor`` times more finely along each axis.
+
+    Values come from the periodic cubic B-spline interpolant of the grid (the one
+    used for refinement and critical points), so the original grid points keep
+    their values. Separable: one 1D prefilter and 4-point evaluation per axis.
+    """
+    if factor == 1:
+        return field
+    from scipy import ndimage
+
+    vals = np.asarray(field.values, dtype=np.float64)
+    t = np.arange(factor) / factor
+    w = np.stack([(1 - t) ** 3, 3 * t**3 - 6 * t**2 + 4, -3 * t**3 + 3 * t**2 + 3 * t + 1, t**3]) / 6.0
+    for ax in range(3):
+        n = vals.shape[ax]
+        coef = ndimage.spline_filter1d(vals, order=3, axis=ax, mode="grid-wrap")
+        parts = []
+        for k in range(4):
+            idx = (np.arange(n) - 1 + k) % n
+            parts.append(np.take(coef, idx, axis=ax))
+        # out[i*factor + j] = Σ_k w[k, j] coef[i - 1 + k]
+        out = sum(np.expand_dims(p, ax + 1) * w[k].reshape([1] * (ax + 1) + [factor] + [1] * (2 - ax))
+                  for k, p in enumerate(parts))
+        shape = list(vals.shape)
+        shape[ax] = n * factor
+        vals = out.reshape(shape)
+    attrs = {k: v for k, v in field.attrs.items() if k not in ("cell", "positions", "numbers")}
+    attrs["upsample"] = int(factor)
+    return make_field(
+        vals.astype(field.dtype if field.dtype in (np.float32, np.float64) else np.float64),
+        field_cell(field),
+        field.attrs.get("positions"),
+        field.attrs.get("numbers"),
+        name=str(field.name or "elf"),
+        attrs=attrs,
+    )
+
+
 def exclusion_mask(field: xr.DataArray, radius: float, *, hydrogen_number: int = 1) -> np.ndarray:
     """Voxels within ``radius`` Å (periodic) of a nucleus that is not hydrogen.
 
@@ -206,15 +284,19 @@ def exclusion_mask(field: xr.DataArray, radius: float, *, hydrogen_number: int =
     heavy = pos[num != hydrogen_number]
     if len(heavy) == 0:
         return mask
+    from ..grid import minimum_image
+
     recip = np.linalg.inv(cell).T  # rows b_i with a_i·b_j = δ_ij
     half = np.ceil(radius * np.linalg.norm(recip, axis=1) * shape).astype(int) + 1
     for p in heavy:
-        g0 = cart_to_frac(p, cell) * shape
-        lo = np.floor(g0).astype(int) - half
-        rng = [np.arange(lo[i], lo[i] + 2 * half[i] + 2) for i in range(3)]
+        g0 = np.rint(cart_to_frac(p, cell) * shape).astype(int)
+        rng = [
+            np.arange(shape[i]) if 2 * half[i] + 1 >= shape[i] else np.arange(g0[i] - half[i], g0[i] + half[i] + 1)
+            for i in range(3)
+        ]
         ga, gb, gc = np.meshgrid(*rng, indexing="ij")
         pts = np.stack([ga / shape[0], gb / shape[1], gc / shape[2]], axis=-1) @ cell
-        d2 = np.sum((pts - p) ** 2, axis=-1)
+        d2 = np.sum(minimum_image(pts.reshape(-1, 3) - p, cell) ** 2, axis=-1).reshape(ga.shape)
         sel = d2 <= radius * radius
         mask[ga[sel] % shape[0], gb[sel] % shape[1], gc[sel] % shape[2]] = True
     return mask
@@ -357,6 +439,7 @@ def percolation_thresholds(
     for k in dims:
         if k not in (1, 2, 3):
             raise ValueError(f"dims contains {k}; allowed 1, 2, 3")
+    field = upsampled(validate_field(field), upsample_factor(field, settings))
     values = _values(field)
     excluded = None
     if settings.exclude_radius > 0:
@@ -379,10 +462,10 @@ def percolation_thresholds(
             if perc_voxel[q - 1] >= 0 and voxels[q] < 0:
                 voxels[q] = int(perc_voxel[q - 1])
                 nbrs[q] = int(perc_nbr[q - 1])
-    return _finish_percolation(values, voxels, nbrs, dims, settings)
+    return _finish_percolation(values, voxels, nbrs, dims, settings, int(field.attrs.get("upsample", 1)))
 
 
-def _finish_percolation(values, voxels, nbrs, dims, settings) -> PercolationResult:
+def _finish_percolation(values, voxels, nbrs, dims, settings, factor=1) -> PercolationResult:
     flat = values.ravel()
     vals, grid_vals, pos, refined, vox = {}, {}, {}, {}, {}
     for k in (1, 2, 3):
@@ -398,7 +481,9 @@ def _finish_percolation(values, voxels, nbrs, dims, settings) -> PercolationResu
             r = refine_saddle(values, v, nbrs[k])
             if r is not None:
                 vals[k], pos[k], refined[k] = r[0], r[1], True
-    return PercolationResult(values=vals, grid_values=grid_vals, voxels=vox, positions_frac=pos, refined=refined)
+    return PercolationResult(
+        values=vals, grid_values=grid_vals, voxels=vox, positions_frac=pos, refined=refined, upsample=factor
+    )
 
 
 def networking_value(field: xr.DataArray, settings: TopologySettings | None = None) -> float | None:
@@ -450,7 +535,8 @@ def refine_saddle(values: np.ndarray, voxel: int, neighbour: int = -1):
     lattice translation) at a saddle with two negative Hessian eigenvalues — a bond
     critical point. This runs Newton's method on the gradient of the periodic
     tricubic B-spline interpolant from the voxel and from points half a step
-    around it, and keeps the nearest bond critical point within 1.5 grid steps.
+    around it, and keeps, among the bond critical points within 1.5 grid steps,
+    the one whose value is closest to the voxel's (then the nearest).
 
     Parameters
     ----------
@@ -498,9 +584,11 @@ def refine_saddle(values: np.ndarray, voxel: int, neighbour: int = -1):
         val = float(info[p, 0])
         if not (lo - tol <= val <= hi + tol):
             continue
-        dist = float(np.sum((pos[p] - base) ** 2))
-        if best is None or dist < best[0] - 1e-12:
-            best = (dist, val, pos[p])
+        # several bond points can lie within reach on coarse grids: take the one whose
+        # value is closest to the voxel's (the grid error is O(h²) curvature), then the nearest
+        key = (round(abs(val - float(flat[voxel])), 12), float(np.sum((pos[p] - base) ** 2)))
+        if best is None or key < best[0]:
+            best = (key, val, pos[p])
     if best is None:
         log.debug("no bond critical point within 1.5 steps of voxel %d (value %.6g)", voxel, flat[voxel])
         return None
@@ -531,6 +619,8 @@ def merge_tree(field: xr.DataArray, settings: TopologySettings | None = None) ->
     MergeTreeResult
     """
     settings = settings or TopologySettings()
+    factor = upsample_factor(validate_field(field), settings)
+    field = upsampled(field, factor)
     values = _values(field)
     shape = values.shape
     flat = values.ravel()
@@ -556,7 +646,7 @@ def merge_tree(field: xr.DataArray, settings: TopologySettings | None = None) ->
     perc_voxel, perc_nbr, ev_kind, ev_voxel, ev_a, ev_b, ev_vec, n_done, _ = out
     voxels = {k: int(perc_voxel[k - 1]) for k in (1, 2, 3)}
     nbrs = {k: int(perc_nbr[k - 1]) for k in (1, 2, 3)}
-    perc = _finish_percolation(values, voxels, nbrs, (1, 2, 3), settings)
+    perc = _finish_percolation(values, voxels, nbrs, (1, 2, 3), settings, factor)
     rep = _replay_atoms(m, shift, ev_kind, ev_voxel, ev_a, ev_b, ev_vec, flat)
     phi_star_grid, mol_grid = rep["phi_star"], rep["molecularity"]
     phi_star = mol = None

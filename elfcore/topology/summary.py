@@ -61,6 +61,7 @@ def topology_summary(
         "percolation": {str(k): _r(perc.values[k]) for k in (1, 2, 3)},
         "percolation_grid": {str(k): _r(perc.grid_values[k]) for k in (1, 2, 3)},
         "refined": {str(k): bool(perc.refined[k]) for k in (1, 2, 3)},
+        "upsample": int(perc.upsample),
         "molecularity": _r(mt.molecularity),
         "phi_star": _r(mt.phi_star),
         "n_hydrogens": len(mt.hydrogens),
