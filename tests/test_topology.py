@@ -337,3 +337,30 @@ def test_phi_metrics_and_case_errors():
     assert set(out["families"]) == {"cubic", "hexagonal"}
     for fam in ("cubic", "hexagonal"):
         assert out["families"][fam]["mae"] == pytest.approx(0.1, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------- Quantum ESPRESSO
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (os.path.exists("/usr/share/espresso/pseudo/H.pz-vbc.UPF") and __import__("shutil").which("pw.x")),
+    reason="Quantum ESPRESSO (pw.x, pp.x, H.pz-vbc.UPF) not installed",
+)
+def test_qe_elf_cubes_coarse_and_fine_agree(tmp_path):
+    """4 H₂ in a tetragonal cell, ELF from pp.x on a 28×28×36 and a 48×48×60 FFT grid."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "netval_qe.py")
+    out = subprocess.run(
+        [sys.executable, script, "--grids", "28", "48", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, check=True, timeout=600,
+    )
+    coarse, fine = json.loads(out.stdout)["rows"]
+    assert coarse["grid"] == [28, 28, 36]
+    for row in (coarse, fine):
+        assert row["phi_bcp"] == pytest.approx(row["phi"], abs=1e-3)
+        assert abs(row["morse_sum"]) <= 2
+    assert coarse["phi"] == pytest.approx(fine["phi"], abs=0.01)
+    for k in ("1", "2", "3"):
+        assert coarse["percolation"][k] == pytest.approx(fine["percolation"][k], abs=0.01)
+    assert coarse["phi_2dec"] == fine["phi_2dec"]
