@@ -364,3 +364,15 @@ def test_qe_elf_cubes_coarse_and_fine_agree(tmp_path):
     for k in ("1", "2", "3"):
         assert coarse["percolation"][k] == pytest.approx(fine["percolation"][k], abs=0.01)
     assert coarse["phi_2dec"] == fine["phi_2dec"]
+
+
+# ----------------------------------------------------------------------------- degenerate input
+def test_degenerate_grids_and_constant_field():
+    one = make_field(np.full((1, 1, 1), 0.3), np.eye(3) * 2.0)
+    p = percolation_thresholds(one, TopologySettings(upsample=1))
+    assert p.values == {1: 0.3, 2: 0.3, 3: 0.3}  # a single voxel touches all its images
+    flat = make_field(np.full((6, 6, 6), 0.5), np.eye(3) * 3.0, [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    mt = merge_tree(flat)
+    assert mt.percolation.values[3] == pytest.approx(0.5)
+    assert mt.phi_star == pytest.approx(0.5) and mt.molecularity == pytest.approx(0.5)
+    assert critical_points(flat).counts == {"max": 0, "bond": 0, "ring": 0, "cage": 0}

@@ -235,7 +235,12 @@ def critical_points(
             if keep[i] and keep[j]:
                 keep[j] = False
     pos, info = pos[keep], info[keep]
-    kinds = np.array([int(np.sum(np.linalg.eigvalsh(_hessian(r)) < 0)) for r in info], dtype=np.int64)
+    # drop degenerate points (a Hessian eigenvalue ~0: flat field, plateaus at round-off level)
+    scale = float(values.max() - values.min())
+    eig = np.array([np.linalg.eigvalsh(_hessian(r)) for r in info]).reshape(-1, 3)
+    good = np.min(np.abs(eig), axis=1) > 1e-10 * scale if scale > 0 else np.zeros(len(eig), bool)
+    pos, info, eig = pos[good], info[good], eig[good]
+    kinds = np.sum(eig < 0, axis=1).astype(np.int64)
     values_cp = info[:, 0].copy() if len(info) else np.zeros(0)
     frac = pos / shape
     if settings.exclude_radius > 0:

@@ -19,6 +19,14 @@ errs towards *later* (lower) connection; the sub-voxel refinement then moves the
 threshold to the saddle of the interpolated field, which removes that bias
 (see :func:`refine_saddle`).
 
+Upsampling
+----------
+On coarse grids (DFT files at ≈ 0.1 Å) two bond points whose values differ by
+less than the voxel error can be met in the wrong order. By default grids coarser
+than 0.05 Å are therefore swept after sampling their periodic cubic B-spline
+interpolant more finely (:func:`upsampled`, at most 4 M voxels); reported voxel
+indices refer to the swept grid.
+
 Speed
 -----
 The full sweep (:func:`merge_tree`) touches every voxel above the lowest event it
