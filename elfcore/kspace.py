@@ -609,9 +609,7 @@ def _cell_info(field: xr.DataArray, basis: LowKBasis) -> dict:
         "n_shells": int(basis.n_shells),
         "n_basis": int(basis.n_basis),
         "k_last": float(basis.k_last),
-        "k_first_shell": float(basis.shell_k[1]) if basis.n_shells else float(
-            np.min(np.linalg.norm(reciprocal_cell(cell), axis=1))
-        ),
+        "k_first_shell": float(reciprocal_shells(cell, n_shells=1)[1][0]),
     }
 
 
