@@ -5,7 +5,6 @@ predicted field of every case, and the errors are pooled per crystal family.
 """
 from __future__ import annotations
 
-import math
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -21,18 +20,18 @@ def phi_metrics(phi_ref: Sequence[float | None], phi_pred: Sequence[float | None
     """MAE, RMSE and R² of predicted vs reference networking values.
 
     Pairs where either value is None (no 3D network) are left out and counted in
-    ``n_missing``. R² is ``1 - SS_res / SS_tot`` (NaN with fewer than 2 pairs or no
-    spread in the reference).
+    ``n_missing``. R² is ``1 - SS_res / SS_tot`` (None with fewer than 2 pairs or no
+    spread in the reference; every undefined metric is None, so the dict is valid JSON).
     """
     pairs = [(float(r), float(p)) for r, p in zip(phi_ref, phi_pred) if r is not None and p is not None]
     n_missing = len(list(zip(phi_ref, phi_pred))) - len(pairs)
     if not pairs:
-        return {"mae": math.nan, "rmse": math.nan, "r2": math.nan, "n": 0, "n_missing": n_missing}
+        return {"mae": None, "rmse": None, "r2": None, "n": 0, "n_missing": n_missing}
     ref = np.array([r for r, _ in pairs])
     pred = np.array([p for _, p in pairs])
     err = pred - ref
     ss_tot = float(np.sum((ref - ref.mean()) ** 2))
-    r2 = 1.0 - float(np.sum(err**2)) / ss_tot if len(ref) > 1 and ss_tot > 0 else math.nan
+    r2 = 1.0 - float(np.sum(err**2)) / ss_tot if len(ref) > 1 and ss_tot > 0 else None
     return {
         "mae": float(np.mean(np.abs(err))),
         "rmse": float(np.sqrt(np.mean(err**2))),
