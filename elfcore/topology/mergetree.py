@@ -39,7 +39,6 @@ sorted-value threshold.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field as dc_field
 from typing import Sequence
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import xarray as xr
 
 from .critical import atom_basins, bond_graph_percolation, critical_points
