@@ -210,14 +210,36 @@ def _basis(settings: DescriptorSettings) -> _Basis:
             warnings.simplefilter("ignore")
             beta = sqrtm(inv(overlap))
         if np.iscomplexobj(beta) or not np.all(np.isfinite(beta)):
+            # float64 cannot invert S (DScribe gives up here); do the Löwdin step in 60 digits
+            beta = _lowdin_mp(alpha, l)
+        if np.abs(beta).max() > 1e12:
             raise ElfcoreError(
-                f"the GTO radial basis with n_radial={n}, r_cut={settings.r_cut} Å, l={l} cannot be "
-                "orthonormalised in float64 (overlap matrix singular); use fewer radial functions "
-                "or a larger r_cut"
+                f"the GTO radial basis with n_radial={n}, r_cut={settings.r_cut} Å, l={l} is too "
+                f"ill-conditioned (orthonormalisation coefficients up to {np.abs(beta).max():.1e}) to be "
+                "evaluated in float64; use fewer radial functions or a larger r_cut"
             )
         alphas[l] = alpha
         betas[l] = beta
     return _Basis(alphas=alphas, betas=betas, eta=1.0 / (2.0 * settings.sigma**2))
+
+
+def _lowdin_mp(alpha: np.ndarray, l: int) -> np.ndarray:
+    """S^(−1/2) of the primitive GTO overlap in 60-digit arithmetic (mpmath), as float64."""
+    import mpmath
+
+    with mpmath.workdps(60):
+        a = [mpmath.mpf(float(x)) for x in alpha]
+        n = len(a)
+        half = mpmath.mpf(3) / 2
+        overlap = mpmath.matrix(n, n)
+        for i in range(n):
+            for j in range(n):
+                overlap[i, j] = mpmath.gamma(l + half) / 2 * (a[i] + a[j]) ** (-l - half)
+        evals, evecs = mpmath.eigsy(overlap)
+        if min(evals) <= 0:
+            raise ElfcoreError(f"GTO overlap matrix for l={l} is too ill-conditioned (not positive definite in 60 digits)")
+        beta = evecs * mpmath.diag([1 / mpmath.sqrt(e) for e in evals]) * evecs.T
+        return np.array(beta.tolist(), dtype=np.float64)
 
 
 def radial_basis(settings: DescriptorSettings, r, l: int = 0) -> np.ndarray:

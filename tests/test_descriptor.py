@@ -218,14 +218,24 @@ def test_bad_structures_refused():
         compute_grid_descriptor(Atoms("H", positions=[[0, 0, 0]]), (2, 2, 2), s, device="cpu")
 
 
-def test_ill_conditioned_basis_is_reported():
-    with pytest.raises(ElfcoreError, match="orthonormalised"):
-        compute_descriptor(Atoms("H", positions=[[0, 0, 0]], cell=np.eye(3) * 4, pbc=True), [[0, 0, 0]],
-                           DescriptorSettings(r_cut=1.5, n_radial=10), device="cpu")
+def test_ill_conditioned_basis(rng):
+    """r_cut = 1.5 Å with 10 functions: DScribe cannot orthonormalise, elfcore does it in 60 digits."""
+    s = DescriptorSettings(r_cut=1.5, n_radial=10, l_max=2)
+    r = np.linspace(0, 8, 16001)
+    g = radial_basis(s, r, 0)
+    gram = (g[:, None, :] * g[None, :, :] * r**2).sum(-1) * (r[1] - r[0])
+    np.testing.assert_allclose(gram, np.eye(10), atol=1e-3)
+    atoms = _atoms(rng, 6)
+    idx = rng.choice(60, size=20, replace=False)
+    direct = compute_descriptor(atoms, grid_points_frac((4, 3, 5))[idx] @ SKEW, s, device="cpu", dtype=torch.float64)
+    fft = compute_grid_descriptor(atoms, (4, 3, 5), s, device="cpu", dtype=torch.float64)
+    assert _relerr(fft[idx].numpy(), direct.numpy()) <= 1e-4
+    with pytest.raises(ElfcoreError, match="ill-conditioned"):
+        compute_descriptor(atoms, [[0, 0, 0]], DescriptorSettings(r_cut=1.2, n_radial=25), device="cpu")
 
 
-def test_uniform_limit_matches_analytic_l0():
-    """Dense cubic lattice of atoms ≈ smooth background: l>0 coefficients vanish by symmetry."""
+def test_odd_l_vanish_at_inversion_centre():
+    """An atom of a simple cubic lattice is an inversion centre: its odd-l features vanish."""
     s = DescriptorSettings(r_cut=3.0, n_radial=3, l_max=2, sigma=0.5)
     atoms = Atoms("H", positions=[[0, 0, 0]], cell=np.eye(3) * 1.5, pbc=True)
     p = compute_descriptor(atoms, [[0.0, 0.0, 0.0]], s, device="cpu", dtype=torch.float64).numpy()[0]
