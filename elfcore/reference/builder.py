@@ -83,9 +83,9 @@ class FluidTarget:
 # Cheap electronic settings of the MD (see docs/results.md for the comparison with ELF_DFT).
 MD_DFT = CP2KSettings(
     basis="SZV-MOLOPT-SR-GTH",
-    cutoff_ry=150.0,
-    rel_cutoff_ry=25.0,
-    eps_scf=1e-5,
+    cutoff_ry=200.0,
+    rel_cutoff_ry=30.0,
+    eps_scf=1e-4,
     max_scf=50,
     smearing_k=0.0,
     added_mos=0,
@@ -94,13 +94,13 @@ MD_DFT = CP2KSettings(
 # Converged settings of the ELF / density / stress single points.
 ELF_DFT = CP2KSettings(
     basis="DZVP-MOLOPT-SR-GTH",
-    cutoff_ry=400.0,
-    rel_cutoff_ry=50.0,
-    eps_scf=1e-7,
+    cutoff_ry=300.0,
+    rel_cutoff_ry=40.0,
+    eps_scf=1e-6,
     max_scf=100,
     smearing_k=1500.0,
     added_mos=32,
-    eps_default=1e-10,
+    eps_default=1e-8,
 )
 DEFAULT_FLUIDS = (
     FluidTarget(76.0, 3.03, 76),
@@ -244,7 +244,7 @@ def _md_dir(work_dir: Path, target: FluidTarget) -> Path:
 def md_input_text(plan: ReferencePlan, target: FluidTarget) -> str:
     """CP2K input of the MD of one target (deterministic)."""
     atoms = fluid_start(target.volume_per_atom, repeat=plan.repeat, seed=target.seed)
-    return _cp2k.md_input(atoms, plan.md_dft, plan.md_for(target), project="md", stress=False)
+    return _cp2k.md_input(atoms, plan.md_dft, plan.md_for(target), project="md", stress=True)
 
 
 def _md_done_steps(md_dir: Path) -> int:
@@ -257,6 +257,17 @@ def _md_done_steps(md_dir: Path) -> int:
         return -1
 
 
+def _md_running(md_dir: Path, stale_s: float) -> bool:
+    """True if the MD output is unfinished and was written to within ``stale_s`` seconds."""
+    out = md_dir / "md.out"
+    if not out.exists():
+        return False
+    if "PROGRAM ENDED AT" in out.read_text(errors="replace")[-4000:]:
+        return False
+    newest = max(p.stat().st_mtime for p in md_dir.iterdir())
+    return time.time() - newest < stale_s
+
+
 def run_md(
     plan: ReferencePlan,
     target: FluidTarget,
@@ -265,17 +276,22 @@ def run_md(
     executable: str | None = None,
     threads: int = 2,
     min_step: int | None = None,
+    poll_s: float = 30.0,
+    stale_s: float = 900.0,
 ) -> Path:
-    """Run (or reuse) the MD of one target; return its directory.
+    """Run (or reuse, or wait for) the MD of one target; return its directory.
 
     An MD whose energy file already reaches ``min_step`` (default: all steps) is
-    reused. An MD directory with a different input is an error (change the work
-    directory instead of mixing runs).
+    reused. An MD that is still running (another process, e.g. ``elfcore reference
+    md``; its files changed within ``stale_s``) is waited for until it reaches
+    ``min_step``. Otherwise the MD is (re)started from the beginning. An MD
+    directory with a different input is an error (use another work directory
+    instead of mixing runs).
 
     Raises
     ------
     DFTError
-        CP2K missing, crashed or an SCF did not converge.
+        CP2K missing, crashed, an SCF did not converge, or the MD ended early.
     """
     md_dir = _md_dir(Path(work_dir), target)
     text = md_input_text(plan, target)
@@ -283,15 +299,27 @@ def run_md(
     inp = md_dir / "md.inp"
     if inp.exists() and inp.read_text() != text:
         raise DFTError(f"case {target.name}: {inp} holds a different MD input; use another work directory")
+    while _md_done_steps(md_dir) < need and _md_running(md_dir, stale_s):
+        log.info("case %s: waiting for the running MD to reach step %d (now %d)", target.name, need,
+                 _md_done_steps(md_dir))
+        time.sleep(poll_s)
     if _md_done_steps(md_dir) >= need:
         return md_dir
     if md_dir.exists():
         for old in md_dir.glob("md-*"):
             old.unlink()
-    _cp2k.run_cp2k(text, md_dir, case=target.name, project="md", executable=executable, threads=threads)
+    _cp2k.run_cp2k(text, md_dir, case=target.name, project="md", executable=executable, threads=threads,
+                   check_scf=False)
+    _check_md_scf(md_dir / "md.out", target.name)
     if _md_done_steps(md_dir) < need:
         raise DFTError(f"case {target.name}: MD ended before step {need}; see {md_dir / 'md.out'}")
     return md_dir
+
+
+def _check_md_scf(out: Path, case: str) -> None:
+    """Raise if an MD step's SCF did not converge (OT: 'SCF run NOT converged')."""
+    if "SCF run NOT converged" in out.read_text(errors="replace"):
+        raise DFTError(f"case {case}: an MD step's SCF did not converge; see {out}")
 
 
 def md_frame(md_dir: str | os.PathLike, step: int):
@@ -344,7 +372,7 @@ def case_structure(spec: CaseSpec, plan: ReferencePlan, work_dir: str | os.PathL
                     target_temperature_k=plan.md.temperature_k)
         return atoms, info
     cell = random_crystal(
-        spec.space_group, spec.n_atoms, spec.volume_per_atom, molecular=True, seed=spec.seed,
+        spec.space_group, spec.n_atoms, spec.volume_per_atom, molecular=False, seed=spec.seed,
         min_hh=plan.crystal_min_hh,
     )
     atoms, reps = gamma_supercell(cell, plan.crystal_min_width)
@@ -382,8 +410,10 @@ def compute_case(
     sp_dir = Path(work_dir) / "sp" / spec.name
     text = _cp2k.single_point_input(atoms, settings, project="sp")
     t0 = time.time()
+    cpu0 = _children_cpu()
     out = _cp2k.run_cp2k(text, sp_dir, case=spec.name, project="sp", executable=executable, threads=threads)
     wall = time.time() - t0
+    cpu = _children_cpu() - cpu0
     res = _cp2k.parse_output(out)
     elf_path = _find_cube(sp_dir, "ELF", spec.name, out)
     rho_path = _find_cube(sp_dir, "ELECTRON_DENSITY", spec.name, out)
@@ -419,7 +449,8 @@ def compute_case(
         "stress_gpa": np.asarray(res["stress_gpa"]).tolist(),
         "energy_ha": res["energy_ha"],
         "scf_steps": int(res["scf_steps"][-1]) if res["scf_steps"] else -1,
-        "cpu_time_s": float(res["wall_s"] or wall),
+        "cpu_time_s": cpu,
+        "wall_time_s": wall,
         "threads": threads,
         "temperature_k": float(info.get("temperature_k", 0.0)),
     }
@@ -430,6 +461,14 @@ def compute_case(
     if spec.family != "fluid":
         attrs["temperature_k"] = 0.0
     return make_case(atoms, {"elf_ref": elf.values, "rho_ref": rho.values}, attrs=attrs)
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of finished child processes."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return float(ru.ru_utime + ru.ru_stime)
 
 
 def _find_cube(sp_dir: Path, kind: str, case: str, out: Path) -> Path:

@@ -1,0 +1,68 @@
+"""The resumable builder end to end on a tiny plan (8 atoms, 4 MD steps, cheap settings)."""
+import numpy as np
+import pytest
+
+from elfcore.errors import DFTError
+from elfcore.reference import builder, cp2k
+from elfcore.reference.cp2k import CP2KSettings, MDSettings
+
+
+def _tiny_plan():
+    cheap = CP2KSettings(basis="SZV-MOLOPT-SR-GTH", cutoff_ry=100, rel_cutoff_ry=20, eps_scf=1e-5,
+                         smearing_k=0, added_mos=0, eps_default=1e-7, max_scf=50)
+    sp = CP2KSettings(basis="SZV-MOLOPT-SR-GTH", cutoff_ry=120, rel_cutoff_ry=30, eps_scf=1e-6,
+                      added_mos=4, eps_default=1e-8, max_scf=50)
+    return builder.ReferencePlan(
+        fluids=(builder.FluidTarget(100.0, 2.8, 5),),
+        repeat=1,
+        md=MDSettings(steps=4, timestep_fs=0.5, temperature_k=1000.0, thermostat_timecon_fs=10.0),
+        md_dft=cheap,
+        elf_dft=sp,
+        equilibration_fs=1.0,
+        sample_interval_fs=1.0,
+        n_snapshots=2,
+        cubic_groups=(),
+        hexagonal_groups=(),
+    )
+
+
+@pytest.mark.cp2k
+@pytest.mark.slow
+def test_tiny_build_and_resume(tmp_path):
+    try:
+        cp2k.find_cp2k()
+    except DFTError:
+        pytest.skip("cp2k not installed")
+    from elfcore.io import read_case
+
+    plan = _tiny_plan()
+    names = [c.name for c in builder.plan_cases(plan)]
+    assert names == ["fluid_p100_t0001", "fluid_p100_t0002"]
+    res = builder.build(plan, tmp_path / "data", tmp_path / "work", threads=1, progress=False)
+    assert res["written"] == names and res["skipped"] == []
+    ds = read_case(tmp_path / "data" / "fluid_p100_t0001.nc")
+    a = ds.attrs
+    assert a["code"] == "CP2K" and a["family"] == "fluid" and a["role"] == "train"
+    assert a["natoms"] == 8 and a["md_step"] == 2 and a["time_fs"] == pytest.approx(1.0)
+    assert a["pressure_gpa"] == pytest.approx(a["pressure_static_gpa"] + a["pressure_kinetic_gpa"])
+    assert a["pressure_kinetic_gpa"] == pytest.approx(
+        cp2k.ideal_gas_pressure_gpa(8, a["temperature_k"], a["volume_a3"]))
+    assert a["temperature_k"] > 0 and a["cpu_time_s"] > 0
+    assert "elf_dft" in a["settings"]
+    elf = ds["elf_ref"].values
+    assert 0 <= elf.min() and elf.max() <= 1 + 1e-5
+    # the snapshot positions are those of the MD trajectory at that step
+    frames = {s: x for s, _, x in cp2k.read_xyz_frames(tmp_path / "work" / "md" / "fluid_p100" / "md-pos-1.xyz")}
+    cell = ds["cell"].values
+    d = (ds["positions"].values - frames[2]) @ np.linalg.inv(cell)
+    assert np.allclose(d - np.round(d), 0, atol=1e-6)
+    assert read_case(tmp_path / "data" / "fluid_p100_t0002.nc").attrs["role"] == "test"
+    # resume: nothing is recomputed
+    res = builder.build(plan, tmp_path / "data", tmp_path / "work", threads=1, progress=False)
+    assert res["written"] == [] and res["skipped"] == names
+    # a changed MD protocol in the same work folder is refused, not mixed
+    (tmp_path / "data" / "fluid_p100_t0002.nc").unlink()
+    other = builder.ReferencePlan(**{**plan.__dict__, "md": MDSettings(steps=5, timestep_fs=0.5,
+                                                                       temperature_k=1000.0)})
+    with pytest.raises(DFTError, match="different MD input"):
+        builder.build(other, tmp_path / "data", tmp_path / "work", threads=1, progress=False)

@@ -1,0 +1,147 @@
+"""CP2K runner and parsers: error paths with fake binaries, and one tiny real run."""
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from elfcore.errors import DFTError, FormatError
+from elfcore.reference import cp2k
+from elfcore.reference.builder import write_case_file
+
+
+def _fake_cp2k(tmp_path: Path, body: str, code: int = 0) -> str:
+    """A shell script that behaves like cp2k: parses -o OUT and writes ``body`` there."""
+    script = tmp_path / "fake_cp2k"
+    script.write_text(
+        "#!/bin/sh\n"
+        'while [ $# -gt 0 ]; do if [ "$1" = "-o" ]; then OUT="$2"; fi; shift; done\n'
+        f"cat > \"$OUT\" <<'EOF'\n{body}\nEOF\n"
+        f"exit {code}\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return str(script)
+
+
+def test_missing_binary_names_case(h4, tiny_settings, tmp_path):
+    with pytest.raises(DFTError, match="not found"):
+        cp2k.run_cp2k(cp2k.single_point_input(h4, tiny_settings), tmp_path, case="c1",
+                      executable="no-such-cp2k-binary")
+
+
+def test_unconverged_scf_names_case_and_output(h4, tiny_settings, tmp_path):
+    exe = _fake_cp2k(tmp_path, " *** SCF run NOT converged ***\n PROGRAM ENDED AT  now")
+    with pytest.raises(DFTError) as err:
+        cp2k.run_cp2k(cp2k.single_point_input(h4, tiny_settings, project="sp"), tmp_path / "run",
+                      case="fluid_x", executable=exe)
+    assert "fluid_x" in str(err.value) and "did not converge" in str(err.value)
+    assert str(tmp_path / "run" / "sp.out") in str(err.value)
+
+
+def test_crash_names_case_and_output(h4, tiny_settings, tmp_path):
+    exe = _fake_cp2k(tmp_path, " something went wrong", code=3)
+    with pytest.raises(DFTError, match=r"case c2: CP2K exited with code 3.*sp\.out"):
+        cp2k.run_cp2k(cp2k.single_point_input(h4, tiny_settings, project="sp"), tmp_path / "run",
+                      case="c2", executable=exe)
+
+
+def test_truncated_output_is_an_error(h4, tiny_settings, tmp_path):
+    exe = _fake_cp2k(tmp_path, " *** SCF run converged in 5 steps ***")
+    with pytest.raises(DFTError, match="incomplete"):
+        cp2k.run_cp2k(cp2k.single_point_input(h4, tiny_settings, project="sp"), tmp_path / "run",
+                      case="c3", executable=exe)
+
+
+def test_abort_is_an_error(tmp_path):
+    out = tmp_path / "x.out"
+    out.write_text(" *******\n *   [ABORT]   *\n *  basis set not found *\n PROGRAM ENDED AT x\n")
+    with pytest.raises(DFTError, match="aborted"):
+        cp2k.check_output(out, case="c4")
+
+
+def test_parse_output_without_energy(tmp_path):
+    out = tmp_path / "x.out"
+    out.write_text("nothing here\n")
+    with pytest.raises(FormatError):
+        cp2k.parse_output(out)
+
+
+def test_read_ener_and_xyz(tmp_path):
+    (tmp_path / "md-1.ener").write_text(
+        "#     Step Nr.          Time[fs]        Kin.[a.u.]          Temp[K]            Pot.[a.u.]        Cons Qty[a.u.]        UsedTime[s]\n"
+        "         0            0.000000         0.4         1500.0       -35.0       -34.6         0.0\n"
+        "         1            1.000000         0.5         1600.0       -35.1       -34.6         2.5\n"
+    )
+    e = cp2k.read_ener(tmp_path / "md-1.ener")
+    assert e.shape == (2, 7) and e[1, 3] == 1600.0
+    (tmp_path / "pos.xyz").write_text(
+        "2\n i =        0, time =        0.000, E =       -35.0\nH 0 0 0\nH 0.74 0 0\n"
+        "2\n i =        5, time =        5.000, E =       -35.0\nH 0 0 0.1\nH 0.74 0 0.1\n"
+        "2\n i =        6, time =        6.000, E =       -35.0\nH 0 0 0.1\n"  # partly written
+    )
+    frames = cp2k.read_xyz_frames(tmp_path / "pos.xyz")
+    assert [f[0] for f in frames] == [0, 5] and frames[1][2][1, 2] == pytest.approx(0.1)
+
+
+def test_ideal_gas_pressure():
+    # 64 atoms, 1500 K, 169 Å^3 -> N k T / V = 64 * 1.380649e-23 * 1500 / 169e-30 Pa
+    expected = 64 * 1.380649e-23 * 1500 / 169e-30 / 1e9
+    assert cp2k.ideal_gas_pressure_gpa(64, 1500.0, 169.0) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.cp2k
+def test_tiny_real_run_parse_and_case_roundtrip(h4, tiny_settings, tmp_path):
+    """A 4-atom single point (seconds): energy, stress, forces, cubes, netCDF round trip."""
+    try:
+        cp2k.find_cp2k()
+    except DFTError:
+        pytest.skip("cp2k not installed")
+    from elfcore.grid import case_field, make_case
+    from elfcore.io import read_case, read_field
+
+    out = cp2k.run_cp2k(cp2k.single_point_input(h4, tiny_settings, project="sp"), tmp_path, case="tiny",
+                        threads=1)
+    res = cp2k.parse_output(out)
+    assert res["converged"] and res["energy_ha"] < -2.0
+    assert res["stress_gpa"].shape == (3, 3)
+    assert np.allclose(res["stress_gpa"], res["stress_gpa"].T, atol=1e-3)
+    assert res["pressure_gpa"] == pytest.approx(np.trace(res["stress_gpa"]) / 3)
+    assert res["forces_ev_a"].shape == (4, 3)
+    assert res["cp2k_version"].startswith("CP2K version")
+    elf = read_field(next(tmp_path.glob("sp-ELF*.cube")), format="cube", name="elf")
+    rho = read_field(next(tmp_path.glob("sp-ELECTRON_DENSITY*.cube")), format="cube", name="rho")
+    assert elf.shape == rho.shape and elf.shape[0] >= 16
+    assert float(elf.min()) >= 0 and float(elf.max()) <= 1.0 + 1e-6
+    # the density integrates to the number of valence electrons (4 H -> 4 e)
+    vox = abs(np.linalg.det(h4.cell[:])) / rho.size
+    assert float(rho.sum()) * vox == pytest.approx(4.0, rel=1e-3)
+    # own cube reader agrees with elfcore.io
+    values, cell, _, numbers = cp2k.read_cube(next(tmp_path.glob("sp-ELF*.cube")))
+    assert np.allclose(values, elf.values) and np.allclose(cell, h4.cell[:], atol=1e-5)
+    case = make_case(h4, {"elf_ref": elf.values, "rho_ref": rho.values},
+                     attrs={"code": "CP2K", "pressure_gpa": res["pressure_gpa"], "role": "test"})
+    path = write_case_file(case, tmp_path / "data" / "tiny.nc")
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["tiny.nc"]  # no temp file left
+    back = read_case(path)
+    assert np.abs(case_field(back, "elf_ref").values - elf.values).max() <= 7.7e-6
+    assert np.abs(case_field(back, "rho_ref").values - rho.values).max() <= float(rho.max()) / 65534
+    assert back.attrs["pressure_gpa"] == pytest.approx(res["pressure_gpa"])
+    assert back["elf_ref"].dtype.kind == "f"
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
+    from elfcore.grid import make_case
+    from ase import Atoms
+
+    case = make_case(Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]], cell=[3, 3, 3], pbc=True),
+                     {"elf_ref": np.full((4, 4, 4), 0.5), "rho_ref": np.full((4, 4, 4), 0.1)})
+
+    def boom(*args, **kwargs):
+        Path(args[1]).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr("elfcore.io.write_case", boom)
+    with pytest.raises(OSError):
+        write_case_file(case, tmp_path / "x.nc")
+    assert list(tmp_path.iterdir()) == []

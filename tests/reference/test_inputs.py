@@ -1,0 +1,133 @@
+"""Input generation: golden CP2K inputs, settings validation, plan and structures."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from elfcore.errors import StructureError
+from elfcore.reference import builder
+from elfcore.reference.cp2k import CP2KSettings, MDSettings, md_input, single_point_input
+from elfcore.reference.qe import pp_input, pw_input
+from elfcore.reference.structures import fluid_start, gamma_supercell, min_distance
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_golden_md_input(h4, tiny_settings, tiny_md):
+    assert md_input(h4, tiny_settings, tiny_md, project="md") == (DATA / "golden_md.inp").read_text()
+
+
+def test_golden_single_point_input(h4, tiny_settings):
+    assert single_point_input(h4, tiny_settings, project="sp") == (DATA / "golden_sp.inp").read_text()
+
+
+def test_ot_input_has_no_smearing(h4):
+    text = single_point_input(h4, CP2KSettings(smearing_k=0, added_mos=0), stress=False, cubes=False)
+    assert "&OT ON" in text and "SMEAR" not in text and "STRESS_TENSOR" not in text and "ELF_CUBE" not in text
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(cutoff_ry=0), dict(eps_scf=2.0), dict(max_scf=0), dict(smearing_k=-1), dict(basis="DZVP MOLOPT")],
+)
+def test_bad_cp2k_settings(kwargs):
+    with pytest.raises(ValueError):
+        CP2KSettings(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [dict(steps=0), dict(timestep_fs=0), dict(temperature_k=-5)])
+def test_bad_md_settings(kwargs):
+    with pytest.raises(ValueError):
+        MDSettings(**kwargs)
+
+
+def test_non_hydrogen_rejected(h4, tiny_settings):
+    atoms = h4.copy()
+    atoms.symbols[0] = "He"
+    with pytest.raises(StructureError):
+        single_point_input(atoms, tiny_settings)
+
+
+def test_fluid_start_is_dense_and_void_free():
+    atoms = fluid_start(2.64, seed=3)
+    assert len(atoms) == 64
+    assert atoms.get_volume() / len(atoms) == pytest.approx(2.64)
+    assert min_distance(atoms) == pytest.approx(0.74, abs=1e-6)  # only intramolecular bonds are that short
+    # every atom has exactly one partner at the bond length
+    from ase.neighborlist import neighbor_list
+
+    i, d = neighbor_list("id", atoms, 0.8)
+    assert np.bincount(i, minlength=64).tolist() == [1] * 64
+    # no voids: the largest empty sphere is small (grid search of the distance to the nearest atom)
+    g = (np.stack(np.meshgrid(*[np.arange(12) / 12] * 3, indexing="ij"), -1).reshape(-1, 3)) @ atoms.cell[:]
+    from ase import Atoms
+
+    probe = Atoms("H" * len(g), positions=g, cell=atoms.cell, pbc=True)
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(atoms.get_positions() % atoms.cell.lengths(), boxsize=atoms.cell.lengths())
+    dist, _ = tree.query(probe.get_positions() % atoms.cell.lengths())
+    assert dist.max() < 1.6
+
+
+def test_fluid_start_seeds_differ():
+    a, b = fluid_start(2.8, seed=1), fluid_start(2.8, seed=2)
+    assert not np.allclose(a.get_positions(), b.get_positions())
+    assert np.allclose(a.get_positions(), fluid_start(2.8, seed=1).get_positions())
+
+
+def test_gamma_supercell(h4):
+    sc, reps = gamma_supercell(h4, 5.0)
+    assert reps == (2, 2, 2) and len(sc) == 32
+
+
+def test_plan_cases_roles_and_steps():
+    plan = builder.ReferencePlan()
+    cases = builder.plan_cases(plan)
+    fluid = [c for c in cases if c.family == "fluid"]
+    assert len(fluid) == 18
+    assert sum(c.role == "train" for c in fluid) == 3
+    assert plan.snapshot_steps() == [200, 250, 300, 350, 400, 450]
+    assert len([c for c in cases if c.family == "cubic"]) >= 10
+    assert len([c for c in cases if c.family == "hexagonal"]) >= 10
+    assert all(195 <= c.space_group <= 230 for c in cases if c.family == "cubic")
+    assert all(168 <= c.space_group <= 194 for c in cases if c.family == "hexagonal")
+    assert len({c.name for c in cases}) == len(cases)
+
+
+def test_plan_rejects_snapshots_beyond_md():
+    with pytest.raises(ValueError):
+        builder.ReferencePlan(md=MDSettings(steps=300), n_snapshots=6)
+
+
+def test_md_input_text_is_deterministic():
+    plan = builder.ReferencePlan()
+    t = plan.fluids[0]
+    assert builder.md_input_text(plan, t) == builder.md_input_text(plan, t)
+    assert f"SEED {t.seed}" in builder.md_input_text(plan, t)
+
+
+def test_qe_inputs(h4):
+    text = pw_input(h4, (24, 20, 24), pseudo_name="H.UPF")
+    assert "nr1 = 24, nr2 = 20, nr3 = 24" in text and "K_POINTS gamma" in text and "nat = 4" in text
+    assert "plot_num = 8" in pp_input()
+
+
+@pytest.mark.parametrize("sg", [221, 191])
+def test_random_crystal_density_and_min_distance(sg):
+    pytest.importorskip("pyxtal")
+    from elfcore.reference.structures import random_crystal
+
+    atoms = random_crystal(sg, 8, 2.8, molecular=False, seed=11, min_hh=0.6)
+    assert len(atoms) == 8
+    assert atoms.get_volume() / len(atoms) == pytest.approx(2.8)
+    assert min_distance(atoms) >= 0.6
+    assert atoms.info["space_group"] == sg
+
+
+def test_random_crystal_impossible_raises():
+    pytest.importorskip("pyxtal")
+    from elfcore.reference.structures import random_crystal
+
+    with pytest.raises(StructureError):
+        random_crystal(221, 8, 0.05, molecular=False, seed=1, min_hh=0.6, max_tries=3)
