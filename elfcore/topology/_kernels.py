@@ -136,15 +136,13 @@ def _independent(basis, rank, wa, wb, wc):
 
 
 @njit(cache=True, nogil=True)
-def sweep(values, order, shape, excluded, atom_at, atom_next, atom_voxel, n_atom_voxels, stop_early, n_seed):
+def sweep(order, shape, excluded, atom_at, atom_next, atom_voxel, n_atom_voxels, stop_early, n_seed):
     """Superlevel-set sweep with periodic union-find and wrap-vector tracking.
 
     Parameters
     ----------
-    values : (n,) float
-        Flat field (C order).
-    order : (n,) int64
-        Voxel indices sorted by value, largest first.
+    order : (m,) int64
+        Flat voxel indices (C order) sorted by field value, largest first.
     shape : (3,) int64
     excluded : (n,) bool
         Voxels never added to the superlevel set.

@@ -413,7 +413,7 @@ def _seeded_sweep(values, shape, excluded, t_hi, t_lo):
     band = band[K.argsort_descending(np.ascontiguousarray(flat[band]))]
     order = np.concatenate([seed, band]).astype(np.int64)
     out = K.sweep(
-        flat, order, np.asarray(shape, np.int64), ex,
+        order, np.asarray(shape, np.int64), ex,
         np.full(flat.size, -1, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int64), 0, True, len(seed),
     )
     return out
@@ -660,7 +660,7 @@ def merge_tree(field: xr.DataArray, settings: TopologySettings | None = None) ->
     n_atom_voxels = int(len(np.unique(voxel))) if m else 0
     order = K.argsort_descending(flat)
     out = K.sweep(
-        flat, order, np.asarray(shape, np.int64), excluded, atom_at, atom_next,
+        order, np.asarray(shape, np.int64), excluded, atom_at, atom_next,
         voxel.astype(np.int64), n_atom_voxels, True, 0,
     )
     perc_voxel, perc_nbr, ev_kind, ev_voxel, ev_a, ev_b, ev_vec, n_done, _ = out
