@@ -376,3 +376,75 @@ def test_degenerate_grids_and_constant_field():
     assert mt.percolation.values[3] == pytest.approx(0.5)
     assert mt.phi_star == pytest.approx(0.5) and mt.molecularity == pytest.approx(0.5)
     assert critical_points(flat).counts == {"max": 0, "bond": 0, "ring": 0, "cage": 0}
+
+
+# ----------------------------------------------------------------------------- molecularity, brute force
+def _components_3x3x3(values, t):
+    """Labels of {values ≥ t} on the 3×3×3 supercell (6-connected, not periodic)."""
+    from scipy import ndimage
+
+    big = np.tile(values >= t, (3, 3, 3))
+    return ndimage.label(big)[0]
+
+
+def _links(values, t, anchors, molecule_of, partner):
+    """(two nuclei in one component, nuclei of different molecules in one component) at t.
+
+    Brute force on the 3×3×3 supercell: the central copy of every nucleus against every
+    copy of every nucleus (``partner[i] = (j, T)`` the molecule partner and its cell).
+    """
+    lab = _components_3x3x3(values, t)
+    shape = np.array(values.shape)
+    two = inter = False
+    cells = [np.array(c) for c in np.ndindex(3, 3, 3)]
+    for i, (vi, ki) in enumerate(anchors):
+        li = lab[tuple(vi + shape)]
+        if li == 0:
+            continue
+        for j, (vj, kj) in enumerate(anchors):
+            for c in cells:
+                if j == i and np.all(c == 1):
+                    continue
+                lj = lab[tuple(vj + c * shape)]
+                if lj != li:
+                    continue
+                two = True
+                t_ij = (c - 1) - kj + ki  # cell of j's nucleus copy relative to i's
+                # the partner copy of the molecule is the only intramolecular link
+                if partner.get(i) != (j, tuple(int(x) for x in t_ij)):
+                    inter = True
+    return two, inter
+
+
+def test_molecularity_matches_brute_force_on_random_dimers():
+    from elfcore.topology import atom_anchors
+
+    rng = np.random.default_rng(11)
+    a = 4.2
+    cell = np.eye(3) * a
+    centres = []
+    while len(centres) < 12:
+        c = rng.random(3) * a
+        u = rng.standard_normal(3)
+        u /= np.linalg.norm(u)
+        cand = [c - 0.37 * u, c + 0.37 * u]
+        ok = all(np.linalg.norm((p - q) - a * np.rint((p - q) / a)) > 1.25 for p in centres for q in cand)
+        if ok:
+            centres += cand
+    centres = np.mod(np.array(centres), a)
+    field = gaussian_field((20, 20, 20), cell, centres, 0.32)
+    mt = merge_tree(field, TopologySettings(upsample=1, refine=False))
+    assert len(mt.molecules) == 6 and mt.unpaired == []
+    assert sorted(sorted(m[:2]) for m in mt.molecules) == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [10, 11]]
+    atoms, voxel, shift = atom_anchors(field)
+    anchors = [(np.array(np.unravel_index(v, field.shape)), k) for v, k in zip(voxel, shift)]
+    partner = {}
+    for i, j, t, _ in mt.molecules:
+        partner[i] = (j, tuple(t))
+        partner[j] = (i, tuple(-x for x in t))
+    vals = np.asarray(field.values)
+    above = lambda x: float(np.min(vals[vals > x]))  # noqa: E731 - next grid value above x
+    assert _links(vals, mt.phi_star, anchors, {}, {})[0]
+    assert not _links(vals, above(mt.phi_star), anchors, {}, {})[0]
+    assert _links(vals, mt.molecularity, anchors, None, partner)[1]
+    assert not _links(vals, above(mt.molecularity), anchors, None, partner)[1]
