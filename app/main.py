@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +26,7 @@ from app.views.slice import SliceView  # noqa: E402
 from app.views.teaching import TEACHING_DEPS, teaching_text  # noqa: E402
 from app.views.viewer3d import Viewer3D  # noqa: E402
 
-__all__ = ["build_app", "controls"]
+__all__ = ["build_app", "build_session", "controls", "Session"]
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,12 @@ def controls(state: AppState) -> dict[str, pn.viewable.Viewable]:
         "line_atom_1": pn.widgets.Select.from_param(state.param.line_atom_1, name="Line from atom", width=110),
         "line_atom_2": pn.widgets.Select.from_param(state.param.line_atom_2, name="to atom", width=110),
         "squeeze": pn.widgets.FloatSlider.from_param(state.param.squeeze, name="Squeeze cell × (prediction only)"),
-        "teaching": pn.widgets.Toggle.from_param(state.param.teaching, name="Teaching mode", button_type="primary"),
+        "teaching": pn.widgets.Toggle.from_param(state.param.teaching, label="Teaching mode", color="primary"),
     }
-    w["next_preset"] = pn.widgets.Button(name="Next pressure ▶", button_type="primary")
+    w["next_preset"] = pn.widgets.Button(label="Next pressure ▶", color="primary")
     w["next_preset"].on_click(lambda _event: state.next_preset())
     accept = ",".join(FIELD_EXTENSIONS + STRUCTURE_EXTENSIONS)
-    w["upload"] = pn.widgets.FileInput(accept=accept + ",*", multiple=False, name="Upload")
+    w["upload"] = pn.widgets.FileInput(accept=accept + ",*", multiple=False)
     for k, widget in w.items():
         widget.css_classes = list(widget.css_classes or []) + [f"elf-{k.replace('_', '-')}"]
     return w
@@ -85,22 +86,39 @@ def _downloads(state: AppState, viewer: Viewer3D, sliceview: SliceView) -> list:
             return io.BytesIO(data)
 
         dl = pn.widgets.FileDownload(
-            callback=cb, filename=f"{kind}{suffix}", label=f"{kind} {suffix}", button_type="light", embed=False
+            callback=cb, filename=f"{kind}{suffix}", label=f"{kind} {suffix}", color="light", embed=False
         )
         return dl
 
     slice_dl = pn.widgets.FileDownload(
-        callback=lambda: io.BytesIO(sliceview.png()), filename="slice.png", label="slice PNG", button_type="light"
+        callback=lambda: io.BytesIO(sliceview.png()), filename="slice.png", label="slice PNG", color="light"
     )
     iso_dl = pn.widgets.FileDownload(
-        callback=lambda: io.BytesIO(viewer.png()), filename="isosurface.png", label="3D PNG", button_type="light"
+        callback=lambda: io.BytesIO(viewer.png()), filename="isosurface.png", label="3D PNG", color="light"
     )
     fields = [field_file(k, s) for k in ("prediction", "corrected") for s in (".cube", ".nc")]
     return [slice_dl, iso_dl, *fields]
 
 
+@dataclass
+class Session:
+    """Everything one browser session owns."""
+
+    state: AppState
+    controls: dict
+    viewer: Viewer3D
+    slice: SliceView
+    line: LineScanView
+    template: object
+
+
 def build_app(state: AppState | None = None):
     """Build the page of one session (a fresh state, widgets and plotter)."""
+    return build_session(state).template
+
+
+def build_session(state: AppState | None = None) -> Session:
+    """Build one session: state, widgets, views and the page template."""
     state = state or AppState()
     w = controls(state)
     _upload_watcher(state, w["upload"])
@@ -138,11 +156,13 @@ def build_app(state: AppState | None = None):
         pn.FlexBox(*_downloads(state, viewer, sliceview)),
     ]
     main = [
-        message,
-        teaching,
-        pn.Row(
-            pn.Column(viewer, sizing_mode="stretch_both", min_height=480, css_classes=["elf-3d"]),
-            pn.Column(pn.pane.Markdown("### Metrics"), metrics_pane(state), width=420, css_classes=["elf-metrics"]),
+        pn.Column(
+            message,
+            teaching,
+            pn.Row(
+                pn.Column(viewer, sizing_mode="stretch_both", min_height=480, css_classes=["elf-3d"]),
+                pn.Column(pn.pane.Markdown("### Metrics"), metrics_pane(state), width=420, css_classes=["elf-metrics"]),
+            ),
         ),
         pn.Column(sliceview, css_classes=["elf-slice"]),
         pn.Column(lines, css_classes=["elf-line"]),
@@ -151,11 +171,10 @@ def build_app(state: AppState | None = None):
         title="elfcore — ELF of dense hydrogen", sidebar=sidebar, main=main, sidebar_width=340,
         accent_base_color="#2a6f97", header_background="#2a6f97",
     )
-    template.state = state  # for tests and debugging from pn.state
-    return template
+    return Session(state, w, viewer, sliceview, lines, template)
 
 
 if __name__ == "__main__":
     pn.serve(build_app, address="127.0.0.1", port=5006, show=False, title="elfcore")
-elif pn.state.curdoc is not None:
+elif __name__.startswith("bokeh_app"):  # run by `panel serve app/main.py`
     build_app().servable(title="elfcore")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field as dc_field
@@ -197,12 +198,11 @@ class ElfcoreEngine:
         return make_case(atoms, {}, attrs={"source": path.name})
 
     def read_structure(self, path: str | Path):
-        """Read a periodic structure with ASE; ``None`` when ASE cannot read it."""
-        import ase.io
-
+        """Read a periodic structure (:func:`elfcore.io.read_structure`); ``None`` when unreadable."""
+        io = _need("elfcore.io", "reading structures")
         try:
-            atoms = ase.io.read(str(path))
-        except Exception:  # ase raises many unrelated types for foreign files
+            atoms = io.read_structure(path)
+        except Exception:  # ase, underneath, raises many unrelated types for foreign files
             return None
         if isinstance(atoms, list):
             atoms = atoms[-1] if atoms else None
@@ -216,13 +216,13 @@ class ElfcoreEngine:
         return atoms
 
     # models ----------------------------------------------------------------
-    def zoo_settings(self) -> tuple[list[float], list[int]]:
-        """The r_cut (Å) and l_max values available in the model zoo."""
+    def zoo_axes(self) -> tuple[list[float], list[int]]:
+        """The r_cut (Å) and l_max values of the model zoo (those with a built file, else the whole table)."""
         zoo = _need("elfcore.zoo", "the model zoo")
-        pairs = list(zoo.available())
-        r_cuts = sorted({float(r) for r, _ in pairs})
-        l_maxs = sorted({int(l) for _, l in pairs})
-        return r_cuts, l_maxs
+        rows = [r for r in zoo.zoo_entries() if r.get("present")]
+        if not rows:
+            return sorted(float(r) for r in zoo.ZOO_R_CUT), sorted(int(l) for l in zoo.ZOO_L_MAX)
+        return sorted({float(r["r_cut"]) for r in rows}), sorted({int(r["l_max"]) for r in rows})
 
     def predict(self, atoms, r_cut: float, l_max: int, shape: tuple[int, int, int]):
         """Predicted ELF (and ensemble stdev or ``None``) of ``atoms`` on ``shape``.
@@ -235,7 +235,7 @@ class ElfcoreEngine:
         zoo = _need("elfcore.zoo", "the model zoo")
         predict = _need("elfcore.predict", "prediction")
         model = zoo.load_zoo_model(r_cut, l_max)
-        out = predict.predict_field(atoms, model, shape=tuple(shape), device=self.device)
+        out = predict.predict_field(atoms, model, shape=tuple(shape), device=self.device, progress=False)
         if isinstance(out, tuple):
             return out[0], out[1]
         if isinstance(out, xr.Dataset):
@@ -251,15 +251,19 @@ class ElfcoreEngine:
 
     def metrics(self, pred: xr.DataArray, ref: xr.DataArray) -> dict[str, float]:
         """MAE, RMSE and R² of ``pred`` against ``ref`` over all voxels."""
-        m = _need("elfcore.train.metrics", "metrics")
-        out = m.regression_metrics(np.asarray(pred.values).ravel(), np.asarray(ref.values).ravel())
+        train = _need("elfcore.train", "metrics")
+        out = train.metrics(np.asarray(pred.values), np.asarray(ref.values))
         return {k: float(out[k]) for k in ("mae", "rmse", "r2")}
 
     def topology(self, fld: xr.DataArray) -> dict[str, float]:
         """Networking value φ and molecularity of an ELF field."""
         topo = _need("elfcore.topology", "topology")
-        out = topo.networking_value(fld)
-        return {"phi": float(out["networking_value"]), "molecularity": float(out["molecularity"])}
+        out = topo.topology_summary(fld, bcp=False)
+
+        def num(x):
+            return float("nan") if x is None else float(x)
+
+        return {"phi": num(out.get("networking_value")), "molecularity": num(out.get("molecularity"))}
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -431,9 +435,14 @@ _DEFAULT_LOCK = threading.Lock()
 
 
 def default_pipeline() -> Pipeline:
-    """The pipeline shared by the sessions of this server process (created on first use)."""
+    """The pipeline shared by the sessions of this server process (created on first use).
+
+    The cases come from ``assets/data/`` or, when set, the folder named by the
+    environment variable ``ELFCORE_DATA_DIR``.
+    """
     global _DEFAULT
     with _DEFAULT_LOCK:
         if _DEFAULT is None:
-            _DEFAULT = Pipeline()
+            data_dir = os.environ.get("ELFCORE_DATA_DIR")
+            _DEFAULT = Pipeline(data_dir=Path(data_dir) if data_dir else DATA_DIR)
         return _DEFAULT

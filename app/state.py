@@ -160,7 +160,7 @@ class AppState(param.Parameterized):
     # ---------------------------------------------------------------- setup
     def _refresh_zoo(self) -> None:
         try:
-            r_cuts, l_maxs = self.pipeline.engine.zoo_settings()
+            r_cuts, l_maxs = self.pipeline.engine.zoo_axes()
         except ElfcoreError as exc:
             self.message = str(exc)
             return

@@ -35,36 +35,57 @@ def line_overlay(ld) -> hv.Overlay:
 
 
 class LineScanView(pn.viewable.Viewer):
-    """The line scan of one session."""
+    """The line scan of one session: built once with HoloViews, then updated by replacing source data."""
 
     state = param.Parameter(precedence=-1)
 
     def __init__(self, state, **params):
         super().__init__(state=state, **params)
-        deps = [state.param[p] for p in LINE_DEPS]
-        self.caption = pn.pane.Markdown(pn.bind(self._caption, *deps), margin=(0, 10))
-        dmap = hv.DynamicMap(pn.bind(self._plot, *deps)).opts(
-            hv.opts.Overlay(legend_position="top_right", framewise=True),
-            hv.opts.Curve(responsive=True, height=280, ylim=(0, 1.02), show_grid=True),
-            hv.opts.Area(responsive=True, height=280),
-        )
-        self.pane = pn.pane.HoloViews(dmap, sizing_mode="stretch_width", height=300, linked_axes=False)
+        from bokeh.models import GlyphRenderer
 
-    def _caption(self, *_):
-        ld = self.state.line_data()
-        if isinstance(ld, str):
-            return f"**Line scan:** {ld}"
-        return f"**Line scan:** {ld.title}; curves: {', '.join(ld.curves)}" + (
-            "; band: ensemble ±1σ" if ld.band is not None else ""
+        ld = self._data()
+        overlay = line_overlay(ld).opts(
+            hv.opts.Overlay(legend_position="right"),
+            hv.opts.Curve(width=900, height=280, ylim=(0, 1.02), show_grid=True),
+            hv.opts.Area(width=900, height=280),
         )
+        self.figure = hv.render(overlay, backend="bokeh")
+        self._sources = {
+            r.name: r.data_source for r in self.figure.renderers if isinstance(r, GlyphRenderer) and r.name
+        }
+        self.pane = pn.pane.Bokeh(self.figure, css_classes=["elf-line-plot"])
+        self.caption = pn.pane.Markdown("", margin=(0, 10))
+        self.refresh()
+        state.param.watch(lambda *_: self.refresh(), list(LINE_DEPS))
 
-    def _plot(self, *_):
+    def _data(self):
         from app.state import LineData
 
         ld = self.state.line_data()
-        if isinstance(ld, str):
-            ld = LineData(np.array([0.0, 1.0]), {}, None, "")
-        return line_overlay(ld)
+        self._message = ld if isinstance(ld, str) else ""
+        return LineData(np.array([0.0, 1.0]), {}, None, "") if isinstance(ld, str) else ld
+
+    def refresh(self) -> None:
+        """Put the current profiles into the figure (data only)."""
+        ld = self._data()
+        self.current = ld
+        s = np.asarray(ld.s)
+        for kind in CURVE_COLOURS:
+            y = ld.curves.get(kind)
+            self._sources[kind].data = {"s": s, "elf": np.full_like(s, np.nan) if y is None else np.asarray(y)}
+        if ld.band is not None:
+            lo, hi = ld.band
+            band = {"x": np.concatenate([s, s[::-1]]), "y": np.concatenate([hi, lo[::-1]])}
+        else:
+            band = {"x": np.array([]), "y": np.array([])}
+        self._sources["ensemble ±1σ"].data = band
+        self.figure.x_range.start, self.figure.x_range.end = float(s[0]), float(s[-1])
+        if self._message:
+            self.caption.object = f"**Line scan:** {self._message}"
+        else:
+            self.caption.object = f"**Line scan:** {ld.title}; curves: {', '.join(ld.curves)}" + (
+                "; band: ensemble ±1σ" if ld.band is not None else "; no ensemble band (single model)"
+            )
 
     def __panel__(self):
         return pn.Column(self.caption, self.pane, sizing_mode="stretch_width")

@@ -21,6 +21,7 @@ __all__ = [
     "elf_image",
     "atom_points",
     "slice_png",
+    "image_source_data",
     "SliceView",
 ]
 
@@ -96,54 +97,92 @@ def slice_png(sd, *, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
+def image_source_data(x: np.ndarray, y: np.ndarray, z: np.ndarray | None) -> dict:
+    """Bokeh ``Image`` glyph data for values ``z`` (nx, ny) at the pixel centres ``x``, ``y`` (Å)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    dx = (x[-1] - x[0]) / max(len(x) - 1, 1)
+    dy = (y[-1] - y[0]) / max(len(y) - 1, 1)
+    img = np.full((len(y), len(x)), np.nan) if z is None else np.asarray(z, dtype=np.float64).T
+    return {"image": [img], "x": [x[0] - dx / 2], "y": [y[0] - dy / 2], "dw": [x[-1] - x[0] + dx], "dh": [y[-1] - y[0] + dy]}
+
+
+def _renderer(fig, glyph: str):
+    from bokeh.models import GlyphRenderer
+
+    for r in fig.renderers:
+        if isinstance(r, GlyphRenderer) and type(r.glyph).__name__ == glyph:
+            return r
+    raise LookupError(f"no {glyph} renderer in the figure")
+
+
 class SliceView(pn.viewable.Viewer):
-    """Residual and ELF slices of one session, side by side."""
+    """Residual and ELF slices of one session, side by side.
+
+    The two figures are built once per session with HoloViews (``hv.render``);
+    a state change then only replaces the data of their Bokeh sources, which
+    keeps a slider step far below the cost of re-rendering a HoloViews plot.
+    """
 
     state = param.Parameter(precedence=-1)
 
     def __init__(self, state, **params):
         super().__init__(state=state, **params)
-        deps = [state.param[p] for p in SLICE_DEPS]
-        self.caption = pn.pane.Markdown(pn.bind(self._caption, *deps), margin=(0, 10))
-        common = dict(frame_width=330, frame_height=330, framewise=True, data_aspect=1, xlabel="x (Å)", ylabel="y (Å)")
-        res = hv.DynamicMap(pn.bind(self._residual, *deps)) * hv.DynamicMap(pn.bind(self._atoms, *deps))
-        elf = hv.DynamicMap(pn.bind(self._elf, *deps)) * hv.DynamicMap(pn.bind(self._atoms, *deps))
-        self.residual_pane = pn.pane.HoloViews(res.opts(hv.opts.Image(**common)), linked_axes=False)
-        self.elf_pane = pn.pane.HoloViews(elf.opts(hv.opts.Image(**common)), linked_axes=False)
+        sd = self._data()
+        common = dict(frame_width=330, frame_height=330, data_aspect=1, xlabel="x (Å)", ylabel="y (Å)")
+        res = (residual_image(sd) * atom_points(sd)).opts(hv.opts.Image(**common))
+        elf = (elf_image(sd) * atom_points(sd)).opts(hv.opts.Image(**common))
+        self.figures = {"residual": hv.render(res, backend="bokeh"), "elf": hv.render(elf, backend="bokeh")}
+        self._images = {k: _renderer(f, "Image").data_source for k, f in self.figures.items()}
+        self._points = {k: _renderer(f, "Scatter").data_source for k, f in self.figures.items()}
+        self.residual_pane = pn.pane.Bokeh(self.figures["residual"], css_classes=["elf-slice-residual"])
+        self.elf_pane = pn.pane.Bokeh(self.figures["elf"], css_classes=["elf-slice-elf"])
+        self.caption = pn.pane.Markdown("", margin=(0, 10))
+        self.refresh()
+        state.param.watch(lambda *_: self.refresh(), list(SLICE_DEPS))
 
     def _data(self):
-        return self.state.slice_data()
+        sd = self.state.slice_data()
+        self._message = sd if isinstance(sd, str) else ""
+        return self._blank() if isinstance(sd, str) else sd
 
-    def _caption(self, *_):
-        sd = self._data()
-        if isinstance(sd, str):
-            return f"**Slice:** {sd}"
-        extra = "" if sd.residual is not None else " — no DFT reference, residual not available"
-        return f"**Slice:** {sd.title}; axes {sd.xlabel[:-5]} × {sd.ylabel[:-5]}; {len(sd.atoms_index)} atoms near the plane{extra}"
-
-    def _blank(self):
+    @staticmethod
+    def _blank():
         from app.state import SliceData
 
         z = np.full((2, 2), np.nan)
         return SliceData(z, z, np.array([0.0, 1.0]), np.array([0.0, 1.0]), "x (Å)", "y (Å)", "", np.zeros((0, 2)),
                          np.zeros(0, int))
 
-    def _residual(self, *_):
+    def refresh(self) -> None:
+        """Put the current slice into the figures (data only)."""
         sd = self._data()
-        return residual_image(self._blank() if isinstance(sd, str) else sd)
+        self.current = sd
+        xy = np.asarray(sd.atoms_xy).reshape(-1, 2)
+        pts = {"x": xy[:, 0], "y": xy[:, 1], "atom": np.asarray(sd.atoms_index, dtype=int)}
+        for key, z in (("residual", sd.residual), ("elf", sd.elf)):
+            data = image_source_data(sd.x, sd.y, z)
+            self._images[key].data = data
+            self._points[key].data = pts
+            fig = self.figures[key]
+            x0, y0 = data["x"][0], data["y"][0]
+            fig.x_range.start, fig.x_range.end = x0, x0 + data["dw"][0]
+            fig.y_range.start, fig.y_range.end = y0, y0 + data["dh"][0]
+        label = "ELF_corr − ELF_ref" if sd.kind == "corrected" else "ELF_pred − ELF_ref"
+        self.figures["residual"].title.text = label + ("" if sd.residual is not None else " (no DFT reference)")
+        self.figures["elf"].title.text = f"ELF ({sd.kind})"
+        self.caption.object = self._caption(sd)
 
-    def _elf(self, *_):
-        sd = self._data()
-        return elf_image(self._blank() if isinstance(sd, str) else sd)
-
-    def _atoms(self, *_):
-        sd = self._data()
-        return atom_points(self._blank() if isinstance(sd, str) else sd)
+    def _caption(self, sd) -> str:
+        if self._message:
+            return f"**Slice:** {self._message}"
+        extra = "" if sd.residual is not None else " — no DFT reference, residual not available"
+        axes = f"{sd.xlabel.replace(' (Å)', '')} × {sd.ylabel.replace(' (Å)', '')}"
+        return f"**Slice:** {sd.title}; axes {axes}; {len(sd.atoms_index)} atoms near the plane{extra}"
 
     def png(self) -> bytes:
         """The current slice as PNG bytes."""
-        sd = self._data()
-        return slice_png(self._blank() if isinstance(sd, str) else sd)
+        return slice_png(self._data())
 
     def __panel__(self):
         return pn.Column(self.caption, pn.Row(self.residual_pane, self.elf_pane), sizing_mode="stretch_width")

@@ -13,8 +13,9 @@ import panel as pn
 import param
 import pyvista as pv
 import xarray as xr
+from panel.pane.vtk.vtk import VTKRenderWindowSynchronized
 
-__all__ = ["isosurface", "atom_spheres", "cell_box", "Viewer3D", "FIELD_COLOURS"]
+__all__ = ["display_strides", "isosurface", "atom_spheres", "cell_box", "array_bytes", "SyncedVTK", "Viewer3D", "FIELD_COLOURS"]
 
 #: Surface colour per ELF kind.
 FIELD_COLOURS = {"prediction": "#f2a541", "reference": "#4fa3a5", "corrected": "#9b6fd1"}
@@ -29,7 +30,22 @@ def _index_to_cart(shape, cell) -> np.ndarray:
     return m
 
 
-def isosurface(field: xr.DataArray, value: float, *, name: str = "elf") -> pv.PolyData:
+def display_strides(shape, max_points: int = 64) -> tuple[int, int, int]:
+    """Per-axis sampling stride so the drawn grid has ≤ ``max_points`` per axis.
+
+    Each stride divides the axis length, so the subsampled grid stays uniform
+    and periodic (a 96³ grid is drawn on 48³); an axis with no suitable divisor
+    is kept whole.
+    """
+    out = []
+    for n in shape:
+        n = int(n)
+        stride = next(s for s in range(1, n + 1) if n % s == 0 and n // s <= max_points)
+        out.append(stride if n // stride >= max_points // 2 else 1)  # never coarser than half the budget
+    return tuple(out)
+
+
+def isosurface(field: xr.DataArray, value: float, *, name: str = "elf", max_points: int | None = 64) -> pv.PolyData:
     """Periodic isosurface ``{field = value}`` over one whole cell.
 
     Parameters
@@ -38,6 +54,10 @@ def isosurface(field: xr.DataArray, value: float, *, name: str = "elf") -> pv.Po
         A field of the data model (dims a, b, c; attrs cell in Å).
     value : float
         Iso value.
+    max_points : int or None
+        Draw on a subsampled grid of at most this many points per axis (see
+        :func:`display_strides`; ``None`` = full grid). The browser then gets a
+        few times fewer triangles, which keeps a slider step fast on 96³ grids.
 
     Returns
     -------
@@ -47,12 +67,16 @@ def isosurface(field: xr.DataArray, value: float, *, name: str = "elf") -> pv.Po
         outside the field's range.
     """
     values = np.asarray(field.values, dtype=np.float32)
+    if max_points:
+        sa, sb, sc = display_strides(values.shape, max_points)
+        values = values[::sa, ::sb, ::sc]
     padded = np.pad(values, ((0, 1), (0, 1), (0, 1)), mode="wrap")
     img = pv.ImageData(dimensions=padded.shape)
     img.point_data[name] = padded.ravel(order="F")
     surf = img.contour([float(value)], scalars=name, method="flying_edges", compute_normals=False)
     if surf.n_points == 0:
         return pv.PolyData()
+    surf.clear_data()  # geometry only: no scalars to ship to the browser
     return surf.transform(_index_to_cart(values.shape, field.attrs["cell"]), inplace=False)
 
 
@@ -78,6 +102,71 @@ def cell_box(cell) -> pv.PolyData:
     return pv.PolyData(corners, lines=lines)
 
 
+def array_bytes(array) -> bytes:
+    """Raw bytes of a VTK data array as vtk.js expects them.
+
+    64-bit id/integer arrays (VTK types 12, 16, 17: cell connectivity) are sent
+    as 32-bit (negative ids become −1 → 0xFFFFFFFF), as Panel's serializer
+    does; this does it with numpy instead of a Python loop per value.
+    """
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+
+    values = vtk_to_numpy(array)
+    kind = array.GetDataType()
+    if kind in (12, 17):
+        values = np.where(values < 0, -1, values).astype(np.int64).astype(np.uint32)
+    elif kind == 16:
+        values = np.where(values < 0, -1, values).astype(np.int32)
+    return np.ascontiguousarray(values).tobytes()
+
+
+def _update_mappers(ren_win) -> None:
+    renderers = ren_win.GetRenderers()
+    renderers.InitTraversal()
+    for _ in range(renderers.GetNumberOfItems()):
+        ren = renderers.GetNextItem()
+        props = ren.GetViewProps()
+        props.InitTraversal()
+        for _ in range(props.GetNumberOfItems()):
+            prop = props.GetNextProp()
+            mapper = prop.GetMapper() if hasattr(prop, "GetMapper") else None
+            if mapper is not None:
+                mapper.Update()
+
+
+class SyncedVTK(VTKRenderWindowSynchronized):
+    """``pn.pane.VTK`` for a render window, with a vectorized array export.
+
+    Panel converts every 64-bit connectivity array value by value in Python
+    (seconds for an isosurface of a 96³ grid); this pane produces the same
+    bytes with numpy. Everything else is Panel's synchronized VTK pane.
+    """
+
+    def _serialize_ren_win(self, ren_win, context, binary=False, compression=True, exclude_arrays=None):
+        import panel.pane.vtk.synchronizable_serializer as rws
+
+        exclude = set(exclude_arrays or ())
+        ren_win.OffScreenRenderingOn()
+        ren_win.Modified()
+        # No ren_win.Render() (an off-screen OpenGL frame per update): bringing the mappers'
+        # inputs up to date is all the serializer needs; the browser does the rendering.
+        _update_mappers(ren_win)
+        scene = rws.serializeInstance(None, ren_win, context.getReferenceId(ren_win), context, 0)
+        scene["properties"]["numberOfLayers"] = 2  # the browser draws the orientation widget in layer 2
+        # like Panel's own pane: raw bytes, uncompressed, whatever binary/compression say
+        arrays = {
+            name: array_bytes(record["array"])
+            for name, record in context.dataArrayCache.items()
+            if name not in exclude
+        }
+        return scene, arrays, context.getAnnotations()
+
+
+def _placeholder() -> pv.PolyData:
+    """A one-point mesh standing in for "nothing" (the VTK pane cannot serialize empty meshes)."""
+    return pv.PolyData(np.zeros((1, 3)))
+
+
 class Viewer3D(pn.viewable.Viewer):
     """The 3D pane of one session.
 
@@ -93,7 +182,7 @@ class Viewer3D(pn.viewable.Viewer):
         super().__init__(state=state, **params)
         self.plotter = pv.Plotter(off_screen=True, window_size=(640, 520))
         self.plotter.set_background("white")
-        self._meshes = {k: pv.PolyData() for k in ("iso", "res_pos", "res_neg", "atoms", "box")}
+        self._meshes = {k: _placeholder() for k in ("iso", "res_pos", "res_neg", "atoms", "box")}
         styles = {
             "iso": dict(color=FIELD_COLOURS["prediction"], opacity=0.85, smooth_shading=False),
             "res_pos": dict(color=_RESIDUAL_POS, opacity=0.55),
@@ -104,7 +193,7 @@ class Viewer3D(pn.viewable.Viewer):
         self._actors = {}
         for k, mesh in self._meshes.items():
             self._actors[k] = self.plotter.add_mesh(mesh, **styles[k])
-        self.pane = pn.pane.VTK(
+        self.pane = SyncedVTK(
             self.plotter.ren_win, sizing_mode="stretch_both", min_height=420, orientation_widget=True,
             enable_keybindings=False,
         )
@@ -120,7 +209,7 @@ class Viewer3D(pn.viewable.Viewer):
     def _set(self, key: str, mesh: pv.PolyData | None, visible: bool = True) -> None:
         target = self._meshes[key]
         if mesh is None or mesh.n_points == 0 or not visible:
-            target.copy_from(pv.PolyData())
+            target.copy_from(_placeholder())
             self._actors[key].SetVisibility(False)
         else:
             target.copy_from(mesh)
@@ -142,6 +231,9 @@ class Viewer3D(pn.viewable.Viewer):
             label = f"**{kind}** ELF = {s.iso:.2f}"
             if fs.squeezed:
                 label += f" — cell scaled ×{s.squeeze:.2f}, prediction only (no DFT reference)"
+            strides = display_strides(fld.shape)
+            if max(strides) > 1:
+                label += f" (drawn on a {'×'.join(str(n // k) for n, k in zip(fld.shape, strides))} sub-grid)"
             notes.append(label)
             if kind != s.view_field:
                 notes.append(f"({s.view_field} not available)")

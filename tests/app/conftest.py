@@ -44,7 +44,7 @@ class StandInEngine(ElfcoreEngine):
     def read_case(self, path):
         return xr.load_dataset(path, engine="h5netcdf")
 
-    def zoo_settings(self):
+    def zoo_axes(self):
         return [2.0, 3.0], [1, 2]
 
     def predict(self, atoms, r_cut, l_max, shape):

@@ -1,0 +1,164 @@
+"""View functions and per-session views, without a browser."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from elfcore.grid import make_field
+
+
+def _sphere_field(n=32, length=6.0, radius=1.5, cell=None):
+    cell = np.eye(3) * length if cell is None else np.asarray(cell, float)
+    s = (np.stack(np.meshgrid(*[np.arange(n) / n] * 3, indexing="ij"), -1) - 0.5) @ cell
+    r = np.linalg.norm(s, axis=-1)
+    return make_field(np.clip(1.0 - r / (2 * radius), 0, 1), cell)  # value 0.5 on the sphere of `radius`
+
+
+def test_isosurface_is_the_expected_sphere():
+    from app.views.viewer3d import isosurface
+
+    f = _sphere_field()
+    surf = isosurface(f, 0.5)
+    centre = np.full(3, 3.0) * (31 / 32) / (31 / 32)  # cell centre in Å
+    r = np.linalg.norm(np.asarray(surf.points) - 3.0, axis=1)
+    assert surf.n_cells > 100
+    assert np.allclose(r, 1.5, atol=0.05)
+    assert surf.area == pytest.approx(4 * np.pi * 1.5**2, rel=0.03)
+    assert isosurface(f, 2.0).n_points == 0  # outside the range: nothing
+    del centre
+
+
+def test_isosurface_follows_a_skewed_cell():
+    from app.views.viewer3d import isosurface
+
+    cell = [[6.0, 0, 0], [2.0, 6.0, 0], [0, 0, 6.0]]
+    surf = isosurface(_sphere_field(cell=cell), 0.5)
+    centre = 0.5 * np.sum(cell, axis=0)
+    r = np.linalg.norm(np.asarray(surf.points) - centre, axis=1)
+    assert np.allclose(r, 1.5, atol=0.08)
+
+
+def test_cell_box_and_atoms():
+    from app.views.viewer3d import atom_spheres, cell_box
+
+    box = cell_box(np.diag([1.0, 2.0, 3.0]))
+    assert box.n_lines == 12
+    assert np.allclose(np.asarray(box.points).max(axis=0), [1, 2, 3])
+    spheres = atom_spheres(np.array([[0.0, 0, 0], [1.0, 1, 1]]), radius=0.3)
+    assert spheres.n_points > 0
+    assert np.allclose(np.asarray(spheres.points).max(axis=0), [1.3, 1.3, 1.3], atol=0.02)
+    assert atom_spheres(np.zeros((0, 3))).n_points == 0
+
+
+def test_array_bytes_matches_panels_serializer():
+    """Our vectorized export gives the same bytes as Panel's loop (guards against Panel changes)."""
+    import panel as pn
+    import pyvista as pv
+    from bokeh.document import Document
+
+    from app.views.viewer3d import SyncedVTK, array_bytes, isosurface
+
+    pl = pv.Plotter(off_screen=True)
+    pl.add_mesh(isosurface(_sphere_field(n=16), 0.5))
+    pl.add_mesh(pv.Sphere())
+    pane = SyncedVTK(pl.ren_win)
+    root = pane.get_root(Document())
+    ctx = pane._contexts[pane._models[root.ref["id"]][0].id]
+    assert len(ctx.dataArrayCache) >= 4
+    kinds = set()
+    for name, record in ctx.dataArrayCache.items():
+        kinds.add(record["array"].GetDataType())
+        assert array_bytes(record["array"]) == ctx.getCachedDataArray(name, binary=True, compression=False)
+    assert 12 in kinds  # the connectivity (vtkIdType) path was exercised
+    del pn
+
+
+def test_image_source_geometry():
+    from app.views.slice import image_source_data
+
+    x = np.arange(4) * 0.5
+    y = np.arange(3) * 1.0
+    z = np.arange(12.0).reshape(4, 3)
+    d = image_source_data(x, y, z)
+    assert d["image"][0].shape == (3, 4)  # bokeh: rows = y
+    assert d["x"][0] == -0.25 and d["dw"][0] == 2.0
+    assert d["y"][0] == -0.5 and d["dh"][0] == 3.0
+    assert d["image"][0][2, 1] == z[1, 2]
+
+
+def test_metrics_markdown():
+    from app.views.metrics import metrics_markdown
+
+    m = {
+        "errors": {"before": {"mae": 0.02, "rmse": 0.03, "r2": 0.99}, "after": {"mae": 0.01, "rmse": 0.015, "r2": 0.997}},
+        "topology": {"reference": {"phi": 0.51, "molecularity": 0.7}, "prediction": {"phi": float("nan"), "molecularity": 0.69}},
+        "note": "",
+    }
+    md = metrics_markdown(m, n_shells=3)
+    assert "0.9900" in md and "0.9970" in md and "3 shells" in md
+    assert "| prediction | – | 0.690 |" in md
+    assert "No metrics" in metrics_markdown({})
+
+
+def test_slice_png(state):
+    from app.views.slice import slice_png
+
+    data = slice_png(state.slice_data())
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_teaching_text_follows_state(state):
+    from app.views.teaching import teaching_text
+
+    assert teaching_text(state) == ""
+    state.teaching = True
+    t = teaching_text(state)
+    assert "GPa" in t and "±0.2" in t
+    state.squeeze = 0.9
+    assert "prediction only" in teaching_text(state)
+
+
+@pytest.fixture
+def page(state):
+    """A built session, attached to a Bokeh document as `panel serve` would."""
+    from bokeh.document import Document
+
+    from app.main import build_session
+
+    sess = build_session(state)
+    sess.template.server_doc(Document())
+    return sess
+
+
+def test_page_views_follow_sliders(page, state):
+    viewer, sl, ln = page.viewer, page.slice, page.line
+
+    iso0 = viewer._meshes["iso"].n_points
+    state.iso = 0.4
+    assert viewer._meshes["iso"].n_points != iso0
+
+    img0 = sl._images["residual"].data["image"][0].copy()
+    state.slice_position = 0.1
+    assert not np.allclose(img0, sl._images["residual"].data["image"][0], equal_nan=True)
+
+    band0 = ln._sources["prediction"].data["elf"].copy()
+    state.r_cut = 2.0  # another model: every view changes
+    assert not np.allclose(band0, ln._sources["prediction"].data["elf"])
+    state.n_shells = 2
+    assert np.isfinite(ln._sources["corrected"].data["elf"]).all()
+    state.param.update(show_residual=True, residual_iso=0.02)
+    assert viewer._actors["res_pos"].GetVisibility() or viewer._actors["res_neg"].GetVisibility()
+    png = viewer.png()
+    assert png[:4] == b"\x89PNG"
+
+
+def test_page_sessions_do_not_share_widgets(pipeline):
+    from app.main import build_session
+    from app.state import AppState
+
+    a, b = AppState(pipeline=pipeline), AppState(pipeline=pipeline)
+    sa, sb = build_session(a), build_session(b)
+    assert sa.viewer.plotter is not sb.viewer.plotter
+    assert sa.controls["iso"] is not sb.controls["iso"]
+    a.iso = 0.3
+    assert b.iso == 0.75
