@@ -299,6 +299,10 @@ def test_summary_and_cli_json(tmp_path, capsys):
         assert key in res
     assert set(res["percolation"]) == {"1", "2", "3"}
     assert res["networking_value"] == pytest.approx(summary["networking_value"], abs=1e-9)
+    assert main(["netval", str(path), str(path), "--no-bcp", "--exclude-radius", "0.5"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("networking value phi") == 2 and "bcp route" not in text
+    assert main(["netval", str(tmp_path / "missing.nc")]) == 1
 
 
 # ----------------------------------------------------------------------------- DFT fields
