@@ -182,6 +182,48 @@ def _image_shifts(cell: np.ndarray, r_cut: float) -> np.ndarray:
     return np.stack([m.reshape(-1) for m in mesh], axis=1)
 
 
+def _neighbours(pos: np.ndarray, pts: np.ndarray, cell: np.ndarray, r_cut: float) -> tuple[np.ndarray, np.ndarray]:
+    """Displacements ``R_i + T − r₀`` of all atom images within ``r_cut`` of each point.
+
+    The images of the atoms that can lie within ``r_cut`` of the (wrapped) cell are put
+    in a k-d tree; each point, wrapped into the cell, queries its neighbours.
+
+    Returns
+    -------
+    d : numpy.ndarray, shape (n_points, K, 3)
+        Displacements, Å (K = the largest neighbour count; padded rows are 0).
+    w : numpy.ndarray, shape (n_points, K)
+        1 for a real neighbour (|d| ≤ r_cut), 0 for padding.
+    """
+    from scipy.spatial import cKDTree
+
+    inv = np.linalg.inv(cell)
+    s_atoms = np.mod(pos @ inv, 1.0)
+    s_pts = np.mod(pts @ inv, 1.0)
+    reach = r_cut * np.linalg.norm(inv, axis=0) + 1e-9  # r_cut / plane spacing, per axis
+    shifts = _image_shifts(cell, r_cut)
+    s_img = (s_atoms[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
+    keep = np.all((s_img >= -reach) & (s_img <= 1.0 + reach), axis=1)
+    img_cart = s_img[keep] @ cell
+    pts_cart = s_pts @ cell
+    n = len(pts_cart)
+    if len(img_cart) == 0:
+        return np.zeros((n, 0, 3)), np.zeros((n, 0))
+    tree = cKDTree(img_cart)
+    bound = r_cut * (1 + 1e-9) + 1e-12
+    k = int(tree.query_ball_point(pts_cart, bound, return_length=True).max())
+    if k == 0:
+        return np.zeros((n, 0, 3)), np.zeros((n, 0))
+    dist, idx = tree.query(pts_cart, k=k, distance_upper_bound=bound)
+    dist, idx = dist.reshape(n, k), idx.reshape(n, k)
+    found = idx < len(img_cart)
+    d = np.zeros((n, k, 3))
+    d[found] = img_cart[idx[found]] - np.repeat(pts_cart, k, axis=0).reshape(n, k, 3)[found]
+    w = (found & (np.einsum("nkx,nkx->nk", d, d) <= r_cut**2)).astype(np.float64)
+    d[w == 0] = 0.0
+    return d, w
+
+
 def compute_patches(
     atoms,
     points_cart,
@@ -209,7 +251,7 @@ def compute_patches(
     chunk_size : int
         Largest number of points per vectorised block.
     memory_elements : int
-        Cap on ``points × atoms × images`` per block (bounds memory).
+        Cap on ``points × K × P²`` per block (bounds memory).
 
     Returns
     -------
@@ -225,10 +267,10 @@ def compute_patches(
 
     Notes
     -----
-    The Gaussian factorises over Cartesian axes, so each neighbour contributes an
-    outer product of three length-P vectors; per block only the ``K`` nearest
-    neighbours that can lie within r_cut are kept (K = the largest neighbour count in
-    the block), and the patch is one ``einsum``.
+    Neighbours come from a k-d tree over the atom images near the cell (no loop over
+    points). The Gaussian factorises over Cartesian axes, so each of the ``K``
+    neighbours (K = the largest neighbour count, padded) contributes an outer product
+    of three length-P vectors, summed with one batched matrix product per block.
     """
     dev = resolve(device)
     numbers = np.asarray(atoms.get_atomic_numbers())
@@ -245,38 +287,23 @@ def compute_patches(
     if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(pts))):
         raise StructureError("non-finite atom positions or points")
     cell = np.asarray(atoms.cell[:], dtype=np.float64)
-    inv = np.linalg.inv(cell)
-    shifts = _image_shifts(cell, settings.r_cut)
-
-    f64 = torch.float64
-    cell_t = torch.as_tensor(cell, dtype=f64, device=dev)
-    s_atoms = torch.as_tensor(pos @ inv, dtype=f64, device=dev)
-    s_pts = torch.as_tensor(pts @ inv, dtype=f64, device=dev)
-    t_cart = torch.as_tensor(shifts, dtype=f64, device=dev) @ cell_t  # (n_T, 3)
-    axis = torch.as_tensor(patch_axis(settings), dtype=f64, device=dev)  # (P,)
+    dk_all, wk_all = _neighbours(pos, pts, cell, settings.r_cut)  # (n, K, 3), (n, K)
+    if dk_all.shape[1] == 0:
+        return out
+    # distances in float64; the Gaussians in the output precision (at least float32)
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    axis_w = torch.as_tensor(patch_axis(settings), dtype=work, device=dev)  # (P,)
     inv2s2 = 1.0 / (2.0 * settings.sigma**2)
-    rc2 = settings.r_cut**2
-
-    n_pairs = len(pos) * len(shifts)
-    block = max(1, min(int(chunk_size), int(memory_elements) // max(1, n_pairs)))
+    K = dk_all.shape[1]
+    block = max(1, min(int(chunk_size), int(memory_elements) // max(1, K * P * P)))
     for start in range(0, n_pts, block):
-        sp = s_pts[start : start + block]
-        ds = s_atoms[None, :, :] - sp[:, None, :]
-        ds = ds - torch.round(ds)
-        d = (ds @ cell_t)[:, :, None, :] + t_cart[None, None, :, :]  # (m, n_atoms, n_T, 3)
-        d = d.reshape(len(sp), -1, 3)
-        r2 = (d * d).sum(-1)
-        inside = r2 <= rc2
-        k = int(inside.sum(1).max())
-        if k == 0:
-            continue
-        r2m = torch.where(inside, r2, torch.full_like(r2, math.inf))
-        idx = torch.topk(r2m, k, dim=1, largest=False).indices
-        dk = torch.gather(d, 1, idx[..., None].expand(-1, -1, 3))  # (m, k, 3)
-        wk = torch.gather(inside, 1, idx).to(f64)  # (m, k)
-        g = torch.exp(-((axis[None, None, None, :] - dk[..., None]) ** 2) * inv2s2)  # (m, k, 3, P)
-        patch = torch.einsum("mkx,mky,mkz->mxyz", g[:, :, 0] * wk[..., None], g[:, :, 1], g[:, :, 2])
-        out[start : start + len(sp)] = patch.to(dtype)
+        dk = torch.as_tensor(dk_all[start : start + block], dtype=work, device=dev)  # (m, K, 3)
+        wk = torch.as_tensor(wk_all[start : start + block], dtype=work, device=dev)  # (m, K)
+        m = len(dk)
+        g = torch.exp(-((axis_w[None, None, None, :] - dk[..., None]) ** 2) * inv2s2)  # (m, K, 3, P)
+        gxy = (g[:, :, 0, :, None] * wk[..., None, None]) * g[:, :, 1, None, :]  # (m, K, P, P)
+        patch = torch.bmm(gxy.reshape(m, K, P * P).transpose(1, 2), g[:, :, 2])  # (m, P², P)
+        out[start : start + m] = patch.reshape(m, P, P, P).to(dtype)
     return out
 
 
