@@ -89,7 +89,21 @@ def run(args) -> int:
 
         if len(args.cases) != 1:
             raise DFTError("qe needs exactly one case name")
-        res = cross_check(out / f"{args.cases[0]}.nc", Path(args.work) / "qe" / args.cases[0], threads=args.threads)
+        name = args.cases[0]
+        case = out / f"{name}.nc"
+        if not case.exists():
+            # the MD starting structure, from the base run of `reference converge NAME`
+            from ..reference.qe import case_from_run
+            from ..reference.structures import fluid_start
+
+            starts = {f"{t.name}_start": t for t in plan.fluids}
+            if name not in starts:
+                raise DFTError(f"no case file {case}")
+            t = starts[name]
+            atoms = fluid_start(t.volume_per_atom, repeat=plan.repeat, seed=t.seed)
+            case = case_from_run(Path(args.work) / "converge" / name / "base", atoms, name=name,
+                                 settings=plan.elf_dft)
+        res = cross_check(case, Path(args.work) / "qe" / name, threads=args.threads)
         text = "\n".join(f"{k}: {v}" for k, v in res.items())
         _print(args, res, text)
         return 0

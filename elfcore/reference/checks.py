@@ -59,43 +59,61 @@ def convergence_check(
     case_name: str,
     work_dir: str | os.PathLike,
     *,
-    cutoff_up_ry: float = 500.0,
+    cutoff_up: dict | None = None,
     basis_up: str = "TZVP-MOLOPT-GTH",
     executable: str | None = None,
     threads: int = 2,
 ) -> dict:
-    """ELF and pressure of one case at the plan's ELF settings and one step up.
+    """ELF and pressure of one structure at the plan's ELF settings and one step up.
 
-    Runs three single points (plan settings, cutoff ``cutoff_up_ry``, basis
-    ``basis_up``) in ``work_dir/converge/<case>/`` and compares the ELFs.
+    Runs three single points in ``work_dir/converge/<case>/``: the plan's ELF
+    settings (``base``), a higher cutoff and tighter thresholds (``cutoff``; default
+    400 Ry, REL_CUTOFF 50, EPS_DEFAULT 1e-10, EPS_SCF 1e-7) and a larger basis
+    (``basis``: ``basis_up`` at the base cutoff), and compares the ELFs. A run
+    folder whose input is identical and whose output is complete is reused.
+
+    Parameters
+    ----------
+    case_name : str
+        A case of the plan, or ``<fluid target>_start`` (e.g. ``fluid_p115_start``)
+        for the fcc starting structure of that target's MD.
 
     Returns
     -------
     dict
-        ``case``, ``base`` (settings dict), per variant ``cutoff``/``basis``: the
-        :func:`field_errors` numbers plus ``pressure_static_gpa`` of each run and
-        its CPU time.
+        ``case``, ``base`` (settings, pressure, CPU time, grid), and for ``cutoff`` and
+        ``basis`` the same plus the :func:`field_errors` numbers against ``base``.
     """
     from . import builder
     from . import cp2k as _cp2k
+    from .structures import fluid_start
     from ..io import read_field
 
     specs = {s.name: s for s in builder.plan_cases(plan)}
-    if case_name not in specs:
-        raise DFTError(f"unknown case {case_name!r}")
-    spec = specs[case_name]
-    atoms, _ = builder.case_structure(spec, plan, work_dir, executable=executable, threads=threads)
+    starts = {f"{t.name}_start": t for t in plan.fluids}
+    if case_name in starts:
+        t = starts[case_name]
+        atoms = fluid_start(t.volume_per_atom, repeat=plan.repeat, seed=t.seed)
+    elif case_name in specs:
+        atoms, _ = builder.case_structure(specs[case_name], plan, work_dir, executable=executable,
+                                          threads=threads)
+    else:
+        raise DFTError(f"unknown case {case_name!r}; use a case of the plan or one of {sorted(starts)}")
+    up = dict(cutoff_ry=400.0, rel_cutoff_ry=50.0, eps_default=1e-10, eps_scf=1e-7)
+    up.update(cutoff_up or {})
     variants = {
         "base": plan.elf_dft,
-        "cutoff": dataclasses.replace(plan.elf_dft, cutoff_ry=cutoff_up_ry),
+        "cutoff": dataclasses.replace(plan.elf_dft, **up),
         "basis": dataclasses.replace(plan.elf_dft, basis=basis_up),
     }
     fields, info = {}, {}
     for key, settings in variants.items():
         run_dir = Path(work_dir) / "converge" / case_name / key
+        text = _cp2k.single_point_input(atoms, settings, project="sp")
         out = run_dir / "sp.out"
-        if not (out.exists() and "PROGRAM ENDED AT" in out.read_text(errors="replace")):
-            text = _cp2k.single_point_input(atoms, settings, project="sp")
+        reuse = (out.exists() and (run_dir / "sp.inp").exists() and (run_dir / "sp.inp").read_text() == text
+                 and "PROGRAM ENDED AT" in out.read_text(errors="replace"))
+        if not reuse:
             out = _cp2k.run_cp2k(text, run_dir, case=f"{case_name}/{key}", project="sp",
                                  executable=executable, threads=threads)
         res = _cp2k.parse_output(out)
@@ -104,9 +122,9 @@ def convergence_check(
             raise DFTError(f"case {case_name}/{key}: no ELF cube; see {out}")
         fields[key] = read_field(cube[0], format="cube", name="elf")
         info[key] = {"settings": settings.to_dict(), "pressure_static_gpa": res["pressure_gpa"],
-                     "cpu_time_s": res["wall_s"], "grid": list(fields[key].shape),
-                     "energy_ha_per_atom": res["energy_ha"] / len(atoms)}
-    result = {"case": case_name, "base": info["base"]}
+                     "cp2k_time_s": res["wall_s"], "scf_steps": res["scf_steps"][-1] if res["scf_steps"] else None,
+                     "grid": list(fields[key].shape), "energy_ha_per_atom": res["energy_ha"] / len(atoms)}
+    result = {"case": case_name, "natoms": len(atoms), "base": info["base"]}
     for key in ("cutoff", "basis"):
         result[key] = {**info[key], **field_errors(fields["base"], fields[key])}
     return result

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import DFTError
 
-__all__ = ["QE_PSEUDO_CANDIDATES", "find_pseudo", "pw_input", "pp_input", "run_qe_elf", "cross_check"]
+__all__ = ["QE_PSEUDO_CANDIDATES", "max_ecutwfc", "find_pseudo", "pw_input", "pp_input", "run_qe_elf", "cross_check", "case_from_run"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,24 @@ QE_PSEUDO_CANDIDATES = (
     "/usr/share/doc/quantum-espresso/examples/CPV/EXX-wf-example/H_HSCV_PBE-1.0.UPF.gz",
     "/usr/share/doc/quantum-espresso/examples/CPV/EXX-wf-example/H_HSCV_PBE-1.0.UPF",
 )
+
+
+def max_ecutwfc(cell, grid) -> float:
+    """Largest ``ecutwfc`` (Ry, with ``ecutrho = 4 ecutwfc``) whose density sphere fits the FFT ``grid``.
+
+    Parameters
+    ----------
+    cell : array_like, shape (3, 3)
+        Lattice vectors, Å.
+    grid : tuple of 3 int
+    """
+    from .cp2k import BOHR
+
+    cell = np.asarray(cell, dtype=float) / BOHR
+    vol = abs(np.linalg.det(cell))
+    widths = [vol / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)]
+    gmax = min(n * np.pi / w for n, w in zip(grid, widths))  # bohr^-1
+    return float(np.floor(0.98 * gmax**2 / 4.0))
 
 
 def find_pseudo(path: str | None = None) -> Path:
@@ -188,9 +206,17 @@ def run_qe_elf(atoms, grid, work_dir: str | os.PathLike, *, case: str, ecutwfc_r
     return elf, info
 
 
-def cross_check(case_path: str | os.PathLike, work_dir: str | os.PathLike, *, ecutwfc_ry: float = 80.0,
-                threads: int = 2) -> dict:
-    """QE ELF of a stored case on its grid, compared with the case's CP2K ``elf_ref``.
+def cross_check(case, work_dir: str | os.PathLike, *, ecutwfc_ry: float = 80.0, threads: int = 2) -> dict:
+    """QE ELF of a case on its grid, compared with the case's CP2K ``elf_ref``.
+
+    Parameters
+    ----------
+    case : path or xarray.Dataset
+        A case file (or Dataset) with ``elf_ref``.
+    work_dir : path
+        QE run folder.
+    ecutwfc_ry : float
+        Wave-function cutoff, Ry; lowered if the case grid cannot hold ``4 × ecutwfc``.
 
     Returns
     -------
@@ -202,14 +228,36 @@ def cross_check(case_path: str | os.PathLike, work_dir: str | os.PathLike, *, ec
     from ..io import read_case
     from .checks import field_errors
 
-    ds = read_case(case_path)
+    ds = read_case(case) if isinstance(case, (str, os.PathLike)) else case
+    name = Path(case).stem if isinstance(case, (str, os.PathLike)) else str(ds.attrs.get("name", "case"))
     atoms = case_atoms(ds)
     ref = case_field(ds, "elf_ref")
     settings = ds.attrs.get("settings", "{}")
     if isinstance(settings, str):
         settings = json.loads(settings)
     smearing_k = float(settings.get("elf_dft", {}).get("smearing_k", 1500.0))
-    elf, info = run_qe_elf(atoms, ref.shape, work_dir, case=Path(case_path).stem, ecutwfc_ry=ecutwfc_ry,
+    ecutwfc_ry = min(ecutwfc_ry, max_ecutwfc(atoms.cell[:], ref.shape))
+    elf, info = run_qe_elf(atoms, ref.shape, work_dir, case=name, ecutwfc_ry=ecutwfc_ry,
                            smearing_k=smearing_k, threads=threads)
-    return {"case": Path(case_path).stem, "grid": list(ref.shape), **field_errors(ref, elf),
-            "qe": info, "cp2k_pressure_static_gpa": ds.attrs.get("pressure_static_gpa")}
+    return {"case": name, "grid": list(ref.shape), **field_errors(ref, elf), "qe": info,
+            "cp2k_pressure_static_gpa": ds.attrs.get("pressure_static_gpa")}
+
+
+def case_from_run(run_dir: str | os.PathLike, atoms, *, name: str, settings=None):
+    """A case Dataset (``elf_ref``, ``rho_ref``) from a finished CP2K single-point folder."""
+    from ..grid import make_case
+    from ..io import read_field
+    from . import cp2k as _cp2k
+
+    run_dir = Path(run_dir)
+    elf = sorted(run_dir.glob("sp-ELF*.cube"))
+    rho = sorted(run_dir.glob("sp-ELECTRON_DENSITY*.cube"))
+    if not elf or not rho:
+        raise DFTError(f"case {name}: no ELF/density cube in {run_dir}")
+    res = _cp2k.parse_output(run_dir / "sp.out")
+    attrs = {"code": "CP2K", "version": res["cp2k_version"], "name": name,
+             "pressure_static_gpa": res["pressure_gpa"]}
+    if settings is not None:
+        attrs["settings"] = _cp2k.settings_json(elf_dft=settings)
+    return make_case(atoms, {"elf_ref": read_field(elf[0], format="cube", name="elf").values,
+                             "rho_ref": read_field(rho[0], format="cube", name="rho").values}, attrs=attrs)
