@@ -52,6 +52,7 @@ __all__ = [
     "voxel_samples",
     "train_model",
     "train_on_fields",
+    "masked_member",
     "predict_voxels",
     "evaluate_field",
     "evaluate_many",
@@ -470,6 +471,7 @@ def train_model(
     seed: int = 0,
     n_members: int = 1,
     split_seed: int | None = None,
+    feature_masks: torch.Tensor | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> MLP | Ensemble:
@@ -495,6 +497,13 @@ def train_model(
         ``split_seed`` gives).
     split_seed : int, optional
         Seed of the train/validation split (default: ``seed``); shared by all members.
+    feature_masks : torch.Tensor, shape (n_members, n_features), bool, optional
+        Member ``m`` sees only the features where ``feature_masks[m]`` is true (the
+        others are held at their training mean, i.e. 0 after standardisation, so
+        their weights get no gradient). Lets models of nested descriptors (e.g.
+        every l_max ≤ the one of ``X``) train in one pass; cut a member down with
+        :func:`masked_member`. The first-layer initialisation uses each member's
+        own fan-in.
     device : str or torch.device
         Training device (``"auto"``: CUDA if available).
     progress : bool
@@ -533,6 +542,16 @@ def train_model(
     del x64
     gens = _member_generators(seed, n_members)
     _init_members(model, gens)
+    masks = None
+    if feature_masks is not None:
+        masks = torch.as_tensor(feature_masks, dtype=torch.bool)
+        if masks.shape != (n_members, X.shape[1]) or not bool(masks.any(dim=1).all()):
+            raise ValueError(f"feature_masks must be (n_members, n_features) = ({n_members}, {X.shape[1]}) "
+                             "with at least one feature per member")
+        with torch.no_grad():
+            fan = masks.sum(dim=1).to(torch.float32)
+            model.weights[0].mul_(torch.sqrt(X.shape[1] / fan)[:, None, None])
+        masks = masks.to(dev)
     model = model.to(dev)
     model.descriptor_settings = descriptor_settings
 
@@ -557,6 +576,8 @@ def train_model(
                 group["lr"] = lr
             idx = orders[:, k * bs : (k + 1) * bs]
             xb = Xtr[idx].float()
+            if masks is not None:
+                xb = torch.where(masks[:, None, :], xb, model.feature_shift)
             yb = ytr[idx]
             pred = model(xb)
             loss = loss_fn(pred, yb).mean(dim=1).sum()
@@ -568,9 +589,12 @@ def train_model(
         rec = {"epoch": epoch + 1, "train_loss": float(total) / max(steps_per_epoch, 1) / n_members}
         if n_val:
             model.eval()
-            pv = _predict_batches(model, Xval).cpu()
+            pv = _predict_batches(model, Xval, masks).cpu()
             mm = _member_metrics(pv, yval)
             rec.update({f"val_{k}": float(np.mean([m[k] for m in mm])) for k in ("mae", "rmse", "r2")})
+            if n_members > 1:
+                rec["val_r2_members"] = [m["r2"] for m in mm]
+                rec["val_mae_members"] = [m["mae"] for m in mm]
             bar.set_postfix(loss=f"{rec['train_loss']:.2e}", val_r2=f"{rec['val_r2']:.4f}")
         history.append(rec)
         log.debug("epoch %s", rec)
@@ -602,13 +626,47 @@ def train_model(
 
 
 @torch.no_grad()
-def _predict_batches(model: MLP | Ensemble, X: torch.Tensor, batch: int = 65536) -> torch.Tensor:
+def _predict_batches(model: MLP | Ensemble, X: torch.Tensor, masks: torch.Tensor | None = None,
+                     batch: int = 65536) -> torch.Tensor:
     dev = model.feature_shift.device
-    outs = [model(X[i : i + batch].to(dev).float()) for i in range(0, len(X), batch)]
+    outs = []
+    for i in range(0, len(X), batch):
+        xb = X[i : i + batch].to(dev).float()
+        if masks is not None:
+            xb = torch.where(masks[:, None, :], xb.unsqueeze(0), model.feature_shift)
+        outs.append(model(xb))
     if not outs:
         return torch.zeros((model.n_members, 0) if isinstance(model, Ensemble) else (0,), device=dev)
     out = torch.cat(outs, dim=-1)
     return out if isinstance(model, Ensemble) else out.unsqueeze(0)
+
+
+@torch.no_grad()
+def masked_member(model: Ensemble, i: int, columns, descriptor_settings) -> MLP:
+    """Member ``i`` of a ``feature_masks``-trained ensemble as an MLP on ``columns`` only.
+
+    Parameters
+    ----------
+    model : Ensemble
+        Trained with ``feature_masks[i]`` true exactly at ``columns``.
+    columns : sequence of int
+        Feature columns (of the ensemble's input) that the member saw, in the
+        order of the smaller descriptor ``descriptor_settings``.
+    descriptor_settings : DescriptorSettings
+        Settings of the smaller descriptor (``n_features == len(columns)``).
+    """
+    cols = torch.as_tensor(list(columns), dtype=torch.long)
+    if len(cols) != descriptor_settings.n_features:
+        raise ValueError(f"{len(cols)} columns for {descriptor_settings.n_features} features")
+    full = model.member(i).cpu()
+    m = MLP(len(cols), full.width, full.hidden_layers)
+    m.load_state_dict({k: v for k, v in full.state_dict().items() if not k.startswith(("feature_", "hidden.0.weight"))},
+                      strict=False)
+    m.hidden[0].weight.copy_(full.hidden[0].weight[:, cols])
+    m.set_normalization(full.feature_shift[cols], full.feature_scale[cols])
+    m.descriptor_settings = descriptor_settings
+    m.metadata = dict(full.metadata)
+    return m.eval()
 
 
 def train_on_fields(

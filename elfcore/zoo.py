@@ -248,7 +248,7 @@ def build_zoo(
         One row per entry: r_cut, l_max, file, status (``"trained"``, ``"kept"``
         or ``"failed"`` with ``error``), validation R² and MAE.
     """
-    from .train import TrainSettings, train_on_fields, voxel_samples
+    from .train import TrainSettings, train_on_fields
 
     cases = list(cases)
     if not cases:
@@ -268,38 +268,89 @@ def build_zoo(
             if training.get("data_key") == key:
                 kept[(r, l)] = (training.get("history") or [{}])[-1]
     needs = [e for e in todo if e not in kept]
-    warmed: set[float] = set()
+    # the baseline alone (paper protocol); the other entries of one r_cut in one
+    # joint pass (one descriptor computation, members with nested feature masks)
+    groups: dict[float, list[int]] = {}
+    for r, l in needs:
+        if (r, l) != BASELINE:
+            groups.setdefault(r, []).append(l)
+    results: dict[tuple[float, int], Any] = {}
+    for r, l in needs:
+        if (r, l) in results:
+            continue
+        ls = [l] if (r, l) == BASELINE else groups[r]
+        ts = zoo_train_settings(r, l, base)
+        try:
+            log.info("zoo r_cut=%.1f l_max=%s: training (%d epochs, batch %d, %d voxels per case)",
+                     r, ls, ts.epochs, ts.batch_size, ts.n_voxels)
+            if len(ls) == 1:
+                models = {l: train_on_fields(cases, zoo_settings(r, l), ts, seed=seed, cache_dir=cache_dir,
+                                             device=device, progress=progress)}
+            else:
+                models = _train_group(cases, r, ls, ts, seed=seed, cache_dir=cache_dir, device=device,
+                                      progress=progress)
+        except ElfcoreError as exc:
+            log.error("zoo r_cut=%.1f l_max=%s: failed: %s", r, ls, exc)
+            results.update({(r, ll): exc for ll in ls})
+            continue
+        for ll, model in models.items():
+            model.metadata["data_key"] = key
+            model.metadata["zoo_entry"] = {"r_cut": r, "l_max": ll}
+            save_model(model.cpu(), out_dir / ZOO[(r, ll)], weights_dtype=ZOO_WEIGHTS_DTYPE)
+            results[(r, ll)] = model.metadata["history"][-1]
     rows = []
     for r, l in todo:
-        path = out_dir / ZOO[(r, l)]
-        row: dict[str, Any] = {"r_cut": r, "l_max": l, "file": path.name}
+        row: dict[str, Any] = {"r_cut": r, "l_max": l, "file": ZOO[(r, l)]}
         if (r, l) in kept:
             hist = kept[(r, l)]
             row.update(status="kept", val_r2=hist.get("val_r2"), val_mae=hist.get("val_mae"))
-            rows.append(row)
-            log.info("zoo %s: up to date", path.name)
-            continue
-        ts = zoo_train_settings(r, l, base)
-        try:
-            if cache_dir is not None and r not in warmed:
-                # one descriptor pass at the largest l_max serves every l_max of this r_cut
-                warmed.add(r)
-                l_top = max(ll for rr, ll in needs if rr == r)
-                for i, (_, field) in enumerate(cases):
-                    voxel_samples(field, zoo_settings(r, l_top), ts.n_voxels, seed=seed + 1000 * i,
-                                  storage_dtype=ts.storage_dtype, cache_dir=cache_dir, device=device)
-            log.info("zoo %s: training (%d epochs, batch %d)", path.name, ts.epochs, ts.batch_size)
-            model = train_on_fields(cases, zoo_settings(r, l), ts, seed=seed, cache_dir=cache_dir,
-                                    device=device, progress=progress)
-        except ElfcoreError as exc:
-            log.error("zoo %s: failed: %s", path.name, exc)
-            row.update(status="failed", error=str(exc))
-            rows.append(row)
-            continue
-        model.metadata["data_key"] = key
-        model.metadata["zoo_entry"] = {"r_cut": r, "l_max": l}
-        save_model(model.cpu(), path, weights_dtype=ZOO_WEIGHTS_DTYPE)
-        hist = model.metadata["history"][-1]
-        row.update(status="trained", val_r2=hist.get("val_r2"), val_mae=hist.get("val_mae"))
+        elif isinstance(results.get((r, l)), Exception):
+            row.update(status="failed", error=str(results[(r, l)]))
+        else:
+            hist = results[(r, l)]
+            row.update(status="trained", val_r2=hist.get("val_r2"), val_mae=hist.get("val_mae"))
         rows.append(row)
     return rows
+
+
+def _train_group(cases, r_cut: float, l_list: list[int], ts, *, seed, cache_dir, device, progress) -> dict:
+    """Train the zoo entries (r_cut, l) for every l in ``l_list`` in one pass.
+
+    Descriptors are computed once at the largest l_max; member ``m`` of a stacked
+    ensemble sees only the features of ``l_list[m]`` (``feature_masks``) and is cut
+    down to a stand-alone MLP of that descriptor (:func:`elfcore.train.masked_member`).
+    Voxels, seeds and the validation split are those of
+    :func:`elfcore.train.train_on_fields`; member ``m`` uses seed ``seed + m``.
+    """
+    from .descriptor import feature_labels
+    from .train import masked_member, train_model, voxel_samples
+
+    top = zoo_settings(r_cut, max(l_list))
+    Xs, ys, info = [], [], []
+    for i, (name, field) in enumerate(cases):
+        X, y, _ = voxel_samples(field, top, ts.n_voxels, seed=seed + 1000 * i, storage_dtype=ts.storage_dtype,
+                                cache_dir=cache_dir, device=device)
+        Xs.append(X)
+        ys.append(y)
+        info.append({"name": name, "n_voxels": len(y), "sampling_seed": seed + 1000 * i,
+                     **{k: field.attrs[k] for k in ("pressure_gpa", "family", "role") if k in field.attrs}})
+    pos = {lab: i for i, lab in enumerate(feature_labels(top))}
+    columns = [[pos[lab] for lab in feature_labels(zoo_settings(r_cut, l))] for l in l_list]
+    masks = torch.zeros(len(l_list), top.n_features, dtype=torch.bool)
+    for m, cols in enumerate(columns):
+        masks[m, cols] = True
+    ens = train_model(torch.cat(Xs), torch.cat(ys), top, ts, seed=seed, n_members=len(l_list),
+                      feature_masks=masks, device=device, progress=progress).cpu()
+    out = {}
+    for m, l in enumerate(l_list):
+        mlp = masked_member(ens, m, columns[m], zoo_settings(r_cut, l))
+        meta = {k: v for k, v in ens.metadata.items() if k != "history"}
+        meta.update(seed=seed + m, n_members=1, trained_jointly_with_l_max=list(l_list), training_cases=info)
+        meta["history"] = [
+            {"epoch": h["epoch"], "train_loss_all_members": h["train_loss"],
+             **({"val_r2": h["val_r2_members"][m], "val_mae": h["val_mae_members"][m]} if "val_r2_members" in h else {})}
+            for h in ens.metadata["history"]
+        ]
+        mlp.metadata = meta
+        out[l] = mlp
+    return out

@@ -335,3 +335,23 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert rc == 1 and "O" in err and "hydrogen" in err
     rc = main(["evaluate", "zoo:rcut=9,lmax=2", str(bad)])
     assert rc == 1 and "r_cut" in capsys.readouterr().err
+
+
+def test_feature_masked_members_cut_down_exactly():
+    X, y = _toy_data(600, f=12)
+    masks = torch.zeros(2, 12, dtype=torch.bool)
+    masks[0, :4] = True
+    masks[1, :] = True
+    e = T.train_model(X, y, SETTINGS, SMALL, seed=0, n_members=2, feature_masks=masks, progress=False)
+    small = DescriptorSettings(r_cut=2.0, n_radial=1, l_max=3)  # 4 features
+    m0 = T.masked_member(e, 0, range(4), small)
+    assert m0.n_features == 4 and m0.descriptor_settings == small
+    masked_in = torch.where(masks[0], X, e.feature_shift)
+    torch.testing.assert_close(m0(X[:, :4]), e(masked_in)[0], atol=1e-6, rtol=0)
+    # the masked member ignores the hidden features entirely
+    X2 = X.clone()
+    X2[:, 4:] = 123.0
+    torch.testing.assert_close(m0(X2[:, :4]), m0(X[:, :4]))
+    assert len(e.metadata["history"][-1]["val_r2_members"]) == 2
+    with pytest.raises(ValueError, match="feature_masks"):
+        T.train_model(X, y, SETTINGS, SMALL, n_members=2, feature_masks=masks[:1], progress=False)
