@@ -141,7 +141,11 @@ class ReferencePlan:
     crystal_min_hh : float
         Minimum H–H distance, Å.
     crystal_min_width : float
-        Supercells are made until every cell width is ≥ this, Å (Γ-point only).
+        Only with ``crystal_kpoint_length = 0``: supercells are made until every cell
+        width is ≥ this, Å, and computed at the Γ point.
+    crystal_kpoint_length : float
+        Monkhorst–Pack grid of the crystals: ``n_i = ceil(length / d_i)`` with d_i the
+        i-th cell width, Å (0 = Γ-point supercells instead).
     """
 
     fluids: tuple = DEFAULT_FLUIDS
@@ -159,6 +163,7 @@ class ReferencePlan:
     crystal_seed: int = 2026
     crystal_min_hh: float = 0.6
     crystal_min_width: float = 5.0
+    crystal_kpoint_length: float = 12.0
 
     def __post_init__(self) -> None:
         if self.n_snapshots < 1 or self.sample_interval_fs <= 0 or self.equilibration_fs < 0:
@@ -377,11 +382,25 @@ def case_structure(spec: CaseSpec, plan: ReferencePlan, work_dir: str | os.PathL
         spec.space_group, spec.n_atoms, spec.volume_per_atom, molecular=False, seed=spec.seed,
         min_hh=plan.crystal_min_hh,
     )
-    atoms, reps = gamma_supercell(cell, plan.crystal_min_width)
-    info = {"space_group": spec.space_group, "atoms_per_cell": len(cell), "supercell": list(reps),
-            "min_hh_a": float(cell.info.get("min_hh", float("nan"))), "relaxed": 0,
-            "volume_per_atom": float(atoms.get_volume() / len(atoms))}
+    info = {"space_group": spec.space_group, "atoms_per_cell": len(cell),
+            "min_hh_a": float(cell.info.get("min_hh", float("nan"))), "relaxed": 0}
+    if plan.crystal_kpoint_length > 0:
+        atoms = cell
+        info["kpoints"] = kpoint_grid(cell, plan.crystal_kpoint_length)
+        info["supercell"] = [1, 1, 1]
+    else:
+        atoms, reps = gamma_supercell(cell, plan.crystal_min_width)
+        info["supercell"] = list(reps)
+    info["volume_per_atom"] = float(atoms.get_volume() / len(atoms))
     return atoms, info
+
+
+def kpoint_grid(atoms, length: float) -> list[int]:
+    """Monkhorst–Pack grid ``n_i = max(1, ceil(length / d_i))`` (d_i: cell widths, Å)."""
+    cell = np.asarray(atoms.cell[:])
+    vol = abs(np.linalg.det(cell))
+    widths = [vol / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)]
+    return [max(1, int(np.ceil(length / w - 1e-9))) for w in widths]
 
 
 def compute_case(
@@ -409,6 +428,8 @@ def compute_case(
 
     settings = settings or plan.elf_dft
     atoms, info = case_structure(spec, plan, work_dir, executable=executable, threads=threads)
+    if "kpoints" in info:
+        settings = dataclasses.replace(settings, kpoints=tuple(info["kpoints"]))
     sp_dir = Path(work_dir) / "sp" / spec.name
     text = _cp2k.single_point_input(atoms, settings, project="sp")
     t0 = time.time()
@@ -457,7 +478,7 @@ def compute_case(
         "temperature_k": float(info.get("temperature_k", 0.0)),
     }
     for key in ("md_step", "time_fs", "target_pressure_gpa", "target_temperature_k", "space_group",
-                "atoms_per_cell", "supercell", "min_hh_a", "relaxed"):
+                "atoms_per_cell", "supercell", "kpoints", "min_hh_a", "relaxed"):
         if key in info:
             attrs[key] = info[key]
     if spec.family != "fluid":

@@ -81,6 +81,8 @@ class CP2KSettings:
         Extra (empty) orbitals for smearing.
     eps_default : float
         ``EPS_DEFAULT`` of the QS section.
+    kpoints : tuple of 3 int, optional
+        Monkhorst–Pack grid (``&KPOINTS SCHEME MONKHORST-PACK``); None = Γ point only.
     """
 
     basis: str = "DZVP-MOLOPT-SR-GTH"
@@ -94,8 +96,14 @@ class CP2KSettings:
     smearing_k: float = 1500.0
     added_mos: int = 32
     eps_default: float = 1e-12
+    kpoints: tuple | None = None
 
     def __post_init__(self) -> None:
+        if self.kpoints is not None:
+            k = tuple(int(x) for x in self.kpoints)
+            if len(k) != 3 or min(k) < 1:
+                raise ValueError(f"kpoints must be 3 positive integers, got {self.kpoints}")
+            object.__setattr__(self, "kpoints", k)
         if self.cutoff_ry <= 0 or self.rel_cutoff_ry <= 0:
             raise ValueError(f"cutoffs must be > 0, got {self.cutoff_ry}, {self.rel_cutoff_ry}")
         if self.ngrids < 1:
@@ -237,6 +245,11 @@ def _dft(settings: CP2KSettings, *, extrapolate: bool, cubes: bool, stride: int 
         "        &END RESTART",
         "      &END PRINT",
         "    &END SCF",
+    ]
+    if settings.kpoints is not None:
+        k = settings.kpoints
+        lines += ["    &KPOINTS", f"      SCHEME MONKHORST-PACK {k[0]} {k[1]} {k[2]}", "    &END KPOINTS"]
+    lines += [
         "    &XC",
         f"      &XC_FUNCTIONAL {settings.xc}",
         "      &END XC_FUNCTIONAL",

@@ -151,13 +151,13 @@ def random_crystal(
     rng = np.random.default_rng(seed)
     last = "no attempt"
     for attempt in range(max_tries):
-        xtal = pyxtal(molecular=molecular)
         sub_seed = int(rng.integers(0, 2**31 - 1))
+        xtal = pyxtal(molecular=molecular, random_state=sub_seed)
         try:
             if molecular:
-                xtal.from_random(3, space_group, ["H2"], [n_atoms // 2], factor=1.0, seed=sub_seed)
+                xtal.from_random(3, space_group, ["H2"], [n_atoms // 2], factor=1.0, random_state=sub_seed)
             else:
-                xtal.from_random(3, space_group, ["H"], [n_atoms], factor=1.0, seed=sub_seed)
+                xtal.from_random(3, space_group, ["H"], [n_atoms], factor=1.0, random_state=sub_seed)
         except Exception as exc:  # pyxtal raises plain exceptions for impossible Wyckoff combos
             last = f"pyxtal: {exc}"
             continue

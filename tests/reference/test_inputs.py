@@ -131,3 +131,28 @@ def test_random_crystal_impossible_raises():
 
     with pytest.raises(StructureError):
         random_crystal(221, 8, 0.05, molecular=False, seed=1, min_hh=0.6, max_tries=3)
+
+
+def test_random_crystal_is_deterministic():
+    pytest.importorskip("pyxtal")
+    from elfcore.reference.structures import random_crystal
+
+    a = random_crystal(205, 8, 2.6, molecular=False, seed=5)
+    b = random_crystal(205, 8, 2.6, molecular=False, seed=5)
+    assert np.allclose(a.get_positions(), b.get_positions()) and np.allclose(a.cell[:], b.cell[:])
+
+
+def test_kpoint_grid():
+    from ase import Atoms
+
+    atoms = Atoms("H", cell=[3.0, 4.0, 12.5], pbc=True)
+    assert builder.kpoint_grid(atoms, 12.0) == [4, 3, 1]
+
+
+def test_kpoints_in_input(h4, tiny_settings):
+    import dataclasses
+
+    text = single_point_input(h4, dataclasses.replace(tiny_settings, kpoints=(3, 2, 1)))
+    assert "SCHEME MONKHORST-PACK 3 2 1" in text
+    with pytest.raises(ValueError):
+        CP2KSettings(kpoints=(0, 1, 1))
