@@ -303,6 +303,10 @@ def test_summary_and_cli_json(tmp_path, capsys):
     text = capsys.readouterr().out
     assert text.count("networking value phi") == 2 and "bcp route" not in text
     assert main(["netval", str(tmp_path / "missing.nc")]) == 1
+    assert main(["netval", str(path), "--phi-only", "--json"]) == 0
+    fast = json.loads(capsys.readouterr().out)["results"][0]
+    assert fast["networking_value"] == pytest.approx(res["networking_value"], abs=1e-12)
+    assert fast["molecularity"] is None and "phi_bcp" not in fast
 
 
 # ----------------------------------------------------------------------------- DFT fields

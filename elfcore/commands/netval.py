@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-bcp", action="store_true", help="skip critical points and the bcp route")
     parser.add_argument("--no-refine", action="store_true", help="report grid-resolution thresholds only")
     parser.add_argument("--bonds", action="store_true", help="list bond critical points and hydrogen basins")
+    parser.add_argument(
+        "--phi-only",
+        action="store_true",
+        help="fast path: percolation thresholds only (no molecularity, no critical points)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +54,13 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         field = read_field(path, format=args.format, name=args.field)
         t_read = time.perf_counter() - t0
-        res = topology_summary(field, settings, bcp=not args.no_bcp, bonds=args.bonds)
+        res = topology_summary(
+            field,
+            settings,
+            bcp=not (args.no_bcp or args.phi_only),
+            bonds=args.bonds,
+            molecularity=not args.phi_only,
+        )
         res = {"file": str(path), **res, "seconds_read": round(t_read, 4)}
         results.append(res)
         if not args.json:
@@ -70,9 +81,12 @@ def _print_human(res: dict) -> None:
         f"  networking value phi = {_fmt(res['networking_value'], 6)}  (2 decimals: {_fmt(res['phi_2dec'], 2)};"
         f" grid {_fmt(res['networking_value_grid'], 6)})",
         f"  percolation 1D {_fmt(p['1'])}  2D {_fmt(p['2'])}  3D {_fmt(p['3'])}",
-        f"  molecularity index {_fmt(res['molecularity'])}   phi* (TcESTIME) {_fmt(res['phi_star'])}"
-        f"   hydrogens {res['n_hydrogens']}, molecules {len(res['molecules'])}",
     ]
+    if res["molecules"] is not None:
+        lines.append(
+            f"  molecularity index {_fmt(res['molecularity'])}   phi* (TcESTIME) {_fmt(res['phi_star'])}"
+            f"   hydrogens {res['n_hydrogens']}, molecules {len(res['molecules'])}"
+        )
     if "phi_bcp" in res:
         c = res["critical_points"]
         lines.append(

@@ -6,7 +6,7 @@ import time
 import xarray as xr
 
 from .critical import atom_basins, bond_graph_percolation, critical_points
-from .mergetree import TopologySettings, merge_tree
+from .mergetree import TopologySettings, merge_tree, percolation_thresholds
 
 __all__ = ["topology_summary"]
 
@@ -23,6 +23,7 @@ def topology_summary(
     *,
     bcp: bool = True,
     bonds: bool = False,
+    molecularity: bool = True,
 ) -> dict:
     """Networking value, percolation, molecularity and (optionally) the bcp route, as a dict.
 
@@ -37,6 +38,9 @@ def topology_summary(
     bonds : bool
         Include the list of bond critical points (value, position, attractors,
         translation) and the per-hydrogen basin assignment.
+    molecularity : bool
+        Run the full merge-tree sweep with hydrogen bookkeeping; False uses the
+        fast percolation path only (molecularity, φ* and molecules are then None).
 
     Returns
     -------
@@ -49,9 +53,13 @@ def topology_summary(
     """
     settings = settings or TopologySettings()
     t0 = time.perf_counter()
-    mt = merge_tree(field, settings)
+    if molecularity:
+        mt = merge_tree(field, settings)
+        perc = mt.percolation
+    else:
+        mt = None
+        perc = percolation_thresholds(field, settings)
     t1 = time.perf_counter()
-    perc = mt.percolation
     out = {
         "grid": [int(n) for n in field.shape],
         "networking_value": _r(perc.values[3]),
@@ -61,13 +69,13 @@ def topology_summary(
         "percolation_grid": {str(k): _r(perc.grid_values[k]) for k in (1, 2, 3)},
         "refined": {str(k): bool(perc.refined[k]) for k in (1, 2, 3)},
         "upsample": int(perc.upsample),
-        "molecularity": _r(mt.molecularity),
-        "phi_star": _r(mt.phi_star),
-        "n_hydrogens": len(mt.hydrogens),
-        "molecules": [
-            {"atoms": [i, j], "translation": list(t), "level": lvl} for i, j, t, lvl in mt.molecules
-        ],
-        "unpaired": mt.unpaired,
+        "molecularity": _r(mt.molecularity) if mt else None,
+        "phi_star": _r(mt.phi_star) if mt else None,
+        "n_hydrogens": len(mt.hydrogens) if mt else None,
+        "molecules": (
+            [{"atoms": [i, j], "translation": list(t), "level": lvl} for i, j, t, lvl in mt.molecules] if mt else None
+        ),
+        "unpaired": mt.unpaired if mt else None,
         "settings": settings.to_dict(),
         "seconds_merge_tree": round(t1 - t0, 4),
     }
@@ -84,7 +92,7 @@ def topology_summary(
         )
         if bonds:
             out["bonds"] = cps.bonds()
-            if mt.hydrogens:
+            if mt is not None and mt.hydrogens:
                 att, tr = atom_basins(field, cps, atoms=mt.hydrogens)
                 out["basins"] = [
                     {"atom": int(a), "attractor": int(m), "translation": [int(x) for x in t]}
