@@ -23,17 +23,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="markdown file whose reproduce block is replaced ('-' = only OUT/reproduce.md)")
     parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0 = torch's default; 1 is fastest on a busy machine)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
 def run(args) -> int:
     from ..reproduce import ReproduceSettings, find_cases, run_reproduce
 
+    import torch
+
+    from ..errors import ElfcoreError
+
+    if args.threads < 0:
+        raise ElfcoreError(f"--threads={args.threads}; must be ≥ 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     paths = args.cases if args.cases else find_cases(args.data)
     settings = ReproduceSettings.quick(args.seed) if args.quick else ReproduceSettings.full(args.seed)
     parts = ["elfcore", "reproduce"] + (["--quick"] if args.quick else []) + ["--out", args.out]
     parts += ["--cases", *args.cases] if args.cases else ["--data", args.data]
     parts += ["--results", args.results, "--seed", str(args.seed)]
+    parts += ["--threads", str(args.threads)] if args.threads else []
     command = " ".join(shlex.quote(str(p)) for p in parts)
     summary = run_reproduce(
         paths, args.out, settings,

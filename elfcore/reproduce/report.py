@@ -83,14 +83,15 @@ def render(summary: dict, *, figures_rel: str) -> str:
     ]
     if base:
         lines += [f"### Table S1 analogue (mean ± stdev over {s['n_members']} models)", "",
-                  "| set | cases | MAE | RMSE | R² | paper MAE / RMSE / R² |", "|---|---|---|---|---|---|"]
+                  "| set | cases | models | MAE | RMSE | R² | paper MAE / RMSE / R² |", "|---|---|---|---|---|---|---|"]
         for r in base["table_s1"]:
             paper = _paper_s1(r["set"])
             ptxt = " / ".join(f"{v:g}" for v in paper) if paper else "–"
             if "error" in r:
-                lines.append(f"| {r['set']} | {r['n_cases']} | {r['error']} | | | {ptxt} |")
+                lines.append(f"| {r['set']} | {r['n_cases']} | – | {r['error']} | | | {ptxt} |")
                 continue
-            lines.append(f"| {r['set']} | {r['n_cases']} | {_pm(r, 'mae')} | {_pm(r, 'rmse')} | {_pm(r, 'r2')} | {ptxt} |")
+            lines.append(f"| {r['set']} | {r['n_cases']} | {r['n_members']} | {_pm(r, 'mae')} | {_pm(r, 'rmse')} | "
+                         f"{_pm(r, 'r2')} | {ptxt} |")
         lines.append("")
         phi = base.get("phi", {})
         errs = sorted({v["error"] for v in phi.values() if "error" in v})

@@ -307,7 +307,7 @@ def run_baseline(split: dict, s, *, device="auto") -> tuple[dict, dict]:
         if full and (c.name in crystals or c.name in shown_names):
             try:
                 ref_phi = _networking_value(c.field)
-                mem_phi = [_networking_value(_pred_field(p, c.field)) for p in pm]
+                mem_phi = [_networking_value(_pred_field(p, c.field)) for p in pm[: s.phi_members]]
                 phi[c.name] = {"ref": ref_phi, "members": mem_phi,
                                "ensemble": _networking_value(_pred_field(pm.mean(0), c.field))}
             except ImportError as exc:  # topology module not installed in this tree

@@ -53,6 +53,9 @@ class ReproduceSettings:
         The r_cut sweep of Fig. S1 (paper: 0.25–2.5 Å).
     cnn_eval_voxels : int
         Random voxels per shown snapshot on which the CNN is scored.
+    phi_members : int
+        Ensemble members whose fields get a networking value (the first ones; φ costs
+        seconds per field), for the mean ± stdev of the φ rows.
     k_shells : int
         Reciprocal shells of the oracle k-correction (Fig. S3).
     seed : int
@@ -61,10 +64,10 @@ class ReproduceSettings:
     """
 
     descriptor: DescriptorSettings = DescriptorSettings()
-    train: TrainSettings = TrainSettings(n_voxels=20_000, epochs=30, batch_size=256)
+    train: TrainSettings = TrainSettings(n_voxels=20_000, epochs=24, batch_size=1024, learning_rate=2e-3)
     n_members: int = 10
     eval_stride: int = 2
-    sweep_train: TrainSettings = TrainSettings(n_voxels=8_000, epochs=15, batch_size=256)
+    sweep_train: TrainSettings = TrainSettings(n_voxels=8_000, epochs=15, batch_size=512, learning_rate=2e-3)
     sweep_stride: int = 2
     sweep_width: tuple = (32, 64, 128, 256)
     sweep_hidden_layers: tuple = (1, 2, 3)
@@ -75,14 +78,16 @@ class ReproduceSettings:
     sweep_eval_per_pressure: int = 1
     cnn_patch: PatchSettings = PatchSettings(r_cut=1.0, patch_size=12, sigma=0.25)
     cnn_channels: tuple = (8, 16, 32)
-    cnn_train: TrainSettings = TrainSettings(n_voxels=4_000, epochs=8, batch_size=128, learning_rate=2e-3)
+    cnn_train: TrainSettings = TrainSettings(n_voxels=2_500, epochs=6, batch_size=128, learning_rate=2e-3)
     cnn_r_cuts: tuple = (0.25, 0.5, 1.0, 1.5, 2.0, 2.5)
-    cnn_eval_voxels: int = 4_000
+    cnn_eval_voxels: int = 3_000
+    phi_members: int = 10
     k_shells: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_members", "eval_stride", "sweep_stride", "sweep_eval_per_pressure", "cnn_eval_voxels"):
+        for name in ("n_members", "eval_stride", "sweep_stride", "sweep_eval_per_pressure", "cnn_eval_voxels",
+                     "phi_members"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name}={v!r}; must be an integer ≥ 1")
@@ -126,6 +131,7 @@ class ReproduceSettings:
             cnn_train=TrainSettings(n_voxels=300, epochs=2, batch_size=64, learning_rate=2e-3),
             cnn_r_cuts=(0.5, 1.0),
             cnn_eval_voxels=300,
+            phi_members=2,
             seed=seed,
         )
 
