@@ -131,7 +131,7 @@ def build_session(state: AppState | None = None) -> Session:
     teaching = pn.pane.Markdown(
         pn.bind(lambda *_: teaching_text(state), *[state.param[p] for p in TEACHING_DEPS]),
         visible=state.param.teaching,
-        css_classes=["elf-teaching"],
+        css_classes=["elf-teaching-text"],
     )
     residual_ctrl = pn.Column(w["show_residual"], w["residual_iso"])
     sidebar = [

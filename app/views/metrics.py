@@ -45,9 +45,23 @@ def metrics_markdown(m: dict, *, n_shells: int = 0) -> str:
 
 
 def metrics_pane(state) -> pn.pane.Markdown:
-    """A Markdown pane that follows the state's model, shell and case choices."""
+    """A Markdown pane that follows the state's model, shell and case choices.
 
-    def render(*_):
-        return metrics_markdown(state.metrics(), n_shells=state.n_shells)
+    The numbers (the topology in particular) are computed in a worker thread,
+    so the pictures update without waiting for them.
+    """
+    import asyncio
 
-    return pn.pane.Markdown(pn.bind(render, *[state.param[p] for p in METRIC_DEPS]), sizing_mode="stretch_width")
+    async def render(*_):
+        n_shells = state.n_shells
+        loop = asyncio.get_running_loop()
+        try:
+            m = await loop.run_in_executor(None, state.metrics)
+        except Exception as exc:  # shown in the page, never a traceback
+            return f"*No metrics: {exc}*"
+        return metrics_markdown(m, n_shells=n_shells)
+
+    return pn.pane.Markdown(
+        pn.bind(render, *[state.param[p] for p in METRIC_DEPS]), sizing_mode="stretch_width",
+        css_classes=["elf-metrics-table"],
+    )

@@ -100,3 +100,32 @@ def state(pipeline):
     from app.state import AppState
 
     return AppState(pipeline=pipeline)
+
+
+def make_test_zoo(directory, atoms, pairs=((2.0, 1), (2.0, 2), (3.0, 1), (3.0, 2)), *, n_members=3, seed=7):
+    """Write small *untrained* ensembles with the zoo's descriptor settings (plumbing tests only).
+
+    The input standardisation is set from descriptors of ``atoms`` so the
+    random networks give a smoothly varying field instead of a saturated one.
+    """
+    import torch
+
+    from elfcore import zoo
+    from elfcore.descriptor import compute_descriptor
+    from elfcore.models import save_model
+    from elfcore.models.mlp import Ensemble
+
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    points = rng.random((256, 3)) @ np.asarray(atoms.cell[:])
+    for r_cut, l_max in pairs:
+        settings = zoo.zoo_settings(r_cut, l_max)
+        x = compute_descriptor(atoms, points, settings, device="cpu")
+        model = Ensemble(settings.n_features, n_members, width=16, hidden_layers=2)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+        model.set_normalization(x.mean(0), x.std(0))
+        model.descriptor_settings = settings
+        save_model(model, zoo.zoo_path(r_cut, l_max, directory=directory))
+    return directory

@@ -1,0 +1,318 @@
+"""The app in a real browser: `panel serve app/main.py` driven by headless Debian Chromium.
+
+One server and one page serve all the steps (they run in file order): the
+views render, every slider changes a picture or a number, uploads of a valid
+and an invalid file, and a second session that keeps its own state.
+Screenshots go to ``test-output/app/``.
+
+The served cases and models are small stand-ins written by the fixture
+(``ELFCORE_DATA_DIR``/``ELFCORE_ZOO_DIR``): synthetic fields and untrained
+networks that exercise the plumbing, not the science.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
+
+CHROMIUM = shutil.which("chromium")
+if CHROMIUM is None:
+    pytest.skip("Debian chromium is not installed (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) is not installed")
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "test-output" / "app"
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+LOAD_S = 240  # first page: server start-up, descriptor + prediction on a loaded 2-core machine
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Start `panel serve app/main.py` on a free localhost port with stand-in cases and models."""
+    from elfcore.grid import make_case
+    from tests.app.conftest import gaussian_elf, make_test_zoo, random_h
+
+    base = tmp_path_factory.mktemp("browser")
+    data, zoo = base / "data", base / "zoo"
+    data.mkdir()
+    rng = np.random.default_rng(99)
+    structures = []
+    for p in (80.0, 130.0):
+        atoms = random_h(rng, n=8, length=4.0)
+        ref = gaussian_elf(atoms, (16, 16, 16), 0.45)
+        make_case(atoms, {"elf_ref": ref}, attrs={"pressure_gpa": p}).to_netcdf(
+            data / f"synthetic_{int(p)}.nc", engine="h5netcdf"
+        )
+        structures.append(atoms)
+    make_test_zoo(zoo, structures[0])
+    port = _free_port()
+    env = dict(os.environ, ELFCORE_DATA_DIR=str(data), ELFCORE_ZOO_DIR=str(zoo), OMP_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT))
+    panel = Path(sys.executable).with_name("panel")
+    log = open(base / "serve.log", "wb")
+    proc = subprocess.Popen(
+        [str(panel), "serve", "app/main.py", "--port", str(port), "--address", "127.0.0.1"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/main"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"panel serve did not start; log:\n{(base / 'serve.log').read_text()[-3000:]}")
+            time.sleep(1)
+    yield {"url": url, "base": base, "structures": structures, "log": base / "serve.log"}
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    with sync_api.sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
+            args=ARGS, viewport={"width": 1500, "height": 1100},
+        )
+        yield ctx
+        ctx.close()
+
+
+def _wait_views(page, timeout_s=LOAD_S):
+    page.wait_for_selector(".elf-3d canvas", timeout=timeout_s * 1000)
+    page.wait_for_selector(".elf-slice-residual canvas", timeout=timeout_s * 1000)
+    page.wait_for_selector(".elf-line-plot canvas", timeout=timeout_s * 1000)
+
+
+@pytest.fixture(scope="module")
+def page(served, browser):
+    OUT.mkdir(parents=True, exist_ok=True)
+    pg = browser.new_page()
+    pg.goto(served["url"], timeout=LOAD_S * 1000)
+    _wait_views(pg)
+    wait_idle(pg)
+    return pg
+
+
+def wait_idle(page, timeout_s=LOAD_S):
+    """Wait until the server has no pending work for this page (Panel's busy indicator)."""
+    deadline = time.time() + timeout_s
+    time.sleep(0.5)
+    while time.time() < deadline:
+        busy = page.evaluate(
+            "() => { const d = window.Bokeh && Bokeh.documents && Bokeh.documents[0];"
+            " if (!d) return true; for (const m of d._all_models.values()) {"
+            " if (m.type && m.type.endsWith('LoadingSpinner') && m.value) return true; }"
+            " return !!document.querySelector('.pn-loading'); }"
+        )
+        if not busy:
+            return
+        time.sleep(0.5)
+
+
+def shot(page, css: str, name: str | None = None) -> np.ndarray:
+    """Screenshot of the first element matching ``css`` as an RGB array (saved when ``name`` is given)."""
+    from PIL import Image
+
+    el = page.locator(css).first
+    el.scroll_into_view_if_needed()
+    png = el.screenshot()
+    if name:
+        (OUT / f"{name}.png").write_bytes(png)
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+
+def non_blank(img: np.ndarray) -> float:
+    """Fraction of pixels that differ from the most common (background) colour."""
+    flat = img.reshape(-1, 3)
+    colours, counts = np.unique(flat, axis=0, return_counts=True)
+    bg = colours[np.argmax(counts)]
+    return float(np.mean(np.any(np.abs(flat - bg) > 12, axis=1)))
+
+
+def changed(page, css: str, before: np.ndarray, timeout_s: float = 90) -> np.ndarray:
+    """Wait until the element's picture differs from ``before``; return the new picture."""
+    deadline = time.time() + timeout_s
+    while True:
+        now = shot(page, css)
+        if now.shape != before.shape or np.mean(np.any(now != before, axis=-1)) > 0.002:
+            return now
+        if time.time() > deadline:
+            raise AssertionError(f"{css} did not change within {timeout_s} s")
+        time.sleep(0.5)
+
+
+def text_of(page, css: str) -> str:
+    return page.locator(css).first.inner_text()
+
+
+def text_changed(page, css: str, before: str, timeout_s: float = 120) -> str:
+    deadline = time.time() + timeout_s
+    while True:
+        now = text_of(page, css)
+        if now != before and now.strip():
+            return now
+        if time.time() > deadline:
+            raise AssertionError(f"text of {css} did not change within {timeout_s} s: {before!r}")
+        time.sleep(0.5)
+
+
+def press(page, widget: str, key: str = "ArrowRight", times: int = 3) -> None:
+    """Move a slider widget by keyboard (its noUiSlider handle)."""
+    handle = page.locator(f".elf-{widget} .noUi-handle").first
+    handle.scroll_into_view_if_needed()
+    handle.focus()
+    for _ in range(times):
+        handle.press(key)
+    wait_idle(page)
+
+
+# --------------------------------------------------------------------------- steps
+def test_views_render_non_blank(page):
+    page.screenshot(path=str(OUT / "page.png"))
+    assert non_blank(shot(page, ".elf-3d canvas", "3d")) > 0.02
+    assert non_blank(shot(page, ".elf-slice", "slice")) > 0.1
+    assert non_blank(shot(page, ".elf-line", "line")) > 0.05
+    metrics = text_of(page, ".elf-metrics")
+    assert "MAE" in metrics and "R²" in metrics
+
+
+def test_iso_slider_changes_3d(page):
+    before = shot(page, ".elf-3d canvas")
+    press(page, "iso", "ArrowLeft", 10)
+    after = changed(page, ".elf-3d canvas", before)
+    shot(page, ".elf-3d canvas", "3d_iso_moved")
+    assert non_blank(after) > 0.02
+
+
+def test_residual_isosurface_and_slider(page):
+    before = shot(page, ".elf-3d canvas")
+    page.locator(".elf-show-residual input").first.check()
+    press(page, "residual-iso", "ArrowLeft", 6)
+    changed(page, ".elf-3d canvas", before)
+
+
+def test_slice_position_slider_changes_slice(page):
+    before = shot(page, ".elf-slice-residual canvas")
+    press(page, "slice-position", "ArrowRight", 15)
+    changed(page, ".elf-slice-residual canvas", before)
+    shot(page, ".elf-slice", "slice_moved")
+
+
+def test_slice_through_three_atoms(page):
+    before = shot(page, ".elf-slice-elf canvas")
+    page.locator(".elf-slice-mode button", has_text="atoms").first.click()
+    wait_idle(page)
+    changed(page, ".elf-slice-elf canvas", before)
+    assert "plane through atoms" in text_of(page, ".elf-slice")
+
+
+def test_k_shells_slider_changes_metrics(page):
+    before = text_of(page, ".elf-metrics")
+    press(page, "n-shells", "ArrowRight", 2)
+    after = text_changed(page, ".elf-metrics", before)
+    assert "k-corrected (2 shells)" in after
+
+
+def test_model_sliders_change_every_view(page):
+    views = {css: shot(page, css) for css in (".elf-3d canvas", ".elf-line-plot canvas")}
+    before = text_of(page, ".elf-metrics")
+    press(page, "r-cut", "ArrowLeft", 1)
+    for css, img in views.items():
+        changed(page, css, img, timeout_s=180)
+    text_changed(page, ".elf-metrics", before, timeout_s=180)
+    line = shot(page, ".elf-line-plot canvas")
+    press(page, "l-max", "ArrowLeft", 1)
+    changed(page, ".elf-line-plot canvas", line, timeout_s=180)
+    shot(page, ".elf-line", "line_other_model")
+
+
+def test_line_atoms_change_line(page):
+    before = shot(page, ".elf-line-plot canvas")
+    sel = page.locator(".elf-line-atom-2 select").first
+    options = sel.locator("option").all_inner_texts()
+    current = sel.input_value()
+    sel.select_option(next(o for o in options if o != current and o != "0"))
+    wait_idle(page)
+    changed(page, ".elf-line-plot canvas", before)
+
+
+def test_squeeze_slider_is_prediction_only(page):
+    before = shot(page, ".elf-3d canvas")
+    press(page, "squeeze", "ArrowLeft", 5)
+    changed(page, ".elf-3d canvas", before, timeout_s=180)
+    text = text_of(page, ".elf-3d")
+    assert "prediction only" in text
+    shot(page, ".elf-3d", "3d_squeezed")
+    press(page, "squeeze", "ArrowRight", 5)
+
+
+def test_teaching_mode(page):
+    page.locator(".elf-teaching button").first.click()
+    wait_idle(page)
+    page.wait_for_selector(".elf-teaching-text >> text=Guided tour", timeout=30000)
+    shot(page, ".elf-teaching-text", "teaching")
+
+
+def test_upload_invalid_file_shows_message(page, served):
+    bad = served["base"] / "broken.cube"
+    bad.write_text("this is not a cube file\n1 2 3\n")
+    page.locator(".elf-upload input[type=file]").first.set_input_files(str(bad))
+    page.wait_for_selector(".elf-message >> text=Could not use", timeout=60000)
+    assert "Traceback" not in page.content()
+    shot(page, ".elf-message", "upload_invalid")
+    before = shot(page, ".elf-slice-residual canvas")  # the session keeps working
+    page.locator(".elf-slice-mode button", has_text="b").first.click()
+    changed(page, ".elf-slice-residual canvas", before)
+
+
+def test_upload_valid_structure(page, served):
+    import ase.io
+
+    path = served["base"] / "mine.cif"
+    ase.io.write(path, served["structures"][1])
+    before = shot(page, ".elf-3d canvas")
+    page.locator(".elf-upload input[type=file]").first.set_input_files(str(path))
+    page.wait_for_selector(".elf-message >> text=Loaded", timeout=LOAD_S * 1000)
+    wait_idle(page)
+    changed(page, ".elf-3d canvas", before, timeout_s=LOAD_S)
+    assert page.locator(".elf-case select").first.input_value() == "upload: mine.cif"
+    page.screenshot(path=str(OUT / "page_after_upload.png"))
+
+
+def test_second_session_has_its_own_state(served, browser, page):
+    other = browser.new_page()
+    other.goto(served["url"], timeout=LOAD_S * 1000)
+    _wait_views(other)
+    # the first session's upload and choices stay there
+    assert "upload" not in other.locator(".elf-case select").first.inner_text()
+    assert other.locator(".elf-case select").first.input_value().startswith("synthetic_80")
+    assert page.locator(".elf-case select").first.input_value() == "upload: mine.cif"
+    other.close()
