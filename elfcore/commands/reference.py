@@ -92,17 +92,13 @@ def run(args) -> int:
         name = args.cases[0]
         case = out / f"{name}.nc"
         if not case.exists():
-            # the MD starting structure, from the base run of `reference converge NAME`
+            # the structure of the base run of `elfcore reference converge NAME`
             from ..reference.qe import case_from_run
-            from ..reference.structures import fluid_start
 
-            starts = {f"{t.name}_start": t for t in plan.fluids}
-            if name not in starts:
-                raise DFTError(f"no case file {case}")
-            t = starts[name]
-            atoms = fluid_start(t.volume_per_atom, repeat=plan.repeat, seed=t.seed)
-            case = case_from_run(Path(args.work) / "converge" / name / "base", atoms, name=name,
-                                 settings=plan.elf_dft)
+            run_dir = Path(args.work) / "converge" / name / "base"
+            if not (run_dir / "sp.out").exists():
+                raise DFTError(f"no case file {case} and no converge run {run_dir}")
+            case = case_from_run(run_dir, name=name, settings=plan.elf_dft)
         res = cross_check(case, Path(args.work) / "qe" / name, threads=args.threads)
         text = "\n".join(f"{k}: {v}" for k, v in res.items())
         _print(args, res, text)

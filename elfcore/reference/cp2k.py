@@ -41,6 +41,7 @@ __all__ = [
     "read_ener",
     "read_xyz_frames",
     "read_cube",
+    "read_input_structure",
     "ideal_gas_pressure_gpa",
 ]
 
@@ -707,6 +708,29 @@ def read_cube(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarr
     cell = vox * np.array(shape)[:, None] * BOHR
     positions = (positions - origin) * BOHR
     return data.reshape(shape), cell, positions, numbers
+
+
+def read_input_structure(path: str | os.PathLike):
+    """The structure (cell, coordinates) of a CP2K input written by this module.
+
+    Returns
+    -------
+    ase.Atoms
+    """
+    from ase import Atoms
+
+    text = Path(path).read_text()
+    cell = re.findall(r"^\s+([ABC]) (\S+) (\S+) (\S+)$", text, re.M)[:3]
+    m = re.search(r"&COORD\n(.*?)\n\s*&END COORD", text, re.S)
+    if len(cell) != 3 or m is None:
+        raise FormatError("no &CELL A/B/C or &COORD block", str(path))
+    rows = [ln.split() for ln in m.group(1).splitlines() if ln.strip()]
+    return Atoms(
+        [r[0] for r in rows],
+        positions=[[float(x) for x in r[1:4]] for r in rows],
+        cell=[[float(x) for x in c[1:]] for c in cell],
+        pbc=True,
+    )
 
 
 def ideal_gas_pressure_gpa(natoms: int, temperature_k: float, volume_a3: float) -> float:

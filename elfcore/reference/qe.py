@@ -243,13 +243,18 @@ def cross_check(case, work_dir: str | os.PathLike, *, ecutwfc_ry: float = 80.0, 
             "cp2k_pressure_static_gpa": ds.attrs.get("pressure_static_gpa")}
 
 
-def case_from_run(run_dir: str | os.PathLike, atoms, *, name: str, settings=None):
-    """A case Dataset (``elf_ref``, ``rho_ref``) from a finished CP2K single-point folder."""
+def case_from_run(run_dir: str | os.PathLike, atoms=None, *, name: str, settings=None):
+    """A case Dataset (``elf_ref``, ``rho_ref``) from a finished CP2K single-point folder.
+
+    ``atoms`` defaults to the structure of the folder's ``sp.inp``.
+    """
     from ..grid import make_case
     from ..io import read_field
     from . import cp2k as _cp2k
 
     run_dir = Path(run_dir)
+    if atoms is None:
+        atoms = _cp2k.read_input_structure(run_dir / "sp.inp")
     elf = sorted(run_dir.glob("sp-ELF*.cube"))
     rho = sorted(run_dir.glob("sp-ELECTRON_DENSITY*.cube"))
     if not elf or not rho:

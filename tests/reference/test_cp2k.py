@@ -145,3 +145,14 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_case_file(case, tmp_path / "x.nc")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_read_input_structure_roundtrip(h4, tiny_settings, tmp_path):
+    path = tmp_path / "sp.inp"
+    path.write_text(cp2k.single_point_input(h4, tiny_settings))
+    atoms = cp2k.read_input_structure(path)
+    assert np.allclose(atoms.get_positions(), h4.get_positions())
+    assert np.allclose(atoms.cell[:], h4.cell[:])
+    path.write_text("&GLOBAL\n&END GLOBAL\n")
+    with pytest.raises(FormatError):
+        cp2k.read_input_structure(path)
