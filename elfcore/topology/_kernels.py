@@ -574,6 +574,19 @@ def spline_values(coef, pts):
 
 
 @njit(cache=True, nogil=True)
+def spline_info(coef, pts):
+    """Value, gradient and Hessian (m, 10) of the spline at ``pts`` (m, 3), as ``spline_eval``."""
+    m = pts.shape[0]
+    info = np.empty((m, 10))
+    out = np.empty(10)
+    for p in range(m):
+        spline_eval(coef, pts[p, 0], pts[p, 1], pts[p, 2], out)
+        for q in range(10):
+            info[p, q] = out[q]
+    return info
+
+
+@njit(cache=True, nogil=True)
 def newton_cp(coef, starts, max_step, max_dist, tol, max_iter):
     """Newton iteration on the spline gradient from each start point.
 

@@ -283,8 +283,6 @@ def _drop_excluded(field, settings, frac, values_cp, kinds, info, pos):
 
 def _link_bonds(field, coef, pos, info, maxima, bonds):
     a = _index_map(field)
-    metric_inv = a.T @ a
-    metric = np.linalg.inv(metric_inv)
     h_min = float(np.min(np.linalg.norm(field_cell(field), axis=1) / np.asarray(field.shape)))
     starts = []
     for b in bonds:
@@ -295,8 +293,7 @@ def _link_bonds(field, coef, pos, info, maxima, bonds):
         starts.append(pos[b] + d_idx)
         starts.append(pos[b] - d_idx)
     starts = np.ascontiguousarray(np.array(starts))
-    ends = K.ascend(coef, starts, metric_inv, 0.25 * h_min, 1e-4 * h_min, 20 * int(max(field.shape)))
-    idx, trans = _nearest_maximum(ends, pos[maxima], field.shape, (1.5 * h_min) ** 2, metric)
+    idx, trans = _ascend_to_maxima(field, coef, starts, pos[maxima])
     i0, i1 = idx[0::2], idx[1::2]
     t = trans[1::2] - trans[0::2]
     att = np.stack([i0, i1], axis=1)
@@ -304,6 +301,39 @@ def _link_bonds(field, coef, pos, info, maxima, bonds):
     if np.any(lost):
         log.warning("%d of %d bond paths did not reach an attractor", int(lost.sum()), len(bonds))
     return att, t
+
+
+def _ascend_to_maxima(field, coef, starts, max_idx, retries: int = 4):
+    """Steepest ascent from ``starts`` (grid indices) to the nearest listed maximum.
+
+    A path that runs exactly along a symmetry element ends at a saddle (gradient
+    zero, not a maximum); it is pushed off along the Hessian's most positive
+    direction there and continued, up to ``retries`` times.
+
+    Returns (index into ``max_idx`` or -1, lattice translation).
+    """
+    a = _index_map(field)
+    metric_inv = a.T @ a
+    metric = np.linalg.inv(metric_inv)
+    shape = np.asarray(field.shape, dtype=np.float64)
+    h_min = float(np.min(np.linalg.norm(field_cell(field), axis=1) / shape))
+    n_steps = 20 * int(shape.max())
+    ends = K.ascend(coef, np.ascontiguousarray(starts, dtype=np.float64), metric_inv, 0.25 * h_min, 1e-4 * h_min,
+                    n_steps)
+    idx, trans = _nearest_maximum(ends, max_idx, shape, (1.5 * h_min) ** 2, metric)
+    for _ in range(retries):
+        lost = np.flatnonzero(idx < 0)
+        if len(lost) == 0:
+            break
+        info = K.spline_info(coef, np.ascontiguousarray(ends[lost]))
+        pushed = []
+        for row, e in zip(info, ends[lost]):
+            w, vec = np.linalg.eigh(a @ _hessian(row) @ a.T)
+            pushed.append(e + (0.5 * h_min) * (vec[:, np.argmax(w)] @ a))
+        ends[lost] = K.ascend(coef, np.ascontiguousarray(np.array(pushed)), metric_inv, 0.25 * h_min,
+                              1e-4 * h_min, n_steps)
+        idx[lost], trans[lost] = _nearest_maximum(ends[lost], max_idx, shape, (1.5 * h_min) ** 2, metric)
+    return idx, trans
 
 
 # --------------------------------------------------------------------------- bcp graph
@@ -363,13 +393,7 @@ def atom_basins(field: xr.DataArray, cps: CriticalPoints, *, atoms=None) -> tupl
         pos = pos[np.asarray(atoms, dtype=int)]
     if len(pos) == 0 or len(cps.maxima) == 0:
         return np.full(len(pos), -1, np.int64), np.zeros((len(pos), 3), np.int64)
-    values = np.asarray(field.values, dtype=np.float64)
-    coef = _coefficients(values)
+    coef = _coefficients(np.asarray(field.values, dtype=np.float64))
     shape = np.asarray(field.shape, dtype=np.float64)
-    a = _index_map(field)
-    metric_inv = a.T @ a
-    h_min = float(np.min(np.linalg.norm(field_cell(field), axis=1) / shape))
-    starts = np.ascontiguousarray(cart_to_frac(pos, field_cell(field)) * shape)
-    ends = K.ascend(coef, starts, metric_inv, 0.25 * h_min, 1e-4 * h_min, 20 * int(shape.max()))
-    max_idx = cps.positions_frac[cps.maxima] * shape
-    return _nearest_maximum(ends, max_idx, shape, (1.5 * h_min) ** 2, np.linalg.inv(metric_inv))
+    starts = cart_to_frac(pos, field_cell(field)) * shape
+    return _ascend_to_maxima(field, coef, starts, cps.positions_frac[cps.maxima] * shape)
