@@ -60,7 +60,7 @@ def convergence_check(
     work_dir: str | os.PathLike,
     *,
     cutoff_up: dict | None = None,
-    basis_up: str = "TZVP-MOLOPT-GTH",
+    basis_up: str = "TZVP-MOLOPT-PBE-GTH-q1",
     executable: str | None = None,
     threads: int = 2,
 ) -> dict:
@@ -69,7 +69,9 @@ def convergence_check(
     Runs three single points in ``work_dir/converge/<case>/``: the plan's ELF
     settings (``base``), a higher cutoff and tighter thresholds (``cutoff``; default
     400 Ry, REL_CUTOFF 50, EPS_DEFAULT 1e-10, EPS_SCF 1e-7) and a larger basis
-    (``basis``: ``basis_up`` at the base cutoff), and compares the ELFs. A run
+    (``basis``: ``basis_up`` at the base cutoff; the default TZVP-MOLOPT-PBE-GTH-q1 of
+    ``BASIS_MOLOPT_UZH`` is one zeta step above DZVP-MOLOPT-SR-GTH and, unlike
+    TZVP-MOLOPT-GTH, has no very diffuse primitive), and compares the ELFs. A run
     folder whose input is identical and whose output is complete is reused.
 
     Parameters
@@ -91,7 +93,11 @@ def convergence_check(
 
     specs = {s.name: s for s in builder.plan_cases(plan)}
     starts = {f"{t.name}_start": t for t in plan.fluids}
-    if case_name in starts:
+    base_inp = Path(work_dir) / "converge" / case_name / "base" / "sp.inp"
+    if case_name in starts and base_inp.exists():
+        # keep the structure of an existing check (the plan's volume may have changed since)
+        atoms = _cp2k.read_input_structure(base_inp)
+    elif case_name in starts:
         t = starts[case_name]
         atoms = fluid_start(t.volume_per_atom, repeat=plan.repeat, seed=t.seed)
     elif case_name in specs:

@@ -201,10 +201,16 @@ def _subsys(atoms, settings: CP2KSettings, velocities: np.ndarray | None = None)
     return "\n".join(lines)
 
 
+def _uzh_basis(name: str) -> bool:
+    """True for the MOLOPT bases of ``BASIS_MOLOPT_UZH`` (e.g. ``TZVP-MOLOPT-PBE-GTH-q1``)."""
+    return bool(re.search(r"MOLOPT-(PBE|GGA|PBE0|HYB|SCAN|MGGA)-", name))
+
+
 def _dft(settings: CP2KSettings, *, extrapolate: bool, cubes: bool, stride: int = 1) -> str:
     lines = [
         "  &DFT",
         "    BASIS_SET_FILE_NAME BASIS_MOLOPT",
+        *(["    BASIS_SET_FILE_NAME BASIS_MOLOPT_UZH"] if _uzh_basis(settings.basis) else []),
         "    POTENTIAL_FILE_NAME GTH_POTENTIALS",
         "    &MGRID",
         f"      CUTOFF {settings.cutoff_ry:g}",
