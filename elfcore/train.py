@@ -99,7 +99,7 @@ class TrainSettings:
 
     n_voxels: int = 50_000
     epochs: int = 80
-    batch_size: int = 256
+    batch_size: int = 512
     learning_rate: float = 1e-3
     lr_final_factor: float = 0.02
     huber_delta: float = 0.03

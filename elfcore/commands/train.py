@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sigma", type=float, default=0.5, help="atom smearing σ in Å (default 0.5)")
     parser.add_argument("--epochs", type=int, default=80, help="epochs (paper: 80)")
     parser.add_argument("--voxels", type=int, default=50_000, help="random voxels per snapshot (paper: 50000)")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=512, help="voxels per Adam step (default 512)")
     parser.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate (cosine decay)")
     parser.add_argument("--huber-delta", type=float, default=0.03, help="Huber δ (paper: 0.03)")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="voxels held out for validation")

@@ -24,7 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p_build.add_argument("--only", action="append", default=None, metavar="SPEC",
                          help="build only this entry, e.g. zoo:rcut=2.0,lmax=1 (repeatable)")
     p_build.add_argument("--no-resume", action="store_true", help="retrain entries even if up to date")
-    p_build.add_argument("--voxels", type=int, default=50_000, help="random voxels per snapshot")
     p_build.add_argument("--seed", type=int, default=0)
     p_build.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -50,7 +49,7 @@ def run(args) -> int:
 
     data = load_data(args.data, args.role)
     entries = [zoo.parse_spec(s) for s in args.only] if args.only else None
-    rows = zoo.build_zoo(data, directory=args.dir, entries=entries, base=TrainSettings(n_voxels=args.voxels),
+    rows = zoo.build_zoo(data, directory=args.dir, entries=entries, base=TrainSettings(),
                          seed=args.seed, cache_dir=cache_dir_from_args(args), device=args.device,
                          resume=not args.no_resume)
     if args.json:
