@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="OpenMP threads of CP2K (default: 2)")
     parser.add_argument("--cp2k", default=None, help="CP2K binary (default: $ELFCORE_CP2K or cp2k.psmp on PATH)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--continue", dest="cont", action="store_true",
+                        help="md: continue interrupted runs from their restart files")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -64,7 +66,10 @@ def run(args) -> int:
         for target in plan.fluids:
             keys = {target.name, f"{target.pressure_gpa:g}", str(int(round(target.pressure_gpa)))}
             if keys & set(wanted):
-                md_dir = builder.run_md(plan, target, args.work, executable=args.cp2k, threads=args.threads)
+                if args.cont:
+                    md_dir = builder.continue_md(plan, target, args.work, executable=args.cp2k, threads=args.threads)
+                else:
+                    md_dir = builder.run_md(plan, target, args.work, executable=args.cp2k, threads=args.threads)
                 done.append({"name": target.name, "dir": str(md_dir)})
         if not done:
             raise DFTError(f"no fluid target matches {wanted}; targets: {[t.name for t in plan.fluids]}")

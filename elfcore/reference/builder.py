@@ -43,6 +43,7 @@ __all__ = [
     "plan_cases",
     "case_structure",
     "run_md",
+    "continue_md",
     "md_frame",
     "compute_case",
     "build",
@@ -100,7 +101,7 @@ MD_DFT = CP2KSettings(
 MD_DFT_STABLE = MD_DFT
 # Converged settings of the ELF / density / stress single points.
 ELF_DFT = CP2KSettings(
-    basis="DZVP-MOLOPT-SR-GTH",
+    basis="TZVP-MOLOPT-PBE-GTH-q1",
     cutoff_ry=300.0,
     rel_cutoff_ry=40.0,
     eps_scf=1e-6,
@@ -328,6 +329,71 @@ def run_md(
     if _md_done_steps(md_dir) < need:
         raise DFTError(f"case {target.name}: MD ended before step {need}; see {md_dir / 'md.out'}")
     return md_dir
+
+
+def continue_md(
+    plan: ReferencePlan,
+    target: FluidTarget,
+    work_dir: str | os.PathLike,
+    *,
+    executable: str | None = None,
+    threads: int = 2,
+) -> Path:
+    """Continue an interrupted MD from its last restart file up to ``plan.md.steps``.
+
+    Lines of the energy, position and velocity files written after the restart
+    step are dropped first, so each step appears once. The continuation input is
+    ``md_restart.inp`` (``md.inp`` plus ``&EXT_RESTART``, ``STEPS`` = remaining
+    steps); ``md.inp`` is unchanged, so :func:`run_md` keeps recognising the run.
+
+    Raises
+    ------
+    DFTError
+        No MD input or restart file, or CP2K fails.
+    """
+    md_dir = _md_dir(Path(work_dir), target)
+    restart = md_dir / "md-1.restart"
+    if not (md_dir / "md.inp").exists() or not restart.exists():
+        raise DFTError(f"case {target.name}: nothing to continue in {md_dir} (no md.inp or md-1.restart)")
+    m = re.search(r"STEP_START_VAL\s+(\d+)", restart.read_text())
+    start = int(m.group(1)) if m else 0
+    remaining = plan.md.steps - start
+    if remaining <= 0:
+        return md_dir
+    _truncate_md_files(md_dir, start)
+    text = (md_dir / "md.inp").read_text()
+    text = re.sub(r"^(\s*STEPS)\s+\d+", rf"\g<1> {remaining}", text, count=1, flags=re.M)
+    text += "&EXT_RESTART\n  RESTART_FILE_NAME md-1.restart\n&END EXT_RESTART\n"
+    out = md_dir / "md.out"
+    if out.exists():
+        out.rename(md_dir / f"md.out.before_step{start}")
+    _cp2k.run_cp2k(text, md_dir, case=target.name, project="md", executable=executable, threads=threads,
+                   check_scf=False, input_name="md_restart.inp", output_name="md.out")
+    _check_md_scf(out, target.name)
+    return md_dir
+
+
+def _truncate_md_files(md_dir: Path, last_step: int) -> None:
+    """Drop MD output lines of steps after ``last_step`` (energy file and XYZ trajectories)."""
+    ener = md_dir / "md-1.ener"
+    if ener.exists():
+        keep = [ln for ln in ener.read_text().splitlines(keepends=True)
+                if ln.startswith("#") or not ln.strip() or int(ln.split()[0]) <= last_step]
+        ener.write_text("".join(keep))
+    for xyz in (md_dir / "md-pos-1.xyz", md_dir / "md-vel-1.xyz"):
+        if not xyz.exists():
+            continue
+        lines = xyz.read_text().splitlines(keepends=True)
+        out, i = [], 0
+        while i < len(lines):
+            n = int(lines[i].split()[0])
+            ms = re.search(r"i\s*=\s*(\d+)", lines[i + 1]) if i + 1 < len(lines) else None
+            block = lines[i : i + 2 + n]
+            if ms is None or len(block) < n + 2 or int(ms.group(1)) > last_step:
+                break
+            out.extend(block)
+            i += 2 + n
+        xyz.write_text("".join(out))
 
 
 def _check_md_scf(out: Path, case: str) -> None:

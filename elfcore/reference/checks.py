@@ -60,7 +60,7 @@ def convergence_check(
     work_dir: str | os.PathLike,
     *,
     cutoff_up: dict | None = None,
-    basis_up: str = "TZVP-MOLOPT-PBE-GTH-q1",
+    basis_up: str = "TZV2P-MOLOPT-PBE-GTH-q1",
     executable: str | None = None,
     threads: int = 2,
 ) -> dict:
@@ -105,7 +105,7 @@ def convergence_check(
                                           threads=threads)
     else:
         raise DFTError(f"unknown case {case_name!r}; use a case of the plan or one of {sorted(starts)}")
-    up = dict(cutoff_ry=400.0, rel_cutoff_ry=50.0, eps_default=1e-10, eps_scf=1e-7)
+    up = dict(cutoff_ry=400.0, rel_cutoff_ry=50.0)
     up.update(cutoff_up or {})
     variants = {
         "base": plan.elf_dft,

@@ -473,6 +473,8 @@ def run_cp2k(
     ranks: int = 1,
     timeout_s: float | None = None,
     check_scf: bool = True,
+    input_name: str | None = None,
+    output_name: str | None = None,
 ) -> Path:
     """Write ``input_text`` to ``workdir`` and run CP2K there.
 
@@ -496,6 +498,8 @@ def run_cp2k(
         Kill CP2K after this many seconds.
     check_scf : bool
         Raise if any SCF in the output did not converge.
+    input_name, output_name : str, optional
+        File names (default ``{project}.inp`` and ``{project}.out``).
 
     Returns
     -------
@@ -514,8 +518,8 @@ def run_cp2k(
     if project is None:
         m = re.search(r"^\s*PROJECT\s+(\S+)", input_text, re.M)
         project = m.group(1) if m else "cp2k"
-    inp = workdir / f"{project}.inp"
-    out = workdir / f"{project}.out"
+    inp = workdir / (input_name or f"{project}.inp")
+    out = workdir / (output_name or f"{project}.out")
     inp.write_text(input_text)
     cmd = [exe, "-i", inp.name, "-o", out.name]
     if ranks > 1:
@@ -524,6 +528,7 @@ def run_cp2k(
             raise DFTError(f"case {case}: mpirun not found for {ranks} MPI ranks")
         cmd = [mpirun, "-np", str(ranks), "--oversubscribe", *cmd]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no busy-waiting threads on a shared machine
     log.info("case %s: running %s in %s", case, " ".join(cmd), workdir)
     t0 = time.time()
     try:
@@ -532,7 +537,7 @@ def run_cp2k(
         raise DFTError(f"case {case}: CP2K timed out after {timeout_s} s; see {out}") from exc
     except OSError as exc:
         raise DFTError(f"case {case}: cannot start CP2K ({exe}): {exc}") from exc
-    (workdir / f"{project}.stderr").write_text((proc.stdout or "") + (proc.stderr or ""))
+    (workdir / f"{inp.stem}.stderr").write_text((proc.stdout or "") + (proc.stderr or ""))
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
         raise DFTError(
