@@ -609,46 +609,40 @@ class _FFTPlan:
         self.coeffs = coeffs.reshape(nr * (lmax + 1) ** 2, len(ma), len(mb) * len(mc)).to(cdt)
         self.ma, self.mb, self.mc = ma, mb, mc
         self.cdt = cdt
-        self._buffers: dict = {}
+        self._eb = None
+        self._wc = None
+
+    def _dft(self, n: int, m: torch.Tensor, j0: int = 0, j1: int | None = None) -> torch.Tensor:
+        """exp(2πi m j / n) for grid indices j0 ≤ j < j1 (rows) and integer m (columns), exact phases."""
+        j = torch.arange(j0, n if j1 is None else j1, device=self.device, dtype=torch.int64)
+        phase = torch.remainder(j[:, None] * m.to(torch.int64)[None, :], n).to(torch.float64) * (2 * math.pi / n)
+        return torch.polar(torch.ones_like(phase), phase).to(self.cdt)
 
     def slab(self, a0: int, a1: int) -> torch.Tensor:
-        """c_nlm on grid planes a0 ≤ i < a1: real tensor (n_ch, a1−a0, Nb, Nc)."""
+        """c_nlm on grid planes a0 ≤ i < a1: real tensor (n_ch, a1−a0, Nb, Nc).
+
+        Three dense DFTs as matrix products: along a (only this slab's planes), along
+        b (complex), and along c as a real product that uses c = 2 Re Σ_{m_c ≥ 0} w_m T_m e^{iθ}
+        (w_0 = ½), since c is real and only m_c ≥ 0 is stored. Exact for any grid
+        size, including grids coarser than the kernel's band limit.
+        """
         Na, Nb, Nc = self.shape
-        dev = self.device
         n_ch = self.coeffs.shape[0]
-        ia = torch.arange(a0, a1, device=dev, dtype=torch.float64)
-        ea = torch.exp(2j * math.pi * ia[:, None] * self.ma[None, :] / Na).to(self.cdt)  # (s, A)
-        t = torch.matmul(ea, self.coeffs)  # (ch, s, B·C)
         n_s = a1 - a0
-        nb_m, nc_m = len(self.mb), len(self.mc)
-        t = t.reshape(n_ch, n_s, nb_m, nc_m)
-        Mb = (nb_m - 1) // 2
-        if 2 * Mb + 1 <= Nb:
-            # zero-padded spectrum in FFT order (0 … M_b, then −M_b … −1); the buffer is
-            # reused between slabs of equal size, its zero middle never changes
-            key = (n_s, nc_m)
-            tb = self._buffers.get(key)
-            if tb is None:
-                tb = torch.zeros((n_ch, n_s, Nb, nc_m), dtype=self.cdt, device=dev)
-                self._buffers = {key: tb}
-            tb[:, :, : Mb + 1] = t[:, :, Mb:]
-            if Mb:
-                tb[:, :, Nb - Mb :] = t[:, :, :Mb]
-        else:
-            # fold m_b into Nb bins (grid coarser than the kernel's band limit)
-            tb = torch.zeros((n_ch, n_s, Nb, nc_m), dtype=self.cdt, device=dev)
-            tb.index_add_(2, torch.remainder(self.mb.to(torch.int64), Nb), t)
+        if self._eb is None:
+            self._eb = self._dft(Nb, self.mb)  # (Nb, 2M_b+1)
+            ec = self._dft(Nc, self.mc).T  # (M_c+1, Nc)
+            w = torch.full((len(self.mc), 1), 2.0, dtype=torch.float64, device=self.device)
+            w[0] = 1.0
+            wc = torch.stack([ec.real * w, -ec.imag * w], dim=1)  # (M_c+1, 2, Nc): re, im rows interleaved
+            self._wc = wc.reshape(2 * len(self.mc), Nc).to(self.rdt)
+        ea = self._dft(Na, self.ma, a0, a1)  # (s, 2M_a+1)
+        t = torch.matmul(ea, self.coeffs)  # (ch, s, (2M_b+1)(M_c+1))
+        t = t.reshape(n_ch * n_s, len(self.mb), len(self.mc))
+        u = torch.matmul(self._eb, t)  # (ch·s, Nb, M_c+1)
         del t
-        tb = torch.fft.ifft(tb, dim=2, norm="forward")
-        M_c = nc_m - 1
-        if 2 * M_c < Nc:
-            return torch.fft.irfft(tb, n=Nc, dim=3, norm="forward")
-        # tiny grid: fold m_c ≥ 0 into Nc bins, c = 2 Re Σ w_m T_m e^{2πi m j / Nc}, w_0 = 1/2
-        w = torch.ones(nc_m, dtype=self.rdt, device=dev)
-        w[0] = 0.5
-        full = torch.zeros((n_ch, n_s, Nb, Nc), dtype=self.cdt, device=dev)
-        full.index_add_(3, torch.remainder(self.mc.to(torch.int64), Nc), tb * w)
-        return 2.0 * torch.fft.ifft(full, dim=3, norm="forward").real
+        ur = torch.view_as_real(u).reshape(n_ch, n_s, Nb, 2 * len(self.mc))
+        return torch.matmul(ur, self._wc)  # (ch, s, Nb, Nc)
 
 
 def _check_shape(shape) -> tuple[int, int, int]:
