@@ -12,7 +12,9 @@ Three series, each timed with :func:`elfcore.predict.benchmark` (median of
     500 atoms on 48³ … 192³ grids.
 
 For each series the exponent b of ``total_s ∝ x^b`` is fitted by least squares in
-log–log (x = atoms or voxels), also for the descriptor time alone.
+log–log (x = atoms or voxels), also for the descriptor time alone, and the same
+for the process CPU time (``*_cpu``: on a shared machine the wall time mostly
+measures the other jobs).
 
 Usage::
 
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
                      r["descriptor_s"])
         out["device"] = r["device"]
         return {k: r[k] for k in ("atoms", "grid", "voxels", "descriptor_s", "inference_s", "total_s",
-                                  "peak_mem_gb", "load_avg")}
+                                  "descriptor_cpu_s", "total_cpu_s", "peak_mem_gb", "load_avg")}
 
     def series(name, points, xkey):
         rows = [run(n, shape) for n, shape in points]
@@ -74,6 +76,8 @@ def main(argv=None) -> int:
             "points": rows,
             "exponent_total": _fit(x, [r["total_s"] for r in rows]),
             "exponent_descriptor": _fit(x, [r["descriptor_s"] for r in rows]),
+            "exponent_total_cpu": _fit(x, [r["total_cpu_s"] for r in rows]),
+            "exponent_descriptor_cpu": _fit(x, [r["descriptor_cpu_s"] for r in rows]),
         }
 
     if "atoms" in wanted:
