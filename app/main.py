@@ -122,9 +122,20 @@ def build_session(state: AppState | None = None) -> Session:
     state = state or AppState()
     w = controls(state)
     _upload_watcher(state, w["upload"])
-    viewer = Viewer3D(state)
-    sliceview = SliceView(state)
-    lines = LineScanView(state)
+    # Served: show the page at once and draw when the browser has connected (the first
+    # prediction can take a while); in plain Python everything is drawn right away.
+    defer = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+    viewer = Viewer3D(state, defer=defer)
+    sliceview = SliceView(state, defer=defer)
+    lines = LineScanView(state, defer=defer)
+    if defer:
+
+        def first_draw():
+            viewer.update()
+            sliceview.refresh()
+            lines.refresh()
+
+        pn.state.onload(first_draw)
     message = pn.pane.Alert(
         state.param.message, alert_type="info", visible=pn.bind(bool, state.param.message), css_classes=["elf-message"]
     )
@@ -171,6 +182,10 @@ def build_session(state: AppState | None = None) -> Session:
         title="elfcore — ELF of dense hydrogen", sidebar=sidebar, main=main, sidebar_width=340,
         accent_base_color="#2a6f97", header_background="#2a6f97",
     )
+    busy = pn.indicators.LoadingSpinner(
+        value=pn.state.param.busy, size=28, color="light", bgcolor="dark", name="working…", css_classes=["elf-busy"]
+    )
+    template.header.append(busy)
     return Session(state, w, viewer, sliceview, lines, template)
 
 

@@ -39,11 +39,14 @@ class LineScanView(pn.viewable.Viewer):
 
     state = param.Parameter(precedence=-1)
 
-    def __init__(self, state, **params):
+    def __init__(self, state, *, defer: bool = False, **params):
         super().__init__(state=state, **params)
         from bokeh.models import GlyphRenderer
 
-        ld = self._data()
+        from app.state import LineData
+
+        self._message = ""
+        ld = LineData(np.array([0.0, 1.0]), {}, None, "") if defer else self._data()
         overlay = line_overlay(ld).opts(
             hv.opts.Overlay(legend_position="right"),
             hv.opts.Curve(width=900, height=280, ylim=(0, 1.02), show_grid=True),
@@ -54,8 +57,10 @@ class LineScanView(pn.viewable.Viewer):
             r.name: r.data_source for r in self.figure.renderers if isinstance(r, GlyphRenderer) and r.name
         }
         self.pane = pn.pane.Bokeh(self.figure, css_classes=["elf-line-plot"])
-        self.caption = pn.pane.Markdown("", margin=(0, 10))
-        self.refresh()
+        self.caption = pn.pane.Markdown("**Line scan:** *computing…*", margin=(0, 10))
+        self.current = ld
+        if not defer:  # deferred: the page calls refresh() once the browser is connected
+            self.refresh()
         state.param.watch(lambda *_: self.refresh(), list(LINE_DEPS))
 
     def _data(self):

@@ -126,9 +126,10 @@ class SliceView(pn.viewable.Viewer):
 
     state = param.Parameter(precedence=-1)
 
-    def __init__(self, state, **params):
+    def __init__(self, state, *, defer: bool = False, **params):
         super().__init__(state=state, **params)
-        sd = self._data()
+        self._message = ""
+        sd = self._blank() if defer else self._data()
         common = dict(frame_width=330, frame_height=330, data_aspect=1, xlabel="x (Å)", ylabel="y (Å)")
         res = (residual_image(sd) * atom_points(sd)).opts(hv.opts.Image(**common))
         elf = (elf_image(sd) * atom_points(sd)).opts(hv.opts.Image(**common))
@@ -137,8 +138,10 @@ class SliceView(pn.viewable.Viewer):
         self._points = {k: _renderer(f, "Scatter").data_source for k, f in self.figures.items()}
         self.residual_pane = pn.pane.Bokeh(self.figures["residual"], css_classes=["elf-slice-residual"])
         self.elf_pane = pn.pane.Bokeh(self.figures["elf"], css_classes=["elf-slice-elf"])
-        self.caption = pn.pane.Markdown("", margin=(0, 10))
-        self.refresh()
+        self.caption = pn.pane.Markdown("**Slice:** *computing…*", margin=(0, 10))
+        self.current = sd
+        if not defer:  # deferred: the page calls refresh() once the browser is connected
+            self.refresh()
         state.param.watch(lambda *_: self.refresh(), list(SLICE_DEPS))
 
     def _data(self):

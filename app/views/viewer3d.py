@@ -174,11 +174,14 @@ class Viewer3D(pn.viewable.Viewer):
     ----------
     state : app.state.AppState
         The session's state; the view follows its parameters.
+    defer : bool
+        Start empty and draw on the first :meth:`update` (so a page can be
+        shown before the first prediction is ready).
     """
 
     state = param.Parameter(precedence=-1)
 
-    def __init__(self, state, **params):
+    def __init__(self, state, *, defer: bool = False, **params):
         super().__init__(state=state, **params)
         self.plotter = pv.Plotter(off_screen=True, window_size=(640, 520))
         self.plotter.set_background("white")
@@ -197,9 +200,10 @@ class Viewer3D(pn.viewable.Viewer):
             self.plotter.ren_win, sizing_mode="stretch_both", min_height=420, orientation_widget=True,
             enable_keybindings=False,
         )
-        self.caption = pn.pane.Markdown("", margin=(0, 10))
+        self.caption = pn.pane.Markdown("*Computing…*", margin=(0, 10))
         self._last_case = None
-        self.update()
+        if not defer:  # deferred: the page calls update() once the browser is connected
+            self.update()
         state.param.watch(
             lambda *_: self.update(),
             ["case", "r_cut", "l_max", "n_shells", "squeeze", "view_field", "iso", "show_residual",

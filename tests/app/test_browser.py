@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-LOAD_S = 240  # first page: server start-up, descriptor + prediction on a loaded 2-core machine
+LOAD_S = 420  # first page: server start-up, descriptor + prediction on a loaded 2-core machine
 
 
 def _free_port() -> int:
@@ -71,14 +70,15 @@ def served(tmp_path_factory):
     panel = Path(sys.executable).with_name("panel")
     log = open(base / "serve.log", "wb")
     proc = subprocess.Popen(
-        [str(panel), "serve", "app/main.py", "--port", str(port), "--address", "127.0.0.1"],
+        [str(panel), "serve", "app/main.py", "--port", str(port), "--address", "127.0.0.1",
+         "--session-token-expiration", "3600"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/main"
     deadline = time.time() + 120
-    while True:
+    while True:  # wait for the port only: a GET of the page would already build a whole session
         try:
-            with urllib.request.urlopen(url, timeout=5):
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
                 break
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
@@ -106,9 +106,15 @@ def browser(tmp_path_factory):
 
 
 def _wait_views(page, timeout_s=LOAD_S):
+    """Wait for the three views' canvases, then for their first drawing (no "computing…" caption left)."""
     page.wait_for_selector(".elf-3d canvas", timeout=timeout_s * 1000)
     page.wait_for_selector(".elf-slice-residual canvas", timeout=timeout_s * 1000)
     page.wait_for_selector(".elf-line-plot canvas", timeout=timeout_s * 1000)
+    deadline = time.time() + timeout_s
+    while page.get_by_text("omputing…").count() > 0:
+        if time.time() > deadline:
+            raise AssertionError(f"views still computing after {timeout_s} s")
+        time.sleep(1)
 
 
 @pytest.fixture(scope="module")
