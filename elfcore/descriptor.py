@@ -141,8 +141,8 @@ def dscribe_r_include(settings: DescriptorSettings) -> float:
     """DScribe's atom inclusion radius in Å: ``r_cut + σ √(2 ln 10³)``.
 
     DScribe drops atoms farther than this from a centre. The GTO basis does not
-    vanish there, so that truncation makes the descriptor jump by up to ~10⁻³
-    (relative) when an atom crosses it; pass this as ``r_include`` only to
+    vanish there: the truncation changes features by up to a few % and makes them
+    jump when an atom crosses the radius; pass this as ``r_include`` only to
     reproduce DScribe.
     """
     return float(settings.r_cut + settings.sigma * math.sqrt(-2.0 * math.log(_THRESHOLD)))
