@@ -656,6 +656,10 @@ def train_cnn(
                 bound = 1.0 / math.sqrt(layer.weight[0].numel())  # 1/sqrt(fan_in), as PyTorch's default
                 layer.weight.copy_(torch.empty_like(layer.weight).uniform_(-bound, bound, generator=gen))
                 layer.bias.copy_(torch.empty_like(layer.bias).uniform_(-bound, bound, generator=gen))
+        # start the sigmoid in its linear range at the mean ELF (no saturated start)
+        model.output.weight.mul_(0.01)
+        p = float(ytr.mean().clamp(0.01, 0.99))
+        model.output.bias.fill_(math.log(p / (1 - p)))
     x64 = Xtr.to(torch.float64)
     model.set_normalization(x64.mean(), x64.std())
     del x64

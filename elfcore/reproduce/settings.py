@@ -77,10 +77,10 @@ class ReproduceSettings:
     sweep_l_max: tuple = (0, 1, 2, 3, 4)
     sweep_eval_per_pressure: int = 1
     cnn_patch: PatchSettings = PatchSettings(r_cut=1.0, patch_size=12, sigma=0.25)
-    cnn_channels: tuple = (8, 16, 32)
-    cnn_train: TrainSettings = TrainSettings(n_voxels=2_500, epochs=6, batch_size=128, learning_rate=2e-3)
-    cnn_r_cuts: tuple = (0.25, 0.5, 1.0, 1.5, 2.0, 2.5)
-    cnn_eval_voxels: int = 3_000
+    cnn_channels: tuple = (4, 8, 16)
+    cnn_train: TrainSettings = TrainSettings(n_voxels=1_500, epochs=5, batch_size=32, learning_rate=3e-3)
+    cnn_r_cuts: tuple = (0.25, 0.5, 1.0, 1.75, 2.5)
+    cnn_eval_voxels: int = 2_000
     phi_members: int = 10
     k_shells: int = 3
     seed: int = 0
@@ -128,7 +128,7 @@ class ReproduceSettings:
             sweep_n_radial=(4, 10),
             sweep_l_max=(0, 2),
             cnn_channels=(4, 8, 8),
-            cnn_train=TrainSettings(n_voxels=300, epochs=2, batch_size=64, learning_rate=2e-3),
+            cnn_train=TrainSettings(n_voxels=300, epochs=2, batch_size=32, learning_rate=3e-3),
             cnn_r_cuts=(0.5, 1.0),
             cnn_eval_voxels=300,
             phi_members=2,
