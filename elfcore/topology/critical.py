@@ -47,6 +47,12 @@ log = logging.getLogger(__name__)
 
 #: kind code (number of negative Hessian eigenvalues) → name
 KIND_NAMES = {3: "max", 2: "bond", 1: "ring", 0: "cage"}
+#: Å: an ascent path that stalls short of a listed maximum is assigned the nearest one within this distance
+FALLBACK_RADIUS = 0.5
+#: Å: maxima closer than this whose straight connection stays within CLUSTER_DROP (relative to the
+#: field's range) of the lower one are one attractor in the bcp graph
+CLUSTER_RADIUS = 1.0
+CLUSTER_DROP = 0.02
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,14 @@ class CriticalPoints:
         Indices of the bond points in the full list.
     maxima : (n_max,) int64
         Indices of the maxima in the full list.
+    cell : (3, 3) float64 or None
+        Lattice vectors (rows, Å) of the field.
+    cluster_edges : (k, 5) int64 or None
+        Maxima ``i, j`` (indices into ``maxima``) and the translation of ``j``'s copy
+        that form one attractor: closer than :data:`CLUSTER_RADIUS` and joined by a
+        straight segment on which the field stays within :data:`CLUSTER_DROP` (×
+        range) of the lower maximum. Plateaus (ELF ≈ 1 in H₂, made rugged by
+        quantized storage) otherwise split one attractor into many.
     """
 
     positions_frac: np.ndarray
@@ -79,6 +93,8 @@ class CriticalPoints:
     bond_index: np.ndarray
     bond_attractors: np.ndarray
     bond_translations: np.ndarray
+    cell: np.ndarray | None = None
+    cluster_edges: np.ndarray | None = None
 
     @property
     def counts(self) -> dict:
@@ -112,12 +128,15 @@ class BondGraphResult:
 
     ``values[k]`` is the value of the bcp after which the graph first has a
     k-periodic component (None: never); ``values_2dec`` the same with bcp values
-    rounded to 2 decimals first (TcESTIME's convention).
+    rounded to 2 decimals first (TcESTIME's convention). ``n_cluster_edges``
+    counts the links between maxima merged into one attractor (see
+    :data:`CLUSTER_RADIUS`).
     """
 
     values: dict
     values_2dec: dict
     n_edges: int
+    n_cluster_edges: int = 0
 
     @property
     def phi(self) -> float | None:
@@ -166,7 +185,7 @@ def _nearest_maximum(ends_idx, max_idx, shape, spacing_limit_idx2, metric):
     if len(max_idx) == 0 or m == 0:
         return np.full(m, -1, np.int64), np.zeros((m, 3), np.int64)
     tree = cKDTree(np.mod(max_idx, shape), boxsize=shape)
-    k = min(4, len(max_idx))
+    k = min(8, len(max_idx))
     _, cand = tree.query(np.mod(ends_idx, shape), k=k)
     cand = np.asarray(cand).reshape(m, k)
     best = np.full(m, -1, np.int64)
@@ -261,6 +280,8 @@ def critical_points(
         bond_index=bonds,
         bond_attractors=att,
         bond_translations=trans,
+        cell=field_cell(field),
+        cluster_edges=_attractor_clusters(field, coef, frac[maxima], values_cp[maxima]),
     )
 
 
@@ -333,6 +354,10 @@ def _ascend_to_maxima(field, coef, starts, max_idx, retries: int = 4):
         ends[lost] = K.ascend(coef, np.ascontiguousarray(np.array(pushed)), metric_inv, 0.25 * h_min,
                               1e-4 * h_min, n_steps)
         idx[lost], trans[lost] = _nearest_maximum(ends[lost], max_idx, shape, (1.5 * h_min) ** 2, metric)
+    lost = np.flatnonzero(idx < 0)
+    if len(lost):
+        # paths that stall on a plateau (e.g. quantized ELF ≈ 1 near H₂ bonds): nearest maximum within 0.5 Å
+        idx[lost], trans[lost] = _nearest_maximum(ends[lost], max_idx, shape, FALLBACK_RADIUS**2, metric)
     return idx, trans
 
 
@@ -349,20 +374,49 @@ def bond_graph_percolation(cps: CriticalPoints) -> BondGraphResult:
     att = cps.bond_attractors[good]
     tr = cps.bond_translations[good]
     n_nodes = max(len(cps.maxima), 1)
+    ce = cps.cluster_edges if cps.cluster_edges is not None else np.zeros((0, 5), np.int64)
+    cu, cv, ct = ce[:, 0], ce[:, 1], ce[:, 2:]
     out, out2 = {}, {}
     for key, target in (("exact", out), ("2dec", out2)):
         v = vals if key == "exact" else np.round(vals, 2)
         order = np.lexsort((-vals, -v))
         first = K.edge_sweep(
             n_nodes,
-            np.ascontiguousarray(att[order, 0]),
-            np.ascontiguousarray(att[order, 1]),
-            np.ascontiguousarray(tr[order]),
+            np.ascontiguousarray(np.concatenate([cu, att[order, 0]])),
+            np.ascontiguousarray(np.concatenate([cv, att[order, 1]])),
+            np.ascontiguousarray(np.concatenate([ct, tr[order]])),
         )
         for k in (1, 2, 3):
-            e = int(first[k - 1])
+            e = int(first[k - 1]) - len(cu)
             target[k] = None if e < 0 else float(v[order][e])
-    return BondGraphResult(values=out, values_2dec=out2, n_edges=int(good.sum()))
+    return BondGraphResult(values=out, values_2dec=out2, n_edges=int(good.sum()), n_cluster_edges=len(cu))
+
+
+def _attractor_clusters(field, coef, max_frac, max_val) -> np.ndarray:
+    """Cluster edges between maxima (see :attr:`CriticalPoints.cluster_edges`)."""
+    from ..grid import minimum_image
+
+    out = np.zeros((0, 5), np.int64)
+    if len(max_frac) < 2:
+        return out
+    cell = field_cell(field)
+    shape = np.asarray(field.shape, dtype=np.float64)
+    scale = float(np.max(field.values) - np.min(field.values))
+    d_frac = max_frac[None, :, :] - max_frac[:, None, :]
+    vec = minimum_image(d_frac @ cell, cell)
+    t = np.rint(cart_to_frac(vec, cell) - d_frac).astype(np.int64)  # copy of j nearest to i
+    dist = np.linalg.norm(vec, axis=-1)
+    iu, ju = np.nonzero(np.triu(dist <= CLUSTER_RADIUS, 1))
+    if len(iu) == 0:
+        return out
+    s = np.linspace(0.0, 1.0, 24)
+    p0 = max_frac[iu] * shape
+    p1 = (max_frac[ju] + t[iu, ju]) * shape
+    pts = p0[:, None, :] + s[None, :, None] * (p1 - p0)[:, None, :]
+    vals, _ = K.spline_values(coef, np.ascontiguousarray(pts.reshape(-1, 3)))
+    low = np.minimum(max_val[iu], max_val[ju])
+    keep = vals.reshape(len(iu), len(s)).min(axis=1) >= low - CLUSTER_DROP * scale
+    return np.column_stack([iu[keep], ju[keep], t[iu, ju][keep]]).astype(np.int64)
 
 
 def networking_value_bcp(field: xr.DataArray, settings: TopologySettings | None = None) -> float | None:
