@@ -532,28 +532,30 @@ def compute_descriptor(
 def _recip_kernel_cutoff(settings: DescriptorSettings, tol: float) -> float:
     """|G| in Å⁻¹ beyond which every channel's reciprocal kernel is below tol × its maximum."""
     g = np.linspace(0.0, 100.0, 10001)
-    k = _radial_kernel(settings, g)  # (L, N, m)
+    k = _radial_kernel(settings, g).numpy()  # (L, N, m)
     peak = np.abs(k).max(axis=-1, keepdims=True)
     above = np.abs(k) > tol * peak
     last = np.max(np.where(above.any(axis=(0, 1)))[0])
     return float(g[min(last + 1, len(g) - 1)])
 
 
-def _radial_kernel(settings: DescriptorSettings, g: np.ndarray) -> np.ndarray:
+def _radial_kernel(settings: DescriptorSettings, g) -> torch.Tensor:
     """Radial part of ρ̂ ĥ: (2πσ²)^{3/2} e^{−σ²G²/2} · 4π Σ_k β_lnk √π/(2^{l+2} α^{l+3/2}) e^{−G²/4α}.
 
     Multiplied by G^l here (the angular part is Y_lm(Ĝ), so G^l Y_lm = solid harmonic).
-    Returns (l_max+1, n_radial, len(g)) float64.
+    ``g`` (m,) in Å⁻¹, array or tensor; returns a float64 tensor (l_max+1, n_radial, m)
+    on ``g``'s device.
     """
     b = _basis(settings)
     sigma = settings.sigma
-    g = np.asarray(g, dtype=np.float64)
-    smear = (2 * math.pi * sigma**2) ** 1.5 * np.exp(-0.5 * sigma**2 * g**2)
-    out = np.zeros((settings.l_max + 1, settings.n_radial, len(g)))
+    g = torch.as_tensor(g, dtype=torch.float64)
+    smear = (2 * math.pi * sigma**2) ** 1.5 * torch.exp(-0.5 * sigma**2 * g**2)
+    out = torch.empty((settings.l_max + 1, settings.n_radial, len(g)), dtype=torch.float64, device=g.device)
     for l in range(settings.l_max + 1):
-        a = b.alphas[l][:, None]
-        hank = math.sqrt(math.pi) / 2 ** (l + 2) * a ** (-l - 1.5) * np.exp(-(g[None, :] ** 2) / (4 * a))
-        out[l] = 4 * math.pi * smear[None, :] * (b.betas[l] @ hank) * g[None, :] ** l
+        a = torch.as_tensor(b.alphas[l], dtype=torch.float64, device=g.device)[:, None]
+        beta = torch.as_tensor(b.betas[l], dtype=torch.float64, device=g.device)
+        hank = math.sqrt(math.pi) / 2 ** (l + 2) * a ** (-l - 1.5) * torch.exp(-(g[None, :] ** 2) / (4 * a))
+        out[l] = 4 * math.pi * smear[None, :] * (beta @ hank) * g[None, :] ** l
     return out
 
 
@@ -592,8 +594,7 @@ class _FFTPlan:
             sf = torch.zeros(gnorm.shape, dtype=c128, device=device)
         volume = abs(float(np.linalg.det(cell)))
         # radial kernel on |G| (analytic; evaluated at each |G| in float64)
-        g_flat = gnorm.reshape(-1).cpu().numpy()
-        rad = torch.as_tensor(_radial_kernel(settings, g_flat), dtype=f64, device=device)  # (L, N, G)
+        rad = _radial_kernel(settings, gnorm.reshape(-1))  # (L, N, G)
         unit = gvec / torch.where(gnorm > 0, gnorm, torch.ones_like(gnorm))[..., None]
         ylm = _solid_harmonics(unit, lmax).reshape(-1, (lmax + 1) ** 2)  # Y_lm(Ĝ), (G, nlm)
         keep = (gnorm.reshape(-1) <= g_cut).to(f64)
@@ -678,7 +679,7 @@ def iter_grid_descriptor(
         As for :func:`compute_descriptor`. float32 runs the FFTs in complex64
         (≈10⁻⁶ relative error); float64 in complex128.
     slab : int, optional
-        a-planes per chunk; default: about 2·10⁵ voxels per chunk.
+        a-planes per chunk; default: about 2·10⁵ voxels per chunk on CPU, 4·10⁶ on CUDA.
     tol : float
         Reciprocal vectors whose kernel is below ``tol`` × its maximum are dropped.
 
@@ -696,7 +697,7 @@ def iter_grid_descriptor(
     Na, Nb, Nc = shape
     plane = Nb * Nc
     if slab is None:
-        slab = max(1, 200_000 // plane)
+        slab = max(1, (200_000 if dev.type == "cpu" else 4_000_000) // plane)
     slab = int(slab)
     if slab < 1:
         raise ElfcoreError(f"slab={slab}; must be ≥ 1")
