@@ -445,6 +445,41 @@ def _superset_from_cache(field, settings, n_voxels, seed, storage_dtype, method,
 
 
 # --------------------------------------------------------------------------- training
+class _Adam:
+    """Adam (Kingma & Ba 2015; β = (0.9, 0.999), ε = 1e-8, no weight decay).
+
+    The same update as ``torch.optim.Adam`` with default options, written out so
+    that training does not import ``torch._dynamo`` (which ``torch.optim`` does on
+    first use, costing seconds per process).
+    """
+
+    def __init__(self, params: list[torch.Tensor], betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params = params
+        self.b1, self.b2 = betas
+        self.eps = eps
+        self.t = 0
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        self.t += 1
+        c1 = 1 - self.b1**self.t
+        c2 = 1 - self.b2**self.t
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            g = p.grad
+            m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+            v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+            denom = (v / c2).sqrt_().add_(self.eps)
+            p.addcdiv_(m, denom, value=-lr / c1)
+
+
 def _member_generators(seed: int, n_members: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(int(seed) + m) for m in range(n_members)]
 
@@ -555,7 +590,7 @@ def train_model(
     model = model.to(dev)
     model.descriptor_settings = descriptor_settings
 
-    opt = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    opt = _Adam(list(model.parameters()))
     n_tr = len(tr_idx)
     bs = min(settings.batch_size, n_tr)
     steps_per_epoch = n_tr // bs
@@ -572,8 +607,6 @@ def train_model(
         total = torch.zeros((), device=dev, dtype=torch.float64)
         for k in range(steps_per_epoch):
             lr = lr1 + 0.5 * (lr0 - lr1) * (1 + math.cos(math.pi * step / max(total_steps, 1)))
-            for group in opt.param_groups:
-                group["lr"] = lr
             idx = orders[:, k * bs : (k + 1) * bs]
             xb = Xtr[idx].float()
             if masks is not None:
@@ -581,9 +614,9 @@ def train_model(
             yb = ytr[idx]
             pred = model(xb)
             loss = loss_fn(pred, yb).mean(dim=1).sum()
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
-            opt.step()
+            opt.step(lr)
             total += loss.detach()
             step += 1
         rec = {"epoch": epoch + 1, "train_loss": float(total) / max(steps_per_epoch, 1) / n_members}

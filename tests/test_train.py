@@ -355,3 +355,16 @@ def test_feature_masked_members_cut_down_exactly():
     assert len(e.metadata["history"][-1]["val_r2_members"]) == 2
     with pytest.raises(ValueError, match="feature_masks"):
         T.train_model(X, y, SETTINGS, SMALL, n_members=2, feature_masks=masks[:1], progress=False)
+
+
+def test_adam_matches_torch_optim():
+    torch_p = torch.nn.Parameter(torch.linspace(-1, 1, 7))
+    own_p = torch.nn.Parameter(torch_p.detach().clone())
+    ref = torch.optim.Adam([torch_p], lr=0.01)
+    own = T._Adam([own_p])
+    for i in range(20):
+        for p in (torch_p, own_p):
+            p.grad = torch.sin(p.detach() * (i + 1)) + 0.1 * i
+        ref.step()
+        own.step(0.01)
+    torch.testing.assert_close(own_p.detach(), torch_p.detach(), rtol=1e-6, atol=1e-7)
