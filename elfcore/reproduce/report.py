@@ -30,6 +30,28 @@ PAPER = {
 }
 
 
+SIZES = (
+    "Sizes: baseline ensemble of {m} MLPs (width {w}, {h} hidden layers, Huber δ = {d}), {n} random voxels per "
+    "training snapshot, {e} epochs; descriptor r_cut = {rc} Å, n_radial = {nr}, l_max = {lm}, σ = {sg} Å. Metrics "
+    "on every voxel of the stride-{es} sub-lattice of each case (the crystals and the shown snapshots are also "
+    "predicted on their full grid for φ and the figures). Sweeps: one MLP per point, {sn} voxels per snapshot, "
+    "{se} epochs, stride {ss}. CNN: P = {P}, σ = {psg} Å, channels {ch}, {cn} voxels per snapshot, {ce} epochs, "
+    "scored on {cv} random voxels of each shown snapshot. Networking values φ (elfcore.topology, merge tree) "
+    "of the reference and of the first {pm} members' full-grid fields."
+)
+
+
+def _size_values(s: dict) -> dict:
+    t, d, st, c = s["train"], s["descriptor"], s["sweep_train"], s["cnn_train"]
+    return {
+        "m": s["n_members"], "w": t["width"], "h": t["hidden_layers"], "d": t["huber_delta"], "n": t["n_voxels"],
+        "e": t["epochs"], "rc": d["r_cut"], "nr": d["n_radial"], "lm": d["l_max"], "sg": d["sigma"],
+        "es": s["eval_stride"], "sn": st["n_voxels"], "se": st["epochs"], "ss": s["sweep_stride"],
+        "P": s["cnn_patch"]["patch_size"], "psg": s["cnn_patch"]["sigma"], "ch": tuple(s["cnn_channels"]),
+        "cn": c["n_voxels"], "ce": c["epochs"], "cv": s["cnn_eval_voxels"], "pm": s["phi_members"],
+    }
+
+
 def _pm(row: dict, key: str, digits: int = 4) -> str:
     v = row.get(key)
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -66,19 +88,7 @@ def render(summary: dict, *, figures_rel: str) -> str:
         f"Cases: {summary['n_cases']} ({', '.join(f'{k}: {v}' for k, v in summary['case_counts'].items())}). "
         + " ".join(summary.get("notes", [])),
         "",
-        "Sizes: baseline ensemble of {m} MLPs (width {w}, {h} hidden layers, Huber δ = {d}), {n} random voxels per "
-        "training snapshot, {e} epochs; descriptor r_cut = {rc} Å, n_radial = {nr}, l_max = {lm}, σ = {sg} Å. Metrics "
-        "on every voxel of the stride-{es} sub-lattice of each case (the crystals and the shown snapshots are also "
-        "predicted on their full grid for φ and the figures). Sweeps: one MLP per point, {sn} voxels per snapshot, "
-        "{se} epochs, stride {ss}. CNN: P = {P}, σ = {psg} Å, channels {ch}, {cn} voxels per snapshot, {ce} epochs, "
-        "scored on {cv} random voxels of each shown snapshot.".format(
-            m=s["n_members"], w=s["train"]["width"], h=s["train"]["hidden_layers"], d=s["train"]["huber_delta"],
-            n=s["train"]["n_voxels"], e=s["train"]["epochs"], rc=s["descriptor"]["r_cut"],
-            nr=s["descriptor"]["n_radial"], lm=s["descriptor"]["l_max"], sg=s["descriptor"]["sigma"],
-            es=s["eval_stride"], sn=s["sweep_train"]["n_voxels"], se=s["sweep_train"]["epochs"],
-            ss=s["sweep_stride"], P=s["cnn_patch"]["patch_size"], psg=s["cnn_patch"]["sigma"],
-            ch=tuple(s["cnn_channels"]), cn=s["cnn_train"]["n_voxels"], ce=s["cnn_train"]["epochs"],
-            cv=s["cnn_eval_voxels"]),
+        SIZES.format(**_size_values(s)),
         "",
     ]
     if base:
@@ -201,6 +211,11 @@ def discussion(summary: dict) -> str:
         parts.append(f"The oracle k-correction with {kc['n_shells']} shells changes R² as {gains}; in cells of "
                      f"this size the first reciprocal shells already sit near 1 Å⁻¹, so few shells remove only the "
                      f"longest-wavelength part of the residual (science.md §6).")
+    if base:
+        parts.append("Differences from the paper also reflect the reference data: CP2K (PBE, GTH pseudopotential) "
+                     "fields of small cells instead of the paper's data, so accuracy claims should be read against "
+                     "the CP2K–Quantum ESPRESSO agreement reported in the reference-data section (the noise floor "
+                     "of the reference itself).")
     if summary["mode"] == "quick":
         parts.append("This is a --quick run with reduced sizes; its numbers check the pipeline, not the accuracy.")
     return " ".join(parts) if parts else "No parts of the comparison ran."

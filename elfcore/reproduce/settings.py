@@ -81,7 +81,7 @@ class ReproduceSettings:
     cnn_train: TrainSettings = TrainSettings(n_voxels=1_500, epochs=5, batch_size=32, learning_rate=3e-3)
     cnn_r_cuts: tuple = (0.25, 0.5, 1.0, 1.75, 2.5)
     cnn_eval_voxels: int = 2_000
-    phi_members: int = 10
+    phi_members: int = 5
     k_shells: int = 3
     seed: int = 0
 
