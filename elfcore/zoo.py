@@ -198,13 +198,13 @@ def zoo_entries(directory: str | os.PathLike | None = None) -> list[dict[str, An
     return rows
 
 
-def _data_key(cases: list[tuple[str, xr.DataArray]], seed: int, base) -> str:
+def _data_key(cases: list[tuple[str, xr.DataArray]], seed: int, base, override=None) -> str:
     import hashlib
     import json
 
     import numpy as np
 
-    h = hashlib.sha256(json.dumps([base.to_dict(), ZOO_SCHEDULE, int(seed)], sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps([base.to_dict(), ZOO_SCHEDULE, int(seed), override or {}], sort_keys=True).encode())
     for name, field in cases:
         h.update(name.encode())
         h.update(np.ascontiguousarray(field.values, dtype=np.float32).tobytes())
@@ -222,6 +222,7 @@ def build_zoo(
     device: str | torch.device = "auto",
     resume: bool = True,
     progress: bool = True,
+    override: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train and save zoo models (resumable).
 
@@ -242,6 +243,9 @@ def build_zoo(
     resume : bool
         Skip entries whose file exists and was trained on the same data, seed and
         protocol (recorded as ``data_key`` in the model header).
+    override : dict, optional
+        TrainSettings fields applied after :data:`ZOO_SCHEDULE` to every entry
+        (e.g. ``{"epochs": 10, "n_voxels": 10000}`` for a quick provisional build).
 
     Returns
     -------
@@ -256,7 +260,7 @@ def build_zoo(
         raise ValueError("no training data given")
     base = base or TrainSettings()
     out_dir = Path(directory or default_zoo_dir())
-    key = _data_key(cases, seed, base)
+    key = _data_key(cases, seed, base, override)
     todo = [_key(*e) for e in entries] if entries is not None else [BASELINE] + [k for k in ZOO if k != BASELINE]
     kept: dict[tuple[float, int], dict] = {}
     for r, l in todo:
@@ -281,6 +285,8 @@ def build_zoo(
             continue
         ls = [l] if (r, l) == BASELINE else groups[r]
         ts = zoo_train_settings(r, l, base)
+        if override:
+            ts = replace(ts, **override)
         try:
             log.info("zoo r_cut=%.1f l_max=%s: training (%d epochs, batch %d, %d voxels per case)",
                      r, ls, ts.epochs, ts.batch_size, ts.n_voxels)

@@ -75,6 +75,10 @@ def test_build_is_resumable_and_loadable(tmp_path, monkeypatch):
     assert (tmp_path / Z.ZOO[(2.0, 0)]).stat().st_mtime_ns == stamp
     rows = Z.build_zoo(cases[:1], directory=tmp_path, entries=entries[:1], base=base, device="cpu", progress=False)
     assert rows[0]["status"] == "trained"  # other data → retrained
+    rows = Z.build_zoo(cases[:1], directory=tmp_path, entries=entries[:1], base=base, device="cpu",
+                       progress=False, override={"epochs": 1})
+    assert rows[0]["status"] == "trained"  # an override changes the protocol → retrained
+    assert Z.load_zoo_model(2.0, 0, directory=tmp_path).metadata["train_settings"]["epochs"] == 1
     listing = {(r["r_cut"], r["l_max"]): r for r in Z.zoo_entries(tmp_path)}
     assert listing[(2.0, 1)]["present"] and not listing[(3.0, 2)]["present"]
     assert Z.resolve_model("zoo:rcut=2.0,lmax=1", directory=tmp_path).n_features == 110

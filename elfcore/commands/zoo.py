@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="build only this entry, e.g. zoo:rcut=2.0,lmax=1 (repeatable)")
     p_build.add_argument("--no-resume", action="store_true", help="retrain entries even if up to date")
     p_build.add_argument("--seed", type=int, default=0)
+    p_build.add_argument("--epochs", type=int, default=None,
+                         help="override the schedule's epochs for every entry (quick builds)")
+    p_build.add_argument("--voxels", type=int, default=None,
+                         help="override the schedule's voxels per snapshot for every entry (quick builds)")
     p_build.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -49,9 +53,10 @@ def run(args) -> int:
 
     data = load_data(args.data, args.role)
     entries = [zoo.parse_spec(s) for s in args.only] if args.only else None
+    override = {k: v for k, v in (("epochs", args.epochs), ("n_voxels", args.voxels)) if v is not None}
     rows = zoo.build_zoo(data, directory=args.dir, entries=entries, base=TrainSettings(),
                          seed=args.seed, cache_dir=cache_dir_from_args(args), device=args.device,
-                         resume=not args.no_resume)
+                         resume=not args.no_resume, override=override or None)
     if args.json:
         print(json.dumps({"entries": rows}))
     else:
