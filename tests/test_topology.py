@@ -288,7 +288,7 @@ def test_summary_and_cli_json(tmp_path, capsys):
     field, _, _ = dimer_field()
     summary = topology_summary(field, bonds=True)
     assert summary["phi_bcp"] == pytest.approx(summary["networking_value"], abs=1e-6)
-    assert summary["morse_ok"]
+    assert summary["morse_ok"] and not summary["quantized"]
     assert len(summary["basins"]) == 2
     path = tmp_path / "dimers.nc"
     write_field(field, str(path))

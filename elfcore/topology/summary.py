@@ -1,14 +1,18 @@
 """One-call topology summary of a field: what ``elfcore netval`` reports."""
 from __future__ import annotations
 
+import logging
 import time
 
+import numpy as np
 import xarray as xr
 
 from .critical import atom_basins, bond_graph_percolation, critical_points
 from .mergetree import TopologySettings, merge_tree, percolation_thresholds
 
 __all__ = ["topology_summary"]
+
+log = logging.getLogger(__name__)
 
 
 def _r(x, nd=None):
@@ -48,8 +52,9 @@ def topology_summary(
         ``networking_value`` (refined merge-tree φ), ``networking_value_grid``,
         ``phi_2dec``, ``percolation`` {"1","2","3" → value}, ``percolation_grid``,
         ``molecularity`` (intermolecular index), ``phi_star`` (TcESTIME's φ*),
-        ``molecules``, ``seconds_phi`` ..., and with ``bcp``: ``phi_bcp``,
-        ``phi_bcp_2dec``, ``critical_points`` (counts), ``morse_sum``.
+        ``molecules``, ``seconds`` ..., and with ``bcp``: ``phi_bcp``,
+        ``phi_bcp_2dec``, ``critical_points`` (counts), ``morse_sum``, ``quantized``
+        (few distinct values, e.g. 16-bit storage: the counts are then unreliable).
     """
     settings = settings or TopologySettings()
     t0 = time.perf_counter()
@@ -80,6 +85,16 @@ def topology_summary(
         "seconds_merge_tree": round(t1 - t0, 4),
     }
     if bcp:
+        vals = np.asarray(field.values)
+        n_unique = int(np.unique(vals).size)
+        # 16-bit (or coarser) storage: plateaus become rugged and critical-point counts spurious
+        out["quantized"] = bool(n_unique <= 65536 and n_unique < 0.2 * vals.size)
+        if out["quantized"]:
+            log.warning(
+                "field has only %d distinct values (quantized storage?): critical-point counts and the Morse "
+                "sum are unreliable on its plateaus; phi is not affected",
+                n_unique,
+            )
         cps = critical_points(field, settings)
         bg = bond_graph_percolation(cps)
         out.update(
