@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -85,7 +84,7 @@ def figure_s1(cnn: dict, arrays: dict, path: Path) -> Path:
     res_cnn = arrays["slice_cnn"] - arrays["slice_ref"]
     res_mlp = arrays["slice_mlp"] - arrays["slice_ref"]
     _residual_map(axs[1, 0], res_mlp, cell, f"(d) MLP residual, {arrays['slice_case']}, c = 0")
-    im = _residual_map(axs[1, 1], res_cnn, cell, f"(e) CNN residual, same plane")
+    im = _residual_map(axs[1, 1], res_cnn, cell, "(e) CNN residual, same plane")
     fig.colorbar(im, ax=axs[1, :2], label="ELF_pred − ELF_ref", shrink=0.8)
     ax = axs[1, 2]
     ax.hexbin(res_mlp.ravel(), res_cnn.ravel(), gridsize=40, bins="log", cmap="magma", mincnt=1,

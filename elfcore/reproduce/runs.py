@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ import xarray as xr
 
 from ..descriptor import DescriptorSettings, compute_grid_descriptor
 from ..errors import ElfcoreError
-from ..grid import field_atoms, field_cell, make_field, validate_field
+from ..grid import field_atoms, field_cell, make_field
 from ..train import TrainSettings, metrics, sample_voxels, train_model
 
 __all__ = [
@@ -28,6 +28,8 @@ __all__ = [
     "split_cases",
     "stride_field",
     "member_stats",
+    "training_samples",
+    "predict_members",
     "run_baseline",
     "run_sweeps",
     "run_cnn",
