@@ -386,3 +386,26 @@ def test_kcorrect_command_json_and_out(rng, tmp_path, capsys):
     assert info["mode"] == "sparse" and info["n_samples"] == 280 and info["n_basis"] == 11
     assert info["r2_after"] == pytest.approx(1.0, abs=1e-9)
     assert 0 <= info["residual"]["low_k_fraction"] <= 1
+
+
+def test_kcorrect_predicts_when_pred_is_a_model(rng, tmp_path, capsys):
+    import json
+
+    from elfcore.descriptor import DescriptorSettings
+    from elfcore.grid import field_atoms
+    from elfcore.io import write_field
+    from elfcore.models import save_model
+    from elfcore.predict import predict_field, timing_model
+    from elfcore.train import metrics
+
+    cell, shape = np.diag([3.0, 3.2, 3.4]), (8, 8, 8)
+    ref = make_field(smooth_pred(rng, shape, cell).values, cell, rng.random((6, 3)) @ cell, [1] * 6)
+    model = timing_model(DescriptorSettings(n_radial=3, l_max=1, r_cut=1.5), width=8, seed=1).eval()
+    save_model(model, tmp_path / "m.safetensors")
+    write_field(ref, tmp_path / "ref.nc")
+    assert _kcorrect([str(tmp_path / "m.safetensors"), str(tmp_path / "ref.nc"), "--shells", "1",
+                      "--device", "cpu", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    direct = predict_field(field_atoms(ref), model, shape=shape, device="cpu", progress=False)
+    assert info["r2_before"] == pytest.approx(metrics(direct.values, ref.values)["r2"], abs=1e-6)
+    assert info["n_basis"] == 3 and info["shell_counts"] == [1, 2]  # orthorhombic: ±c* first

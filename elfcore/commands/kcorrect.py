@@ -1,6 +1,8 @@
 """Correct a predicted ELF field in k-space against a reference (science.md §6).
 
 PRED and REF are any field files ``read_field`` reads, on the same grid and cell.
+PRED may instead name a model (``zoo:rcut=3.0,lmax=2`` or a ``.safetensors`` file):
+then the ELF is predicted on REF's structure and grid first.
 For a netCDF case, PRED defaults to its ``elf_pred`` field and REF to ``elf_ref``
 (override with ``--pred-name`` / ``--ref-name``). The logit residual
 ``logit(REF) − logit(PRED)`` is expanded in the low-k plane-wave basis of the cell
@@ -46,7 +48,8 @@ def _ridge_arg(text: str):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pred", metavar="PRED", help="predicted ELF field file")
+    parser.add_argument("pred", metavar="PRED",
+                        help="predicted ELF field file, or a model (zoo:rcut=…,lmax=… or .safetensors) to predict it")
     parser.add_argument("ref", metavar="REF", help="reference ELF field file (same grid and cell)")
     sel = parser.add_mutually_exclusive_group()
     sel.add_argument("--shells", type=int, default=None, metavar="N",
@@ -67,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add the oracle R² for 0…8 shells and the sparse-fit R² for 1–3 shells from "
                              "0.1/0.3/1/3 %% of the voxels (3 draws each)")
     parser.add_argument("--out", default=None, metavar="FILE", help="write the corrected field here")
+    parser.add_argument("--device", default="auto", help="device for predicting when PRED is a model")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -82,6 +86,21 @@ def _read(path: str, name: str | None, prefer: str):
         if name is not None:
             return case_field(case, name)
     return read_field(path, name=name)
+
+
+def _is_model(text: str) -> bool:
+    return text.startswith("zoo:") or text.endswith(".safetensors")
+
+
+def _predict(model_spec: str, ref, device: str):
+    """Predict the ELF with a model on the structure and grid of ``ref``."""
+    from ..grid import field_atoms
+    from ..predict import predict_field
+    from ..zoo import resolve_model
+
+    model = resolve_model(model_spec)
+    out = predict_field(field_atoms(ref), model, shape=ref.shape, device=device, progress=False)
+    return out[0] if isinstance(out, tuple) else out
 
 
 def _clean(obj):
@@ -114,8 +133,11 @@ def run(args) -> int:
 
     eps = kspace.DEFAULT_EPS if args.eps is None else args.eps
     n_shells = args.shells if args.shells is not None or args.kmax is not None else 3
-    pred = _read(args.pred, args.pred_name, "elf_pred")
     ref = _read(args.ref, args.ref_name, "elf_ref")
+    if _is_model(args.pred):
+        pred = _predict(args.pred, ref, args.device)
+    else:
+        pred = _read(args.pred, args.pred_name, "elf_pred")
     basis = kspace.lowk_basis(pred.attrs["cell"], pred.shape, n_shells=n_shells, k_max=args.kmax)
     if args.sample is None:
         result = kspace.oracle_correction(pred, ref, basis=basis, eps=eps)
