@@ -136,7 +136,7 @@ def figure_s3(kres: dict, arrays: dict, path: Path) -> Path:
     im = None
     for r, ax_row in zip(rows, axs):
         before, after, cell = arrays[r["case"]]
-        p = "?" if r["pressure_gpa"] is None else f"{r['pressure_gpa']:g}"
+        p = "?" if r["pressure_gpa"] is None else f"{r['pressure_gpa']:.1f}"
         _residual_map(ax_row[0], before[:, :, 0], cell, f"{p} GPa, {r['case']}: before, R² = {r['r2_before']:.4f}")
         im = _residual_map(ax_row[1], after[:, :, 0], cell,
                            f"after {kres['n_shells']} shells ({r['n_basis']} functions), R² = {r['r2_after']:.4f}")

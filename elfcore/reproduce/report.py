@@ -71,7 +71,7 @@ def _paper_s1(label: str):
 
 
 def _p(v) -> str:
-    return "–" if v is None else f"{v:g}"
+    return "–" if v is None else f"{v:.4g}"
 
 
 def render(summary: dict, *, figures_rel: str) -> str:
