@@ -385,7 +385,7 @@ def test_kcorrect_command_json_and_out(rng, tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["mode"] == "sparse" and info["n_samples"] == 280 and info["n_basis"] == 11
     assert info["r2_after"] == pytest.approx(1.0, abs=1e-9)
-    assert 0 <= info["residual"]["low_k_fraction"] <= 1
+    assert 0 <= info["residual"]["low_k_fraction"] <= 1 and info["residual_elf"]["space"] == "elf"
 
 
 def test_kcorrect_predicts_when_pred_is_a_model(rng, tmp_path, capsys):
