@@ -124,7 +124,8 @@ def build_session(state: AppState | None = None) -> Session:
     _upload_watcher(state, w["upload"])
     # Served: show the page at once and draw when the browser has connected (the first
     # prediction can take a while); in plain Python everything is drawn right away.
-    defer = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+    doc = pn.state.curdoc
+    defer = doc is not None and doc.session_context is not None
     viewer = Viewer3D(state, defer=defer)
     sliceview = SliceView(state, defer=defer)
     lines = LineScanView(state, defer=defer)
@@ -135,7 +136,7 @@ def build_session(state: AppState | None = None) -> Session:
             sliceview.refresh()
             lines.refresh()
 
-        pn.state.onload(first_draw)
+        doc.add_next_tick_callback(first_draw)  # runs after this request has returned the page
     message = pn.pane.Alert(
         state.param.message, alert_type="info", visible=pn.bind(bool, state.param.message), css_classes=["elf-message"]
     )
@@ -171,7 +172,7 @@ def build_session(state: AppState | None = None) -> Session:
             message,
             teaching,
             pn.Row(
-                pn.Column(viewer, sizing_mode="stretch_both", min_height=480, css_classes=["elf-3d"]),
+                pn.Column(viewer, sizing_mode="stretch_width", css_classes=["elf-3d"]),
                 pn.Column(pn.pane.Markdown("### Metrics"), metrics_pane(state), width=420, css_classes=["elf-metrics"]),
             ),
         ),

@@ -56,7 +56,7 @@ class LineScanView(pn.viewable.Viewer):
         self._sources = {
             r.name: r.data_source for r in self.figure.renderers if isinstance(r, GlyphRenderer) and r.name
         }
-        self.pane = pn.pane.Bokeh(self.figure, css_classes=["elf-line-plot"])
+        self.pane = pn.Column(pn.pane.Bokeh(self.figure), css_classes=["elf-line-plot"], sizing_mode="stretch_width")
         self.caption = pn.pane.Markdown("**Line scan:** *computing…*", margin=(0, 10))
         self.current = ld
         if not defer:  # deferred: the page calls refresh() once the browser is connected

@@ -136,8 +136,8 @@ class SliceView(pn.viewable.Viewer):
         self.figures = {"residual": hv.render(res, backend="bokeh"), "elf": hv.render(elf, backend="bokeh")}
         self._images = {k: _renderer(f, "Image").data_source for k, f in self.figures.items()}
         self._points = {k: _renderer(f, "Scatter").data_source for k, f in self.figures.items()}
-        self.residual_pane = pn.pane.Bokeh(self.figures["residual"], css_classes=["elf-slice-residual"])
-        self.elf_pane = pn.pane.Bokeh(self.figures["elf"], css_classes=["elf-slice-elf"])
+        self.residual_pane = pn.Column(pn.pane.Bokeh(self.figures["residual"]), css_classes=["elf-slice-residual"])
+        self.elf_pane = pn.Column(pn.pane.Bokeh(self.figures["elf"]), css_classes=["elf-slice-elf"])
         self.caption = pn.pane.Markdown("**Slice:** *computing…*", margin=(0, 10))
         self.current = sd
         if not defer:  # deferred: the page calls refresh() once the browser is connected

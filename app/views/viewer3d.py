@@ -197,11 +197,12 @@ class Viewer3D(pn.viewable.Viewer):
         for k, mesh in self._meshes.items():
             self._actors[k] = self.plotter.add_mesh(mesh, **styles[k])
         self.pane = SyncedVTK(
-            self.plotter.ren_win, sizing_mode="stretch_both", min_height=420, orientation_widget=True,
+            self.plotter.ren_win, sizing_mode="stretch_width", height=520, orientation_widget=True,
             enable_keybindings=False,
         )
         self.caption = pn.pane.Markdown("*Computing…*", margin=(0, 10))
         self._last_case = None
+        self._atoms_key = None
         if not defer:  # deferred: the page calls update() once the browser is connected
             self.update()
         state.param.watch(
@@ -251,8 +252,11 @@ class Viewer3D(pn.viewable.Viewer):
             notes.append("no residual (needs a DFT reference)")
         atoms = fs.atoms
         if atoms is not None:
-            self._set("atoms", atom_spheres(atoms.get_positions()), s.show_atoms)
-            self._set("box", cell_box(np.asarray(atoms.cell[:])), s.show_cell)
+            key = (atoms.get_positions().tobytes(), np.asarray(atoms.cell[:]).tobytes(), s.show_atoms, s.show_cell)
+            if key != self._atoms_key:  # rebuild atoms and box only when they change
+                self._set("atoms", atom_spheres(atoms.get_positions()), s.show_atoms)
+                self._set("box", cell_box(np.asarray(atoms.cell[:])), s.show_cell)
+                self._atoms_key = key
         self.caption.object = " · ".join(notes)
         if s.case != self._last_case:
             self.plotter.reset_camera()
@@ -269,4 +273,4 @@ class Viewer3D(pn.viewable.Viewer):
         return buf.getvalue()
 
     def __panel__(self):
-        return pn.Column(self.caption, self.pane, sizing_mode="stretch_both", min_height=460)
+        return pn.Column(self.caption, self.pane, sizing_mode="stretch_width")

@@ -71,7 +71,7 @@ def served(tmp_path_factory):
     log = open(base / "serve.log", "wb")
     proc = subprocess.Popen(
         [str(panel), "serve", "app/main.py", "--port", str(port), "--address", "127.0.0.1",
-         "--session-token-expiration", "3600"],
+         "--session-token-expiration", "3600", "--unused-session-lifetime", "900000"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/main"
@@ -127,20 +127,9 @@ def page(served, browser):
     return pg
 
 
-def wait_idle(page, timeout_s=LOAD_S):
-    """Wait until the server has no pending work for this page (Panel's busy indicator)."""
-    deadline = time.time() + timeout_s
-    time.sleep(0.5)
-    while time.time() < deadline:
-        busy = page.evaluate(
-            "() => { const d = window.Bokeh && Bokeh.documents && Bokeh.documents[0];"
-            " if (!d) return true; for (const m of d._all_models.values()) {"
-            " if (m.type && m.type.endsWith('LoadingSpinner') && m.value) return true; }"
-            " return !!document.querySelector('.pn-loading'); }"
-        )
-        if not busy:
-            return
-        time.sleep(0.5)
+def wait_idle(page, seconds: float = 1.0):
+    """Give the server a moment to answer (the checks below poll for the change itself)."""
+    time.sleep(seconds)
 
 
 def shot(page, css: str, name: str | None = None) -> np.ndarray:
@@ -175,8 +164,21 @@ def changed(page, css: str, before: np.ndarray, timeout_s: float = 90) -> np.nda
         time.sleep(0.5)
 
 
+_DEEP_TEXT = """(el) => {
+    const parts = [];
+    const walk = (node) => {
+        if (node.nodeType === Node.TEXT_NODE) { parts.push(node.textContent); return; }
+        if (node.shadowRoot) walk(node.shadowRoot);
+        for (const child of node.childNodes) walk(child);
+    };
+    walk(el);
+    return parts.join(' ').replace(/\\s+/g, ' ');
+}"""
+
+
 def text_of(page, css: str) -> str:
-    return page.locator(css).first.inner_text()
+    """All text under the first element matching ``css``, shadow roots included (Panel renders into them)."""
+    return page.locator(css).first.evaluate(_DEEP_TEXT)
 
 
 def text_changed(page, css: str, before: str, timeout_s: float = 120) -> str:

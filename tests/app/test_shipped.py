@@ -1,0 +1,54 @@
+"""The app's state on the shipped cases and zoo model (skipped until they are built)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.pipeline import DATA_DIR, Pipeline, bundled_cases
+
+
+def _baseline_model_present() -> bool:
+    from elfcore import zoo
+
+    return zoo.zoo_path(*zoo.BASELINE).exists()
+
+
+pytestmark = pytest.mark.skipif(
+    not bundled_cases() or not _baseline_model_present(),
+    reason="no shipped case in assets/data or no baseline zoo model in assets/models",
+)
+
+
+@pytest.fixture(scope="module")
+def shipped_state():
+    from app.state import AppState
+
+    s = AppState(pipeline=Pipeline(data_dir=DATA_DIR))
+    # the smallest shipped case keeps the test short
+    sizes = {k: int(np.prod([s.pipeline.case(k).sizes[d] for d in "abc"])) for k in s.param.case.objects}
+    s.case = min(sizes, key=sizes.get)
+    s.param.update(r_cut=3.0, l_max=2)
+    return s
+
+
+def test_prediction_on_the_reference_grid(shipped_state):
+    fs = shipped_state.fields()
+    assert fs.error == "", fs.error
+    assert fs.prediction.shape == fs.reference.shape
+    assert 0.0 <= float(fs.prediction.min()) and float(fs.prediction.max()) <= 1.0
+    np.testing.assert_allclose(fs.prediction.attrs["cell"], fs.reference.attrs["cell"])
+
+
+def test_metrics_and_k_correction_on_dft_data(shipped_state):
+    shipped_state.n_shells = 3
+    m = shipped_state.metrics()
+    before, after = m["errors"]["before"], m["errors"]["after"]
+    assert 0.0 < before["mae"] < 0.2
+    assert np.isfinite([after["mae"], after["rmse"], after["r2"]]).all()
+    assert after["mae"] != before["mae"]  # the corrected field is a different field
+    fs = shipped_state.fields()
+    assert fs.corrected is not None and fs.residual_corrected is not None
+    for kind in ("reference", "prediction"):
+        assert kind in m["topology"]
+    sd = shipped_state.slice_data()
+    assert np.isfinite(sd.residual).all() and np.abs(sd.residual).max() < 1.0
