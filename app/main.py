@@ -122,21 +122,9 @@ def build_session(state: AppState | None = None) -> Session:
     state = state or AppState()
     w = controls(state)
     _upload_watcher(state, w["upload"])
-    # Served: show the page at once and draw when the browser has connected (the first
-    # prediction can take a while); in plain Python everything is drawn right away.
-    doc = pn.state.curdoc
-    defer = doc is not None and doc.session_context is not None
-    viewer = Viewer3D(state, defer=defer)
-    sliceview = SliceView(state, defer=defer)
-    lines = LineScanView(state, defer=defer)
-    if defer:
-
-        def first_draw():
-            viewer.update()
-            sliceview.refresh()
-            lines.refresh()
-
-        doc.add_next_tick_callback(first_draw)  # runs after this request has returned the page
+    viewer = Viewer3D(state)
+    sliceview = SliceView(state)
+    lines = LineScanView(state)
     message = pn.pane.Alert(
         state.param.message, alert_type="info", visible=pn.bind(bool, state.param.message), css_classes=["elf-message"]
     )

@@ -148,9 +148,8 @@ class SyncedVTK(VTKRenderWindowSynchronized):
         exclude = set(exclude_arrays or ())
         ren_win.OffScreenRenderingOn()
         ren_win.Modified()
-        # No ren_win.Render() (an off-screen OpenGL frame per update): bringing the mappers'
-        # inputs up to date is all the serializer needs; the browser does the rendering.
         _update_mappers(ren_win)
+        ren_win.Render()  # as Panel does: the serialized scene (camera, sizes) needs one frame
         scene = rws.serializeInstance(None, ren_win, context.getReferenceId(ren_win), context, 0)
         scene["properties"]["numberOfLayers"] = 2  # the browser draws the orientation widget in layer 2
         # like Panel's own pane: raw bytes, uncompressed, whatever binary/compression say
