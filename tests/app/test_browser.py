@@ -195,10 +195,16 @@ def text_changed(page, css: str, before: str, timeout_s: float = 120) -> str:
 def press(page, widget: str, key: str = "ArrowRight", times: int = 3) -> None:
     """Move a slider widget by keyboard (its noUiSlider handle)."""
     handle = page.locator(f".elf-{widget} .noUi-handle").first
-    handle.scroll_into_view_if_needed()
-    handle.focus()
     for _ in range(times):
-        handle.press(key)
+        for attempt in range(5):  # Panel may re-render a widget between two key presses
+            try:
+                handle.scroll_into_view_if_needed(timeout=10000)
+                handle.press(key, timeout=10000)
+                break
+            except sync_api.Error:
+                if attempt == 4:
+                    raise
+                time.sleep(1)
     wait_idle(page)
 
 
