@@ -52,6 +52,7 @@ from torch import nn
 
 from ..device import resolve
 from ..errors import FormatError, SettingsMismatchError, StructureError
+from .io import read_raw_header, write_model_file
 
 __all__ = [
     "PatchSettings",
@@ -440,7 +441,6 @@ def save_cnn(model: CNN, path: str | os.PathLike) -> Path:
     SettingsMismatchError
         If the model has no ``descriptor_settings``.
     """
-    from safetensors.torch import save_file
 
     from .. import __version__
 
@@ -456,10 +456,7 @@ def save_cnn(model: CNN, path: str | os.PathLike) -> Path:
         "training": _jsonable(model.metadata),
     }
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in model.state_dict().items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={"elfcore": json.dumps(header, sort_keys=True)})
-    return path
+    return write_model_file(path, tensors, header)
 
 
 def read_cnn_header(path: str | os.PathLike) -> dict[str, Any]:
@@ -470,19 +467,7 @@ def read_cnn_header(path: str | os.PathLike) -> dict[str, Any]:
     FormatError
         If the file is not a safetensors file with an elfcore CNN header.
     """
-    from safetensors import safe_open
-
-    path = str(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(path)
-    try:
-        with safe_open(path, framework="pt") as fh:
-            meta = fh.metadata() or {}
-        header = json.loads(meta["elfcore"])
-    except Exception as exc:  # safetensors/JSON errors of any type
-        raise FormatError(f"not an elfcore model file ({exc})", path=path) from exc
-    if header.get("schema_version") != SCHEMA_VERSION:
-        raise FormatError(f"schema_version={header.get('schema_version')!r}; expected {SCHEMA_VERSION}", path=path)
+    header = read_raw_header(path)
     if header.get("model_class") != "CNN":
         raise FormatError(f"model_class={header.get('model_class')!r}; expected 'CNN'", path=path)
     return header

@@ -73,8 +73,6 @@ def save_model(model: MLP | Ensemble, path: str | os.PathLike, *, weights_dtype:
     pathlib.Path
         The written file.
     """
-    from safetensors.torch import save_file
-
     from .. import __version__
 
     if weights_dtype not in _DTYPES:
@@ -104,19 +102,26 @@ def save_model(model: MLP | Ensemble, path: str | os.PathLike, *, weights_dtype:
         if not key.startswith("feature_"):
             value = value.to(_DTYPES[weights_dtype])
         tensors[key] = value.clone()
+    return write_model_file(path, tensors, header)
+
+
+def write_model_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> Path:
+    """Write ``tensors`` as safetensors with ``header`` as the JSON ``elfcore`` metadata (no pickles)."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"elfcore": json.dumps(header, sort_keys=True)})
     return path
 
 
-def read_header(path: str | os.PathLike) -> dict[str, Any]:
-    """Return the JSON header of a model file without loading weights.
+def read_raw_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON ``elfcore`` header of a safetensors model file, its schema version checked.
 
     Raises
     ------
     FormatError
-        If the file is not a safetensors file with an elfcore header of a known schema.
+        If the file is not safetensors, has no valid elfcore header, or another schema version.
     """
     from safetensors import safe_open
 
@@ -137,6 +142,18 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
     version = header.get("schema_version")
     if version != SCHEMA_VERSION:
         raise FormatError(f"model schema_version={version!r}; this elfcore reads {SCHEMA_VERSION}", path=path)
+    return header
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """Return the JSON header of a model file without loading weights.
+
+    Raises
+    ------
+    FormatError
+        If the file is not a safetensors file with an elfcore header of a known schema.
+    """
+    header = read_raw_header(path)
     if header.get("model_class") not in MODEL_CLASSES:
         raise FormatError(
             f"model_class={header.get('model_class')!r}; known: {sorted(MODEL_CLASSES)}", path=path
