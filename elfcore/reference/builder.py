@@ -128,8 +128,12 @@ class ReferencePlan:
     repeat : int
         fcc cells per edge of the fluid start (2 → 64 atoms).
     md : MDSettings
-        MD protocol (steps, time step, temperature, thermostat); ``md.seed`` is
-        replaced by each target's seed.
+        First (equilibration) segment of the MD: ``md.steps`` steps of ``md.timestep_fs``
+        from the fcc start, with its temperature and thermostat; ``md.seed`` is replaced
+        by each target's seed.
+    production_timestep_fs : float
+        Time step of the MD after the first segment (restarted from its restart file
+        with only the time step changed), up to the last snapshot.
     md_dft, elf_dft : CP2KSettings
         Electronic settings of the MD and of the ELF single points.
     equilibration_fs : float
@@ -158,7 +162,8 @@ class ReferencePlan:
 
     fluids: tuple = DEFAULT_FLUIDS
     repeat: int = 2
-    md: MDSettings = MDSettings(steps=450, timestep_fs=1.0, temperature_k=1500.0, thermostat_timecon_fs=20.0)
+    md: MDSettings = MDSettings(steps=200, timestep_fs=1.0, temperature_k=1500.0, thermostat_timecon_fs=20.0)
+    production_timestep_fs: float = 0.5
     md_dft: CP2KSettings = MD_DFT
     elf_dft: CP2KSettings = ELF_DFT
     equilibration_fs: float = 200.0
@@ -176,19 +181,25 @@ class ReferencePlan:
     def __post_init__(self) -> None:
         if self.n_snapshots < 1 or self.sample_interval_fs <= 0 or self.equilibration_fs < 0:
             raise ValueError("need n_snapshots >= 1, sample_interval_fs > 0, equilibration_fs >= 0")
-        last = self.equilibration_fs + (self.n_snapshots - 1) * self.sample_interval_fs
-        if last > self.md.steps * self.md.timestep_fs + 1e-9:
-            raise ValueError(f"last snapshot at {last} fs is beyond the MD length {self.md.steps * self.md.timestep_fs} fs")
+        if not 0 < self.production_timestep_fs <= 5:
+            raise ValueError(f"production_timestep_fs must be in (0, 5], got {self.production_timestep_fs}")
         for n in self.crystal_atoms:
             if n < 2 or n % 2:
                 raise ValueError(f"crystal_atoms must be even and >= 2, got {n}")
 
-    def snapshot_steps(self) -> list[int]:
-        """MD steps of the snapshots."""
-        dt = self.md.timestep_fs
-        return [
-            int(round((self.equilibration_fs + k * self.sample_interval_fs) / dt)) for k in range(self.n_snapshots)
-        ]
+    @property
+    def first_segment_fs(self) -> float:
+        """Length of the first MD segment (``md.steps`` × ``md.timestep_fs``), fs."""
+        return self.md.steps * self.md.timestep_fs
+
+    @property
+    def length_fs(self) -> float:
+        """MD time of the last snapshot, fs."""
+        return self.snapshot_times_fs()[-1]
+
+    def snapshot_times_fs(self) -> list[float]:
+        """MD times of the snapshots, fs (the first is the training snapshot)."""
+        return [self.equilibration_fs + k * self.sample_interval_fs for k in range(self.n_snapshots)]
 
     def md_for(self, target: FluidTarget) -> MDSettings:
         """The MD settings of one target (its own seed)."""
@@ -203,7 +214,7 @@ class CaseSpec:
     family: str  # "fluid", "cubic", "hexagonal"
     role: str  # "train", "test"
     target: FluidTarget | None = None
-    md_step: int | None = None
+    md_time_fs: float | None = None
     space_group: int | None = None
     n_atoms: int | None = None
     volume_per_atom: float | None = None
@@ -220,15 +231,14 @@ def plan_cases(plan: ReferencePlan = ReferencePlan()) -> list[CaseSpec]:
     """
     cases = []
     for target in plan.fluids:
-        for k, step in enumerate(plan.snapshot_steps()):
-            t = step * plan.md.timestep_fs
+        for k, t in enumerate(plan.snapshot_times_fs()):
             cases.append(
                 CaseSpec(
                     name=f"{target.name}_t{int(round(t)):04d}",
                     family="fluid",
                     role="train" if k == 0 else "test",
                     target=target,
-                    md_step=step,
+                    md_time_fs=t,
                 )
             )
     i = 0
@@ -262,14 +272,20 @@ def md_input_text(plan: ReferencePlan, target: FluidTarget) -> str:
     return _cp2k.md_input(atoms, target.md_dft or plan.md_dft, plan.md_for(target), project="md", stress=False)
 
 
-def _md_done_steps(md_dir: Path) -> int:
+def _md_done_time(md_dir: Path) -> float:
+    """MD time of the last line of the energy file, fs (-1 if there is none)."""
     ener = md_dir / "md-1.ener"
     if not ener.exists():
-        return -1
+        return -1.0
     try:
-        return int(_cp2k.read_ener(ener)[-1, 0])
+        return float(_cp2k.read_ener(ener)[-1, 1])
     except Exception:  # an empty or partly written file means "not started"
-        return -1
+        return -1.0
+
+
+def _without_steps(text: str) -> str:
+    """An MD input with its ``STEPS`` line removed (continuations may change only that line)."""
+    return re.sub(r"^\s*STEPS\s+\d+\s*$", "", text, count=1, flags=re.M)
 
 
 def _md_running(md_dir: Path, stale_s: float) -> bool:
@@ -290,18 +306,20 @@ def run_md(
     *,
     executable: str | None = None,
     threads: int = 2,
-    min_step: int | None = None,
+    min_time_fs: float | None = None,
     poll_s: float = 30.0,
     stale_s: float = 900.0,
 ) -> Path:
-    """Run (or reuse, or wait for) the MD of one target; return its directory.
+    """Run (or reuse, continue, or wait for) the MD of one target; return its directory.
 
-    An MD whose energy file already reaches ``min_step`` (default: all steps) is
-    reused. An MD that is still running (another process, e.g. ``elfcore reference
-    md``; its files changed within ``stale_s``) is waited for until it reaches
-    ``min_step``. Otherwise the MD is (re)started from the beginning. An MD
-    directory with a different input is an error (use another work directory
-    instead of mixing runs).
+    The MD is the first segment (``plan.md``, from the fcc start) followed by
+    restarts at ``plan.production_timestep_fs`` up to the last snapshot (see
+    :func:`continue_md`). An MD whose energy file already reaches ``min_time_fs``
+    (default: the last snapshot) is reused. An MD that is still running (another
+    process, e.g. ``elfcore reference md``; its files changed within ``stale_s``) is
+    waited for until it gets there. An interrupted MD is continued from its restart
+    file; otherwise the MD starts from the beginning. An MD directory with a
+    different input is an error (use another work directory instead of mixing runs).
 
     Raises
     ------
@@ -310,25 +328,35 @@ def run_md(
     """
     md_dir = _md_dir(Path(work_dir), target)
     text = md_input_text(plan, target)
-    need = plan.md.steps if min_step is None else min_step
+    need = plan.length_fs if min_time_fs is None else min_time_fs
     inp = md_dir / "md.inp"
-    if inp.exists() and inp.read_text() != text:
+    if inp.exists() and _without_steps(inp.read_text()) != _without_steps(text):
         raise DFTError(f"case {target.name}: {inp} holds a different MD input; use another work directory")
-    while _md_done_steps(md_dir) < need and _md_running(md_dir, stale_s):
-        log.info("case %s: waiting for the running MD to reach step %d (now %d)", target.name, need,
-                 _md_done_steps(md_dir))
+    while _md_done_time(md_dir) < need - 1e-6 and _md_running(md_dir, stale_s):
+        log.info("case %s: waiting for the running MD to reach %g fs (now %g fs)", target.name, need,
+                 _md_done_time(md_dir))
         time.sleep(poll_s)
-    if _md_done_steps(md_dir) >= need:
+    if _md_done_time(md_dir) >= need - 1e-6:
         return md_dir
-    if md_dir.exists():
-        for old in md_dir.glob("md-*"):
-            old.unlink()
-    _cp2k.run_cp2k(text, md_dir, case=target.name, project="md", executable=executable, threads=threads,
-                   check_scf=False)
-    _check_md_scf(md_dir / "md.out", target.name)
-    if _md_done_steps(md_dir) < need:
-        raise DFTError(f"case {target.name}: MD ended before step {need}; see {md_dir / 'md.out'}")
+    if not (inp.exists() and (md_dir / "md-1.restart").exists()):
+        if md_dir.exists():
+            for old in md_dir.glob("md-*"):
+                old.unlink()
+        _cp2k.run_cp2k(text, md_dir, case=target.name, project="md", executable=executable, threads=threads,
+                       check_scf=False)
+        _check_md_scf(md_dir / "md.out", target.name)
+    if _md_done_time(md_dir) < need - 1e-6:
+        continue_md(plan, target, work_dir, executable=executable, threads=threads, until_fs=need)
+    if _md_done_time(md_dir) < need - 1e-6:
+        raise DFTError(f"case {target.name}: MD ended before {need:g} fs; see {md_dir / 'md.out'}")
     return md_dir
+
+
+def _restart_point(restart: Path) -> tuple[int, float]:
+    text = restart.read_text()
+    ms = re.search(r"STEP_START_VAL\s+(\d+)", text)
+    mt = re.search(r"TIME_START_VAL\s+(\S+)", text)
+    return (int(ms.group(1)) if ms else 0), (float(mt.group(1)) if mt else 0.0)
 
 
 def continue_md(
@@ -338,39 +366,51 @@ def continue_md(
     *,
     executable: str | None = None,
     threads: int = 2,
+    until_fs: float | None = None,
 ) -> Path:
-    """Continue an interrupted MD from its last restart file up to ``plan.md.steps``.
+    """Continue an MD from its last restart file up to ``until_fs`` (default: the last snapshot).
 
-    Lines of the energy, position and velocity files written after the restart
-    step are dropped first, so each step appears once. The continuation input is
-    ``md_restart.inp`` (``md.inp`` plus ``&EXT_RESTART``, ``STEPS`` = remaining
-    steps); ``md.inp`` is unchanged, so :func:`run_md` keeps recognising the run.
+    Before ``plan.first_segment_fs`` the first segment's time step is used, after it
+    ``plan.production_timestep_fs``. Lines of the energy, position and velocity files
+    written after the restart step are dropped first, so each step appears once. A
+    continuation input is ``md_restart.inp`` (``md.inp`` with ``STEPS`` = the steps
+    still to run, ``TIMESTEP`` of the segment, plus ``&EXT_RESTART``);
+    ``md.inp`` is unchanged, so :func:`run_md` keeps recognising the run. The output of
+    earlier segments is kept as ``md.out.before_step<N>``.
 
     Raises
     ------
     DFTError
-        No MD input or restart file, or CP2K fails.
+        No MD input or restart file, CP2K fails, or a segment makes no progress.
     """
     md_dir = _md_dir(Path(work_dir), target)
     restart = md_dir / "md-1.restart"
     if not (md_dir / "md.inp").exists() or not restart.exists():
         raise DFTError(f"case {target.name}: nothing to continue in {md_dir} (no md.inp or md-1.restart)")
-    m = re.search(r"STEP_START_VAL\s+(\d+)", restart.read_text())
-    start = int(m.group(1)) if m else 0
-    remaining = plan.md.steps - start
-    if remaining <= 0:
-        return md_dir
-    _truncate_md_files(md_dir, start)
-    text = (md_dir / "md.inp").read_text()
-    text = re.sub(r"^(\s*STEPS)\s+\d+", rf"\g<1> {remaining}", text, count=1, flags=re.M)
-    text += "&EXT_RESTART\n  RESTART_FILE_NAME md-1.restart\n&END EXT_RESTART\n"
-    out = md_dir / "md.out"
-    if out.exists():
-        out.rename(md_dir / f"md.out.before_step{start}")
-    _cp2k.run_cp2k(text, md_dir, case=target.name, project="md", executable=executable, threads=threads,
-                   check_scf=False, input_name="md_restart.inp", output_name="md.out")
-    _check_md_scf(out, target.name)
-    return md_dir
+    until = plan.length_fs if until_fs is None else float(until_fs)
+    while True:
+        start, t = _restart_point(restart)
+        if t >= until - 1e-6:
+            return md_dir
+        if t < plan.first_segment_fs - 1e-6:
+            dt, end = plan.md.timestep_fs, min(plan.first_segment_fs, until)
+        else:
+            dt, end = plan.production_timestep_fs, until
+        n = int(np.ceil((end - t) / dt - 1e-6))
+        _truncate_md_files(md_dir, start)
+        text = (md_dir / "md.inp").read_text()
+        text = re.sub(r"^(\s*STEPS)\s+\d+", rf"\g<1> {n}", text, count=1, flags=re.M)
+        text = re.sub(r"^(\s*TIMESTEP)\s+\S+", rf"\g<1> {dt:g}", text, count=1, flags=re.M)
+        text += "&EXT_RESTART\n  RESTART_FILE_NAME md-1.restart\n&END EXT_RESTART\n"
+        out = md_dir / "md.out"
+        if out.exists():
+            out.rename(md_dir / f"md.out.before_step{start}")
+        log.info("case %s: MD from step %d (%g fs), %d steps of %g fs", target.name, start, t, n, dt)
+        _cp2k.run_cp2k(text, md_dir, case=target.name, project="md", executable=executable, threads=threads,
+                       check_scf=False, input_name="md_restart.inp", output_name="md.out")
+        _check_md_scf(out, target.name)
+        if _restart_point(restart)[0] <= start:
+            raise DFTError(f"case {target.name}: the MD made no progress from step {start}; see {out}")
 
 
 def _truncate_md_files(md_dir: Path, last_step: int) -> None:
@@ -402,16 +442,17 @@ def _check_md_scf(out: Path, case: str) -> None:
         raise DFTError(f"case {case}: an MD step's SCF did not converge; see {out}")
 
 
-def md_frame(md_dir: str | os.PathLike, step: int):
-    """Structure and MD data of one step.
+def md_frame(md_dir: str | os.PathLike, time_fs: float):
+    """Structure and MD data at one MD time.
 
     Returns
     -------
     atoms : ase.Atoms
-        Positions (wrapped into the cell) at ``step``.
+        Positions (wrapped into the cell) at ``time_fs``.
     info : dict
-        ``time_fs``, ``temperature_k`` (instantaneous), ``potential_ha``,
-        ``conserved_ha`` of that step.
+        ``md_step`` (CP2K's step counter), ``time_fs``, ``md_timestep_fs`` (of the step
+        that reached this frame), ``temperature_k`` (instantaneous), ``potential_ha``,
+        ``conserved_ha``.
     """
     from ase import Atoms
 
@@ -420,19 +461,21 @@ def md_frame(md_dir: str | os.PathLike, step: int):
     cell = np.array(
         [[float(x) for x in m.split()] for m in re.findall(r"^\s+[ABC] (\S+ \S+ \S+)$", inp, re.M)[:3]]
     )
-    frames = {s: (t, x) for s, t, x in _cp2k.read_xyz_frames(md_dir / "md-pos-1.xyz")}
-    if step not in frames:
-        raise DFTError(f"MD in {md_dir} has no frame for step {step} (has {min(frames)}..{max(frames)})")
-    t, pos = frames[step]
+    frames = [(s, t, x) for s, t, x in _cp2k.read_xyz_frames(md_dir / "md-pos-1.xyz") if abs(t - time_fs) < 1e-3]
+    if not frames:
+        raise DFTError(f"MD in {md_dir} has no frame at {time_fs:g} fs")
+    step, _, pos = frames[-1]
     atoms = Atoms("H" * len(pos), positions=pos, cell=cell, pbc=True)
     atoms.wrap()
     ener = _cp2k.read_ener(md_dir / "md-1.ener")
-    row = ener[ener[:, 0] == step]
-    if not len(row):
+    rows = np.flatnonzero(ener[:, 0] == step)
+    if not len(rows):
         raise DFTError(f"MD in {md_dir} has no energy line for step {step}")
-    row = row[0]
-    return atoms, {"time_fs": float(row[1]), "temperature_k": float(row[3]), "potential_ha": float(row[4]),
-                   "conserved_ha": float(row[5])}
+    i = rows[-1]
+    row = ener[i]
+    dt = float(row[1] - ener[i - 1, 1]) if i > 0 else float("nan")
+    return atoms, {"md_step": int(step), "time_fs": float(row[1]), "md_timestep_fs": dt,
+                   "temperature_k": float(row[3]), "potential_ha": float(row[4]), "conserved_ha": float(row[5])}
 
 
 # --------------------------------------------------------------------------- single points
@@ -446,9 +489,9 @@ def case_structure(spec: CaseSpec, plan: ReferencePlan, work_dir: str | os.PathL
         Case-specific metadata (MD step data, space group, supercell...).
     """
     if spec.family == "fluid":
-        md_dir = run_md(plan, spec.target, work_dir, min_step=spec.md_step, **md_kwargs)
-        atoms, info = md_frame(md_dir, spec.md_step)
-        info.update(md_step=spec.md_step, target_pressure_gpa=spec.target.pressure_gpa,
+        md_dir = run_md(plan, spec.target, work_dir, min_time_fs=spec.md_time_fs, **md_kwargs)
+        atoms, info = md_frame(md_dir, spec.md_time_fs)
+        info.update(target_pressure_gpa=spec.target.pressure_gpa,
                     target_temperature_k=plan.md.temperature_k)
         return atoms, info
     cell = random_crystal(
@@ -531,6 +574,7 @@ def compute_case(
             elf_dft=settings,
             md_dft=(spec.target.md_dft or plan.md_dft) if spec.family == "fluid" else None,
             md=plan.md_for(spec.target) if spec.family == "fluid" else None,
+            md_production_timestep_fs=plan.production_timestep_fs if spec.family == "fluid" else None,
             quantization={"elf_ref": "uint16", "rho_ref": "uint16"},
         ),
         "name": spec.name,
@@ -550,7 +594,7 @@ def compute_case(
         "threads": threads,
         "temperature_k": float(info.get("temperature_k", 0.0)),
     }
-    for key in ("md_step", "time_fs", "target_pressure_gpa", "target_temperature_k", "space_group",
+    for key in ("md_step", "time_fs", "md_timestep_fs", "target_pressure_gpa", "target_temperature_k", "space_group",
                 "atoms_per_cell", "supercell", "kpoints", "min_hh_a", "relaxed"):
         if key in info:
             attrs[key] = info[key]

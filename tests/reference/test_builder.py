@@ -16,11 +16,12 @@ def _tiny_plan():
         fluids=(builder.FluidTarget(100.0, 2.8, 5),),
         repeat=1,
         md=MDSettings(steps=4, timestep_fs=0.5, temperature_k=1000.0, thermostat_timecon_fs=10.0),
+        production_timestep_fs=0.25,
         md_dft=cheap,
         elf_dft=sp,
         equilibration_fs=1.0,
         sample_interval_fs=1.0,
-        n_snapshots=2,
+        n_snapshots=3,
         cubic_groups=(),
         hexagonal_groups=(),
     )
@@ -37,7 +38,7 @@ def test_tiny_build_and_resume(tmp_path):
 
     plan = _tiny_plan()
     names = [c.name for c in builder.plan_cases(plan)]
-    assert names == ["fluid_p100_t0001", "fluid_p100_t0002"]
+    assert names == ["fluid_p100_t0001", "fluid_p100_t0002", "fluid_p100_t0003"]
     res = builder.build(plan, tmp_path / "data", tmp_path / "work", threads=1, progress=False)
     assert res["written"] == names and res["skipped"] == []
     ds = read_case(tmp_path / "data" / "fluid_p100_t0001.nc")
@@ -57,12 +58,22 @@ def test_tiny_build_and_resume(tmp_path):
     d = (ds["positions"].values - frames[2]) @ np.linalg.inv(cell)
     assert np.allclose(d - np.round(d), 0, atol=1e-6)
     assert read_case(tmp_path / "data" / "fluid_p100_t0002.nc").attrs["role"] == "test"
+    # after the first segment (4 steps of 0.5 fs) the MD continues with 0.25 fs steps
+    a3 = read_case(tmp_path / "data" / "fluid_p100_t0003.nc").attrs
+    assert a3["md_step"] == 8 and a3["time_fs"] == pytest.approx(3.0)
+    assert a3["md_timestep_fs"] == pytest.approx(0.25) and a["md_timestep_fs"] == pytest.approx(0.5)
+    md_dir = tmp_path / "work" / "md" / "fluid_p100"
+    cont = (md_dir / "md_restart.inp").read_text()
+    assert "TIMESTEP 0.25" in cont and "STEPS 4" in cont and "EXT_RESTART" in cont
+    assert (md_dir / "md.out.before_step4").exists()
+    steps = cp2k.read_ener(md_dir / "md-1.ener")[:, 0]
+    assert list(steps) == list(range(9))
     # resume: nothing is recomputed
     res = builder.build(plan, tmp_path / "data", tmp_path / "work", threads=1, progress=False)
     assert res["written"] == [] and res["skipped"] == names
     # a changed MD protocol in the same work folder is refused, not mixed
     (tmp_path / "data" / "fluid_p100_t0002.nc").unlink()
     other = builder.ReferencePlan(**{**plan.__dict__, "md": MDSettings(steps=5, timestep_fs=0.5,
-                                                                       temperature_k=1000.0)})
+                                                                       temperature_k=1200.0)})
     with pytest.raises(DFTError, match="different MD input"):
         builder.build(other, tmp_path / "data", tmp_path / "work", threads=1, progress=False)

@@ -87,7 +87,9 @@ def test_plan_cases_roles_and_steps():
     fluid = [c for c in cases if c.family == "fluid"]
     assert len(fluid) == 18
     assert sum(c.role == "train" for c in fluid) == 3
-    assert plan.snapshot_steps() == [200, 250, 300, 350, 400, 450]
+    assert plan.snapshot_times_fs() == [200, 250, 300, 350, 400, 450]
+    assert plan.first_segment_fs == 200 and plan.production_timestep_fs == 0.5
+    assert [c.md_time_fs for c in fluid[:2]] == [200, 250]
     assert len([c for c in cases if c.family == "cubic"]) >= 10
     assert len([c for c in cases if c.family == "hexagonal"]) >= 10
     assert all(195 <= c.space_group <= 230 for c in cases if c.family == "cubic")
@@ -95,9 +97,11 @@ def test_plan_cases_roles_and_steps():
     assert len({c.name for c in cases}) == len(cases)
 
 
-def test_plan_rejects_snapshots_beyond_md():
+def test_plan_rejects_bad_protocol():
+    with pytest.raises(ValueError, match="production_timestep_fs"):
+        builder.ReferencePlan(production_timestep_fs=0)
     with pytest.raises(ValueError):
-        builder.ReferencePlan(md=MDSettings(steps=300), n_snapshots=6)
+        builder.ReferencePlan(n_snapshots=0)
 
 
 def test_md_input_text_is_deterministic():
