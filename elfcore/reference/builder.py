@@ -152,6 +152,9 @@ class ReferencePlan:
         Base seed of pyxtal.
     crystal_min_hh : float
         Minimum H–H distance, Å.
+    crystal_max_aspect : float
+        Largest ratio of the widest to the narrowest cell width of a crystal (flatter
+        cells make CP2K's k-point overlap matrix singular with the TZVP basis).
     crystal_min_width : float
         Only with ``crystal_kpoint_length = 0``: supercells are made until every cell
         width is ≥ this, Å, and computed at the Γ point.
@@ -175,6 +178,7 @@ class ReferencePlan:
     crystal_volumes: tuple = (2.5, 2.8, 3.1)
     crystal_seed: int = 2026
     crystal_min_hh: float = 0.6
+    crystal_max_aspect: float = 2.0
     crystal_min_width: float = 5.0
     crystal_kpoint_length: float = 12.0
 
@@ -496,9 +500,9 @@ def case_structure(spec: CaseSpec, plan: ReferencePlan, work_dir: str | os.PathL
         return atoms, info
     cell = random_crystal(
         spec.space_group, spec.n_atoms, spec.volume_per_atom, molecular=False, seed=spec.seed,
-        min_hh=plan.crystal_min_hh,
+        min_hh=plan.crystal_min_hh, max_aspect=plan.crystal_max_aspect,
     )
-    info = {"space_group": spec.space_group, "atoms_per_cell": len(cell),
+    info = {"space_group": spec.space_group, "atoms_per_cell": len(cell), "max_aspect": plan.crystal_max_aspect,
             "min_hh_a": float(cell.info.get("min_hh", float("nan"))), "relaxed": 0}
     if plan.crystal_kpoint_length > 0:
         atoms = cell

@@ -116,6 +116,7 @@ def random_crystal(
     molecular: bool,
     seed: int,
     min_hh: float = 0.6,
+    max_aspect: float | None = None,
     max_tries: int = 50,
 ):
     """A random hydrogen crystal in ``space_group`` from pyxtal (unrelaxed).
@@ -134,6 +135,11 @@ def random_crystal(
         Seed of pyxtal's random generator (and the retries).
     min_hh : float
         Minimum H–H distance, Å, after scaling.
+    max_aspect : float, optional
+        Largest allowed ratio of the widest to the narrowest cell width (distance
+        between opposite faces). Very flat cells (e.g. a 1.8 Å hexagonal c axis)
+        make the overlap matrix of a k-point calculation with diffuse basis sets
+        singular; default: no limit.
     max_tries : int
         Attempts before giving up.
 
@@ -177,6 +183,10 @@ def random_crystal(
         dmin = min_distance(atoms)
         if dmin < min_hh:
             last = f"min H–H {dmin:.2f} Å < {min_hh} Å"
+            continue
+        widths = atoms.get_volume() / np.linalg.norm(np.cross(atoms.cell[[1, 2, 0]], atoms.cell[[2, 0, 1]]), axis=1)
+        if max_aspect is not None and widths.max() / widths.min() > max_aspect:
+            last = f"cell widths {widths.min():.2f}–{widths.max():.2f} Å exceed the aspect ratio {max_aspect}"
             continue
         atoms.info.update(space_group=space_group, attempt=attempt, min_hh=dmin)
         return atoms

@@ -137,6 +137,23 @@ def test_random_crystal_impossible_raises():
         random_crystal(221, 8, 0.05, molecular=False, seed=1, min_hh=0.6, max_tries=3)
 
 
+def test_random_crystal_max_aspect():
+    pytest.importorskip("pyxtal")
+    from elfcore.reference.structures import random_crystal
+
+    def aspect(atoms):
+        w = atoms.get_volume() / np.linalg.norm(np.cross(atoms.cell[[1, 2, 0]], atoms.cell[[2, 0, 1]]), axis=1)
+        return w.max() / w.min()
+
+    # hexagonal groups leave c/a free: without a limit this seed gives a flat cell (c = 1.8 Å)
+    free = random_crystal(168, 16, 2.5, molecular=False, seed=2026 + 168, min_hh=0.6)
+    assert aspect(free) > 2.0
+    limited = random_crystal(168, 16, 2.5, molecular=False, seed=2026 + 168, min_hh=0.6, max_aspect=2.0)
+    assert aspect(limited) <= 2.0 and limited.info["space_group"] == 168
+    with pytest.raises(StructureError):
+        random_crystal(168, 16, 2.5, molecular=False, seed=2026 + 168, min_hh=0.0, max_aspect=1.0001, max_tries=3)
+
+
 def test_random_crystal_is_deterministic():
     pytest.importorskip("pyxtal")
     from elfcore.reference.structures import random_crystal
