@@ -28,7 +28,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from ._settings import settings_from_dict
 from .errors import GridError, StructureError
 from .grid import case_field, field_atoms, field_cell, validate_field
 from .models.mlp import MLP, Ensemble
@@ -131,11 +132,7 @@ class TrainSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainSettings":
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        extra = set(data) - known
-        if extra:
-            raise ValueError(f"unknown training settings {sorted(extra)}; allowed: {sorted(known)}")
-        return cls(**data)
+        return settings_from_dict(cls, data, "training")
 
 
 # --------------------------------------------------------------------------- metrics

@@ -22,12 +22,13 @@ prediction is the member mean and standard deviation (the uncertainty field).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from .._settings import settings_from_dict
 from ..errors import SettingsMismatchError
 
 __all__ = ["ModelSettings", "MLP", "Ensemble"]
@@ -61,11 +62,7 @@ class ModelSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelSettings":
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        extra = set(data) - known
-        if extra:
-            raise ValueError(f"unknown model settings {sorted(extra)}; allowed: {sorted(known)}")
-        return cls(**data)
+        return settings_from_dict(cls, data, "model")
 
 
 def _check_features(settings_model, settings_given, n_model: int, n_given: int) -> None:
