@@ -154,3 +154,39 @@ def test_quick_cli_end_to_end(tmp_path, two_cases, capsys):
     text = md.read_text()
     assert "untouched" in text and report.BEGIN in text and "Table S1 analogue" in text
     assert "fig_s1_cnn.png" in text
+
+
+def test_pool_split_alternates_snapshots_per_md():
+    def case(name, role, p, step, target):
+        return runs.Case(name=name, field=make_field(np.zeros((2, 2, 2)), np.eye(3)), family="fluid", role=role,
+                         pressure=p, md_step=step, target_pressure=target)
+
+    cs = [case("a0", "train", 70.1, 200, 76.0)]
+    cs += [case(f"a{k}", "test", 70.0 + k, 200 + 100 * k, 76.0) for k in (1, 2, 3)]
+    cs += [case("b0", "train", 111.0, 200, 115.1), case("b1", "test", 112.0, 300, 115.1),
+           case("b2", "test", 109.0, 400, 115.1)]
+    sp = runs.split_cases(cs)
+    # snapshots of one MD have different pressures but share the target: one "shown" per MD
+    assert [c.name for c in sp["shown"]] == ["a1", "b1"]
+    ps = runs.pool_split(sp)
+    assert sorted(c.name for c in ps["train"]) == ["a0", "a2", "b0", "b2"]
+    assert sorted(c.name for c in ps["held_out"]) == ["a1", "a3", "b1"]
+    assert runs.pool_split(runs.split_cases(cs[:2] + cs[4:])) is None  # one independent snapshot at 76 GPa
+
+
+def test_pool_variant_scores_both_models_on_the_same_voxels(tmp_path, rng):
+    paths = [_synthetic_case(tmp_path / "t0.nc", rng, family="fluid", role="train", pressure=100.0)]
+    paths += [_synthetic_case(tmp_path / f"x{k}.nc", rng, family="fluid", role="test", pressure=100.0)
+              for k in (1, 2)]
+    cases = runs.load_cases(paths)
+    for k, c in enumerate(cases):
+        c.md_step = k
+    split = runs.split_cases(cases)
+    s = ReproduceSettings.quick()
+    _, arrays = runs.run_baseline(split, s, device="cpu")
+    res = runs.run_pool_variant(split, s, arrays, device="cpu")
+    assert len(res["train_cases"]) == 2 and len(res["held_out"]) == 1
+    base, pooled = res["rows"]
+    assert base["n"] == pooled["n"] and base["n_train"] == 1 and pooled["n_train"] == 2
+    assert pooled["n_members"] == s.pool_members
+    assert all(np.isfinite(r[k]) for r in res["rows"] for k in ("mae", "rmse", "r2"))

@@ -145,6 +145,13 @@ def run_reproduce(
         if got:
             summary["kcorrection"], k_arrays = got
             summary["figures"].append(str(figures.figure_s3(summary["kcorrection"], k_arrays, out / "fig_s3_kcorrection.png")))
+        if runs.pool_split(split) is not None:
+            got = part("pool", lambda: runs.run_pool_variant(split, s, base_arrays, device=device))
+            if got:
+                summary["pool"] = got
+        else:
+            summary["notes"].append("larger-training-set variant skipped: fewer than two independent snapshots "
+                                    "per pressure")
         got = part("cnn", lambda: runs.run_cnn(split, s, base_arrays, device=device))
         if got:
             summary["cnn"], c_arrays = got

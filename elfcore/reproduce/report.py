@@ -115,6 +115,16 @@ def render(summary: dict, *, figures_rel: str) -> str:
             p2 = PAPER["s2"]
             lines += ["", f"Paper: MAE {p2['mae'][0]}–{p2['mae'][1]}, RMSE {p2['rmse'][0]}–{p2['rmse'][1]}, "
                       f"R² {p2['r2'][0]}–{p2['r2'][1]}.", ""]
+    pool = summary.get("pool")
+    if pool:
+        lines += ["### Larger training set (beside the paper protocol)", "",
+                  f"Held-out snapshots: {', '.join(pool['held_out'])}. The pooled model is trained on "
+                  f"{', '.join(pool['train_cases'])} with the baseline protocol ({pool['rows'][1]['n_members']} "
+                  f"members); both rows are scored on the same voxels.", "",
+                  "| training set | models | MAE | RMSE | R² |", "|---|---|---|---|---|"]
+        for r in pool["rows"]:
+            lines.append(f"| {r['set']} | {r['n_members']} | {_pm(r, 'mae')} | {_pm(r, 'rmse')} | {_pm(r, 'r2')} |")
+        lines.append("")
     cnn = summary.get("cnn")
     if cnn:
         lines += ["### Figure S1 analogue: the 3D CNN", "", f"![Figure S1 analogue]({figures_rel}/fig_s1_cnn.png)", "",
@@ -195,6 +205,16 @@ def discussion(summary: dict) -> str:
                 pe = PAPER["s1"][f"{fam}_phi"]
                 parts.append(f"Networking value on {fam} crystals: MAE {r['mae']:.4f}, R² {r['r2']:.3f} "
                              f"(paper MAE {pe[0]}, R² {pe[2]}).")
+    pool = summary.get("pool")
+    if pool:
+        lines += ["### Larger training set (beside the paper protocol)", "",
+                  f"Held-out snapshots: {', '.join(pool['held_out'])}. The pooled model is trained on "
+                  f"{', '.join(pool['train_cases'])} with the baseline protocol ({pool['rows'][1]['n_members']} "
+                  f"members); both rows are scored on the same voxels.", "",
+                  "| training set | models | MAE | RMSE | R² |", "|---|---|---|---|---|"]
+        for r in pool["rows"]:
+            lines.append(f"| {r['set']} | {r['n_members']} | {_pm(r, 'mae')} | {_pm(r, 'rmse')} | {_pm(r, 'r2')} |")
+        lines.append("")
     cnn = summary.get("cnn")
     if cnn:
         b, best = cnn["baseline"], cnn["best"]

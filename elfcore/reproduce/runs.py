@@ -60,6 +60,9 @@ class Case:
         ``pressure_gpa`` attr.
     md_step : int or None
         ``md_step`` attr.
+    target_pressure : float or None
+        ``target_pressure_gpa`` attr (the MD's target; snapshots of one MD share it),
+        else ``pressure``.
     """
 
     name: str
@@ -68,6 +71,11 @@ class Case:
     role: str = "unknown"
     pressure: float | None = None
     md_step: int | None = None
+    target_pressure: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.target_pressure is None:
+            self.target_pressure = self.pressure
 
     @property
     def n_atoms(self) -> int:
@@ -80,6 +88,7 @@ class Case:
             "role": self.role,
             "pressure_gpa": self.pressure,
             "md_step": self.md_step,
+            "target_pressure_gpa": self.target_pressure,
             "n_atoms": self.n_atoms,
             "grid": list(self.field.shape),
         }
@@ -99,7 +108,7 @@ def load_cases(paths: Sequence[str | Path]) -> list[Case]:
     Returns
     -------
     list of Case
-        Sorted by (family, pressure, md_step, name).
+        Sorted by (family, target pressure, md_step, name).
     """
     from ..train import load_reference
 
@@ -108,6 +117,7 @@ def load_cases(paths: Sequence[str | Path]) -> list[Case]:
         name, field = load_reference(p)
         a = field.attrs
         pressure = _plain(a.get("pressure_gpa"))
+        target = _plain(a.get("target_pressure_gpa"))
         md = _plain(a.get("md_step"))
         cases.append(Case(
             name=name,
@@ -116,10 +126,12 @@ def load_cases(paths: Sequence[str | Path]) -> list[Case]:
             role=str(_plain(a.get("role", "unknown"))),
             pressure=None if pressure is None or not np.isfinite(float(pressure)) else float(pressure),
             md_step=None if md is None else int(md),
+            target_pressure=None if target is None or not np.isfinite(float(target)) else float(target),
         ))
     if not cases:
         raise ElfcoreError("no reference cases found")
-    cases.sort(key=lambda c: (c.family, c.pressure if c.pressure is not None else -1.0, c.md_step or 0, c.name))
+    cases.sort(key=lambda c: (c.family, c.target_pressure if c.target_pressure is not None else -1.0,
+                              c.md_step or 0, c.name))
     return cases
 
 
@@ -147,7 +159,7 @@ def split_cases(cases: Sequence[Case]) -> dict[str, Any]:
         out[fam] = [c for c in cases if c.family == fam and c.name not in train_names]
     shown: dict[Any, Case] = {}
     for c in test + train:
-        key = c.pressure if c.pressure is not None else c.name
+        key = c.target_pressure if c.target_pressure is not None else c.name
         shown.setdefault(key, c)
     out["shown"] = [shown[k] for k in sorted(shown, key=lambda k: (isinstance(k, str), k))]
     return out
@@ -331,11 +343,11 @@ def run_baseline(split: dict, s, *, device="auto") -> tuple[dict, dict]:
     rows_s2 = []
     by_p: dict[Any, list[Case]] = {}
     for c in split["test"]:
-        by_p.setdefault(c.pressure, []).append(c)
+        by_p.setdefault(c.target_pressure, []).append(c)
         rows_s2.append({"set": c.name, "pressure_gpa": c.pressure, "md_step": c.md_step,
                         **{k: per_case[c.name][k] for k in ("mae", "mae_std", "rmse", "rmse_std", "r2", "r2_std", "n")}})
     for p, cs in by_p.items():
-        rows_s2.append({**_pooled_row(f"all independent snapshots at {p} GPa", cs, arrays["eval"]),
+        rows_s2.append({**_pooled_row(f"all independent snapshots of the {p:g} GPa MD", cs, arrays["eval"]),
                         "pressure_gpa": p, "md_step": None})
     results = {
         "train": {
@@ -352,6 +364,70 @@ def run_baseline(split: dict, s, *, device="auto") -> tuple[dict, dict]:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     return results, arrays
+
+
+def pool_split(split: dict) -> dict[str, list[Case]] | None:
+    """Training pool of the larger-training-set variant (science.md §4).
+
+    Per MD (target pressure), the independent snapshots are ordered by MD step; the
+    2nd, 4th, ... join the training snapshot in the pool and the 1st, 3rd, 5th, ...
+    are held out. Returns ``None`` when some MD has fewer than two independent
+    snapshots (nothing to hold out then).
+    """
+    by_p: dict[Any, list[Case]] = {}
+    for c in split["test"]:
+        by_p.setdefault(c.target_pressure, []).append(c)
+    if not by_p or any(len(v) < 2 for v in by_p.values()):
+        return None
+    extra, held = [], []
+    for cs in by_p.values():
+        cs = sorted(cs, key=lambda c: (c.md_step or 0, c.name))
+        extra += cs[1::2]
+        held += cs[0::2]
+    return {"train": list(split["train"]) + extra, "held_out": held}
+
+
+def run_pool_variant(split: dict, s, baseline_arrays: dict, *, device="auto") -> dict:
+    """Train the larger-training-set variant and score it beside the baseline.
+
+    Both are scored on the same held-out snapshots (see :func:`pool_split`) with the
+    same voxels; the variant uses the baseline protocol (voxels per snapshot, epochs)
+    with ``s.pool_members`` members.
+
+    Raises
+    ------
+    ElfcoreError
+        If there are too few independent snapshots for a held-out set.
+    """
+    ps = pool_split(split)
+    if ps is None:
+        raise ElfcoreError("the pooled-training variant needs >= 2 independent snapshots per pressure")
+    t0 = time.perf_counter()
+    X, y = training_samples(ps["train"], s.descriptor, s.train.n_voxels, seed=s.seed, device=device)
+    model = train_model(X, y, s.descriptor, s.train, seed=s.seed, n_members=s.pool_members, device=device,
+                        progress=False)
+    del X, y
+    t_train = time.perf_counter() - t0
+    ev = {}
+    for c in ps["held_out"]:
+        f = stride_field(c.field, s.eval_stride)
+        pm = predict_members(model, f, device=device)
+        ev[c.name] = (pm.reshape(pm.shape[0], -1), np.asarray(f.values, dtype=np.float64).reshape(-1))
+    base_ev = baseline_arrays["eval"]
+    n_base = len(split["train"])
+    rows = [
+        {**_pooled_row(f"paper protocol: {n_base} training snapshots (one per pressure)", ps["held_out"], base_ev),
+         "n_train": n_base},
+        {**_pooled_row(f"pooled: {len(ps['train'])} training snapshots", ps["held_out"], ev),
+         "n_train": len(ps["train"])},
+    ]
+    per_case = []
+    for c in ps["held_out"]:
+        per_case.append({"case": c.name, "target_pressure_gpa": c.target_pressure,
+                         "baseline": member_stats(*base_ev[c.name]), "pooled": member_stats(*ev[c.name])})
+    return {"train_cases": [c.name for c in ps["train"]], "held_out": [c.name for c in ps["held_out"]],
+            "rows": rows, "cases": per_case, "train_seconds": round(t_train, 1),
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _unique(cases: Sequence[Case]) -> list[Case]:

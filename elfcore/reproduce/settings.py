@@ -58,6 +58,9 @@ class ReproduceSettings:
         seconds per field), for the mean ± stdev of the φ rows.
     k_shells : int
         Reciprocal shells of the oracle k-correction (Fig. S3).
+    pool_members : int
+        Ensemble size of the larger-training-set variant (training snapshot plus every
+        other independent snapshot of each pressure; baseline protocol otherwise).
     seed : int
         Base seed: training snapshot ``i`` is sampled with ``seed + 1000 i`` (as
         :func:`elfcore.train.train_on_fields`), evaluation voxels with ``seed + 1``.
@@ -83,11 +86,12 @@ class ReproduceSettings:
     cnn_eval_voxels: int = 3_000
     phi_members: int = 5
     k_shells: int = 3
+    pool_members: int = 5
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("n_members", "eval_stride", "sweep_stride", "sweep_eval_per_pressure", "cnn_eval_voxels",
-                     "phi_members"):
+                     "phi_members", "pool_members"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name}={v!r}; must be an integer ≥ 1")
@@ -133,6 +137,7 @@ class ReproduceSettings:
             cnn_r_cuts=(0.5, 1.0),
             cnn_eval_voxels=300,
             phi_members=2,
+            pool_members=2,
             seed=seed,
         )
 
