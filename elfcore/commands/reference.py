@@ -112,12 +112,45 @@ def run(args) -> int:
         from ..reference.checks import summary_table
 
         rows = summary_table(out)
+        md = _md_rows(plan, Path(args.work))
         if args.json:
-            print(json.dumps({"cases": rows}, default=str))
+            print(json.dumps({"cases": rows, "md": md}, default=str))
         else:
             print(_markdown(rows))
+            if md:
+                print()
+                print(_md_markdown(md))
         return 0
     raise DFTError(f"unknown action {args.action}")  # pragma: no cover
+
+
+def _md_rows(plan, work: Path) -> list[dict]:
+    """Per MD and time-step segment: conserved-quantity drift and temperature (``md_drift``)."""
+    from ..reference.checks import md_drift
+
+    rows = []
+    for target in plan.fluids:
+        md_dir = work / "md" / target.name
+        if not (md_dir / "md-1.ener").exists():
+            continue
+        natoms = 8 * plan.repeat**3  # fcc H2 start: 4 molecules per conventional cell
+        d = md_drift(md_dir, natoms)
+        for seg in d["segments"]:
+            rows.append({"md": target.name, "volume_per_atom": target.volume_per_atom, **seg})
+    return rows
+
+
+def _md_markdown(rows: list[dict]) -> str:
+    head = ("| MD | V (Å³/atom) | time step (fs) | from–to (fs) | steps | drift (meV/atom/ps) | "
+            "fluctuation (meV/atom) | T (K) | s per step |")
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(
+            f"| {r['md']} | {r['volume_per_atom']:.2f} | {r['timestep_fs']:g} | {r['start_fs']:.0f}–{r['time_fs']:.0f} | "
+            f"{r['steps']} | {r['drift_mev_per_atom_per_ps']:.0f} | {r['std_mev_per_atom']:.1f} | "
+            f"{r['mean_temperature_k']:.0f} ± {r['std_temperature_k']:.0f} | {r['mean_s_per_step']:.1f} |"
+        )
+    return "\n".join(lines)
 
 
 def _markdown(rows: list[dict]) -> str:

@@ -136,32 +136,61 @@ def convergence_check(
     return result
 
 
+def _drift_stats(e: np.ndarray, natoms: int) -> dict:
+    from .cp2k import HARTREE_EV
+
+    t = e[:, 1]
+    cons = e[:, 5] * HARTREE_EV * 1000.0 / natoms
+    if len(t) >= 2:
+        slope, icpt = np.polyfit(t, cons, 1)
+        resid = cons - (slope * t + icpt)
+    else:
+        slope, resid = float("nan"), np.zeros(1)
+    moving = e[1:]  # the first row is the start point (step 0, or the last step of the previous segment)
+    return {
+        "steps": int(len(e) - 1) if len(e) else 0,
+        "start_fs": float(t[0]),
+        "time_fs": float(t[-1]),
+        "drift_mev_per_atom_per_ps": float(slope * 1000.0),
+        "std_mev_per_atom": float(resid.std()),
+        "mean_temperature_k": float(moving[:, 3].mean()) if len(moving) else float("nan"),
+        "std_temperature_k": float(moving[:, 3].std()) if len(moving) else float("nan"),
+        "mean_s_per_step": float(moving[:, 6].mean()) if len(moving) else float("nan"),
+    }
+
+
 def md_drift(md_dir: str | os.PathLike, natoms: int) -> dict:
-    """Drift and fluctuation of the MD's conserved quantity.
+    """Drift and fluctuation of the MD's conserved quantity, whole run and per time-step segment.
 
     Returns
     -------
     dict
-        ``steps``, ``time_fs``, ``drift_mev_per_atom_per_ps`` (slope of a linear fit),
-        ``std_mev_per_atom`` (fluctuation around the fit), ``mean_temperature_k`` and
-        ``std_temperature_k`` over the whole run, ``mean_s_per_step``.
+        Over the whole run: ``steps`` (last step number), ``time_fs``,
+        ``drift_mev_per_atom_per_ps`` (slope of a linear fit), ``std_mev_per_atom``
+        (fluctuation around the fit), ``mean_temperature_k``, ``std_temperature_k``,
+        ``mean_s_per_step``; and ``segments``: the same statistics for each stretch of
+        constant time step (``timestep_fs``, ``start_fs``, ``time_fs``, ``steps`` = steps
+        in the segment), e.g. the 1 fs equilibration and the 0.5 fs production.
     """
-    from .cp2k import HARTREE_EV, read_ener
+    from .cp2k import read_ener
 
     e = read_ener(Path(md_dir) / "md-1.ener")
-    t = e[:, 1]
-    cons = e[:, 5] * HARTREE_EV * 1000.0 / natoms
-    slope, icpt = np.polyfit(t, cons, 1)
-    resid = cons - (slope * t + icpt)
-    return {
-        "steps": int(e[-1, 0]),
-        "time_fs": float(t[-1]),
-        "drift_mev_per_atom_per_ps": float(slope * 1000.0),
-        "std_mev_per_atom": float(resid.std()),
-        "mean_temperature_k": float(e[1:, 3].mean()),
-        "std_temperature_k": float(e[1:, 3].std()),
-        "mean_s_per_step": float(e[1:, 6].mean()),
-    }
+    # a step written twice (an interrupted run continued from an earlier restart) counts once: the later line
+    _, last = np.unique(e[::-1, 0], return_index=True)
+    e = e[len(e) - 1 - last]
+    whole = _drift_stats(e, natoms)
+    whole["steps"] = int(e[-1, 0])
+    dts = np.round(np.diff(e[:, 1]), 6)
+    segments = []
+    start = 0
+    for i in range(1, len(dts) + 1):
+        if i == len(dts) or dts[i] != dts[start]:
+            seg = _drift_stats(e[start : i + 1], natoms)
+            seg["timestep_fs"] = float(dts[start])
+            segments.append(seg)
+            start = i
+    whole["segments"] = segments
+    return whole
 
 
 def md_force_check(md_out: str | os.PathLike, sp_out: str | os.PathLike) -> dict:

@@ -156,3 +156,30 @@ def test_read_input_structure_roundtrip(h4, tiny_settings, tmp_path):
     path.write_text("&GLOBAL\n&END GLOBAL\n")
     with pytest.raises(FormatError):
         cp2k.read_input_structure(path)
+
+
+def test_md_drift_per_time_step_segment(tmp_path):
+    from elfcore.reference.checks import md_drift
+
+    # 10 steps of 1 fs with a conserved quantity rising 1 mHa per step, then 10 steps of 0.5 fs flat;
+    # step 11 of an earlier, interrupted run is written before the continuation and must be ignored
+    rows, t, cons = [], 0.0, -30.0
+    for step in range(11):
+        rows.append((step, t, 0.1, 1500.0, -30.5, cons, 1.0))
+        t, cons = t + 1.0, cons + 1e-3
+    rows.append((11, 11.0, 0.1, 9999.0, -30.5, 5.0, 1.0))
+    t, cons = 10.0, rows[10][5]
+    for step in range(11, 21):
+        t += 0.5
+        rows.append((step, t, 0.1, 1400.0, -30.5, cons, 2.0))
+    (tmp_path / "md-1.ener").write_text(
+        "#  Step Nr. Time[fs] Kin.[a.u.] Temp[K] Pot.[a.u.] Cons Qty[a.u.] UsedTime[s]\n"
+        + "".join(" ".join(f"{v}" for v in r) + "\n" for r in rows))
+    d = md_drift(tmp_path, natoms=64)
+    assert d["steps"] == 20 and d["time_fs"] == pytest.approx(15.0)
+    first, second = d["segments"]
+    assert first["timestep_fs"] == 1.0 and second["timestep_fs"] == 0.5
+    ev = 27.211386245988
+    assert first["drift_mev_per_atom_per_ps"] == pytest.approx(1e-3 * ev * 1e6 / 64, rel=1e-6)
+    assert second["drift_mev_per_atom_per_ps"] == pytest.approx(0.0, abs=1e-6)
+    assert second["mean_temperature_k"] == pytest.approx(1400.0) and second["steps"] == 10
