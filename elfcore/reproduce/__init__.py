@@ -48,8 +48,11 @@ def find_cases(data_dir: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def _machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+def _machine(device=None) -> str:
+    text = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if device is not None and torch.device(device).type == "cuda":
+        text += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
+    return text
 
 
 def _jsonable(obj: Any) -> Any:
@@ -104,7 +107,10 @@ def run_reproduce(
     """
     from . import figures, report, runs
 
+    from ..device import resolve
+
     s = settings or ReproduceSettings.full()
+    dev = resolve(device)
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,7 +120,7 @@ def run_reproduce(
     summary: dict[str, Any] = {
         "command": command,
         "mode": mode,
-        "machine": _machine(),
+        "machine": _machine(dev),
         "settings": s.to_dict(),
         "n_cases": len(cases),
         "case_counts": counts,
