@@ -255,7 +255,10 @@ def test_cuda_matches_cpu(rng):
     a = compute_descriptor(atoms, pts, s, device="cpu", dtype=torch.float64)
     b = compute_descriptor(atoms, pts, s, device="cuda", dtype=torch.float64)
     assert b.device.type == "cuda"
-    assert _relerr(b.cpu().numpy(), a.numpy()) <= 1e-10
+    # float64 floor of the n_radial = 10 basis (ill-conditioned orthonormalisation): on the CPU alone,
+    # permuting the atoms or shifting them by a lattice vector already changes features by 3–5e-10
+    # relative; CUDA vs CPU measured 1.0e-9 on an H100
+    assert _relerr(b.cpu().numpy(), a.numpy()) <= 1e-8
     ga = compute_grid_descriptor(atoms, (8, 7, 9), s, device="cpu", dtype=torch.float32)
     gb = compute_grid_descriptor(atoms, (8, 7, 9), s, device="cuda", dtype=torch.float32)
     assert _relerr(gb.cpu().numpy(), ga.numpy()) <= 1e-5
