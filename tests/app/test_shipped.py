@@ -24,8 +24,11 @@ def shipped_state():
     from app.state import AppState
 
     s = AppState(pipeline=Pipeline(data_dir=DATA_DIR))
-    # the smallest shipped case keeps the test short
-    sizes = {k: int(np.prod([s.pipeline.case(k).sizes[d] for d in "abc"])) for k in s.param.case.objects}
+    # the smallest shipped case keeps the test short; the zoo is trained on the fluid snapshots, so a fluid
+    # case keeps the prediction in the model's domain (on the static cubic crystals it is far off)
+    cases = list(s.param.case.objects)
+    fluid = [k for k in cases if s.pipeline.case(k).attrs.get("family") == "fluid"]
+    sizes = {k: int(np.prod([s.pipeline.case(k).sizes[d] for d in "abc"])) for k in fluid or cases}
     s.case = min(sizes, key=sizes.get)
     s.param.update(r_cut=3.0, l_max=2)
     return s
