@@ -1,7 +1,7 @@
 """Cached calls into elfcore for the app (no numerical code lives here).
 
 The app asks for results by *hashable settings*: a case key plus ``(r_cut,
-l_max, squeeze)`` for a prediction, plus ``n_shells`` for a k-correction.
+l_max, squeeze)`` for a prediction, plus ``n_shells`` or ``k_max`` for a k-correction.
 :class:`Pipeline` memoizes each result in a bounded LRU cache shared by the
 sessions of one server process (results are pure functions of their key, so
 sharing them never couples the sessions' state), and computes each key only
@@ -243,10 +243,17 @@ class ElfcoreEngine:
             return out["elf"], std
         return out, None
 
-    def correct(self, pred: xr.DataArray, ref: xr.DataArray, n_shells: int) -> xr.DataArray:
-        """Oracle k-space correction of ``pred`` towards ``ref`` with ``n_shells`` shells."""
+    def correct(self, pred: xr.DataArray, ref: xr.DataArray, n_shells: int, k_max: float = 0.0) -> xr.DataArray:
+        """Oracle k-space correction of ``pred`` towards ``ref``.
+
+        The basis is the first ``n_shells`` reciprocal shells, or, when
+        ``k_max`` > 0, every ``G`` with ``|G| ≤ k_max`` (Å⁻¹).
+        """
         kspace = _need("elfcore.kspace", "the k-space correction")
-        out = kspace.oracle_correction(pred, ref, n_shells=int(n_shells))
+        if k_max > 0:
+            out = kspace.oracle_correction(pred, ref, k_max=float(k_max))
+        else:
+            out = kspace.oracle_correction(pred, ref, n_shells=int(n_shells))
         return out[0] if isinstance(out, tuple) else out
 
     def metrics(self, pred: xr.DataArray, ref: xr.DataArray) -> dict[str, float]:
@@ -397,26 +404,40 @@ class Pipeline:
 
         return self.cache.get(k, compute)
 
-    def corrected(self, key: str, r_cut: float, l_max: int, n_shells: int) -> xr.DataArray | None:
-        """Cached oracle-corrected prediction (``None`` without a reference or with 0 shells)."""
+    def corrected(
+        self, key: str, r_cut: float, l_max: int, n_shells: int, *, k_max: float = 0.0
+    ) -> xr.DataArray | None:
+        """Cached oracle-corrected prediction.
+
+        ``k_max`` > 0 (Å⁻¹) selects the basis by ``|G| ≤ k_max`` instead of by
+        ``n_shells``. ``None`` without a reference or when both are 0.
+        """
         ref = self.reference(key)
-        if ref is None or int(n_shells) <= 0:
+        k_max = round(float(k_max), 4)
+        if ref is None or (int(n_shells) <= 0 and k_max <= 0):
             return None
-        k = ("corr", key, float(r_cut), int(l_max), int(n_shells))
+        if k_max > 0:
+            k = ("corr", key, float(r_cut), int(l_max), "k_max", k_max)
+        else:
+            k = ("corr", key, float(r_cut), int(l_max), int(n_shells))
         pred, _ = self.prediction(key, r_cut, l_max)
+        if k_max > 0:
+            return self.cache.get(k, lambda: self.engine.correct(pred, ref, 0, k_max=k_max))
         return self.cache.get(k, lambda: self.engine.correct(pred, ref, int(n_shells)))
 
-    def metrics(self, key: str, r_cut: float, l_max: int, n_shells: int) -> dict[str, dict[str, float]]:
+    def metrics(
+        self, key: str, r_cut: float, l_max: int, n_shells: int, *, k_max: float = 0.0
+    ) -> dict[str, dict[str, float]]:
         """``{"before": {...}, "after": {...} or absent}`` MAE/RMSE/R² against the reference."""
         ref = self.reference(key)
         if ref is None:
             return {}
         pred, _ = self.prediction(key, r_cut, l_max)
         out = {"before": self.cache.get(("m", key, r_cut, l_max), lambda: self.engine.metrics(pred, ref))}
-        corr = self.corrected(key, r_cut, l_max, n_shells)
+        corr = self.corrected(key, r_cut, l_max, n_shells, k_max=k_max)
         if corr is not None:
             out["after"] = self.cache.get(
-                ("m", key, r_cut, l_max, n_shells), lambda: self.engine.metrics(corr, ref)
+                ("m", key, r_cut, l_max, n_shells, round(float(k_max), 4)), lambda: self.engine.metrics(corr, ref)
             )
         return out
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,11 @@ FIELD_EXTENSIONS = (".cube", ".cub", ".xsf", ".nc", ".elfcar", ".vasp")
 #: Upload names read as structures (prediction only).
 STRUCTURE_EXTENSIONS = (".cif", ".xyz", ".extxyz", ".poscar", ".contcar", ".pdb", ".traj", ".in")
 _VASP_NAMES = ("ELFCAR", "CHGCAR", "POSCAR", "CONTCAR", "LOCPOT", "PARCHG")
+
+#: How the k-basis is truncated.
+K_BASES = ("shells", "k_max")
+#: Where the line-scan end points come from.
+LINE_SOURCES = ("atoms", "points")
 
 DEFAULT_R_CUTS = [3.0]
 DEFAULT_L_MAXS = [2]
@@ -95,6 +100,12 @@ class SliceData:
         In-plane positions (Å) of the atoms within ``near`` of the plane.
     atoms_index : numpy.ndarray (m,)
         Their indices.
+    kind : str
+        The ELF kind shown.
+    origin : numpy.ndarray (3,)
+        Cartesian point (Å) of the in-plane coordinates (0, 0).
+    axes : numpy.ndarray (2, 3)
+        Cartesian unit vectors of the x and y axes; see :meth:`to_cartesian`.
     """
 
     elf: np.ndarray | None
@@ -107,6 +118,21 @@ class SliceData:
     atoms_xy: np.ndarray
     atoms_index: np.ndarray
     kind: str = "prediction"
+    origin: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    axes: np.ndarray = field(default_factory=lambda: np.eye(3)[:2])
+
+    def to_cartesian(self, x: float, y: float) -> np.ndarray:
+        """The Cartesian point (Å, shape (3,)) drawn at in-plane coordinates ``(x, y)`` (Å)."""
+        axes = np.asarray(self.axes, float)
+        return np.asarray(self.origin, float) + float(x) * axes[0] + float(y) * axes[1]
+
+    def to_plane(self, points) -> tuple[np.ndarray, np.ndarray]:
+        """In-plane coordinates (m, 2) of Cartesian ``points`` (m, 3) and their distances (Å) from the plane."""
+        pts = np.asarray(points, float).reshape(-1, 3) - np.asarray(self.origin, float)
+        axes = np.asarray(self.axes, float)
+        xy = np.linalg.lstsq(axes.T, pts.T, rcond=None)[0].T  # the axes need not be orthogonal (skewed cells)
+        off = np.linalg.norm(pts - xy @ axes, axis=1)
+        return xy, off
 
 
 @dataclass(frozen=True)
@@ -127,6 +153,13 @@ class AppState(param.Parameterized):
     r_cut = param.Selector(default=3.0, objects=list(DEFAULT_R_CUTS), doc="descriptor cutoff r_cut of the zoo model, Å")
     l_max = param.Selector(default=2, objects=list(DEFAULT_L_MAXS), doc="angular order l_max of the zoo model")
     n_shells = param.Integer(default=0, bounds=(0, 8), doc="k-space correction: reciprocal shells (0 = none)")
+    k_max = param.Number(
+        default=0.0, bounds=(0.0, 4.0), step=0.05, doc="k-space correction: keep |G| ≤ k_max, Å⁻¹ (0 = none)"
+    )
+    k_basis = param.Selector(
+        default="shells", objects=list(K_BASES),
+        doc="k-basis truncation by number of shells or by k_max (follows the slider moved last)",
+    )
     iso = param.Number(default=0.75, bounds=(0.05, 0.95), step=0.01, doc="ELF iso value of the 3D surface")
     show_residual = param.Boolean(default=False, doc="also draw the residual isosurfaces ±residual_iso")
     residual_iso = param.Number(default=0.1, bounds=(0.02, 0.4), step=0.01, doc="|ELF_pred − ELF_ref| of the residual isosurfaces")
@@ -139,6 +172,14 @@ class AppState(param.Parameterized):
     plane_atom_3 = param.Selector(default=0, objects=[0])
     line_atom_1 = param.Selector(default=0, objects=[0], doc="start atom of the line scan")
     line_atom_2 = param.Selector(default=0, objects=[0], doc="end atom of the line scan")
+    line_source = param.Selector(
+        default="atoms", objects=list(LINE_SOURCES), doc="line scan between the two atoms or two clicked points"
+    )
+    line_start = param.NumericTuple(default=None, length=3, allow_None=True, doc="first clicked point, Cartesian Å")
+    line_end = param.NumericTuple(default=None, length=3, allow_None=True, doc="second clicked point, Cartesian Å")
+    pending_point = param.NumericTuple(
+        default=None, length=3, allow_None=True, doc="a clicked point waiting for the second click, Cartesian Å"
+    )
     near_plane = param.Number(default=0.6, bounds=(0.05, 3.0), doc="atoms within this distance (Å) of the plane are marked")
     squeeze = param.Number(default=1.0, bounds=(0.8, 1.2), step=0.01, doc="scale factor of the cell (prediction only)")
     teaching = param.Boolean(default=False, doc="show the guided explanations")
@@ -156,6 +197,9 @@ class AppState(param.Parameterized):
             self.case = params["case"]
         self._on_case()
         self.param.watch(lambda *_: self._on_case(), "case")
+        self.param.watch(lambda *_: setattr(self, "k_basis", "shells"), "n_shells")
+        self.param.watch(lambda *_: setattr(self, "k_basis", "k_max"), "k_max")
+        self.param.watch(lambda *_: setattr(self, "line_source", "atoms"), ["line_atom_1", "line_atom_2"])
 
     # ---------------------------------------------------------------- setup
     def _refresh_zoo(self) -> None:
@@ -204,6 +248,8 @@ class AppState(param.Parameterized):
             setattr(self, name, min(default, len(atoms) - 1))
         if n >= 2:
             self.line_atom_2 = self._nearest_neighbour(0)
+        # clicked points belong to the previous structure
+        self.param.update(line_source="atoms", line_start=None, line_end=None, pending_point=None)
         if self.view_field != "prediction" and not self.case_info().has_reference:
             self.view_field = "prediction"
 
@@ -279,8 +325,52 @@ class AppState(param.Parameterized):
         self.message = f"Loaded '{name}' ({self.n_atoms} atoms, {kind})."
         return True
 
+    # ---------------------------------------------------------------- k-correction
+    def k_args(self) -> tuple[int, float]:
+        """``(n_shells, k_max)`` of the active k-basis truncation; the other one is 0 (both 0 = no correction)."""
+        if self.k_basis == "k_max":
+            return 0, round(float(self.k_max), 4)
+        return int(self.n_shells), 0.0
+
+    def correction_label(self) -> str:
+        """The k-correction setting in words (``"2 shells"``, ``"|G| ≤ 1.50 Å⁻¹"``, ``"none"``)."""
+        n_shells, k_max = self.k_args()
+        if n_shells > 0:
+            return f"{n_shells} shell{'s' if n_shells != 1 else ''}"
+        if k_max > 0:
+            return f"|G| ≤ {k_max:.2f} Å⁻¹"
+        return "none"
+
+    # ---------------------------------------------------------------- line scan by clicks
+    def pick_point(self, x: float, y: float) -> tuple | None:
+        """A click at in-plane coordinates ``(x, y)`` (Å) of the current slice.
+
+        The first click is kept in :attr:`pending_point`; the second one makes
+        the line scan run between the two clicked points (``line_source =
+        "points"``). Returns the Cartesian point (Å) or ``None`` when there is
+        no slice to click on.
+        """
+        sd = self.slice_data()
+        if isinstance(sd, str):
+            self.message = f"Line scan: no slice to pick points on ({sd})"
+            return None
+        p = tuple(float(v) for v in sd.to_cartesian(x, y))
+        first = self.pending_point
+        if first is None:
+            self.pending_point = p
+            self.message = (
+                f"Line scan: first point ({p[0]:.2f}, {p[1]:.2f}, {p[2]:.2f}) Å; click a second point on the slice."
+            )
+            return p
+        if np.linalg.norm(np.subtract(p, first)) < 1e-6:
+            self.message = "Line scan: the second point is the first one; click another point."
+            return p
+        self.param.update(line_start=first, line_end=p, pending_point=None, line_source="points")
+        self.message = f"Line scan between the clicked points ({np.linalg.norm(np.subtract(p, first)):.2f} Å)."
+        return p
+
     # ---------------------------------------------------------------- derived
-    @param.depends("case", "r_cut", "l_max", "n_shells", "squeeze")
+    @param.depends("case", "r_cut", "l_max", "n_shells", "k_max", "k_basis", "squeeze")
     def fields(self) -> FieldSet:
         """All fields for the current choices (cached per setting)."""
         if self.case is None:
@@ -298,8 +388,9 @@ class AppState(param.Parameterized):
         ref = p.reference(self.case)
         if ref is None:
             return FieldSet(prediction=pred, std=std, atoms=atoms)
+        n_shells, k_max = self.k_args()
         try:
-            corr = p.corrected(self.case, self.r_cut, self.l_max, self.n_shells)
+            corr = p.corrected(self.case, self.r_cut, self.l_max, n_shells, k_max=k_max)
         except ElfcoreError as exc:
             corr = None
             self.message = f"No k-correction: {exc}"
@@ -307,7 +398,7 @@ class AppState(param.Parameterized):
         res = p.cache.get(("res",) + key, lambda: _difference(pred, ref, "residual"))
         res_c = None
         if corr is not None:
-            res_c = p.cache.get(("resc",) + key + (self.n_shells,), lambda: _difference(corr, ref, "residual"))
+            res_c = p.cache.get(("resc",) + key + (n_shells, k_max), lambda: _difference(corr, ref, "residual"))
         return FieldSet(
             prediction=pred, std=std, reference=ref, corrected=corr, residual=res, residual_corrected=res_c,
             atoms=atoms,
@@ -323,7 +414,7 @@ class AppState(param.Parameterized):
                 return kind
         return self.view_field
 
-    @param.depends("case", "r_cut", "l_max", "n_shells", "squeeze")
+    @param.depends("case", "r_cut", "l_max", "n_shells", "k_max", "k_basis", "squeeze")
     def metrics(self) -> dict:
         """MAE/RMSE/R² before/after correction and φ/molecularity of reference, prediction and correction."""
         fs = self.fields()
@@ -333,15 +424,16 @@ class AppState(param.Parameterized):
         if fs.squeezed:
             out["note"] = "Squeezed cell: prediction only, no DFT reference."
         p = self.pipeline
+        n_shells, k_max = self.k_args()
         if fs.reference is not None and fs.prediction is not None:
             try:
-                out["errors"] = p.metrics(self.case, self.r_cut, self.l_max, self.n_shells)
+                out["errors"] = p.metrics(self.case, self.r_cut, self.l_max, n_shells, k_max=k_max)
             except ElfcoreError as exc:
                 out["note"] = f"No metrics: {exc}"
         keys = {
             "reference": (self.case, "ref"),
             "prediction": (self.case, "pred", self.r_cut, self.l_max, round(self.squeeze, 4)),
-            "corrected": (self.case, "corr", self.r_cut, self.l_max, self.n_shells),
+            "corrected": (self.case, "corr", self.r_cut, self.l_max, n_shells, k_max),
         }
         for kind, k in keys.items():
             fld = fs.get(kind)
@@ -355,8 +447,8 @@ class AppState(param.Parameterized):
         return out
 
     @param.depends(
-        "case", "r_cut", "l_max", "n_shells", "squeeze", "view_field", "slice_mode", "slice_position",
-        "plane_atom_1", "plane_atom_2", "plane_atom_3", "near_plane",
+        "case", "r_cut", "l_max", "n_shells", "k_max", "k_basis", "squeeze", "view_field", "slice_mode",
+        "slice_position", "plane_atom_1", "plane_atom_2", "plane_atom_3", "near_plane",
     )
     def slice_data(self) -> SliceData | str:
         """The 2D cut of the shown ELF and of the residual, or a message string."""
@@ -387,7 +479,7 @@ class AppState(param.Parameterized):
             title = f"plane through atoms {trio[0]}, {trio[1]}, {trio[2]}"
             return SliceData(
                 np.asarray(e2.values), None if r2 is None else np.asarray(r2.values), x, y,
-                "u (Å)", "v (Å)", title, xy, idx, kind,
+                "u (Å)", "v (Å)", title, xy, idx, kind, origin=origin, axes=np.stack([u, v]),
             )
         axis = self.slice_mode
         e2 = lattice_slice(elf, axis, self.slice_position)
@@ -408,17 +500,29 @@ class AppState(param.Parameterized):
         return SliceData(
             np.asarray(e2.values), None if r2 is None else np.asarray(r2.values), x, y,
             f"along {other[0]} (Å)", f"along {other[1]} (Å)", title, xy.reshape(-1, 2), sel, kind,
+            origin=pos_plane * cell[ia], axes=np.stack([cell[io_[0]] / lengths[io_[0]], cell[io_[1]] / lengths[io_[1]]]),
         )
 
-    @param.depends("case", "r_cut", "l_max", "n_shells", "squeeze", "line_atom_1", "line_atom_2")
+    @param.depends(
+        "case", "r_cut", "l_max", "n_shells", "k_max", "k_basis", "squeeze", "line_atom_1", "line_atom_2",
+        "line_source", "line_start", "line_end",
+    )
     def line_data(self) -> LineData | str:
-        """ELF of every available field along the line between the two chosen atoms, or a message."""
+        """ELF of every available field along the line (two atoms or two clicked points), or a message."""
         from elfcore.grid import line_profile
 
         fs = self.fields()
-        i, j = int(self.line_atom_1), int(self.line_atom_2)
-        if i == j:
-            return "Choose two different atoms for the line scan."
+        by_points = self.line_source == "points" and self.line_start is not None and self.line_end is not None
+        if by_points:
+            ends = dict(start=np.asarray(self.line_start), end=np.asarray(self.line_end), minimum_image_path=False)
+            a, b = self.line_start, self.line_end
+            what = f"({a[0]:.2f}, {a[1]:.2f}, {a[2]:.2f}) → ({b[0]:.2f}, {b[1]:.2f}, {b[2]:.2f}) Å"
+        else:
+            i, j = int(self.line_atom_1), int(self.line_atom_2)
+            if i == j:
+                return "Choose two different atoms for the line scan."
+            ends = dict(atoms=(i, j))
+            what = f"atom {i} → atom {j}"
         curves = {}
         s = None
         n = 160
@@ -426,16 +530,16 @@ class AppState(param.Parameterized):
             fld = fs.get(kind)
             if fld is None:
                 continue
-            prof = line_profile(fld, atoms=(i, j), n=n, order=1)
+            prof = line_profile(fld, n=n, order=1, **ends)
             s = np.asarray(prof.coords["s"])
             curves[kind] = np.asarray(prof.values)
         if s is None:
             return fs.error or "Nothing to show."
         band = None
         if fs.std is not None and "prediction" in curves:
-            sd = np.asarray(line_profile(fs.std, atoms=(i, j), n=n, order=1).values)
+            sd = np.asarray(line_profile(fs.std, n=n, order=1, **ends).values)
             band = (curves["prediction"] - sd, curves["prediction"] + sd)
-        return LineData(s, curves, band, f"atom {i} → atom {j} ({s[-1]:.2f} Å)")
+        return LineData(s, curves, band, f"{what} ({s[-1]:.2f} Å)")
 
     # ---------------------------------------------------------------- teaching
     def presets(self) -> list[dict]:
@@ -479,7 +583,9 @@ class AppState(param.Parameterized):
         if fld is None:
             raise ElfcoreError(f"no {kind} field for the current choices")
         stem = Path(self.case_label()).stem.split(" ")[0].replace("upload:", "upload")
-        name = f"{stem}_{kind}_r{self.r_cut:g}_l{self.l_max}{'_k' + str(self.n_shells) if kind == 'corrected' else ''}{suffix}"
+        n_shells, k_max = self.k_args()
+        k_tag = f"_k{n_shells}" if n_shells else f"_kmax{k_max:g}"
+        name = f"{stem}_{kind}_r{self.r_cut:g}_l{self.l_max}{k_tag if kind == 'corrected' else ''}{suffix}"
         with tempfile.TemporaryDirectory(prefix="elfcore-export-") as tmp:
             path = os.path.join(tmp, name)
             write_field(fld, path)

@@ -4,10 +4,11 @@ from __future__ import annotations
 import math
 
 import panel as pn
+import param
 
 __all__ = ["metrics_markdown", "metrics_pane", "METRIC_DEPS"]
 
-METRIC_DEPS = ("case", "r_cut", "l_max", "n_shells", "squeeze")
+METRIC_DEPS = ("case", "r_cut", "l_max", "n_shells", "k_max", "k_basis", "squeeze")
 
 
 def _fmt(x, digits: int = 4) -> str:
@@ -16,8 +17,13 @@ def _fmt(x, digits: int = 4) -> str:
     return f"{x:.{digits}f}"
 
 
-def metrics_markdown(m: dict, *, n_shells: int = 0) -> str:
-    """Markdown tables of a :meth:`AppState.metrics` result."""
+def metrics_markdown(m: dict, *, n_shells: int = 0, correction: str | None = None) -> str:
+    """Markdown tables of a :meth:`AppState.metrics` result.
+
+    ``correction`` names the k-basis (:meth:`AppState.correction_label`); by
+    default it is ``"<n_shells> shells"``.
+    """
+    correction = f"{n_shells} shells" if correction is None else correction
     lines = []
     errs = m.get("errors") or {}
     if errs:
@@ -27,10 +33,10 @@ def metrics_markdown(m: dict, *, n_shells: int = 0) -> str:
         a = errs.get("after")
         if a:
             lines.append(
-                f"| k-corrected ({n_shells} shells) | {_fmt(a.get('mae'))} | {_fmt(a.get('rmse'))} | {_fmt(a.get('r2'))} |"
+                f"| k-corrected ({correction}) | {_fmt(a.get('mae'))} | {_fmt(a.get('rmse'))} | {_fmt(a.get('r2'))} |"
             )
         else:
-            lines.append("| k-corrected | k-shells = 0: no correction | | |")
+            lines.append("| k-corrected | k-shells / k_max = 0: no correction | | |")
         lines.append("")
     topo = m.get("topology") or {}
     if topo:
@@ -48,20 +54,37 @@ def metrics_pane(state) -> pn.pane.Markdown:
     """A Markdown pane that follows the state's model, shell and case choices.
 
     The numbers (the topology in particular) are computed in a worker thread,
-    so the pictures update without waiting for them.
+    so the pictures update without waiting for them. Every change of
+    :data:`METRIC_DEPS` starts a refresh; when refreshes overlap, only the most
+    recently started one writes the pane (an older one that finishes later is
+    dropped).
+
+    The pane is updated by an asynchronous *watcher*, not by binding an async
+    function as the pane's ``object``: with param 2.4 two overlapping
+    evaluations of such a binding leave the pane unbound (the second result is
+    written as a plain value and removes the reference), after which it never
+    refreshes again (seen after two quick k-shell steps, then a model change).
     """
     import asyncio
 
-    async def render(*_):
-        n_shells = state.n_shells
+    pane = pn.pane.Markdown("*Computing metrics…*", sizing_mode="stretch_width", css_classes=["elf-metrics-table"])
+    latest = [0]
+
+    async def refresh(*_events) -> None:
+        latest[0] += 1
+        mine = latest[0]
+        correction = state.correction_label()
+        pane.loading = True
         loop = asyncio.get_running_loop()
         try:
             m = await loop.run_in_executor(None, state.metrics)
+            text = metrics_markdown(m, correction=correction)
         except Exception as exc:  # shown in the page, never a traceback
-            return f"*No metrics: {exc}*"
-        return metrics_markdown(m, n_shells=n_shells)
+            text = f"*No metrics: {exc}*"
+        if mine == latest[0]:
+            pane.object = text
+            pane.loading = False
 
-    return pn.pane.Markdown(
-        pn.bind(render, *[state.param[p] for p in METRIC_DEPS]), sizing_mode="stretch_width",
-        css_classes=["elf-metrics-table"],
-    )
+    state.param.watch(refresh, list(METRIC_DEPS))
+    param.parameterized.async_executor(refresh)
+    return pane

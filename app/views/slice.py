@@ -22,6 +22,7 @@ __all__ = [
     "atom_points",
     "slice_png",
     "image_source_data",
+    "picked_marks",
     "SliceView",
 ]
 
@@ -31,9 +32,13 @@ RESIDUAL_CMAP = "RdBu_r"
 ELF_CMAP = "viridis"
 _KDIMS = [hv.Dimension("x", label="x", unit="Å"), hv.Dimension("y", label="y", unit="Å")]
 SLICE_DEPS = (
-    "case", "r_cut", "l_max", "n_shells", "squeeze", "view_field", "slice_mode", "slice_position",
-    "plane_atom_1", "plane_atom_2", "plane_atom_3", "near_plane",
+    "case", "r_cut", "l_max", "n_shells", "k_max", "k_basis", "squeeze", "view_field", "slice_mode",
+    "slice_position", "plane_atom_1", "plane_atom_2", "plane_atom_3", "near_plane",
 )
+#: State parameters of the clicked line-scan points drawn on the slice.
+PICK_DEPS = ("line_source", "line_start", "line_end", "pending_point")
+#: A clicked point is drawn when it lies within this distance (Å) of the shown plane.
+ON_PLANE = 0.05
 
 
 def _image(x, y, z, vdim: hv.Dimension) -> hv.Image:
@@ -107,6 +112,26 @@ def image_source_data(x: np.ndarray, y: np.ndarray, z: np.ndarray | None) -> dic
     return {"image": [img], "x": [x[0] - dx / 2], "y": [y[0] - dy / 2], "dw": [x[-1] - x[0] + dx], "dh": [y[-1] - y[0] + dy]}
 
 
+def picked_marks(sd, state) -> tuple[dict, dict]:
+    """Bokeh data of the clicked line-scan segment and of a pending first click, in the plane of ``sd``.
+
+    Points that do not lie on the shown plane (another slice position or
+    axis) are left out, so a segment is drawn only on the slice it was
+    clicked on.
+    """
+    seg = {"x": [], "y": []}
+    if state.line_source == "points" and state.line_start is not None and state.line_end is not None:
+        xy, off = sd.to_plane([state.line_start, state.line_end])
+        if np.all(off <= ON_PLANE):
+            seg = {"x": list(xy[:, 0]), "y": list(xy[:, 1])}
+    pending = {"x": [], "y": []}
+    if state.pending_point is not None:
+        xy, off = sd.to_plane([state.pending_point])
+        if off[0] <= ON_PLANE:
+            pending = {"x": [float(xy[0, 0])], "y": [float(xy[0, 1])]}
+    return seg, pending
+
+
 def _renderer(fig, glyph: str):
     from bokeh.models import GlyphRenderer
 
@@ -122,6 +147,8 @@ class SliceView(pn.viewable.Viewer):
     The two figures are built once per session with HoloViews (``hv.render``);
     a state change then only replaces the data of their Bokeh sources, which
     keeps a slider step far below the cost of re-rendering a HoloViews plot.
+    A click (Bokeh ``Tap`` event) on either figure picks a line-scan end point
+    (:meth:`AppState.pick_point`); the clicked segment is drawn on both.
     """
 
     state = param.Parameter(precedence=-1)
@@ -136,6 +163,17 @@ class SliceView(pn.viewable.Viewer):
         self.figures = {"residual": hv.render(res, backend="bokeh"), "elf": hv.render(elf, backend="bokeh")}
         self._images = {k: _renderer(f, "Image").data_source for k, f in self.figures.items()}
         self._points = {k: _renderer(f, "Scatter").data_source for k, f in self.figures.items()}
+        from bokeh.events import Tap
+        from bokeh.models import ColumnDataSource
+
+        self._segment = ColumnDataSource({"x": [], "y": []})
+        self._pending = ColumnDataSource({"x": [], "y": []})
+        for fig in self.figures.values():
+            fig.line("x", "y", source=self._segment, line_color="white", line_width=4)
+            fig.line("x", "y", source=self._segment, line_color="black", line_width=2, line_dash="dashed")
+            fig.scatter("x", "y", source=self._segment, marker="x", size=12, line_color="black", line_width=2)
+            fig.scatter("x", "y", source=self._pending, marker="x", size=14, line_color="magenta", line_width=3)
+            fig.on_event(Tap, self._on_tap)
         self.residual_pane = pn.Column(pn.pane.Bokeh(self.figures["residual"]), css_classes=["elf-slice-residual"])
         self.elf_pane = pn.Column(pn.pane.Bokeh(self.figures["elf"]), css_classes=["elf-slice-elf"])
         self.caption = pn.pane.Markdown("**Slice:** *computing…*", margin=(0, 10))
@@ -143,6 +181,18 @@ class SliceView(pn.viewable.Viewer):
         if not defer:  # deferred: the page calls refresh() once the browser is connected
             self.refresh()
         state.param.watch(lambda *_: self.refresh(), list(SLICE_DEPS))
+        state.param.watch(lambda *_: self._draw_marks(), list(PICK_DEPS))
+
+    def _on_tap(self, event) -> None:
+        """A click on a slice: one end of a line scan (see :meth:`AppState.pick_point`)."""
+        if event.x is None or event.y is None or self._message:
+            return
+        self.state.pick_point(float(event.x), float(event.y))
+
+    def _draw_marks(self) -> None:
+        seg, pending = picked_marks(self.current, self.state)
+        self._segment.data = seg
+        self._pending.data = pending
 
     def _data(self):
         sd = self.state.slice_data()
@@ -175,13 +225,17 @@ class SliceView(pn.viewable.Viewer):
         self.figures["residual"].title.text = label + ("" if sd.residual is not None else " (no DFT reference)")
         self.figures["elf"].title.text = f"ELF ({sd.kind})"
         self.caption.object = self._caption(sd)
+        self._draw_marks()
 
     def _caption(self, sd) -> str:
         if self._message:
             return f"**Slice:** {self._message}"
         extra = "" if sd.residual is not None else " — no DFT reference, residual not available"
         axes = f"{sd.xlabel.replace(' (Å)', '')} × {sd.ylabel.replace(' (Å)', '')}"
-        return f"**Slice:** {sd.title}; axes {axes}; {len(sd.atoms_index)} atoms near the plane{extra}"
+        return (
+            f"**Slice:** {sd.title}; axes {axes}; {len(sd.atoms_index)} atoms near the plane{extra}. "
+            "Click two points for a line scan between them."
+        )
 
     def png(self) -> bytes:
         """The current slice as PNG bytes."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 __all__ = ["teaching_text", "TEACHING_DEPS"]
 
-TEACHING_DEPS = ("teaching", "case", "view_field", "iso", "n_shells", "squeeze", "slice_mode", "preset")
+TEACHING_DEPS = ("teaching", "case", "view_field", "iso", "n_shells", "k_max", "k_basis", "squeeze", "slice_mode", "preset")
 
 
 def teaching_text(state) -> str:
@@ -21,15 +21,15 @@ def teaching_text(state) -> str:
         "*Slice, left:* red where the model predicts more localization than DFT, blue where it predicts less; "
         "the colour scale is fixed at ±0.2 so cases can be compared. *Right:* the ELF itself (yellow = high)."
     )
-    if state.n_shells > 0:
+    if state.correction_label() != "none":
         parts.append(
-            f"*k-correction ({state.n_shells} shells):* the smooth, long-wavelength part of the error is removed "
+            f"*k-correction ({state.correction_label()}):* the smooth, long-wavelength part of the error is removed "
             "with a few Fourier components; watch the residual map lose its large blobs."
         )
     else:
-        parts.append("*k-correction:* move the k-shells slider to remove the smooth part of the error.")
+        parts.append("*k-correction:* move the k-shells or k_max slider to remove the smooth part of the error.")
     parts.append(
-        "*Line scan:* ELF along the line between two atoms; a high plateau between them means they share a "
+        "*Line scan:* ELF along the line between two atoms (or two points clicked on the slice); a high plateau between them means they share a "
         "bond, a dip to low values means separate molecules."
     )
     if abs(state.squeeze - 1.0) > 1e-9:

@@ -162,8 +162,15 @@ class SyncedVTK(VTKRenderWindowSynchronized):
 
 
 def _placeholder() -> pv.PolyData:
-    """A one-point mesh standing in for "nothing" (the VTK pane cannot serialize empty meshes)."""
-    return pv.PolyData(np.zeros((1, 3)))
+    """A zero-area triangle standing in for "nothing" (the VTK pane cannot serialize empty meshes).
+
+    It is a triangle, not a lone vertex, on purpose: in the browser (vtk.js) a
+    translucent actor whose mesh started as a vertex-only placeholder never
+    draws the triangles it is given later, so the residual isosurfaces
+    (opacity < 1) stayed invisible after the checkbox was ticked. With a
+    triangle placeholder every actor holds the same kind of cells throughout.
+    """
+    return pv.PolyData(np.zeros((3, 3)), faces=np.array([3, 0, 1, 2]))
 
 
 class Viewer3D(pn.viewable.Viewer):
@@ -206,7 +213,7 @@ class Viewer3D(pn.viewable.Viewer):
             self.update()
         state.param.watch(
             lambda *_: self.update(),
-            ["case", "r_cut", "l_max", "n_shells", "squeeze", "view_field", "iso", "show_residual",
+            ["case", "r_cut", "l_max", "n_shells", "k_max", "k_basis", "squeeze", "view_field", "iso", "show_residual",
              "residual_iso", "show_atoms", "show_cell"],
         )
 

@@ -54,9 +54,10 @@ class StandInEngine(ElfcoreEngine):
         std = field_from_atoms(np.full(shape, 0.02), atoms, name="elf_std")
         return mean, std
 
-    def correct(self, pred, ref, n_shells):
+    def correct(self, pred, ref, n_shells, k_max=0.0):
         self.calls["correct"] += 1
-        w = 1.0 - 1.0 / (1 + n_shells)
+        strength = k_max if k_max > 0 else n_shells  # more basis functions: closer to the reference
+        w = 1.0 - 1.0 / (1 + strength)
         out = pred + w * (ref - pred)
         out.attrs = dict(pred.attrs)
         return out

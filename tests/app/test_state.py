@@ -204,3 +204,110 @@ def test_no_cases(tmp_path):
     assert s.case is None
     assert s.fields().error
     assert isinstance(s.slice_data(), str) and isinstance(s.line_data(), str)
+
+
+# --------------------------------------------------------------------------- k_max
+def test_k_max_control_selects_the_basis_by_cutoff(state):
+    eng = state.pipeline.engine
+    assert state.k_args() == (0, 0.0) and state.fields().corrected is None
+    state.k_max = 1.5  # moving the k_max slider switches the truncation to k_max
+    assert state.k_basis == "k_max" and state.k_args() == (0, 1.5)
+    assert "1.50 Å⁻¹" in state.correction_label()
+    fs = state.fields()
+    assert fs.corrected is not None and fs.residual_corrected is not None
+    m = state.metrics()
+    assert m["errors"]["after"]["mae"] < m["errors"]["before"]["mae"]
+    n = eng.calls["correct"]
+    state.k_max = 3.0
+    c3 = state.fields().corrected
+    assert eng.calls["correct"] == n + 1 and not np.allclose(c3.values, fs.corrected.values)
+    state.k_max = 1.5
+    state.fields()
+    assert eng.calls["correct"] == n + 1  # cached per k_max
+    state.n_shells = 2  # the shells slider takes over again
+    assert state.k_basis == "shells" and state.k_args() == (2, 0.0) and state.correction_label() == "2 shells"
+    state.k_max = 0.0
+    assert state.k_basis == "k_max" and state.fields().corrected is None  # 0 = no correction
+
+
+def test_engine_k_max_is_elfcore_cutoff_basis(state):
+    """The real engine passes k_max to elfcore's oracle correction (not a number of shells)."""
+    from app.pipeline import ElfcoreEngine
+    from elfcore.kspace import oracle_correction
+
+    fs = state.fields()
+    eng = ElfcoreEngine(device="cpu")
+    # 4 Å cubic cell: shells at |G| = 2π/4 · (1, √2, √3) = 1.57, 2.22, 2.72 Å⁻¹; k_max = 2.5 keeps two
+    by_k = eng.correct(fs.prediction, fs.reference, 0, k_max=2.5)
+    direct = oracle_correction(fs.prediction, fs.reference, k_max=2.5)
+    np.testing.assert_allclose(by_k.values, direct.corrected.values)
+    np.testing.assert_allclose(by_k.values, eng.correct(fs.prediction, fs.reference, 2).values)
+    assert not np.allclose(by_k.values, eng.correct(fs.prediction, fs.reference, 1).values)
+
+
+# --------------------------------------------------------------------------- clicked line scans
+def test_slice_coordinates_map_to_cartesian(state):
+    state.param.update(slice_mode="c", slice_position=0.5)
+    sd = state.slice_data()
+    np.testing.assert_allclose(sd.to_cartesian(1.0, 3.0), [1.0, 3.0, 2.0])  # 4 Å cubic cell, plane c = 0.5
+    xy, off = sd.to_plane([[1.0, 3.0, 2.0], [1.0, 3.0, 2.5]])
+    np.testing.assert_allclose(xy, [[1.0, 3.0], [1.0, 3.0]], atol=1e-12)
+    np.testing.assert_allclose(off, [0.0, 0.5], atol=1e-12)
+    state.param.update(slice_mode="atoms", plane_atom_1=0, plane_atom_2=1, plane_atom_3=2)
+    sd = state.slice_data()
+    p = sd.to_cartesian(0.7, -0.4)
+    xy, off = sd.to_plane([p])
+    np.testing.assert_allclose(xy[0], [0.7, -0.4], atol=1e-9)
+    assert off[0] < 1e-9
+
+
+def test_slice_coordinates_in_a_skewed_cell():
+    from app.state import SliceData
+
+    cell = np.array([[4.0, 0.0, 0.0], [2.0, 3.4641016, 0.0], [0.0, 0.0, 5.0]])  # 60° between a and b
+    lengths = np.linalg.norm(cell, axis=1)
+    sd = SliceData(None, None, np.zeros(2), np.zeros(2), "", "", "", np.zeros((0, 2)), np.zeros(0, int),
+                   origin=0.25 * cell[2], axes=np.stack([cell[0] / lengths[0], cell[1] / lengths[1]]))
+    frac = np.array([0.3, 0.6, 0.25])
+    p = frac @ cell
+    xy, off = sd.to_plane([p])
+    np.testing.assert_allclose(xy[0], [0.3 * lengths[0], 0.6 * lengths[1]], atol=1e-9)
+    np.testing.assert_allclose(sd.to_cartesian(*xy[0]), p, atol=1e-9)
+
+
+def test_line_scan_between_two_clicked_points(state):
+    from elfcore.grid import line_profile
+
+    state.param.update(slice_mode="c", slice_position=0.5)
+    atoms_line = state.line_data()
+    first = state.pick_point(0.5, 1.0)
+    assert first == pytest.approx((0.5, 1.0, 2.0))
+    assert state.pending_point == pytest.approx(first) and state.line_source == "atoms"
+    assert "second point" in state.message
+    state.pick_point(3.5, 3.0)
+    assert state.line_source == "points" and state.pending_point is None
+    assert state.line_start == pytest.approx((0.5, 1.0, 2.0)) and state.line_end == pytest.approx((3.5, 3.0, 2.0))
+    ld = state.line_data()
+    assert ld.s[-1] == pytest.approx(np.hypot(3.0, 2.0))  # the segment as clicked, no periodic shortcut
+    assert "→" in ld.title and "atom" not in ld.title
+    ref = line_profile(state.fields().reference, (0.5, 1.0, 2.0), (3.5, 3.0, 2.0), n=len(ld.s), order=1,
+                       minimum_image_path=False)
+    np.testing.assert_allclose(ld.curves["reference"], ref.values)
+    assert not np.allclose(ld.curves["reference"], atoms_line.curves["reference"])
+    # choosing an atom from the lists goes back to the atom line
+    state.line_atom_2 = next(i for i in range(state.n_atoms) if i not in (state.line_atom_1, state.line_atom_2))
+    assert state.line_source == "atoms" and "atom" in state.line_data().title
+
+
+def test_clicked_points_reset_with_the_case(state):
+    state.pick_point(1.0, 1.0)
+    state.pick_point(2.0, 3.0)
+    assert state.line_source == "points"
+    state.case = list(state.param.case.objects.values())[1]
+    assert state.line_source == "atoms" and state.line_start is None and state.pending_point is None
+
+
+def test_same_point_twice_is_not_a_line(state):
+    state.pick_point(1.0, 1.0)
+    state.pick_point(1.0, 1.0)
+    assert state.line_source == "atoms" and "another point" in state.message

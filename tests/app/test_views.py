@@ -162,3 +162,56 @@ def test_page_sessions_do_not_share_widgets(pipeline):
     assert sa.controls["iso"] is not sb.controls["iso"]
     a.iso = 0.3
     assert b.iso == 0.75
+
+
+def test_hidden_meshes_hold_triangles_not_vertices(state):
+    """Hidden meshes are zero-area triangles: a vertex-only mesh kept translucent actors from drawing later."""
+    from app.views.viewer3d import Viewer3D
+
+    viewer = Viewer3D(state)
+    assert not state.show_residual
+    for key in ("res_pos", "res_neg"):
+        mesh = viewer._meshes[key]
+        assert mesh.n_verts == 0 and mesh.n_lines == 0 and mesh.n_cells >= 1
+        assert np.ptp(mesh.points, axis=0).max() == 0.0  # zero area: nothing is drawn
+    state.param.update(show_residual=True, residual_iso=0.02)
+    drawn = [viewer._meshes[k] for k in ("res_pos", "res_neg") if viewer._actors[k].GetVisibility()]
+    assert drawn and all(m.n_verts == 0 and m.n_cells > 1 for m in drawn)
+
+
+def test_metrics_pane_keeps_following_after_overlapping_refreshes(state, monkeypatch):
+    """Two refreshes that overlap: the newest wins, and the pane still follows later changes."""
+    import asyncio
+    import time
+
+    import param
+
+    from app.views.metrics import metrics_pane
+
+    original = state.metrics
+
+    def slow_metrics():
+        time.sleep(0.6 if state.n_shells == 1 else 0.05)  # the first of two quick steps finishes last
+        return original()
+
+    monkeypatch.setattr(state, "metrics", slow_metrics)
+
+    async def scenario():
+        monkeypatch.setattr(param.parameterized, "async_executor", lambda fn: asyncio.ensure_future(fn()))
+        pane = metrics_pane(state)
+        await asyncio.sleep(0.5)
+        assert "MAE" in pane.object
+        state.n_shells = 1
+        await asyncio.sleep(0.1)  # its refresh is running
+        state.n_shells = 2
+        await asyncio.sleep(1.2)
+        assert "k-corrected (2 shells)" in pane.object  # not overwritten by the older, slower refresh
+        before = pane.object
+        state.r_cut = 2.0
+        await asyncio.sleep(0.8)
+        assert pane.object != before and "k-corrected (2 shells)" in pane.object
+        state.n_shells = 3
+        await asyncio.sleep(0.8)
+        assert "k-corrected (3 shells)" in pane.object
+
+    asyncio.run(scenario())
