@@ -190,3 +190,18 @@ def test_pool_variant_scores_both_models_on_the_same_voxels(tmp_path, rng):
     assert base["n"] == pooled["n"] and base["n_train"] == 1 and pooled["n_train"] == 2
     assert pooled["n_members"] == s.pool_members
     assert all(np.isfinite(r[k]) for r in res["rows"] for k in ("mae", "rmse", "r2"))
+
+
+def test_partial_outputs_are_written_and_labelled(tmp_path):
+    from elfcore.reproduce import write_outputs
+    import time
+
+    summary = {"command": "elfcore reproduce", "mode": "full", "machine": "test", "settings":
+               ReproduceSettings.quick().to_dict(), "n_cases": 0, "case_counts": {}, "notes": [], "figures": [],
+               "errors": {}}
+    md = tmp_path / "results.md"
+    out = write_outputs(dict(summary), tmp_path, md, time.perf_counter(), finished=False)
+    assert json.loads((tmp_path / "reproduce.json").read_text())["finished"] is False
+    assert "stopped before all parts" in md.read_text() and out["results_md"] == str(md)
+    write_outputs(dict(summary), tmp_path, md, time.perf_counter(), finished=True)
+    assert "stopped before all parts" not in md.read_text()

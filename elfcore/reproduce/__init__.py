@@ -142,19 +142,25 @@ def run_reproduce(
         log.info("part %s done in %.0f s", name, time.perf_counter() - t)
         return value
 
+    def flush() -> None:
+        write_outputs(dict(summary), out, results_md, t0, finished=False)
+
     got = part("baseline", lambda: runs.run_baseline(split, s, device=device))
     base_arrays = None
     if got:
         summary["baseline"], base_arrays = got
+        flush()
     if base_arrays is not None:
         got = part("kcorrection", lambda: runs.run_kcorrection(split, s, base_arrays))
         if got:
             summary["kcorrection"], k_arrays = got
             summary["figures"].append(str(figures.figure_s3(summary["kcorrection"], k_arrays, out / "fig_s3_kcorrection.png")))
+            flush()
         if runs.pool_split(split) is not None:
             got = part("pool", lambda: runs.run_pool_variant(split, s, base_arrays, device=device))
             if got:
                 summary["pool"] = got
+                flush()
         else:
             summary["notes"].append("larger-training-set variant skipped: fewer than two independent snapshots "
                                     "per pressure")
@@ -162,11 +168,23 @@ def run_reproduce(
         if got:
             summary["cnn"], c_arrays = got
             summary["figures"].append(str(figures.figure_s1(summary["cnn"], c_arrays, out / "fig_s1_cnn.png")))
+            flush()
     sw = part("sweeps", lambda: runs.run_sweeps(split, s, device=device))
     if sw:
         summary["sweeps"] = sw
         summary["figures"].append(str(figures.figure_s2(sw, out / "fig_s2_convergence.png")))
+    summary = write_outputs(summary, out, results_md, t0, finished=True)
+    return summary
+
+
+def write_outputs(summary: dict, out: Path, results_md, t0: float, *, finished: bool) -> dict:
+    """Write ``reproduce.json`` and the markdown block for the parts done so far.
+
+    Called after every part, so a run that is stopped early (time limit) leaves its
+    finished parts on disk; ``summary["finished"]`` says whether all parts ran.
+    """
     summary["seconds"] = round(time.perf_counter() - t0, 1)
+    summary["finished"] = finished
     summary = _jsonable(summary)
     (out / "reproduce.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
     target = Path(results_md) if results_md is not None else out / "reproduce.md"
