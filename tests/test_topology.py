@@ -469,3 +469,41 @@ def test_molecularity_matches_brute_force_on_random_dimers():
     assert not _links(vals, above(mt.phi_star), anchors, {}, {})[0]
     assert _links(vals, mt.molecularity, anchors, None, partner)[1]
     assert not _links(vals, above(mt.molecularity), anchors, None, partner)[1]
+
+
+# --------------------------------------------------------------------------- PL census
+def _cosines(n, shift=(0.1, 0.2, 0.3)):
+    from elfcore.grid import make_field
+
+    x = np.arange(n) / n * 2 * np.pi
+    X, Y, Z = np.meshgrid(x + shift[0], x + shift[1], x + shift[2], indexing="ij")
+    return make_field(np.cos(X) + np.cos(Y) + np.cos(Z), np.eye(3) * 4.0)
+
+
+@pytest.mark.parametrize("n", [12, 17, 24])
+def test_pl_census_simple_cubic_cosines(n):
+    from elfcore.topology import pl_critical_counts
+
+    # cos x + cos y + cos z: one maximum, three bond (2 neg.) and three ring (1 neg.) saddles, one minimum
+    assert pl_critical_counts(_cosines(n)) == {"max": 1, "bond": 3, "ring": 3, "cage": 1, "morse_sum": 0}
+
+
+def test_pl_census_morse_relation_shift_and_supercell(rng):
+    from elfcore.grid import make_field
+    from elfcore.topology import pl_critical_counts
+
+    vals = rng.random((10, 12, 14))
+    c = pl_critical_counts(make_field(vals, np.diag([3.0, 3.5, 4.0])))
+    assert c["morse_sum"] == 0 and c["max"] > 10 and c["bond"] > 0
+    # the census only depends on the periodic field: origin shifts keep the counts...
+    assert pl_critical_counts(make_field(np.roll(vals, (3, -5, 7), axis=(0, 1, 2)), np.diag([3.0, 3.5, 4.0]))) == c
+    # ...and a 2×1×1 supercell doubles them
+    big = pl_critical_counts(make_field(np.tile(vals, (2, 1, 1)), np.diag([6.0, 3.5, 4.0])))
+    assert {k: big[k] for k in ("max", "bond", "ring", "cage")} == {k: 2 * c[k] for k in ("max", "bond", "ring", "cage")}
+
+
+def test_pl_census_in_netval_summary():
+    from elfcore.topology import topology_summary
+
+    res = topology_summary(_cosines(16), bcp=True)
+    assert res["critical_points_pl"]["morse_sum"] == 0 and res["critical_points_pl"]["max"] == 1

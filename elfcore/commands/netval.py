@@ -94,5 +94,10 @@ def _print_human(res: dict) -> None:
             f" critical points max {c['max']} bond {c['bond']} ring {c['ring']} cage {c['cage']},"
             f" Morse sum {res['morse_sum']}"
         )
+        p = res["critical_points_pl"]
+        lines.append(
+            f"  piecewise-linear census (exact, unfiltered): max {p['max']} bond {p['bond']} ring {p['ring']}"
+            f" cage {p['cage']}, Morse sum {p['morse_sum']}"
+        )
     lines.append(f"  {res['seconds']:.2f} s")
     print("\n".join(lines))

@@ -15,6 +15,7 @@ from .critical import (
     bond_graph_percolation,
     critical_points,
     networking_value_bcp,
+    pl_critical_counts,
 )
 from .mergetree import (
     MergeTreeResult,
@@ -51,6 +52,7 @@ __all__ = [
     "CriticalPoints",
     "BondGraphResult",
     "critical_points",
+    "pl_critical_counts",
     "bond_graph_percolation",
     "networking_value_bcp",
     "atom_basins",

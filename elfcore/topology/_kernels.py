@@ -768,3 +768,102 @@ def ascend(coef, starts, metric_inv, step, min_step, max_steps):
         ends[p, 1] = y
         ends[p, 2] = z
     return ends
+
+
+# --------------------------------------------------------------------------- PL critical points
+# The 14 neighbours of a vertex in the Freudenthal triangulation of the cubic grid (each cube cut
+# into 6 tetrahedra along its (1,1,1) diagonal): ±e with e a non-zero 0/1 vector.
+_FREUD = np.array(
+    [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1], [1, 0, 1], [1, 1, 1],
+     [-1, 0, 0], [0, -1, 0], [0, 0, -1], [-1, -1, 0], [0, -1, -1], [-1, 0, -1], [-1, -1, -1]],
+    dtype=np.int64,
+)
+
+
+def _freudenthal_link_edges() -> np.ndarray:
+    """Pairs (i, j) of neighbour offsets joined by an edge of the vertex link."""
+    offs = {tuple(o) for o in _FREUD.tolist()}
+    pairs = []
+    for i in range(14):
+        for j in range(i + 1, 14):
+            d = tuple((_FREUD[j] - _FREUD[i]).tolist())
+            if d in offs:
+                pairs.append((i, j))
+    return np.array(pairs, dtype=np.int64)
+
+
+_LINK_EDGES = _freudenthal_link_edges()
+
+
+@njit(cache=True, nogil=True)
+def _link_components(member, edges):
+    parent = np.arange(14)
+    for e in range(edges.shape[0]):
+        i, j = edges[e, 0], edges[e, 1]
+        if member[i] and member[j]:
+            ri = i
+            while parent[ri] != ri:
+                ri = parent[ri]
+            rj = j
+            while parent[rj] != rj:
+                rj = parent[rj]
+            if ri != rj:
+                parent[rj] = ri
+    n = 0
+    for i in range(14):
+        if member[i] and parent[i] == i:
+            n += 1
+    return n
+
+
+@njit(cache=True, nogil=True)
+def pl_critical_census(values, offsets, edges):
+    """Critical vertices of the piecewise-linear interpolant on the Freudenthal triangulation.
+
+    Ties are broken by the flat index (simulation of simplicity), so every vertex is
+    classified. Returns ``(counts, kinds_per_vertex)``: ``counts[k]`` = number of
+    critical points with k negative directions, multi-saddles counted with their
+    multiplicity (index-1: components of the lower link − 1; index-2: components of
+    the upper link − 1), so that counts[3] − counts[2] + counts[1] − counts[0] = 0 on
+    the 3-torus; ``kinds_per_vertex`` is 3 (max), 0 (min), 2/1 (saddle, the larger
+    multiplicity wins), −1 (regular).
+    """
+    na, nb, nc = values.shape
+    counts = np.zeros(4, dtype=np.int64)
+    kinds = np.full(values.shape, -1, dtype=np.int8)
+    lower = np.zeros(14, dtype=np.bool_)
+    upper = np.zeros(14, dtype=np.bool_)
+    for a in range(na):
+        for b in range(nb):
+            for c in range(nc):
+                v = values[a, b, c]
+                me = (a * nb + b) * nc + c
+                n_low = 0
+                for k in range(14):
+                    aa = (a + offsets[k, 0]) % na
+                    bb = (b + offsets[k, 1]) % nb
+                    cc = (c + offsets[k, 2]) % nc
+                    w = values[aa, bb, cc]
+                    other = (aa * nb + bb) * nc + cc
+                    is_low = w < v or (w == v and other < me)
+                    lower[k] = is_low
+                    upper[k] = not is_low
+                    if is_low:
+                        n_low += 1
+                if n_low == 0:
+                    counts[0] += 1
+                    kinds[a, b, c] = 0
+                    continue
+                if n_low == 14:
+                    counts[3] += 1
+                    kinds[a, b, c] = 3
+                    continue
+                cl = _link_components(lower, edges)
+                cu = _link_components(upper, edges)
+                if cl > 1:
+                    counts[1] += cl - 1
+                if cu > 1:
+                    counts[2] += cu - 1
+                if cl > 1 or cu > 1:
+                    kinds[a, b, c] = 2 if cu >= cl else 1
+    return counts, kinds

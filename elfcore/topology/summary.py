@@ -7,7 +7,7 @@ import time
 import numpy as np
 import xarray as xr
 
-from .critical import atom_basins, bond_graph_percolation, critical_points
+from .critical import atom_basins, bond_graph_percolation, critical_points, pl_critical_counts
 from .mergetree import TopologySettings, merge_tree, percolation_thresholds
 
 __all__ = ["topology_summary"]
@@ -54,7 +54,9 @@ def topology_summary(
         ``molecularity`` (intermolecular index), ``phi_star`` (TcESTIME's φ*),
         ``molecules``, ``seconds`` ..., and with ``bcp``: ``phi_bcp``,
         ``phi_bcp_2dec``, ``critical_points`` (counts), ``morse_sum``, ``quantized``
-        (few distinct values, e.g. 16-bit storage: the counts are then unreliable).
+        (few distinct values, e.g. 16-bit storage: the counts are then unreliable),
+        ``critical_points_pl`` (the exact piecewise-linear census of
+        :func:`~elfcore.topology.critical.pl_critical_counts`, Morse sum always 0).
     """
     settings = settings or TopologySettings()
     t0 = time.perf_counter()
@@ -95,6 +97,7 @@ def topology_summary(
                 "sum are unreliable on its plateaus; phi is not affected",
                 n_unique,
             )
+        out["critical_points_pl"] = pl_critical_counts(field)
         cps = critical_points(field, settings)
         bg = bond_graph_percolation(cps)
         out.update(
