@@ -110,6 +110,8 @@ ELF_DFT = CP2KSettings(
     added_mos=32,
     eps_default=1e-8,
 )
+# EPS_DEFAULT of the retry of a k-point single point whose overlap Cholesky failed.
+CHOLESKY_RETRY_EPS = 1e-12
 DEFAULT_FLUIDS = (
     FluidTarget(76.0, 3.05, 76),
     FluidTarget(115.1, 2.58, 115),
@@ -551,10 +553,24 @@ def compute_case(
     if "kpoints" in info:
         settings = dataclasses.replace(settings, kpoints=tuple(info["kpoints"]))
     sp_dir = Path(work_dir) / "sp" / spec.name
-    text = _cp2k.single_point_input(atoms, settings, project="sp")
     t0 = time.time()
     cpu0 = _children_cpu()
-    out = _cp2k.run_cp2k(text, sp_dir, case=spec.name, project="sp", executable=executable, threads=threads)
+    try:
+        text = _cp2k.single_point_input(atoms, settings, project="sp")
+        out = _cp2k.run_cp2k(text, sp_dir, case=spec.name, project="sp", executable=executable, threads=threads)
+    except DFTError:
+        # With k-points CP2K Cholesky-factorises the Bloch overlap matrix; for dense cells the
+        # diffuse TZVP functions make it indefinite unless the overlap lists are built more
+        # tightly (EPS_DEFAULT). Retry once with CHOLESKY_RETRY_EPS (recorded in the settings).
+        sp_out = sp_dir / "sp.out"
+        failed = sp_out.exists() and "Cholesky decompose failed" in sp_out.read_text(errors="replace")
+        if "kpoints" not in info or not failed or settings.eps_default <= CHOLESKY_RETRY_EPS:
+            raise
+        log.warning("case %s: Cholesky failure with k-points; retrying with EPS_DEFAULT %g", spec.name,
+                    CHOLESKY_RETRY_EPS)
+        settings = dataclasses.replace(settings, eps_default=CHOLESKY_RETRY_EPS)
+        text = _cp2k.single_point_input(atoms, settings, project="sp")
+        out = _cp2k.run_cp2k(text, sp_dir, case=spec.name, project="sp", executable=executable, threads=threads)
     wall = time.time() - t0
     cpu = _children_cpu() - cpu0
     res = _cp2k.parse_output(out)

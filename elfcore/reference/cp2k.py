@@ -521,6 +521,8 @@ def run_cp2k(
     inp = workdir / (input_name or f"{project}.inp")
     out = workdir / (output_name or f"{project}.out")
     inp.write_text(input_text)
+    if out.exists():
+        out.unlink()  # CP2K appends to an existing output file
     cmd = [exe, "-i", inp.name, "-o", out.name]
     if ranks > 1:
         mpirun = shutil.which("mpirun")

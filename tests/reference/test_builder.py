@@ -77,3 +77,36 @@ def test_tiny_build_and_resume(tmp_path):
                                                                        temperature_k=1200.0)})
     with pytest.raises(DFTError, match="different MD input"):
         builder.build(other, tmp_path / "data", tmp_path / "work", threads=1, progress=False)
+
+
+def test_kpoint_cholesky_failure_retried_with_tighter_eps(tmp_path, monkeypatch):
+    pytest.importorskip("pyxtal")
+    plan = builder.ReferencePlan(fluids=(), cubic_groups=(207,), hexagonal_groups=())
+    spec = builder.plan_cases(plan)[0]
+    calls = []
+
+    def fake_run(text, workdir, **kw):
+        calls.append(text)
+        (workdir / "sp.out").parent.mkdir(parents=True, exist_ok=True)
+        if len(calls) == 1:
+            (workdir / "sp.out").write_text(" *  \\___/     Cholesky decompose failed: matrix is not positive definite\n")
+            raise DFTError("first: CP2K aborted")
+        raise DFTError("second: stop here")
+
+    monkeypatch.setattr(builder._cp2k, "run_cp2k", fake_run)
+    with pytest.raises(DFTError, match="second"):
+        builder.compute_case(spec, plan, tmp_path, threads=1)
+    assert "EPS_DEFAULT 1.0e-08" in calls[0] and "EPS_DEFAULT 1.0e-12" in calls[1] and len(calls) == 2
+
+    # any other failure is not retried
+    calls.clear()
+
+    def other_failure(text, workdir, **kw):
+        calls.append(text)
+        (workdir / "sp.out").write_text("SCF run NOT converged\n")
+        raise DFTError("scf")
+
+    monkeypatch.setattr(builder._cp2k, "run_cp2k", other_failure)
+    with pytest.raises(DFTError, match="scf"):
+        builder.compute_case(spec, plan, tmp_path, threads=1)
+    assert len(calls) == 1

@@ -183,3 +183,15 @@ def test_md_drift_per_time_step_segment(tmp_path):
     assert first["drift_mev_per_atom_per_ps"] == pytest.approx(1e-3 * ev * 1e6 / 64, rel=1e-6)
     assert second["drift_mev_per_atom_per_ps"] == pytest.approx(0.0, abs=1e-6)
     assert second["mean_temperature_k"] == pytest.approx(1400.0) and second["steps"] == 10
+
+
+def test_rerun_starts_a_fresh_output_file(h4, tiny_settings, tmp_path):
+    # CP2K appends to an existing output: the abort of an earlier try must not fail the rerun
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "sp.out").write_text(" * [ABORT] old failure\n")
+    exe = _fake_cp2k(tmp_path, " *** SCF run converged in 5 steps ***\n PROGRAM ENDED AT  now")
+    script = Path(exe)
+    script.write_text(script.read_text().replace('cat > "$OUT"', 'cat >> "$OUT"'))  # appends, like CP2K
+    out = cp2k.run_cp2k(cp2k.single_point_input(h4, tiny_settings, project="sp"), run, case="c3", executable=exe)
+    assert "ABORT" not in out.read_text()
