@@ -31,9 +31,11 @@ Two algorithms compute the same quantity:
     with the kernels g_nl Y_lm, so in reciprocal space ĉ_nlm(G) = ρ̂(G) ĥ_nlm(−G)
     with an analytic Hankel transform and the exact structure factor of the
     atoms on the reciprocal lattice vectors where the kernel is not negligible.
-    A pruned inverse FFT brings each a-slab of the grid back to real space, the
-    power spectrum is formed slab by slab, so memory stays bounded. Cost does not
-    depend on r_cut and is ~linear in the number of voxels.
+    Pruned inverse transforms along the three axes (dense products of exact
+    phases for cells up to a few thousand atoms, FFTs beyond, whichever is
+    faster) bring each a-slab of the grid back to real space, and the power
+    spectrum is formed slab by slab, so memory stays bounded. Cost does not
+    depend on r_cut and is ~linear in the number of voxels and of atoms.
 
 References: A. P. Bartók, R. Kondor, G. Csányi, Phys. Rev. B 87, 184115 (2013);
 L. Himanen et al., Comput. Phys. Commun. 247, 106949 (2020) (DScribe).
@@ -559,91 +561,168 @@ def _radial_kernel(settings: DescriptorSettings, g) -> torch.Tensor:
     return out
 
 
-class _FFTPlan:
-    """Reciprocal-space coefficients of one structure on one grid (built per call)."""
+#: Per axis (a, b, c): the inverse transform is an FFT when at least this many frequencies occur
+#: along it, else a dense matrix of exact phases. Chosen by timing the grid transforms on one CPU
+#: core (500–2000 H on 48³–192³ grids, and 100 H in 28 Å / 40 Å cells on 192³, i.e. 117 / 167
+#: frequencies along a and b): the dense products are faster for every cell up to 2000 H (2·37+1
+#: frequencies), the FFTs win in larger cells (along a from ≈ 117, along b at 167, along c at 84 of
+#: the real transform's frequencies).
+_FFT_MIN_FREQS = (100, 150, 80)
 
-    def __init__(self, cell, positions, shape, settings, device, dtype, tol):
+
+class _FFTPlan:
+    """Reciprocal-space coefficients of one structure on one grid (built per call).
+
+    The coefficients ĉ_nlm(G) are needed on the reciprocal vectors with |G| ≤ g_cut
+    and m_c ≥ 0 (c_nlm is real, so ĉ(−G) = ĉ(G)*). They are folded onto the grid's
+    frequencies (j = m mod N along each axis; exact also for grids coarser than the
+    band limit) and brought to real space by inverse DFTs pruned to the frequencies
+    that occur: along a (for the whole grid here when it is an FFT, else per slab),
+    then per slab of a-planes along b and, as a real transform, along c. Each axis
+    uses an FFT or a dense matrix of exact phases, whichever is faster for its number
+    of frequencies (``_FFT_MIN_FREQS``; a dense product costs ∝ frequencies per
+    voxel, an FFT ∝ log N), so the cost per voxel stops growing with the cell size
+    for large cells. The structure factor costs atoms × reciprocal box.
+    """
+
+    #: bytes of one atom chunk of the structure factor's phase table
+    _SF_BUDGET = 32 * 2**20
+
+    def __init__(self, cell, positions, shape, settings, device, dtype, tol, transforms=None):
         self.shape = tuple(int(n) for n in shape)
         self.settings = settings
         self.device = device
+        Na, Nb, Nc = self.shape
         lmax, nr = settings.l_max, settings.n_radial
-        f64, c128 = torch.float64, torch.complex128
+        nlm = (lmax + 1) ** 2
+        f64, i64 = torch.float64, torch.int64
+        cdt = torch.complex64 if dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.complex128
+        self.cdt = cdt
+        self.rdt = torch.float32 if cdt == torch.complex64 else f64
         g_cut = _recip_kernel_cutoff(settings, tol)
         lengths = np.linalg.norm(cell, axis=1)
         # G = 2π m·inv(cell)ᵀ; |m_k| ≤ |G| |a_k| / 2π
         M = np.ceil(g_cut * lengths / (2 * math.pi)).astype(int)
         self.M = M
-        ma = torch.arange(-M[0], M[0] + 1, device=device, dtype=f64)
-        mb = torch.arange(-M[1], M[1] + 1, device=device, dtype=f64)
-        mc = torch.arange(0, M[2] + 1, device=device, dtype=f64)
+        ma = torch.arange(-M[0], M[0] + 1, device=device, dtype=i64)
+        mb = torch.arange(-M[1], M[1] + 1, device=device, dtype=i64)
+        mc = torch.arange(0, M[2] + 1, device=device, dtype=i64)
         recip = torch.as_tensor(2 * math.pi * np.linalg.inv(cell).T, dtype=f64, device=device)  # rows b_k
-        mesh = torch.stack(torch.meshgrid(ma, mb, mc, indexing="ij"), dim=-1)  # (A, B, C, 3)
-        gvec = mesh @ recip
+        mesh = torch.stack(torch.meshgrid(ma, mb, mc, indexing="ij"), dim=-1).reshape(-1, 3)
+        gvec = mesh.to(f64) @ recip
         gnorm = gvec.norm(dim=-1)
-        # structure factor S(G) = Σ_i exp(−i G·R_i), separable in fractional coordinates
-        frac = torch.as_tensor(np.mod(positions @ np.linalg.inv(cell), 1.0), dtype=f64, device=device)
-        two_pi_i = 2j * math.pi
-        pa = torch.exp(-two_pi_i * frac[:, 0:1] * ma[None, :])  # (n, A)
-        pb = torch.exp(-two_pi_i * frac[:, 1:2] * mb[None, :])
-        pc = torch.exp(-two_pi_i * frac[:, 2:3] * mc[None, :])
-        n_atoms = len(positions)
-        if n_atoms:
-            ab = (pa[:, :, None] * pb[:, None, :]).reshape(n_atoms, -1)  # (n, A·B)
-            sf = (ab.T @ pc).reshape(len(ma), len(mb), len(mc))
-        else:
-            sf = torch.zeros(gnorm.shape, dtype=c128, device=device)
-        volume = abs(float(np.linalg.det(cell)))
-        # radial kernel on |G| (analytic; evaluated at each |G| in float64)
-        rad = _radial_kernel(settings, gnorm.reshape(-1))  # (L, N, G)
-        unit = gvec / torch.where(gnorm > 0, gnorm, torch.ones_like(gnorm))[..., None]
-        ylm = _solid_harmonics(unit, lmax).reshape(-1, (lmax + 1) ** 2)  # Y_lm(Ĝ), (G, nlm)
-        keep = (gnorm.reshape(-1) <= g_cut).to(f64)
-        coeffs = torch.empty((nr, (lmax + 1) ** 2, gnorm.numel()), dtype=c128, device=device)
-        sf_flat = sf.reshape(-1) * keep / volume
+        keep = gnorm <= g_cut
+        sf = self._structure_factor(cell, positions, ma, mb, mc)[keep]  # (K,)
+        m, gvec, gnorm = mesh[keep], gvec[keep], gnorm[keep]
+        del mesh
+        # fold onto grid frequencies; an entry with m_c > 0 also stands for its mirror −m (value ĉ*);
+        # the real transform along c keeps frequencies 0 … Nc//2
+        cf = Nc // 2 + 1
+        n_grid = torch.tensor([Na, Nb, Nc], device=device, dtype=i64)
+        j_direct = torch.remainder(m, n_grid)
+        j_mirror = torch.remainder(-m, n_grid)
+        use_direct = j_direct[:, 2] < cf
+        use_mirror = (m[:, 2] > 0) & (j_mirror[:, 2] < cf)
+        j_all = torch.cat([j_direct[use_direct], j_mirror[use_mirror]])
+        self.freqs = [torch.unique(j_all[:, k]) for k in range(3)]  # sorted frequencies that occur per axis
+        n_u = [len(u) for u in self.freqs]
+        if transforms is None:
+            transforms = tuple("fft" if n_u[k] >= _FFT_MIN_FREQS[k] else "dense" for k in range(3))
+        if len(transforms) != 3 or set(transforms) - {"fft", "dense"}:
+            raise ElfcoreError(f"transforms={transforms!r}; expected three of 'fft', 'dense'")
+        self.transforms = tuple(transforms)
+        if self.transforms[0] == "fft":
+            self.freqs[0] = torch.arange(Na, device=device)  # all rows, ready for the FFT along a
+            n_u[0] = Na
+        pos = [torch.searchsorted(self.freqs[k], j_all[:, k].contiguous()) for k in range(3)]
+        flat = (pos[0] * n_u[1] + pos[1]) * n_u[2] + pos[2]
+        sel = torch.cat([torch.nonzero(use_direct)[:, 0], torch.nonzero(use_mirror)[:, 0]])
+        n_direct = int(use_direct.sum())
+        # coefficients ĉ_nlm(G) = i^l K_nl(|G|) Y_lm(Ĝ) S(G) / V, channel-major (n, lm)
+        rad = _radial_kernel(settings, gnorm)  # (L, N, K) float64
+        unit = gvec / torch.where(gnorm > 0, gnorm, torch.ones_like(gnorm))[:, None]
+        ylm = _solid_harmonics(unit, lmax)  # (K, nlm)
+        w = (sf / abs(float(np.linalg.det(cell))))[sel]
+        w[n_direct:] = w[n_direct:].conj()
+        vals = torch.empty((nr, nlm, len(sel)), dtype=cdt, device=device)
         for l in range(lmax + 1):
-            phase = (1j) ** l
-            for mi in range(l * l, (l + 1) * (l + 1)):
-                coeffs[:, mi, :] = phase * rad[l] * (ylm[:, mi] * sf_flat)[None, :]
-        # halve nothing: m_c ≥ 0 only, the negative half is the complex conjugate (real c)
-        cdt = torch.complex64 if dtype in (torch.float32, torch.float16, torch.bfloat16) else c128
-        self.rdt = torch.float32 if cdt == torch.complex64 else torch.float64
-        self.coeffs = coeffs.reshape(nr * (lmax + 1) ** 2, len(ma), len(mb) * len(mc)).to(cdt)
-        self.ma, self.mb, self.mc = ma, mb, mc
-        self.cdt = cdt
-        self._eb = None
-        self._wc = None
+            sl = slice(l * l, (l + 1) * (l + 1))
+            real = rad[l][:, None, sel] * ylm[sel, sl].T[None, :, :]  # (N, 2l+1, K') float64
+            # the mirror of i^l K Y S is (−i)^l K Y S*, and K Y is real
+            phase = torch.full((len(sel),), (1j) ** l, dtype=torch.complex128, device=device)
+            phase[n_direct:] = phase[n_direct:].conj()
+            vals[:, sl] = real.to(cdt) * (phase * w).to(cdt)
+        vals = vals.reshape(nr * nlm, -1)
+        spectrum = torch.zeros((nr * nlm, n_u[0] * n_u[1] * n_u[2]), dtype=cdt, device=device)
+        if len(torch.unique(flat)) == len(flat):
+            spectrum[:, flat] = vals
+        else:  # grid coarser than the band limit: several G on one grid frequency
+            torch.view_as_real(spectrum).scatter_add_(
+                1, flat[None, :, None].expand(nr * nlm, -1, 2), torch.view_as_real(vals)
+            )
+        del vals
+        spectrum = spectrum.reshape(nr * nlm, n_u[0], n_u[1], n_u[2])
+        if self.transforms[0] == "fft":
+            # (no 1/N: c(r) = Σ_G ĉ(G) e^{iG·r})
+            spectrum = torch.fft.ifft(spectrum, dim=1, norm="forward")
+        self.spectrum = spectrum
+        self._eb = self._ec = None
 
-    def _dft(self, n: int, m: torch.Tensor, j0: int = 0, j1: int | None = None) -> torch.Tensor:
-        """exp(2πi m j / n) for grid indices j0 ≤ j < j1 (rows) and integer m (columns), exact phases."""
-        j = torch.arange(j0, n if j1 is None else j1, device=self.device, dtype=torch.int64)
-        phase = torch.remainder(j[:, None] * m.to(torch.int64)[None, :], n).to(torch.float64) * (2 * math.pi / n)
-        return torch.polar(torch.ones_like(phase), phase).to(self.cdt)
+    def _phases(self, n: int, j: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """exp(2πi j r / n) for grid indices r (rows, default all n) and frequencies j (columns), exact."""
+        r = torch.arange(n, device=self.device, dtype=torch.int64) if rows is None else rows
+        phase = torch.remainder(r[:, None] * j[None, :], n).to(torch.float64) * (2 * math.pi / n)
+        return torch.polar(torch.ones_like(phase), phase)
+
+    def _structure_factor(self, cell, positions, ma, mb, mc) -> torch.Tensor:
+        """S(G) = Σ_i exp(−i G·R_i) on the half box, flat C order (complex128).
+
+        Separable in fractional coordinates: per-axis phases, summed over chunks of
+        atoms as (a·b phase products)ᵀ @ (c phases).
+        """
+        device = self.device
+        n_ab = len(ma) * len(mb)
+        sf = torch.zeros((n_ab, len(mc)), dtype=torch.complex128, device=device)
+        frac = torch.as_tensor(np.mod(positions @ np.linalg.inv(cell), 1.0), dtype=torch.float64, device=device)
+        chunk = _reduce_sum_chunk(len(frac), 16 * n_ab, self._SF_BUDGET)
+        m = [v.to(torch.float64) for v in (ma, mb, mc)]
+        for s0 in range(0, len(frac), chunk):
+            f = frac[s0 : s0 + chunk]
+            pa, pb, pc = (torch.exp(-2j * math.pi * f[:, k : k + 1] * m[k][None, :]) for k in range(3))
+            ab = (pa[:, :, None] * pb[:, None, :]).reshape(len(f), n_ab)
+            sf += ab.T @ pc
+        return sf.reshape(-1)
 
     def slab(self, a0: int, a1: int) -> torch.Tensor:
-        """c_nlm on grid planes a0 ≤ i < a1: real tensor (n_ch, a1−a0, Nb, Nc).
-
-        Three dense DFTs as matrix products: along a (only this slab's planes), along
-        b (complex), and along c as a real product that uses c = 2 Re Σ_{m_c ≥ 0} w_m T_m e^{iθ}
-        (w_0 = ½), since c is real and only m_c ≥ 0 is stored. Exact for any grid
-        size, including grids coarser than the kernel's band limit.
-        """
+        """c_nlm on grid planes a0 ≤ i < a1: real tensor (n_ch, a1−a0, Nb, Nc)."""
         Na, Nb, Nc = self.shape
-        n_ch = self.coeffs.shape[0]
-        n_s = a1 - a0
-        if self._eb is None:
-            self._eb = self._dft(Nb, self.mb)  # (Nb, 2M_b+1)
-            ec = self._dft(Nc, self.mc).T  # (M_c+1, Nc)
-            w = torch.full((len(self.mc), 1), 2.0, dtype=torch.float64, device=self.device)
-            w[0] = 1.0
-            wc = torch.stack([ec.real * w, -ec.imag * w], dim=1)  # (M_c+1, 2, Nc): re, im rows interleaved
-            self._wc = wc.reshape(2 * len(self.mc), Nc).to(self.rdt)
-        ea = self._dft(Na, self.ma, a0, a1)  # (s, 2M_a+1)
-        t = torch.matmul(ea, self.coeffs)  # (ch, s, (2M_b+1)(M_c+1))
-        t = t.reshape(n_ch * n_s, len(self.mb), len(self.mc))
-        u = torch.matmul(self._eb, t)  # (ch·s, Nb, M_c+1)
-        del t
-        ur = torch.view_as_real(u).reshape(n_ch, n_s, Nb, 2 * len(self.mc))
-        return torch.matmul(ur, self._wc)  # (ch, s, Nb, Nc)
+        n_ch, n_s = self.spectrum.shape[0], a1 - a0
+        ub, uc = self.freqs[1], self.freqs[2]
+        if self.transforms[0] == "fft":
+            t = self.spectrum[:, a0:a1]
+        else:
+            ea = self._phases(Na, self.freqs[0], torch.arange(a0, a1, device=self.device)).to(self.cdt)
+            t = torch.matmul(ea, self.spectrum.reshape(n_ch, len(self.freqs[0]), -1))
+        t = t.reshape(n_ch * n_s, len(ub), len(uc))
+        if self.transforms[1] == "fft":
+            full = torch.zeros((n_ch * n_s, Nb, len(uc)), dtype=self.cdt, device=self.device)
+            full[:, ub] = t
+            t = torch.fft.ifft(full, dim=1, norm="forward")
+        else:
+            if self._eb is None:
+                self._eb = self._phases(Nb, ub).to(self.cdt)  # (Nb, n_b)
+            t = torch.matmul(self._eb, t)
+        t = t.reshape(n_ch, n_s, Nb, len(uc))
+        if self.transforms[2] == "fft":
+            full = torch.zeros((n_ch, n_s, Nb, Nc // 2 + 1), dtype=self.cdt, device=self.device)
+            full[..., uc] = t
+            return torch.fft.irfft(full, n=Nc, dim=3, norm="forward")
+        if self._ec is None:
+            # c = Σ_j w_j Re(T_j e^{2πi j k/Nc}), w = 1 for j = 0 and j = Nc/2, else 2 (Hermitian half)
+            ec = self._phases(Nc, uc).T  # (n_c, Nc)
+            w = torch.where((uc == 0) | (2 * uc == Nc), 1.0, 2.0).to(torch.float64)[:, None]
+            self._ec = torch.stack([ec.real * w, -ec.imag * w], dim=1).reshape(2 * len(uc), Nc).to(self.rdt)
+        return torch.matmul(torch.view_as_real(t).reshape(n_ch, n_s, Nb, 2 * len(uc)), self._ec)
 
 
 def _check_shape(shape) -> tuple[int, int, int]:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from ase import Atoms
 
+from elfcore import descriptor
 from elfcore.descriptor import (
     DescriptorSettings,
     compute_descriptor,
@@ -102,6 +103,45 @@ def test_fft_baseline_settings_match_direct(rng):
                                 dtype=torch.float64)
     fft = compute_grid_descriptor(atoms, shape, s, device="cpu", dtype=torch.float32)
     assert _relerr(fft[idx].numpy(), direct.numpy()) <= 1e-5
+
+
+# every inverse transform as an FFT or as a dense product; (4, 3, 5) and (9, 8, 10) are coarser than
+# the band limit along every axis (frequencies folded), (24, 6, 30) only along b
+@pytest.mark.parametrize("min_freqs", [(0, 0, 0), (10**9,) * 3, (0, 10**9, 0), (10**9, 0, 10**9)])
+@pytest.mark.parametrize("shape", [(4, 3, 5), (9, 8, 10), (24, 6, 30)])
+def test_fft_and_dense_transforms_match_direct(rng, monkeypatch, min_freqs, shape):
+    monkeypatch.setattr(descriptor, "_FFT_MIN_FREQS", min_freqs)
+    atoms = _atoms(rng, 7)
+    cell, positions = descriptor._structure(atoms)
+    plan = descriptor._FFTPlan(cell, positions, shape, SMALL, torch.device("cpu"), torch.float64, 1e-7)
+    assert plan.transforms == tuple("fft" if m == 0 else "dense" for m in min_freqs)
+    idx = rng.choice(int(np.prod(shape)), size=min(40, int(np.prod(shape))), replace=False)
+    direct = compute_descriptor(atoms, grid_points_frac(shape)[idx] @ SKEW, SMALL, device="cpu",
+                                dtype=torch.float64)
+    fft = compute_grid_descriptor(atoms, shape, SMALL, device="cpu", dtype=torch.float64, slab=5)
+    assert _relerr(fft[idx].numpy(), direct.numpy()) <= 1e-5
+
+
+def test_transform_choice_follows_frequency_count(rng):
+    atoms = _atoms(rng, 3, np.eye(3) * 40.0)
+    cell, positions = descriptor._structure(atoms)
+    s = DescriptorSettings(n_radial=2, l_max=0, sigma=0.35)  # one channel; 2·82+1 / 83 frequencies
+    big = descriptor._FFTPlan(cell, positions, (180, 180, 180), s, torch.device("cpu"), torch.float32, 1e-7)
+    assert big.transforms == ("fft", "fft", "fft")
+    small = descriptor._FFTPlan(cell, positions, (64, 64, 64), s, torch.device("cpu"), torch.float32, 1e-7)
+    assert small.transforms == ("dense", "dense", "dense")  # at most 64 / 33 folded frequencies
+    with pytest.raises(ElfcoreError, match="transforms"):
+        descriptor._FFTPlan(cell, positions, (4, 4, 4), s, torch.device("cpu"), torch.float32, 1e-7,
+                            transforms=("fft", "magic", "dense"))
+
+
+def test_structure_factor_chunking_invariance(rng, monkeypatch):
+    atoms = _atoms(rng, 9)
+    shape = (6, 5, 7)
+    full = compute_grid_descriptor(atoms, shape, SMALL, device="cpu", dtype=torch.float64)
+    monkeypatch.setattr(descriptor._FFTPlan, "_SF_BUDGET", 1)  # one atom per chunk
+    chunked = compute_grid_descriptor(atoms, shape, SMALL, device="cpu", dtype=torch.float64)
+    torch.testing.assert_close(chunked, full, rtol=1e-12, atol=1e-12)
 
 
 def test_direct_grid_method_equals_fft(rng):
