@@ -8,6 +8,8 @@
 # them, the summary JSON and a log into $OUT. ase and h5netcdf are installed offline from the wheels
 # in .wheels/ (see benchmarks/gpu_run.sh) when the machine lacks them.
 # GPU_RUN_QUICK=1: the --quick preset on the CPU (a dry run of the command lines).
+# POOL_TRAIN="a.nc b.nc ...": first also train one paper-protocol MLP (50,000 voxels per snapshot, 80 epochs,
+# seed 0) on these snapshots -> $OUT/pool.safetensors (the larger-training-set variant, scored on the CPU later).
 set -u
 OUT=${OUT:-$PWD/gpu_out}
 PY=${PY:-python3}
@@ -27,6 +29,14 @@ else
     ARGS=(--device cuda)
 fi
 nvidia-smi -L 2>/dev/null
+if [[ -n ${POOL_TRAIN:-} ]]; then
+    start=$(date +%s)
+    # shellcheck disable=SC2086
+    timeout --kill-after=10 "${POOL_LIMIT_S:-150}" "$PY" -m elfcore.cli train $POOL_TRAIN \
+        --device "$([[ ${GPU_RUN_QUICK:-0} == 1 ]] && echo cpu || echo cuda)" --seed 0 --out "$OUT/pool.safetensors" \
+        $([[ ${GPU_RUN_QUICK:-0} == 1 ]] && echo "--voxels 500 --epochs 1")
+    echo "pool training rc=$? after $(($(date +%s) - start)) s"
+fi
 start=$(date +%s)
 timeout --kill-after=10 "$LIMIT" "$PY" -m elfcore.cli reproduce "${ARGS[@]}" --out docs/figures --data assets/data \
     --results docs/results.md --json >"$OUT/reproduce_summary.json"
