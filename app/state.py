@@ -333,12 +333,12 @@ class AppState(param.Parameterized):
         return int(self.n_shells), 0.0
 
     def correction_label(self) -> str:
-        """The k-correction setting in words (``"2 shells"``, ``"|G| ≤ 1.50 Å⁻¹"``, ``"none"``)."""
+        """The k-correction setting in words (``"2 shells"``, ``"k_max = 1.50 Å⁻¹"``, ``"none"``; no ``|``: tables)."""
         n_shells, k_max = self.k_args()
         if n_shells > 0:
             return f"{n_shells} shell{'s' if n_shells != 1 else ''}"
         if k_max > 0:
-            return f"|G| ≤ {k_max:.2f} Å⁻¹"
+            return f"k_max = {k_max:.2f} Å⁻¹"
         return "none"
 
     # ---------------------------------------------------------------- line scan by clicks

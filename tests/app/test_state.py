@@ -212,7 +212,7 @@ def test_k_max_control_selects_the_basis_by_cutoff(state):
     assert state.k_args() == (0, 0.0) and state.fields().corrected is None
     state.k_max = 1.5  # moving the k_max slider switches the truncation to k_max
     assert state.k_basis == "k_max" and state.k_args() == (0, 1.5)
-    assert "1.50 Å⁻¹" in state.correction_label()
+    assert state.correction_label() == "k_max = 1.50 Å⁻¹"
     fs = state.fields()
     assert fs.corrected is not None and fs.residual_corrected is not None
     m = state.metrics()

@@ -98,6 +98,8 @@ def test_metrics_markdown():
     assert "0.9900" in md and "0.9970" in md and "3 shells" in md
     assert "| prediction | – | 0.690 |" in md
     assert "No metrics" in metrics_markdown({})
+    md = metrics_markdown(m, correction="k_max = 1.50 Å⁻¹")
+    assert "| k-corrected (k_max = 1.50 Å⁻¹) | 0.0100 | 0.0150 | 0.9970 |" in md
 
 
 def test_slice_png(state):
