@@ -420,26 +420,44 @@ def continue_md(
 
 
 def _truncate_md_files(md_dir: Path, last_step: int) -> None:
-    """Drop MD output lines of steps after ``last_step`` (energy file and XYZ trajectories)."""
+    """Clean the MD output files before a continuation from the restart at ``last_step``.
+
+    Drops the lines (energy file) and frames (XYZ trajectories) of steps after
+    ``last_step``, and keeps one entry per step: when a step was written twice (a run
+    that went past its restart point before being continued from it), the later
+    entry wins. Entries are written in step order; an incomplete last frame is dropped.
+    """
     ener = md_dir / "md-1.ener"
     if ener.exists():
-        keep = [ln for ln in ener.read_text().splitlines(keepends=True)
-                if ln.startswith("#") or not ln.strip() or int(ln.split()[0]) <= last_step]
-        ener.write_text("".join(keep))
+        head, rows = [], {}
+        for ln in ener.read_text().splitlines(keepends=True):
+            if ln.startswith("#"):
+                head.append(ln)
+                continue
+            if not ln.strip():
+                continue
+            step = int(ln.split()[0])
+            if step <= last_step:
+                rows[step] = ln
+        ener.write_text("".join(head) + "".join(rows[k] for k in sorted(rows)))
     for xyz in (md_dir / "md-pos-1.xyz", md_dir / "md-vel-1.xyz"):
         if not xyz.exists():
             continue
         lines = xyz.read_text().splitlines(keepends=True)
-        out, i = [], 0
+        frames, i = {}, 0
         while i < len(lines):
+            if not lines[i].strip():
+                i += 1
+                continue
             n = int(lines[i].split()[0])
             ms = re.search(r"i\s*=\s*(\d+)", lines[i + 1]) if i + 1 < len(lines) else None
             block = lines[i : i + 2 + n]
-            if ms is None or len(block) < n + 2 or int(ms.group(1)) > last_step:
+            if ms is None or len(block) < n + 2:
                 break
-            out.extend(block)
+            if int(ms.group(1)) <= last_step:
+                frames[int(ms.group(1))] = block
             i += 2 + n
-        xyz.write_text("".join(out))
+        xyz.write_text("".join("".join(frames[k]) for k in sorted(frames)))
 
 
 def _check_md_scf(out: Path, case: str) -> None:

@@ -110,3 +110,19 @@ def test_kpoint_cholesky_failure_retried_with_tighter_eps(tmp_path, monkeypatch)
     with pytest.raises(DFTError, match="scf"):
         builder.compute_case(spec, plan, tmp_path, threads=1)
     assert len(calls) == 1
+
+
+def test_truncate_md_files_keeps_one_entry_per_step(tmp_path):
+    # steps 0-3 of a first run (1 fs), which went on to step 4 after its restart at step 2;
+    # the continuation from step 2 (0.5 fs) wrote steps 3-5; clean for a restart at step 4
+    ener_rows = [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (3, 2.5), (4, 3.0), (5, 3.5)]
+    (tmp_path / "md-1.ener").write_text("# Step Nr. Time[fs]\n" + "".join(
+        f"{s} {t} 0.1 1500.0 -30.0 -29.9 1.0\n" for s, t in ener_rows))
+    xyz = "".join(f"2\n i = {s}, time = {t}, E = -1.0\nH {t} 0 0\nH 0 {s} 0\n" for s, t in ener_rows)
+    for name in ("md-pos-1.xyz", "md-vel-1.xyz"):
+        (tmp_path / name).write_text(xyz + "2\n i = 6, time = 4.0\nH 0 0 0\n")  # incomplete last frame
+    builder._truncate_md_files(tmp_path, 4)
+    e = cp2k.read_ener(tmp_path / "md-1.ener")
+    assert e[:, 0].tolist() == [0, 1, 2, 3, 4] and e[:, 1].tolist() == [0.0, 1.0, 2.0, 2.5, 3.0]
+    frames = cp2k.read_xyz_frames(tmp_path / "md-pos-1.xyz")
+    assert [(s, t) for s, t, _ in frames] == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 2.5), (4, 3.0)]
