@@ -644,23 +644,22 @@ class _FFTPlan:
         ylm = _solid_harmonics(unit, lmax)  # (K, nlm)
         w = (sf / abs(float(np.linalg.det(cell))))[sel]
         w[n_direct:] = w[n_direct:].conj()
-        vals = torch.empty((nr, nlm, len(sel)), dtype=cdt, device=device)
+        spectrum = torch.zeros((nr, nlm, n_u[0] * n_u[1] * n_u[2]), dtype=cdt, device=device)
+        unique = len(torch.unique(flat)) == len(flat)  # else: grid coarser than the band limit
         for l in range(lmax + 1):
             sl = slice(l * l, (l + 1) * (l + 1))
-            real = rad[l][:, None, sel] * ylm[sel, sl].T[None, :, :]  # (N, 2l+1, K') float64
-            # the mirror of i^l K Y S is (−i)^l K Y S*, and K Y is real
+            # the mirror of i^l K Y S is (−i)^l K Y S* (K Y is real); float64 until here, then cdt
             phase = torch.full((len(sel),), (1j) ** l, dtype=torch.complex128, device=device)
             phase[n_direct:] = phase[n_direct:].conj()
-            vals[:, sl] = real.to(cdt) * (phase * w).to(cdt)
-        vals = vals.reshape(nr * nlm, -1)
-        spectrum = torch.zeros((nr * nlm, n_u[0] * n_u[1] * n_u[2]), dtype=cdt, device=device)
-        if len(torch.unique(flat)) == len(flat):
-            spectrum[:, flat] = vals
-        else:  # grid coarser than the band limit: several G on one grid frequency
-            torch.view_as_real(spectrum).scatter_add_(
-                1, flat[None, :, None].expand(nr * nlm, -1, 2), torch.view_as_real(vals)
-            )
-        del vals
+            angular = (ylm[sel, sl].T * (phase * w)[None, :]).to(cdt)  # (2l+1, K')
+            vals = rad[l][:, sel].to(self.rdt)[:, None, :] * angular[None, :, :]  # (N, 2l+1, K')
+            if unique:
+                spectrum[:, sl, flat] = vals
+            else:  # several G on one grid frequency: add them up
+                part = torch.view_as_real(spectrum[:, sl])
+                index = flat[None, None, :, None].expand(nr, 2 * l + 1, -1, 2)
+                part.scatter_add_(2, index, torch.view_as_real(vals))
+            del vals
         spectrum = spectrum.reshape(nr * nlm, n_u[0], n_u[1], n_u[2])
         if self.transforms[0] == "fft":
             # (no 1/N: c(r) = Σ_G ĉ(G) e^{iG·r})
@@ -675,20 +674,21 @@ class _FFTPlan:
         return torch.polar(torch.ones_like(phase), phase)
 
     def _structure_factor(self, cell, positions, ma, mb, mc) -> torch.Tensor:
-        """S(G) = Σ_i exp(−i G·R_i) on the half box, flat C order (complex128).
+        """S(G) = Σ_i exp(−i G·R_i) on the half box, flat C order.
 
-        Separable in fractional coordinates: per-axis phases, summed over chunks of
-        atoms as (a·b phase products)ᵀ @ (c phases).
+        Separable in fractional coordinates: per-axis phases (exact, float64), summed
+        over chunks of atoms as (a·b phase products)ᵀ @ (c phases) in the plan's
+        complex dtype (complex64 for float32 output: ~10⁻⁷ relative).
         """
         device = self.device
         n_ab = len(ma) * len(mb)
-        sf = torch.zeros((n_ab, len(mc)), dtype=torch.complex128, device=device)
+        sf = torch.zeros((n_ab, len(mc)), dtype=self.cdt, device=device)
         frac = torch.as_tensor(np.mod(positions @ np.linalg.inv(cell), 1.0), dtype=torch.float64, device=device)
-        chunk = _reduce_sum_chunk(len(frac), 16 * n_ab, self._SF_BUDGET)
+        chunk = _reduce_sum_chunk(len(frac), sf.element_size() * n_ab, self._SF_BUDGET)
         m = [v.to(torch.float64) for v in (ma, mb, mc)]
         for s0 in range(0, len(frac), chunk):
             f = frac[s0 : s0 + chunk]
-            pa, pb, pc = (torch.exp(-2j * math.pi * f[:, k : k + 1] * m[k][None, :]) for k in range(3))
+            pa, pb, pc = (torch.exp(-2j * math.pi * f[:, k : k + 1] * m[k][None, :]).to(self.cdt) for k in range(3))
             ab = (pa[:, :, None] * pb[:, None, :]).reshape(len(f), n_ab)
             sf += ab.T @ pc
         return sf.reshape(-1)
