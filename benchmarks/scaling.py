@@ -14,7 +14,8 @@ Three series, each timed with :func:`elfcore.predict.benchmark` (median of
 For each series the exponent b of ``total_s ∝ x^b`` is fitted by least squares in
 log–log (x = atoms or voxels), also for the descriptor time alone, and the same
 for the process CPU time (``*_cpu``: on a shared machine the wall time mostly
-measures the other jobs).
+measures the other jobs). ``--transforms dense|fft`` forces the descriptor's
+inverse transforms (default: chosen per axis by size) to compare the two.
 
 Usage::
 
@@ -45,6 +46,9 @@ def main(argv=None) -> int:
     parser.add_argument("--fixed-grid", type=int, default=96)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--series", default="atoms,atoms_fixed_grid,voxels")
+    parser.add_argument("--transforms", choices=("auto", "dense", "fft"), default="auto",
+                        help="inverse transforms of the fft descriptor path: chosen per axis by size (auto), "
+                             "or all dense DFT products, or all FFTs (to compare)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 
@@ -54,10 +58,15 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.transforms != "auto":
+        from elfcore import descriptor
+
+        descriptor._FFT_MIN_FREQS = (0, 0, 0) if args.transforms == "fft" else (10**9,) * 3
     atoms_list = [int(a) for a in args.atoms.split(",")]
     grids = [int(g) for g in args.grids.split(",")]
     wanted = set(args.series.split(","))
     out: dict = {"device": args.device, "repeats": args.repeats, "threads": torch.get_num_threads(),
+                 "transforms": args.transforms,
                  "load_avg_start": os.getloadavg()[0], "series": {}}
 
     def run(n_atoms, shape):
