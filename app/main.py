@@ -178,8 +178,8 @@ def build_session(state: AppState | None = None) -> Session:
         title="elfcore — ELF of dense hydrogen", sidebar=sidebar, main=main, sidebar_width=340,
         accent_base_color="#2a6f97", header_background="#2a6f97",
     )
-    busy = pn.indicators.LoadingSpinner(
-        value=pn.state.param.busy, size=28, color="light", bgcolor="dark", name="working…", css_classes=["elf-busy"]
+    busy = pn.indicators.LoadingSpinner(  # spins while the server works; no label (it showed when idle too)
+        value=pn.state.param.busy, size=28, color="light", bgcolor="dark", css_classes=["elf-busy"]
     )
     template.header.append(busy)
     return Session(state, w, viewer, sliceview, lines, template)

@@ -264,10 +264,13 @@ class Viewer3D(pn.viewable.Viewer):
                 self._set("box", cell_box(np.asarray(atoms.cell[:])), s.show_cell)
                 self._atoms_key = key
         self.caption.object = " · ".join(notes)
-        if s.case != self._last_case:
+        new_case = s.case != self._last_case
+        if new_case:
             self.plotter.reset_camera()
             self._last_case = s.case
         self.pane.synchronize()
+        if new_case:  # the browser keeps its own camera: ask it to frame the new scene too
+            self.pane.reset_camera()
 
     def png(self) -> bytes:
         """The current 3D picture as PNG bytes (rendered off screen)."""

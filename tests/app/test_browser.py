@@ -2,7 +2,8 @@
 
 One server and one page serve all the steps (they run in file order): the
 views render, every slider changes a picture or a number, uploads of a valid
-and an invalid file, and a second session that keeps its own state.
+and an invalid file, a line scan by two clicks on the slice, and four sessions
+that keep their own state.
 Screenshots go to ``test-output/app/``.
 
 The served cases and models are small stand-ins written by the fixture
@@ -121,6 +122,7 @@ def _wait_views(page, timeout_s=LOAD_S):
 def page(served, browser):
     OUT.mkdir(parents=True, exist_ok=True)
     pg = browser.new_page()
+    pg.set_default_timeout(120_000)  # a loaded 2-core machine can keep the page busy for a while
     pg.goto(served["url"], timeout=LOAD_S * 1000)
     _wait_views(pg)
     wait_idle(pg)
@@ -206,13 +208,13 @@ def press(page, widget: str, key: str = "ArrowRight", times: int = 3) -> None:
     """Move a slider widget by keyboard (its noUiSlider handle)."""
     handle = page.locator(f".elf-{widget} .noUi-handle").first
     for _ in range(times):
-        for attempt in range(5):  # Panel may re-render a widget between two key presses
+        for attempt in range(10):  # Panel may re-render a widget between two key presses
             try:
                 handle.scroll_into_view_if_needed(timeout=10000)
                 handle.press(key, timeout=10000)
                 break
             except sync_api.Error:
-                if attempt == 4:
+                if attempt == 9:
                     raise
                 time.sleep(1)
     wait_idle(page)
@@ -241,13 +243,15 @@ def test_iso_slider_changes_3d(page):
     assert non_blank(after) > 0.02
 
 
-@pytest.mark.xfail(reason="known bug: the residual isosurfaces do not redraw the 3D canvas in the browser "
-                   "after the checkbox and slider change (state-level test passes); see docs/app.md", strict=False)
 def test_residual_isosurface_and_slider(page):
     before = shot(page, ".elf-3d canvas")
     page.locator(".elf-show-residual input").first.check()
+    shown = changed(page, ".elf-3d canvas", before)
+    shot(page, ".elf-3d canvas", "3d_residual")
     press(page, "residual-iso", "ArrowLeft", 6)
-    changed(page, ".elf-3d canvas", before)
+    changed(page, ".elf-3d canvas", shown)
+    page.locator(".elf-show-residual input").first.uncheck()
+    wait_idle(page)
 
 
 def test_slice_position_slider_changes_slice(page):
@@ -272,9 +276,18 @@ def test_k_shells_slider_changes_metrics(page):
     assert "k-corrected (2 shells)" in after
 
 
-@pytest.mark.xfail(reason="known intermittent bug: after an r_cut change the asynchronous metrics pane sometimes "
-                   "does not refresh within 180 s in a fresh checkout (3D and line views do); see docs/app.md",
-                   strict=False)
+def test_k_max_slider_changes_metrics(page):
+    before = text_of(page, ".elf-metrics")
+    press(page, "k-max", "End", 1)  # the largest k_max: the basis is now truncated by k_max
+    after = text_changed(page, ".elf-metrics", before)
+    assert "k-corrected (k_max = 4.00 Å⁻¹)" in after
+    press(page, "n-shells", "ArrowLeft", 1)  # back to shells (1 shell)
+    deadline = time.time() + 120
+    while "k-corrected (1 shell)" not in text_of(page, ".elf-metrics"):
+        assert time.time() < deadline, "the metrics did not follow the k-shells slider back"
+        time.sleep(0.5)
+
+
 def test_model_sliders_change_every_view(page):
     views = {css: shot(page, css) for css in (".elf-3d canvas", ".elf-line-plot canvas")}
     before = text_of(page, ".elf-metrics")
@@ -298,6 +311,39 @@ def test_line_atoms_change_line(page):
     changed(page, ".elf-line-plot canvas", before)
 
 
+def _click_slice(page, fx: float, fy: float) -> None:
+    """Click the ELF slice at the fractions (fx, fy) of its canvas (retried if Panel replaces the canvas).
+
+    A mouse click at page coordinates: Bokeh's event layer lies over the canvas and receives it.
+    """
+    for attempt in range(10):
+        try:
+            canvas = page.locator(".elf-slice-elf canvas").first
+            canvas.scroll_into_view_if_needed(timeout=10_000)
+            box = canvas.bounding_box(timeout=10_000)
+            page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+            return
+        except sync_api.Error:
+            if attempt == 9:
+                raise
+            time.sleep(0.5)
+
+
+def test_line_scan_by_clicking_two_points(page):
+    before = shot(page, ".elf-line-plot canvas")
+    slice_before = shot(page, ".elf-slice-elf canvas")
+    _click_slice(page, 0.35, 0.35)
+    page.wait_for_selector(".elf-message >> text=click a second point", timeout=60_000)
+    _click_slice(page, 0.6, 0.7)
+    changed(page, ".elf-line-plot canvas", before)
+    changed(page, ".elf-slice-elf canvas", slice_before)  # the clicked segment is drawn on the slice
+    caption = text_of(page, ".elf-line")
+    assert ") → (" in caption, caption
+    assert "points" in text_of(page, ".elf-line-source")
+    shot(page, ".elf-slice", "slice_clicked_line")
+    shot(page, ".elf-line", "line_clicked")
+
+
 def test_squeeze_slider_is_prediction_only(page):
     before = shot(page, ".elf-3d canvas")
     press(page, "squeeze", "ArrowLeft", 5)
@@ -311,7 +357,7 @@ def test_squeeze_slider_is_prediction_only(page):
 def test_teaching_mode(page):
     page.locator(".elf-teaching button").first.click()
     wait_idle(page)
-    page.wait_for_selector(".elf-teaching-text >> text=Guided tour", timeout=30000)
+    page.wait_for_selector(".elf-teaching-text >> text=Guided tour", timeout=120_000)
     shot(page, ".elf-teaching-text", "teaching")
 
 
@@ -341,12 +387,38 @@ def test_upload_valid_structure(page, served):
     page.screenshot(path=str(OUT / "page_after_upload.png"))
 
 
-def test_second_session_has_its_own_state(served, browser, page):
-    other = browser.new_page()
-    other.goto(served["url"], timeout=LOAD_S * 1000)
-    _wait_views(other)
-    # the first session's upload and choices stay there
-    assert "upload" not in other.locator(".elf-case select").first.inner_text()
-    assert other.locator(".elf-case select").first.input_value().startswith("synthetic_80")
+def test_four_sessions_keep_their_own_state(served, browser, page):
+    """The first session plus three more, open at the same time, each with its own choices."""
+    import re
+
+    def iso_of(pg) -> str:
+        found = re.search(r"ELF = (\d\.\d\d)", text_of(pg, ".elf-3d"))
+        assert found, "no iso value in the 3D caption"
+        return found.group(1)
+
+    first_iso = iso_of(page)
+    others = [browser.new_page() for _ in range(3)]
+    for pg in others:
+        pg.set_default_timeout(120_000)
+        pg.goto(served["url"], timeout=LOAD_S * 1000)
+    for pg in others:
+        _wait_views(pg)
+    for pg, mode in zip(others, ("a", "b", "atoms")):
+        before = shot(pg, ".elf-slice-residual canvas")
+        pg.locator(".elf-slice-mode button", has_text=mode).first.click()
+        changed(pg, ".elf-slice-residual canvas", before)
+    before = shot(others[1], ".elf-3d canvas")
+    press(others[1], "iso", "ArrowLeft", 5)
+    changed(others[1], ".elf-3d canvas", before)
+    expected = [("plane a =", "ELF = 0.75"), ("plane b =", "ELF = 0.70"), ("plane through atoms", "ELF = 0.75")]
+    for i, (pg, (plane, iso)) in enumerate(zip(others, expected)):
+        assert plane in text_of(pg, ".elf-slice"), i
+        assert iso in text_of(pg, ".elf-3d"), i
+        # the first session's upload stays there
+        assert "upload" not in pg.locator(".elf-case select").first.inner_text()
+        assert pg.locator(".elf-case select").first.input_value().startswith("synthetic_80")
+        pg.screenshot(path=str(OUT / f"session_{i + 2}.png"))
     assert page.locator(".elf-case select").first.input_value() == "upload: mine.cif"
-    other.close()
+    assert iso_of(page) == first_iso  # the other sessions' iso step did not reach the first one
+    for pg in others:
+        pg.close()

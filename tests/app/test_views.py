@@ -217,3 +217,15 @@ def test_metrics_pane_keeps_following_after_overlapping_refreshes(state, monkeyp
         assert "k-corrected (3 shells)" in pane.object
 
     asyncio.run(scenario())
+
+
+def test_case_change_resets_the_browser_camera(state):
+    """A new case (another cell size) asks the browser to frame the new scene, not only the Python plotter."""
+    from app.views.viewer3d import Viewer3D
+
+    viewer = Viewer3D(state)
+    flag = viewer.pane._one_time_reset
+    state.iso = 0.6
+    assert viewer.pane._one_time_reset == flag  # same case: the user's camera stays
+    state.case = list(state.param.case.objects.values())[1]
+    assert viewer.pane._one_time_reset != flag
