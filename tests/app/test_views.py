@@ -229,3 +229,26 @@ def test_case_change_resets_the_browser_camera(state):
     assert viewer.pane._one_time_reset == flag  # same case: the user's camera stays
     state.case = list(state.param.case.objects.values())[1]
     assert viewer.pane._one_time_reset != flag
+
+
+def test_slice_clicks_make_a_line_scan_and_are_drawn(state):
+    """Two Bokeh Tap events on a slice: the state gets the segment, the figures draw it on that plane only."""
+    from types import SimpleNamespace
+
+    import app.main  # noqa: F401  (loads the plotting extensions as the served page does)
+    from app.views.slice import SliceView
+
+    state.param.update(slice_mode="c", slice_position=0.5)
+    view = SliceView(state)
+    view._on_tap(SimpleNamespace(x=0.5, y=1.0))
+    assert state.pending_point == pytest.approx((0.5, 1.0, 2.0))
+    assert view._pending.data["x"] == pytest.approx([0.5]) and view._segment.data["x"] == []
+    view._on_tap(SimpleNamespace(x=3.5, y=3.0))
+    assert state.line_source == "points" and view._pending.data["x"] == []
+    assert view._segment.data["x"] == pytest.approx([0.5, 3.5]) and view._segment.data["y"] == pytest.approx([1.0, 3.0])
+    state.slice_position = 0.25  # another plane: the segment is not on it
+    assert view._segment.data["x"] == []
+    state.slice_position = 0.5
+    assert len(view._segment.data["x"]) == 2
+    view._on_tap(SimpleNamespace(x=None, y=None))  # a click outside the plot area is ignored
+    assert state.pending_point is None
