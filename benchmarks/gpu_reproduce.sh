@@ -10,6 +10,7 @@
 # GPU_RUN_QUICK=1: the --quick preset on the CPU (a dry run of the command lines).
 # POOL_TRAIN="a.nc b.nc ...": first also train one paper-protocol MLP (50,000 voxels per snapshot, 80 epochs,
 # seed 0) on these snapshots -> $OUT/pool.safetensors (the larger-training-set variant, scored on the CPU later).
+# GPU_RUN_BENCH=1: first `elfcore bench --atoms 500 --grid 192 --repeats 5 --device cuda --json` -> $OUT/bench_gpu.json.
 set -u
 OUT=${OUT:-$PWD/gpu_out}
 PY=${PY:-python3}
@@ -29,6 +30,11 @@ else
     ARGS=(--device cuda)
 fi
 nvidia-smi -L 2>/dev/null
+if [[ ${GPU_RUN_BENCH:-0} == 1 ]]; then
+    timeout --kill-after=10 90 "$PY" -m elfcore.cli bench --atoms 500 --grid 192 --repeats 5 --device cuda --json \
+        >"$OUT/bench_gpu.json"
+    echo "bench rc=$?"; cat "$OUT/bench_gpu.json"
+fi
 if [[ -n ${POOL_TRAIN:-} ]]; then
     start=$(date +%s)
     # shellcheck disable=SC2086
@@ -39,7 +45,7 @@ if [[ -n ${POOL_TRAIN:-} ]]; then
 fi
 start=$(date +%s)
 timeout --kill-after=10 "$LIMIT" "$PY" -m elfcore.cli reproduce "${ARGS[@]}" --out docs/figures --data assets/data \
-    --results docs/results.md --json >"$OUT/reproduce_summary.json"
+    --results docs/results.md
 echo "reproduce rc=$? after $(($(date +%s) - start)) s"
-cp docs/results.md docs/figures/*.png "$OUT"/ 2>/dev/null
+cp docs/results.md docs/figures/*.png docs/figures/reproduce.json "$OUT"/ 2>/dev/null
 ls -la "$OUT"
