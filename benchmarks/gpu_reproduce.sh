@@ -47,5 +47,5 @@ start=$(date +%s)
 timeout --kill-after=10 "$LIMIT" "$PY" -m elfcore.cli reproduce "${ARGS[@]}" --out docs/figures --data assets/data \
     --results docs/results.md
 echo "reproduce rc=$? after $(($(date +%s) - start)) s"
-cp docs/results.md docs/figures/*.png docs/figures/reproduce.json "$OUT"/ 2>/dev/null
+cp docs/results.md docs/figures/fig_s[123]_*.png docs/figures/reproduce.json "$OUT"/ 2>/dev/null
 ls -la "$OUT"
