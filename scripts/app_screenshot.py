@@ -1,0 +1,172 @@
+"""Screenshot of the app on a shipped case: ``panel serve app/main.py`` driven by headless Chromium.
+
+Starts the server on a free localhost port with the bundled cases
+(``assets/data``) and the model zoo (``assets/models``), opens the page, waits
+until the 3D view, the slices, the line scan and the metrics have drawn, and
+saves the whole page as a small PNG (256-colour palette).
+
+Usage::
+
+    python scripts/app_screenshot.py [--out docs/figures/app.png] [--case cubic_sg195] [--k-shells 2]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+_DEEP_TEXT = """(el) => {
+    const parts = [];
+    const walk = (node) => {
+        if (node.nodeType === Node.TEXT_NODE) { parts.push(node.textContent); return; }
+        if (node.nodeName === 'STYLE') return;
+        if (node.shadowRoot) walk(node.shadowRoot);
+        for (const child of node.childNodes) walk(child);
+    };
+    walk(el);
+    return parts.join(' ').replace(/\\s+/g, ' ');
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                return
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                raise SystemExit("panel serve did not start")
+            time.sleep(1)
+
+
+def _wait_text(page, css: str, needle: str, timeout_s: float) -> str:
+    from playwright.sync_api import Error as PlaywrightError
+
+    deadline = time.time() + timeout_s
+    while True:
+        try:  # the page can be busy for a while drawing a large 3D scene
+            text = page.locator(css).first.evaluate(_DEEP_TEXT, timeout=60_000)
+        except PlaywrightError:
+            text = ""
+        if needle in text:
+            return text
+        if time.time() > deadline:
+            raise SystemExit(f"{needle!r} did not appear in {css} within {timeout_s:.0f} s")
+        time.sleep(1)
+
+
+def _wait_drawn(page, timeout_s: float) -> None:
+    for css in (".elf-3d canvas", ".elf-slice-residual canvas", ".elf-slice-elf canvas", ".elf-line-plot canvas"):
+        page.wait_for_selector(css, timeout=timeout_s * 1000)
+    deadline = time.time() + timeout_s
+    while page.get_by_text("omputing…").count() > 0:
+        if time.time() > deadline:
+            raise SystemExit(f"views still computing after {timeout_s:.0f} s")
+        time.sleep(1)
+
+
+def _small_png(png: bytes, max_width: int) -> bytes:
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    if img.width > max_width:
+        img = img.resize((max_width, round(img.height * max_width / img.width)), Image.LANCZOS)
+    out = io.BytesIO()
+    # octree + dithering keeps the colour bars' gradients (median cut without dithering banded them)
+    img.quantize(colors=256, method=Image.FASTOCTREE, dither=Image.FLOYDSTEINBERG).save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "docs" / "figures" / "app.png"))
+    ap.add_argument(
+        "--case", default=None,
+        help="serve only this bundled case (file stem, e.g. fluid_p115_t0250), so the page opens on it with the 3D "
+        "camera framed for its cell (default: all cases, the app's first one shown)",
+    )
+    ap.add_argument("--k-shells", type=int, default=0, help="move the k-shells slider to this value first")
+    ap.add_argument("--residual", action="store_true", help="tick 'Residual isosurfaces'")
+    ap.add_argument("--width", type=int, default=1500)
+    ap.add_argument("--height", type=int, default=1720, help="tall enough for the whole page (its main area scrolls)")
+    ap.add_argument("--max-width", type=int, default=1400, help="the saved PNG is at most this wide")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for each drawing")
+    ap.add_argument("--raw", default=None, help="also save the unreduced screenshot here")
+    args = ap.parse_args(argv)
+
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        raise SystemExit("Debian chromium is not installed (apt-get install chromium)")
+    port = _free_port()
+    import tempfile
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    tmp = tempfile.TemporaryDirectory(prefix="elfcore-screenshot-")
+    if args.case:
+        source = Path(os.environ.get("ELFCORE_DATA_DIR", ROOT / "assets" / "data")) / f"{args.case}.nc"
+        if not source.is_file():
+            raise SystemExit(f"no bundled case {source}")
+        (Path(tmp.name) / source.name).symlink_to(source.resolve())
+        env["ELFCORE_DATA_DIR"] = tmp.name
+    panel = Path(sys.executable).with_name("panel")
+    proc = subprocess.Popen(
+        [str(panel), "serve", "app/main.py", "--port", str(port), "--address", "127.0.0.1"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(port, proc, 120)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
+            page = browser.new_page(viewport={"width": args.width, "height": args.height})
+            page.goto(f"http://127.0.0.1:{port}/main", timeout=args.timeout * 1000)
+            _wait_drawn(page, args.timeout)
+            if args.k_shells:
+                handle = page.locator(".elf-n-shells .noUi-handle").first
+                for _ in range(args.k_shells):
+                    handle.press("ArrowRight")
+                _wait_text(page, ".elf-metrics", f"k-corrected ({args.k_shells} shell", args.timeout)
+            if args.residual:
+                page.locator(".elf-show-residual input").first.check()
+                _wait_text(page, ".elf-3d", "residual ±", args.timeout)
+            _wait_text(page, ".elf-metrics", "MAE", args.timeout)
+            time.sleep(3)  # let the last canvas frames settle
+            png = page.screenshot(full_page=True)
+            browser.close()
+    finally:
+        tmp.cleanup()
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    if args.raw:
+        Path(args.raw).write_bytes(png)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(_small_png(png, args.max_width))
+    print(f"{out} ({out.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
