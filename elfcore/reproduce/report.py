@@ -189,7 +189,7 @@ def discussion(summary: dict) -> str:
         te = _row(base, "independent")
         if te:
             lo, hi = PAPER["s2"]["r2"]
-            rel = "inside" if lo - 0.002 <= te["r2"] <= hi + 0.002 else ("below" if te["r2"] < lo else "above")
+            rel = "inside" if lo <= te["r2"] <= hi else ("below" if te["r2"] < lo else "above")
             parts.append(
                 f"On independent MD snapshots R² = {te['r2']:.3f}, MAE {te['mae']:.4f}, {rel} the paper's range "
                 f"R² {lo}–{hi}; the gap between training and independent snapshots "
