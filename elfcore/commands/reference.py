@@ -140,26 +140,30 @@ def _md_rows(plan, work: Path) -> list[dict]:
     return rows
 
 
-def _md_markdown(rows: list[dict]) -> str:
-    head = ("| MD | V (Å³/atom) | time step (fs) | from–to (fs) | steps | drift (meV/atom/ps) | "
-            "fluctuation (meV/atom) | T (K) | s per step |")
-    lines = [head, "|" + "---|" * 9]
-    for r in rows:
-        lines.append(
-            f"| {r['md']} | {r['volume_per_atom']:.2f} | {r['timestep_fs']:g} | {r['start_fs']:.0f}–{r['time_fs']:.0f} | "
-            f"{r['steps']} | {r['drift_mev_per_atom_per_ps']:.0f} | {r['std_mev_per_atom']:.1f} | "
-            f"{r['mean_temperature_k']:.0f} ± {r['std_temperature_k']:.0f} | {r['mean_s_per_step']:.1f} |"
-        )
+def _table(head: list[str], rows: list[list]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in cells) + " |" for cells in rows]
     return "\n".join(lines)
+
+
+def _md_markdown(rows: list[dict]) -> str:
+    head = ["MD", "V (Å³/atom)", "time step (fs)", "from–to (fs)", "steps", "drift (meV/atom/ps)",
+            "fluctuation (meV/atom)", "T (K)", "s per step"]
+    return _table(head, [
+        [r["md"], f"{r['volume_per_atom']:.2f}", f"{r['timestep_fs']:g}", f"{r['start_fs']:.0f}–{r['time_fs']:.0f}",
+         r["steps"], f"{r['drift_mev_per_atom_per_ps']:.0f}", f"{r['std_mev_per_atom']:.1f}",
+         f"{r['mean_temperature_k']:.0f} ± {r['std_temperature_k']:.0f}", f"{r['mean_s_per_step']:.1f}"]
+        for r in rows
+    ])
 
 
 def _markdown(rows: list[dict]) -> str:
-    head = "| case | family | role | atoms | V (Å³/atom) | P (GPa) | P_static | P_kin | T (K) | grid | CPU (s) |"
-    lines = [head, "|" + "---|" * 11]
-    for r in rows:
-        lines.append(
-            f"| {r['name']} | {r['family']} | {r['role']} | {r['natoms']} | {r['volume_per_atom']:.3f} | "
-            f"{r['pressure_gpa']:.1f} | {r['pressure_static_gpa']:.1f} | {r['pressure_kinetic_gpa']:.1f} | "
-            f"{r['temperature_k']:.0f} | {'×'.join(map(str, r['grid']))} | {r['cpu_time_s']:.0f} |"
-        )
-    return "\n".join(lines)
+    head = ["case", "family", "role", "atoms", "V (Å³/atom)", "P (GPa)", "P_static", "P_kin", "T (K)", "grid",
+            "CPU (s)"]
+    return _table(head, [
+        [r["name"], r["family"], r["role"], r["natoms"], f"{r['volume_per_atom']:.3f}", f"{r['pressure_gpa']:.1f}",
+         f"{r['pressure_static_gpa']:.1f}", f"{r['pressure_kinetic_gpa']:.1f}", f"{r['temperature_k']:.0f}",
+         "×".join(map(str, r["grid"])), f"{r['cpu_time_s']:.0f}"]
+        for r in rows
+    ])

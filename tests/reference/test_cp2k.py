@@ -195,3 +195,18 @@ def test_rerun_starts_a_fresh_output_file(h4, tiny_settings, tmp_path):
     script.write_text(script.read_text().replace('cat > "$OUT"', 'cat >> "$OUT"'))  # appends, like CP2K
     out = cp2k.run_cp2k(cp2k.single_point_input(h4, tiny_settings, project="sp"), run, case="c3", executable=exe)
     assert "ABORT" not in out.read_text()
+
+
+def test_summary_tables_markdown():
+    from elfcore.commands.reference import _markdown, _md_markdown
+
+    md = _md_markdown([{"md": "fluid_p076", "volume_per_atom": 3.05, "timestep_fs": 0.5, "start_fs": 250.0,
+                        "time_fs": 450.0, "steps": 400, "drift_mev_per_atom_per_ps": -3.2, "std_mev_per_atom": 0.51,
+                        "mean_temperature_k": 1540.0, "std_temperature_k": 165.0, "mean_s_per_step": 16.8}])
+    lines = md.splitlines()
+    assert len(lines) == 3 and lines[1] == "|" + "---|" * 9
+    assert lines[2] == "| fluid_p076 | 3.05 | 0.5 | 250–450 | 400 | -3 | 0.5 | 1540 ± 165 | 16.8 |"
+    case = _markdown([{"name": "c", "family": "cubic", "role": "test", "natoms": 8, "volume_per_atom": 2.5,
+                       "pressure_gpa": 105.3, "pressure_static_gpa": 105.3, "pressure_kinetic_gpa": 0.0,
+                       "temperature_k": 0.0, "grid": [30, 30, 30], "cpu_time_s": 22.8}])
+    assert case.splitlines()[2] == "| c | cubic | test | 8 | 2.500 | 105.3 | 105.3 | 0.0 | 0 | 30×30×30 | 23 |"
