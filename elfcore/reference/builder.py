@@ -491,11 +491,11 @@ def md_frame(md_dir: str | os.PathLike, time_fs: float):
     step, _, pos = frames[-1]
     atoms = Atoms("H" * len(pos), positions=pos, cell=cell, pbc=True)
     atoms.wrap()
-    ener = _cp2k.read_ener(md_dir / "md-1.ener")
+    ener = _cp2k.read_ener(md_dir / "md-1.ener", unique_steps=True)
     rows = np.flatnonzero(ener[:, 0] == step)
     if not len(rows):
         raise DFTError(f"MD in {md_dir} has no energy line for step {step}")
-    i = rows[-1]
+    i = rows[0]
     row = ener[i]
     dt = float(row[1] - ener[i - 1, 1]) if i > 0 else float("nan")
     return atoms, {"md_step": int(step), "time_fs": float(row[1]), "md_timestep_fs": dt,

@@ -174,10 +174,7 @@ def md_drift(md_dir: str | os.PathLike, natoms: int) -> dict:
     """
     from .cp2k import read_ener
 
-    e = read_ener(Path(md_dir) / "md-1.ener")
-    # a step written twice (an interrupted run continued from an earlier restart) counts once: the later line
-    _, last = np.unique(e[::-1, 0], return_index=True)
-    e = e[len(e) - 1 - last]
+    e = read_ener(Path(md_dir) / "md-1.ener", unique_steps=True)
     whole = _drift_stats(e, natoms)
     whole["steps"] = int(e[-1, 0])
     dts = np.round(np.diff(e[:, 1]), 6)

@@ -631,8 +631,14 @@ def _parse_forces(text: str) -> np.ndarray | None:
     return np.array(rows) * HARTREE_EV / BOHR
 
 
-def read_ener(path: str | os.PathLike) -> np.ndarray:
+def read_ener(path: str | os.PathLike, *, unique_steps: bool = False) -> np.ndarray:
     """Read a CP2K MD ``.ener`` file.
+
+    Parameters
+    ----------
+    unique_steps : bool
+        Keep one row per step, sorted by step: when a step was written twice (a run
+        continued from a restart older than its last written step), the later row wins.
 
     Returns
     -------
@@ -647,7 +653,11 @@ def read_ener(path: str | os.PathLike) -> np.ndarray:
         rows.append([float(x) for x in line.split()[:7]])
     if not rows:
         raise FormatError("no MD steps in energy file", str(path))
-    return np.array(rows)
+    e = np.array(rows)
+    if unique_steps:
+        _, last = np.unique(e[::-1, 0], return_index=True)
+        e = e[len(e) - 1 - last]
+    return e
 
 
 def read_xyz_frames(path: str | os.PathLike) -> list[tuple[int, float, np.ndarray]]:
