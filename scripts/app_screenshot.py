@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "figures" / "app.png"))
     ap.add_argument(
         "--case", default=None,
-        help="serve only this bundled case (file stem, e.g. fluid_p115_t0250), so the page opens on it with the 3D "
+        help="serve only this bundled case (file stem, e.g. fluid_p103_t0250), so the page opens on it with the 3D "
         "camera framed for its cell (default: all cases, the app's first one shown)",
     )
     ap.add_argument("--k-shells", type=int, default=0, help="move the k-shells slider to this value first")

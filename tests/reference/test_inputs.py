@@ -85,8 +85,12 @@ def test_plan_cases_roles_and_steps():
     plan = builder.ReferencePlan()
     cases = builder.plan_cases(plan)
     fluid = [c for c in cases if c.family == "fluid"]
-    assert len(fluid) == 18
-    assert sum(c.role == "train" for c in fluid) == 3
+    assert len(fluid) == 30
+    assert sum(c.role == "train" for c in fluid) == 5
+    # the paper's three pressures are in the plan; volumes decrease with pressure
+    targets = sorted(plan.fluids, key=lambda t: t.pressure_gpa)
+    assert {76.0, 115.1, 138.5} <= {t.pressure_gpa for t in targets}
+    assert all(a.volume_per_atom > b.volume_per_atom for a, b in zip(targets, targets[1:]))
     assert plan.snapshot_times_fs() == [200, 250, 300, 350, 400, 450]
     assert plan.first_segment_fs == 200 and plan.production_timestep_fs == 0.5
     assert [c.md_time_fs for c in fluid[:2]] == [200, 250]
