@@ -15,7 +15,7 @@ import pyvista as pv
 import xarray as xr
 from panel.pane.vtk.vtk import VTKRenderWindowSynchronized
 
-__all__ = ["display_strides", "isosurface", "atom_spheres", "cell_box", "array_bytes", "SyncedVTK", "Viewer3D", "FIELD_COLOURS"]
+__all__ = ["display_strides", "isosurface", "atom_spheres", "cell_box", "array_bytes", "browser_camera", "SyncedVTK", "Viewer3D", "FIELD_COLOURS"]
 
 #: Surface colour per ELF kind.
 FIELD_COLOURS = {"prediction": "#f2a541", "reference": "#4fa3a5", "corrected": "#9b6fd1"}
@@ -161,6 +161,18 @@ class SyncedVTK(VTKRenderWindowSynchronized):
         return scene, arrays, context.getAnnotations()
 
 
+def browser_camera(camera) -> dict:
+    """A pyvista camera as the state dict of the browser's vtk.js camera (``pn.pane.VTK.camera``)."""
+    return {
+        "position": [float(v) for v in camera.position],
+        "focalPoint": [float(v) for v in camera.focal_point],
+        "viewUp": [float(v) for v in camera.up],
+        "viewAngle": float(camera.view_angle),
+        "parallelScale": float(camera.parallel_scale),
+        "clippingRange": [float(v) for v in camera.clipping_range],
+    }
+
+
 def _placeholder() -> pv.PolyData:
     """A zero-area triangle standing in for "nothing" (the VTK pane cannot serialize empty meshes).
 
@@ -264,13 +276,14 @@ class Viewer3D(pn.viewable.Viewer):
                 self._set("box", cell_box(np.asarray(atoms.cell[:])), s.show_cell)
                 self._atoms_key = key
         self.caption.object = " · ".join(notes)
-        new_case = s.case != self._last_case
-        if new_case:
+        if s.case != self._last_case:
+            # The browser re-applies the pane's ``camera`` (the last view it reported) to
+            # every re-synchronized scene, so framing the new cell needs an explicit camera;
+            # within one case the user's rotation and zoom are kept.
             self.plotter.reset_camera()
+            self.pane.camera = browser_camera(self.plotter.camera)
             self._last_case = s.case
         self.pane.synchronize()
-        if new_case:  # the browser keeps its own camera: ask it to frame the new scene too
-            self.pane.reset_camera()
 
     def png(self) -> bytes:
         """The current 3D picture as PNG bytes (rendered off screen)."""

@@ -219,16 +219,29 @@ def test_metrics_pane_keeps_following_after_overlapping_refreshes(state, monkeyp
     asyncio.run(scenario())
 
 
-def test_case_change_resets_the_browser_camera(state):
-    """A new case (another cell size) asks the browser to frame the new scene, not only the Python plotter."""
+def test_case_change_sets_the_browser_camera_to_the_new_cell(state):
+    """A new case (another cell) sends the browser an explicit camera framing the new scene.
+
+    The browser re-applies the pane's last camera to every re-synchronized scene, so
+    a reset request alone would keep the previous cell's zoom.
+    """
     from app.views.viewer3d import Viewer3D
 
     viewer = Viewer3D(state)
-    flag = viewer.pane._one_time_reset
+    cam = dict(viewer.pane.camera)
+    centre = np.asarray(state.fields().atoms.cell[:]).sum(axis=0) / 2
+    assert cam["focalPoint"] == pytest.approx(centre, abs=0.3)
+    user = dict(cam, position=[p * 2 for p in cam["position"]])
+    viewer.pane.camera = user  # what the browser reports after the user zooms out
     state.iso = 0.6
-    assert viewer.pane._one_time_reset == flag  # same case: the user's camera stays
+    assert viewer.pane.camera == user  # same case: the user's camera stays
     state.case = list(state.param.case.objects.values())[1]
-    assert viewer.pane._one_time_reset != flag
+    new = viewer.pane.camera
+    assert new != user
+    assert new["focalPoint"] == pytest.approx(np.asarray(state.fields().atoms.cell[:]).sum(axis=0) / 2, abs=0.3)
+    dist = np.linalg.norm(np.subtract(new["position"], new["focalPoint"]))
+    assert dist == pytest.approx(np.linalg.norm(np.subtract(viewer.plotter.camera.position,
+                                                            viewer.plotter.camera.focal_point)))
 
 
 def test_slice_clicks_make_a_line_scan_and_are_drawn(state):
