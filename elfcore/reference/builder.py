@@ -68,12 +68,20 @@ class FluidTarget:
         Seed of the starting orientations and of CP2K (velocities, thermostat).
     md_dft : CP2KSettings, optional
         Electronic settings of this target's MD (default: the plan's ``md_dft``).
+    start_from : str, optional
+        Name of another target of the plan (e.g. ``"fluid_p120"``): this MD starts
+        from that MD's last snapshot, scaled to ``volume_per_atom``, instead of the
+        fcc molecular start (a denser fluid starts from an equilibrated one).
+    thermostat_timecon_fs : float, optional
+        CSVR time constant of this target's MD (default: the plan's).
     """
 
     pressure_gpa: float
     volume_per_atom: float
     seed: int
     md_dft: CP2KSettings | None = None
+    start_from: str | None = None
+    thermostat_timecon_fs: float | None = None
 
     def __post_init__(self) -> None:
         if self.pressure_gpa <= 0 or self.volume_per_atom <= 0:
@@ -122,7 +130,10 @@ DEFAULT_FLUIDS = (
     FluidTarget(103.0, 2.58, 115),
     FluidTarget(115.1, 2.45, 116),
     FluidTarget(120.0, 2.40, 138),
-    FluidTarget(138.5, 2.24, 139),
+    # from the fcc start the 1 fs equilibration at 2.24 A^3/atom ran away (3900 K after
+    # 50 fs); starting from the equilibrated 120 GPa fluid with a tighter thermostat avoids
+    # the start-up transient
+    FluidTarget(138.5, 2.24, 139, start_from="fluid_p120", thermostat_timecon_fs=10.0),
 )
 
 
@@ -215,8 +226,18 @@ class ReferencePlan:
         return [self.equilibration_fs + k * self.sample_interval_fs for k in range(self.n_snapshots)]
 
     def md_for(self, target: FluidTarget) -> MDSettings:
-        """The MD settings of one target (its own seed)."""
-        return dataclasses.replace(self.md, seed=target.seed)
+        """The MD settings of one target (its own seed and, if set, thermostat time constant)."""
+        md = dataclasses.replace(self.md, seed=target.seed)
+        if target.thermostat_timecon_fs is not None:
+            md = dataclasses.replace(md, thermostat_timecon_fs=target.thermostat_timecon_fs)
+        return md
+
+    def fluid(self, name: str) -> FluidTarget:
+        """The fluid target called ``name`` (``fluid_p120``)."""
+        for t in self.fluids:
+            if t.name == name:
+                return t
+        raise ValueError(f"no fluid target {name!r} in the plan ({[t.name for t in self.fluids]})")
 
 
 @dataclass(frozen=True)
@@ -277,9 +298,32 @@ def _md_dir(work_dir: Path, target: FluidTarget) -> Path:
     return Path(work_dir) / "md" / target.name
 
 
-def md_input_text(plan: ReferencePlan, target: FluidTarget) -> str:
-    """CP2K input of the MD of one target (deterministic)."""
-    atoms = fluid_start(target.volume_per_atom, repeat=plan.repeat, seed=target.seed)
+def md_start(plan: ReferencePlan, target: FluidTarget, work_dir: str | os.PathLike | None = None, **md_kwargs):
+    """Starting structure of a target's MD.
+
+    The fcc molecular start, or with ``target.start_from`` the last snapshot of that
+    target's MD (run first if needed, in ``work_dir``) scaled isotropically to
+    ``target.volume_per_atom``.
+    """
+    if target.start_from is None:
+        return fluid_start(target.volume_per_atom, repeat=plan.repeat, seed=target.seed)
+    if work_dir is None:
+        raise ValueError(f"{target.name} starts from {target.start_from}: give the work directory of its MD")
+    source = plan.fluid(target.start_from)
+    if source.start_from == target.name:
+        raise ValueError(f"{target.name} and {source.name} start from each other")
+    src_dir = run_md(plan, source, work_dir, min_time_fs=plan.length_fs, **md_kwargs)
+    atoms, _ = md_frame(src_dir, plan.length_fs)
+    factor = (target.volume_per_atom * len(atoms) / atoms.get_volume()) ** (1.0 / 3.0)
+    atoms.set_cell(atoms.cell[:] * factor, scale_atoms=True)
+    atoms.wrap()
+    return atoms
+
+
+def md_input_text(plan: ReferencePlan, target: FluidTarget, work_dir: str | os.PathLike | None = None,
+                  **md_kwargs) -> str:
+    """CP2K input of the MD of one target (deterministic for a given source MD)."""
+    atoms = md_start(plan, target, work_dir, **md_kwargs)
     # No stress during the MD (it roughly doubles the cost of a step): the pressure is
     # taken from the converged single points on the sampled snapshots.
     return _cp2k.md_input(atoms, target.md_dft or plan.md_dft, plan.md_for(target), project="md", stress=False)
@@ -302,7 +346,36 @@ def _without_steps(text: str) -> str:
 
 
 def _md_running(md_dir: Path, stale_s: float) -> bool:
-    """True if the MD output is unfinished and was written to within ``stale_s`` seconds."""
+    """True if a CP2K run of this MD is still going.
+
+    :func:`~elfcore.reference.cp2k.run_cp2k` keeps ``<input>.pid`` (host and process
+    id) while CP2K runs: on this host the process is checked directly. Without a pid
+    file (another host, or an older run) an unfinished output written to within
+    ``stale_s`` seconds counts as running.
+    """
+    import socket
+
+    pid_files = list(md_dir.glob("*.pid"))
+    here = socket.gethostname()
+    for pf in pid_files:
+        host, _, pid = pf.read_text().strip().partition(" ")
+        if host != here:
+            break  # another machine: fall back to the file times
+        try:
+            os.kill(int(pid), 0)
+        except (ValueError, ProcessLookupError):
+            continue
+        except PermissionError:
+            return True
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        if cmdline.exists():
+            program = os.path.basename(cmdline.read_bytes().split(b"\0")[0].decode(errors="replace"))
+            if not (program.startswith("cp2k") or program in ("mpirun", "mpiexec", "orterun", "prterun")):
+                continue  # the id now belongs to another program
+        return True
+    else:
+        if pid_files:
+            return False  # every recorded run on this host has ended
     out = md_dir / "md.out"
     if not out.exists():
         return False
@@ -340,7 +413,7 @@ def run_md(
         CP2K missing, crashed, an SCF did not converge, or the MD ended early.
     """
     md_dir = _md_dir(Path(work_dir), target)
-    text = md_input_text(plan, target)
+    text = md_input_text(plan, target, work_dir, executable=executable, threads=threads)
     need = plan.length_fs if min_time_fs is None else min_time_fs
     inp = md_dir / "md.inp"
     if inp.exists() and _without_steps(inp.read_text()) != _without_steps(text):

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -533,15 +534,26 @@ def run_cp2k(
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no busy-waiting threads on a shared machine
     log.info("case %s: running %s in %s", case, " ".join(cmd), workdir)
     t0 = time.time()
+    pid_file = workdir / f"{inp.stem}.pid"
     try:
-        proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired as exc:
-        raise DFTError(f"case {case}: CP2K timed out after {timeout_s} s; see {out}") from exc
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     except OSError as exc:
         raise DFTError(f"case {case}: cannot start CP2K ({exe}): {exc}") from exc
-    (workdir / f"{inp.stem}.stderr").write_text((proc.stdout or "") + (proc.stderr or ""))
+    pid_file.write_text(f"{socket.gethostname()} {proc.pid}\n")
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.communicate()
+        raise DFTError(f"case {case}: CP2K timed out after {timeout_s} s; see {out}") from exc
+    finally:
+        if proc.poll() is None:  # interrupted (e.g. KeyboardInterrupt): do not leave CP2K running
+            proc.kill()
+            proc.wait()
+        pid_file.unlink(missing_ok=True)
+    (workdir / f"{inp.stem}.stderr").write_text((stdout or "") + (stderr or ""))
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
+        tail = (stderr or stdout or "").strip().splitlines()[-3:]
         raise DFTError(
             f"case {case}: CP2K exited with code {proc.returncode} after {time.time() - t0:.0f} s; "
             f"see {out} ({' | '.join(tail)})"

@@ -350,9 +350,43 @@ def test_slice_still_drawn_after_clicks(page):
     deadline = time.time() + 60
     while non_blank(shot(page, ".elf-slice-elf canvas")) < 0.1:
         shot(page, ".elf-slice", "slice_clicked_line")
-        assert time.time() < deadline, "the slice stayed blank after the clicks"
+        if time.time() > deadline:
+            _dump_slice_state(page)
+            raise AssertionError("the slice stayed blank after the clicks (state in test-output/app/slice_blank.json)")
         time.sleep(1)
     shot(page, ".elf-slice", "slice_clicked_line")
+
+
+_FIGURE_STATE = """() => {
+    const out = [];
+    for (const doc of (window.Bokeh ? Bokeh.documents : [])) {
+        for (const m of doc._all_models.values()) {
+            if (!m.title || !m.x_range || !m.renderers) continue;
+            const rs = m.renderers.map((r) => {
+                const d = r.data_source ? r.data_source.data : {};
+                const img = d.image ? d.image[0] : null;
+                return {glyph: r.glyph ? r.glyph.type : null, visible: r.visible,
+                        columns: Object.keys(d), n: d.x ? d.x.length : null,
+                        image: img ? [img.length, img.shape ? img.shape.join("x") : null] : null,
+                        x: d.x ? Array.from(d.x).slice(0, 4) : null, y: d.y ? Array.from(d.y).slice(0, 4) : null};
+            });
+            out.push({title: m.title.text, x_range: [m.x_range.start, m.x_range.end],
+                      y_range: [m.y_range.start, m.y_range.end], renderers: rs});
+        }
+    }
+    return out;
+}"""
+
+
+def _dump_slice_state(page) -> None:
+    """Write what the browser holds for the slice figures (ranges, glyph data) and a page screenshot."""
+    import json
+
+    page.screenshot(path=str(OUT / "slice_blank_page.png"), full_page=True)
+    canvases = page.locator(".elf-slice-elf canvas")
+    boxes = [canvases.nth(i).bounding_box() for i in range(canvases.count())]
+    state = {"canvas_boxes": boxes, "figures": page.evaluate(_FIGURE_STATE)}
+    (OUT / "slice_blank.json").write_text(json.dumps(state, indent=1, default=str))
 
 
 def test_squeeze_slider_is_prediction_only(page):

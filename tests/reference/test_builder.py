@@ -126,3 +126,53 @@ def test_truncate_md_files_keeps_one_entry_per_step(tmp_path):
     assert e[:, 0].tolist() == [0, 1, 2, 3, 4] and e[:, 1].tolist() == [0.0, 1.0, 2.0, 2.5, 3.0]
     frames = cp2k.read_xyz_frames(tmp_path / "md-pos-1.xyz")
     assert [(s, t) for s, t, _ in frames] == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 2.5), (4, 3.0)]
+
+
+def _fake_finished_md(plan, target, work_dir, length=5.0):
+    """An MD directory of ``target`` whose last frame (at ``plan.length_fs``) is the fcc start."""
+    md_dir = work_dir / "md" / target.name
+    md_dir.mkdir(parents=True)
+    (md_dir / "md.inp").write_text(builder.md_input_text(plan, target, work_dir))
+    atoms = builder.fluid_start(target.volume_per_atom, repeat=plan.repeat, seed=target.seed)
+    t = plan.length_fs
+    (md_dir / "md-1.ener").write_text(f"# Step Nr. Time[fs]\n{int(2 * t)} {t} 0.1 1500.0 -30.0 -29.9 1.0\n")
+    (md_dir / "md-pos-1.xyz").write_text(
+        f"{len(atoms)}\n i = {int(2 * t)}, time = {t}, E = -30.0\n"
+        + "".join(f"H {x:.8f} {y:.8f} {z:.8f}\n" for x, y, z in atoms.get_positions()))
+    return atoms
+
+
+def test_md_can_start_from_another_targets_last_snapshot(tmp_path):
+    import dataclasses
+
+    src = builder.FluidTarget(100.0, 2.8, 5)
+    dense = builder.FluidTarget(130.0, 2.5, 6, start_from=src.name, thermostat_timecon_fs=5.0)
+    plan = dataclasses.replace(_tiny_plan(), fluids=(src, dense))
+    source_atoms = _fake_finished_md(plan, src, tmp_path)
+    start = builder.md_start(plan, dense, tmp_path)
+    assert start.get_volume() / len(start) == pytest.approx(2.5)
+    # the same fluid, scaled isotropically: fractional positions kept
+    np.testing.assert_allclose(start.get_scaled_positions(), source_atoms.get_scaled_positions() % 1.0, atol=1e-9)
+    text = builder.md_input_text(plan, dense, tmp_path)
+    assert "TIMECON 5" in text and "SEED 6" in text
+    assert "TIMECON 10" in builder.md_input_text(plan, src, tmp_path)  # the plan's default
+    with pytest.raises(ValueError, match="work directory"):
+        builder.md_start(plan, dense)
+    with pytest.raises(ValueError, match="no fluid target"):
+        plan.fluid("fluid_p999")
+
+
+def test_md_running_follows_the_pid_file(tmp_path):
+    import os
+    import socket
+
+    (tmp_path / "md.out").write_text("MD step 3\n")  # unfinished and fresh: running by the file times
+    assert builder._md_running(tmp_path, stale_s=900)
+    pid = tmp_path / "md.pid"
+    pid.write_text(f"{socket.gethostname()} 999999999\n")  # no such process
+    assert not builder._md_running(tmp_path, stale_s=900)
+    pid.write_text(f"{socket.gethostname()} {os.getpid()}\n")  # alive, but not CP2K (a reused id)
+    assert not builder._md_running(tmp_path, stale_s=900)
+    pid.write_text(f"another-host {os.getpid()}\n")  # another machine: back to the file times
+    assert builder._md_running(tmp_path, stale_s=900)
+    assert not builder._md_running(tmp_path, stale_s=-1)

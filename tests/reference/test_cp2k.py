@@ -210,3 +210,24 @@ def test_summary_tables_markdown():
                        "pressure_gpa": 105.3, "pressure_static_gpa": 105.3, "pressure_kinetic_gpa": 0.0,
                        "temperature_k": 0.0, "grid": [30, 30, 30], "cpu_time_s": 22.8}])
     assert case.splitlines()[2] == "| c | cubic | test | 8 | 2.500 | 105.3 | 105.3 | 0.0 | 0 | 30×30×30 | 23 |"
+
+
+def test_pid_file_only_while_cp2k_runs(h4, tiny_settings, tmp_path):
+    body = "PROGRAM ENDED AT 2026"
+    script = tmp_path / "fake_cp2k"
+    seen = tmp_path / "seen_pid"
+    script.write_text(
+        "#!/bin/sh\n"
+        "for i in 1 2 3 4 5 6 7 8 9 10; do ls *.pid >/dev/null 2>&1 && break; sleep 0.3; done\n"
+        f"cat *.pid > {seen}\n"
+        'while [ $# -gt 0 ]; do if [ "$1" = "-o" ]; then OUT="$2"; fi; shift; done\n'
+        f"echo '{body}' > \"$OUT\"\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    run = tmp_path / "run"
+    cp2k.run_cp2k(cp2k.single_point_input(h4, tiny_settings), run, case="c1", executable=str(script))
+    import socket
+
+    host, pid = seen.read_text().split()
+    assert host == socket.gethostname() and int(pid) > 0
+    assert not list(run.glob("*.pid"))
