@@ -6,6 +6,8 @@ import numpy as np
 import panel as pn
 import param
 
+from app.views.slice import CANVAS_BACKEND
+
 __all__ = ["line_overlay", "LineScanView", "CURVE_COLOURS", "LINE_DEPS"]
 
 CURVE_COLOURS = {"reference": "#222222", "prediction": "#e07b00", "corrected": "#7b3fc4"}
@@ -56,6 +58,7 @@ class LineScanView(pn.viewable.Viewer):
             hv.opts.Area(width=900, height=280),
         )
         self.figure = hv.render(overlay, backend="bokeh")
+        self.figure.output_backend = CANVAS_BACKEND  # see app.views.slice.CANVAS_BACKEND
         self._sources = {
             r.name: r.data_source for r in self.figure.renderers if isinstance(r, GlyphRenderer) and r.name
         }

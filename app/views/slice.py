@@ -23,6 +23,7 @@ __all__ = [
     "slice_png",
     "image_source_data",
     "picked_marks",
+    "CANVAS_BACKEND",
     "SliceView",
 ]
 
@@ -39,6 +40,11 @@ SLICE_DEPS = (
 PICK_DEPS = ("line_source", "line_start", "line_end", "pending_point")
 #: A clicked point is drawn when it lies within this distance (Å) of the shown plane.
 ON_PLANE = 0.05
+#: Bokeh output backend of the 2D figures. Not WebGL (HoloViews' default): the 3D view
+#: creates a new WebGL context at each re-synchronization, and once the browser's
+#: limit of live contexts is reached it drops the oldest ones, which were the slice
+#: figures' (blank slices after a long session, "(regl) context lost").
+CANVAS_BACKEND = "canvas"
 
 
 def _image(x, y, z, vdim: hv.Dimension) -> hv.Image:
@@ -161,6 +167,8 @@ class SliceView(pn.viewable.Viewer):
         res = (residual_image(sd) * atom_points(sd)).opts(hv.opts.Image(**common))
         elf = (elf_image(sd) * atom_points(sd)).opts(hv.opts.Image(**common))
         self.figures = {"residual": hv.render(res, backend="bokeh"), "elf": hv.render(elf, backend="bokeh")}
+        for fig in self.figures.values():
+            fig.output_backend = CANVAS_BACKEND
         self._images = {k: _renderer(f, "Image").data_source for k, f in self.figures.items()}
         self._points = {k: _renderer(f, "Scatter").data_source for k, f in self.figures.items()}
         from bokeh.events import Tap

@@ -265,3 +265,14 @@ def test_slice_clicks_make_a_line_scan_and_are_drawn(state):
     assert len(view._segment.data["x"]) == 2
     view._on_tap(SimpleNamespace(x=None, y=None))  # a click outside the plot area is ignored
     assert state.pending_point is None
+
+
+def test_2d_figures_do_not_use_webgl(state):
+    """The 3D view's WebGL contexts must not be able to evict the 2D views' (blank slices in long sessions)."""
+    import app.main  # noqa: F401  (loads the plotting extensions as the served page does)
+    from app.views.linescan import LineScanView
+    from app.views.slice import SliceView
+
+    view = SliceView(state)
+    assert {f.output_backend for f in view.figures.values()} == {"canvas"}
+    assert LineScanView(state).figure.output_backend == "canvas"
