@@ -74,6 +74,10 @@ class FluidTarget:
         fcc molecular start (a denser fluid starts from an equilibrated one).
     thermostat_timecon_fs : float, optional
         CSVR time constant of this target's MD (default: the plan's).
+    first_segment_fs : float, optional
+        MD time at which this target switches to the production time step (default:
+        the plan's ``first_segment_fs``; earlier = less of the equilibration at the
+        larger step).
     """
 
     pressure_gpa: float
@@ -82,6 +86,7 @@ class FluidTarget:
     md_dft: CP2KSettings | None = None
     start_from: str | None = None
     thermostat_timecon_fs: float | None = None
+    first_segment_fs: float | None = None
 
     def __post_init__(self) -> None:
         if self.pressure_gpa <= 0 or self.volume_per_atom <= 0:
@@ -128,7 +133,9 @@ CHOLESKY_RETRY_EPS = 1e-12
 DEFAULT_FLUIDS = (
     FluidTarget(76.0, 3.05, 76),
     FluidTarget(103.0, 2.58, 115),
-    FluidTarget(115.1, 2.45, 116),
+    # the 1 fs equilibration from the fcc start at 2.45 A^3/atom had temperature spikes
+    # (4600 K at 115 fs): production step from 160 fs on
+    FluidTarget(115.1, 2.45, 116, first_segment_fs=160.0),
     FluidTarget(120.0, 2.40, 138),
     # from the fcc start the 1 fs equilibration at 2.24 A^3/atom ran away (3900 K after
     # 50 fs); starting from the equilibrated 120 GPa fluid with a tighter thermostat avoids
@@ -216,6 +223,10 @@ class ReferencePlan:
         """Length of the first MD segment (``md.steps`` × ``md.timestep_fs``), fs."""
         return self.md.steps * self.md.timestep_fs
 
+    def first_segment_for(self, target: FluidTarget) -> float:
+        """MD time (fs) at which ``target`` switches to ``production_timestep_fs``."""
+        return self.first_segment_fs if target.first_segment_fs is None else float(target.first_segment_fs)
+
     @property
     def length_fs(self) -> float:
         """MD time of the last snapshot, fs."""
@@ -228,6 +239,8 @@ class ReferencePlan:
     def md_for(self, target: FluidTarget) -> MDSettings:
         """The MD settings of one target (its own seed and, if set, thermostat time constant)."""
         md = dataclasses.replace(self.md, seed=target.seed)
+        if target.first_segment_fs is not None:
+            md = dataclasses.replace(md, steps=max(1, int(round(target.first_segment_fs / md.timestep_fs))))
         if target.thermostat_timecon_fs is not None:
             md = dataclasses.replace(md, thermostat_timecon_fs=target.thermostat_timecon_fs)
         return md
@@ -456,7 +469,7 @@ def continue_md(
 ) -> Path:
     """Continue an MD from its last restart file up to ``until_fs`` (default: the last snapshot).
 
-    Before ``plan.first_segment_fs`` the first segment's time step is used, after it
+    Before ``plan.first_segment_for(target)`` the first segment's time step is used, after it
     ``plan.production_timestep_fs``. Lines of the energy, position and velocity files
     written after the restart step are dropped first, so each step appears once. A
     continuation input is ``md_restart.inp`` (``md.inp`` with ``STEPS`` = the steps
@@ -478,8 +491,9 @@ def continue_md(
         start, t = _restart_point(restart)
         if t >= until - 1e-6:
             return md_dir
-        if t < plan.first_segment_fs - 1e-6:
-            dt, end = plan.md.timestep_fs, min(plan.first_segment_fs, until)
+        first = plan.first_segment_for(target)
+        if t < first - 1e-6:
+            dt, end = plan.md.timestep_fs, min(first, until)
         else:
             dt, end = plan.production_timestep_fs, until
         n = int(np.ceil((end - t) / dt - 1e-6))

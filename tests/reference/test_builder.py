@@ -176,3 +176,13 @@ def test_md_running_follows_the_pid_file(tmp_path):
     pid.write_text(f"another-host {os.getpid()}\n")  # another machine: back to the file times
     assert builder._md_running(tmp_path, stale_s=900)
     assert not builder._md_running(tmp_path, stale_s=-1)
+
+
+def test_per_target_first_segment():
+    import dataclasses
+
+    early = builder.FluidTarget(100.0, 2.8, 5, first_segment_fs=1.5)
+    plan = dataclasses.replace(_tiny_plan(), fluids=(early, builder.FluidTarget(120.0, 2.6, 7)))
+    assert plan.first_segment_for(early) == 1.5 and plan.md_for(early).steps == 3  # 3 steps of 0.5 fs
+    assert plan.first_segment_for(plan.fluids[1]) == plan.first_segment_fs == 2.0
+    assert plan.md_for(plan.fluids[1]).steps == 4
