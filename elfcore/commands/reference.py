@@ -109,17 +109,21 @@ def run(args) -> int:
         _print(args, res, text)
         return 0
     if args.action == "summary":
-        from ..reference.checks import summary_table
+        from ..reference.checks import set_pressures, summary_table
 
         rows = summary_table(out)
         md = _md_rows(plan, Path(args.work))
+        sets = set_pressures(rows)
         if args.json:
-            print(json.dumps({"cases": rows, "md": md}, default=str))
+            print(json.dumps({"cases": rows, "md": md, "sets": sets}, default=str))
         else:
             print(_markdown(rows))
             if md:
                 print()
                 print(_md_markdown(md))
+            if sets:
+                print()
+                print(_sets_markdown(sets))
         return 0
     raise DFTError(f"unknown action {args.action}")  # pragma: no cover
 
@@ -156,6 +160,19 @@ def _md_markdown(rows: list[dict]) -> str:
          f"{r['mean_temperature_k']:.0f} ± {r['std_temperature_k']:.0f}", f"{r['mean_s_per_step']:.1f}"]
         for r in rows
     ])
+
+
+def _sets_markdown(sets: list[dict]) -> str:
+    """One line per fluid set: mean ± stdev pressure against the target (±10 % criterion)."""
+    lines = ["Pressure of each fluid set (mean ± stdev over its snapshots, training snapshot included):", ""]
+    for s in sets:
+        lines.append(
+            f"- {s['target_gpa']:g} GPa: {s['n']} snapshots, P = {s['mean_gpa']:.1f} ± {s['std_gpa']:.1f} GPa "
+            f"({100 * s['deviation']:+.1f} % of the target, {'within' if s['within'] else 'outside'} ±10 %; "
+            f"snapshots {s['min_gpa']:.1f}–{s['max_gpa']:.1f}), T = {s['temperature_k']:.0f} ± "
+            f"{s['temperature_std_k']:.0f} K"
+        )
+    return "\n".join(lines)
 
 
 def _markdown(rows: list[dict]) -> str:

@@ -237,6 +237,42 @@ def summary_table(out_dir: str | os.PathLike) -> list[dict]:
             "grid": [int(ds.sizes[d]) for d in ("a", "b", "c")],
             "cpu_time_s": float(a.get("cpu_time_s", float("nan"))),
             "md_step": a.get("md_step"),
+            "target_pressure_gpa": float(a.get("target_pressure_gpa", float("nan"))),
             "size_mb": path.stat().st_size / 2**20,
         })
     return rows
+
+
+def set_pressures(rows: list[dict], tolerance: float = 0.10) -> list[dict]:
+    """Pressure of each fluid set (cases sharing a target pressure) against its target.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Rows of :func:`summary_table`.
+    tolerance : float
+        Allowed relative deviation of the set mean from the target.
+
+    Returns
+    -------
+    list of dict
+        Per target (ascending): ``target_gpa``, ``n``, ``mean_gpa``, ``std_gpa``, ``min_gpa``,
+        ``max_gpa``, ``deviation`` (relative, of the mean), ``within`` (bool),
+        ``temperature_k`` and ``temperature_std_k``.
+    """
+    groups: dict[float, list[dict]] = {}
+    for r in rows:
+        t = r.get("target_pressure_gpa", float("nan"))
+        if r.get("family") == "fluid" and np.isfinite(t):
+            groups.setdefault(float(t), []).append(r)
+    out = []
+    for target, rs in sorted(groups.items()):
+        p = np.array([r["pressure_gpa"] for r in rs])
+        temp = np.array([r["temperature_k"] for r in rs])
+        dev = float(p.mean() / target - 1.0)
+        out.append({
+            "target_gpa": target, "n": len(rs), "mean_gpa": float(p.mean()), "std_gpa": float(p.std(ddof=1)) if len(p) > 1 else 0.0,
+            "min_gpa": float(p.min()), "max_gpa": float(p.max()), "deviation": dev, "within": abs(dev) <= tolerance,
+            "temperature_k": float(temp.mean()), "temperature_std_k": float(temp.std(ddof=1)) if len(temp) > 1 else 0.0,
+        })
+    return out

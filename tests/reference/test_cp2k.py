@@ -231,3 +231,21 @@ def test_pid_file_only_while_cp2k_runs(h4, tiny_settings, tmp_path):
     host, pid = seen.read_text().split()
     assert host == socket.gethostname() and int(pid) > 0
     assert not list(run.glob("*.pid"))
+
+
+def test_set_pressures_against_target():
+    from elfcore.commands.reference import _sets_markdown
+    from elfcore.reference.checks import set_pressures
+
+    rows = [{"family": "fluid", "target_pressure_gpa": 100.0, "pressure_gpa": p, "temperature_k": t}
+            for p, t in ((95.0, 1500.0), (105.0, 1600.0), (92.0, 1400.0))]
+    rows += [{"family": "fluid", "target_pressure_gpa": 50.0, "pressure_gpa": 40.0, "temperature_k": 1500.0},
+             {"family": "cubic", "target_pressure_gpa": float("nan"), "pressure_gpa": 7.0, "temperature_k": 0.0}]
+    sets = set_pressures(rows)
+    assert [s["target_gpa"] for s in sets] == [50.0, 100.0]
+    low, mid = sets
+    assert mid["n"] == 3 and mid["mean_gpa"] == pytest.approx(97.333, abs=1e-3) and mid["within"]
+    assert mid["std_gpa"] == pytest.approx(np.std([95, 105, 92], ddof=1))
+    assert low["deviation"] == pytest.approx(-0.2) and not low["within"]
+    text = _sets_markdown(sets)
+    assert "50 GPa: 1 snapshots" in text and "outside ±10 %" in text and "-2.7 % of the target, within" in text
