@@ -186,3 +186,16 @@ def test_per_target_first_segment():
     assert plan.first_segment_for(early) == 1.5 and plan.md_for(early).steps == 3  # 3 steps of 0.5 fs
     assert plan.first_segment_for(plan.fluids[1]) == plan.first_segment_fs == 2.0
     assert plan.md_for(plan.fluids[1]).steps == 4
+
+
+def test_md_scf_check_tolerates_only_the_initial_scf(tmp_path):
+    out = tmp_path / "md.out"
+    ini = " MD_INI| MD initialization\n"
+    bad = " *** WARNING in qs_scf.F:601 :: SCF run NOT converged ***\n"
+    ok = " *** SCF run converged in     8 steps ***\n"
+    out.write_text(bad + ini + ok * 3)
+    builder._check_md_scf(out, "c")  # only the start-up SCF: kept
+    for text in (ini + ok + bad, bad + ini + bad, bad + bad + ini):
+        out.write_text(text)
+        with pytest.raises(DFTError, match="did not converge"):
+            builder._check_md_scf(out, "c")
