@@ -92,7 +92,9 @@ tail -n 5 "$OUT/pytest_gpu.txt" 2>/dev/null
 step bench "$LIM_BENCH" "$OUT/bench_gpu.json" "$PY" -m elfcore.cli bench "${BENCH[@]}" --device "$DEV" --json
 cat "$OUT/bench_gpu.json" 2>/dev/null; echo
 
-# 5. zoo on the three fluid training snapshots (full ZOO_SCHEDULE unless quick)
+# 5. zoo on the training snapshots of the paper's three pressures (full ZOO_SCHEDULE unless quick);
+#    the shipped zoo was trained before the 115.1/138.5 GPa reruns, on fluid_p076/p103/p120_t0200
+#    (assets/README.md)
 rm -rf "$ZOO_DIR"
 mkdir -p "$ZOO_DIR"
 step zoo_build "$LIM_ZOO" "$OUT/zoo_build.json" "$PY" -m elfcore.cli zoo build \
