@@ -225,7 +225,7 @@ class ReferencePlan:
 
     def first_segment_for(self, target: FluidTarget) -> float:
         """MD time (fs) at which ``target`` switches to ``production_timestep_fs``."""
-        return self.first_segment_fs if target.first_segment_fs is None else float(target.first_segment_fs)
+        return self.md_for(target).steps * self.md.timestep_fs
 
     @property
     def length_fs(self) -> float:
