@@ -380,7 +380,7 @@ def test_qe_elf_cubes_coarse_and_fine_agree(tmp_path):
     assert coarse["grid"] == [28, 28, 36]
     for row in (coarse, fine):
         assert row["phi_bcp"] == pytest.approx(row["phi"], abs=1e-3)
-        assert abs(row["morse_sum"]) <= 2
+        assert row["morse_sum"] == 0
     assert coarse["phi"] == pytest.approx(fine["phi"], abs=0.01)
     for k in ("1", "2", "3"):
         assert coarse["percolation"][k] == pytest.approx(fine["percolation"][k], abs=0.01)
@@ -506,4 +506,5 @@ def test_pl_census_in_netval_summary():
     from elfcore.topology import topology_summary
 
     res = topology_summary(_cosines(16), bcp=True)
-    assert res["critical_points_pl"]["morse_sum"] == 0 and res["critical_points_pl"]["max"] == 1
+    assert res["morse_sum"] == 0 and res["critical_points"]["max"] == 1
+    assert res["critical_points_all"] == {"max": 1, "bond": 3, "ring": 3, "cage": 1}

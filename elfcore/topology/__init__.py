@@ -2,7 +2,8 @@
 
 ``science.md`` §7. The superlevel-set merge tree lives in
 :mod:`elfcore.topology.mergetree`, critical points and the bond-critical-point
-route to φ in :mod:`elfcore.topology.critical`.
+route to φ in :mod:`elfcore.topology.critical`, the persistence-simplified
+critical-point census (Morse relation exact) in :mod:`elfcore.topology.persistence`.
 """
 from __future__ import annotations
 
@@ -30,6 +31,13 @@ from .mergetree import (
     upsample_factor,
     upsampled,
 )
+from .persistence import (
+    DEFAULT_PERSISTENCE,
+    CriticalCensus,
+    PersistenceDiagram,
+    critical_census,
+    persistence_diagram,
+)
 from .summary import topology_summary
 
 __all__ = [
@@ -56,4 +64,9 @@ __all__ = [
     "bond_graph_percolation",
     "networking_value_bcp",
     "atom_basins",
+    "DEFAULT_PERSISTENCE",
+    "PersistenceDiagram",
+    "CriticalCensus",
+    "persistence_diagram",
+    "critical_census",
 ]

@@ -47,6 +47,7 @@ import xarray as xr
 
 from ..errors import GridError
 from ..grid import cart_to_frac, field_cell, make_field, validate_field
+from .persistence import DEFAULT_PERSISTENCE
 from . import _kernels as K
 
 __all__ = [
@@ -94,6 +95,10 @@ class TopologySettings:
         Grid spacing in Å that automatic upsampling aims at.
     max_voxels : int
         Largest refined grid automatic upsampling builds.
+    min_persistence : float
+        Critical-point census (:func:`~elfcore.topology.persistence.critical_census`):
+        pairs of critical points whose values differ by at most this much (field
+        units) cancel. 0 keeps every critical cell of the grid.
     """
 
     exclude_radius: float = 0.0
@@ -103,6 +108,7 @@ class TopologySettings:
     upsample: int = 0
     target_spacing: float = 0.05
     max_voxels: int = 4_000_000
+    min_persistence: float = DEFAULT_PERSISTENCE
 
     def __post_init__(self):
         if not np.isfinite(self.exclude_radius) or self.exclude_radius < 0:
@@ -117,6 +123,8 @@ class TopologySettings:
             raise ValueError(f"target_spacing={self.target_spacing}; must be > 0 (Å)")
         if int(self.max_voxels) < 1:
             raise ValueError(f"max_voxels={self.max_voxels}; must be ≥ 1")
+        if not np.isfinite(self.min_persistence) or self.min_persistence < 0:
+            raise ValueError(f"min_persistence={self.min_persistence}; must be a finite number ≥ 0")
 
     def to_dict(self) -> dict:
         return {
@@ -127,6 +135,7 @@ class TopologySettings:
             "upsample": int(self.upsample),
             "target_spacing": float(self.target_spacing),
             "max_voxels": int(self.max_voxels),
+            "min_persistence": float(self.min_persistence),
         }
 
     @classmethod

@@ -7,7 +7,8 @@ import time
 import numpy as np
 import xarray as xr
 
-from .critical import atom_basins, bond_graph_percolation, critical_points, pl_critical_counts
+from .critical import atom_basins, bond_graph_percolation, critical_points
+from .persistence import critical_census
 from .mergetree import TopologySettings, merge_tree, percolation_thresholds
 
 __all__ = ["topology_summary"]
@@ -37,8 +38,9 @@ def topology_summary(
         Periodic ELF field carrying its atoms.
     settings : TopologySettings, optional
     bcp : bool
-        Also locate the critical points, check the Morse relation and compute φ
-        from the bond critical points (slower: seconds on 100³ grids).
+        Also count the critical points (persistence census, Morse relation exact)
+        and compute φ from the Newton-refined bond critical points (slower:
+        seconds on 100³ grids).
     bonds : bool
         Include the list of bond critical points (value, position, attractors,
         translation) and the per-hydrogen basin assignment.
@@ -53,10 +55,13 @@ def topology_summary(
         ``phi_2dec``, ``percolation`` {"1","2","3" → value}, ``percolation_grid``,
         ``molecularity`` (intermolecular index), ``phi_star`` (TcESTIME's φ*),
         ``molecules``, ``seconds`` ..., and with ``bcp``: ``phi_bcp``,
-        ``phi_bcp_2dec``, ``critical_points`` (counts), ``morse_sum``, ``quantized``
-        (few distinct values, e.g. 16-bit storage: the counts are then unreliable),
-        ``critical_points_pl`` (the exact piecewise-linear census of
-        :func:`~elfcore.topology.critical.pl_critical_counts`, Morse sum always 0).
+        ``phi_bcp_2dec``, ``critical_points`` (counts after cancelling pairs with
+        persistence ≤ ``settings.min_persistence``,
+        :func:`~elfcore.topology.persistence.critical_census`), ``morse_sum`` (0),
+        ``critical_points_all`` (every critical cell of the grid, persistence > 0),
+        ``critical_points_spline`` and ``morse_sum_spline`` (the Newton-refined points
+        on the spline that feed the bcp route; their sum can miss 0 on plateaus),
+        ``quantized`` (few distinct values, e.g. 16-bit storage).
     """
     settings = settings or TopologySettings()
     t0 = time.perf_counter()
@@ -93,21 +98,28 @@ def topology_summary(
         out["quantized"] = bool(n_unique <= 65536 and n_unique < 0.2 * vals.size)
         if out["quantized"]:
             log.warning(
-                "field has only %d distinct values (quantized storage?): critical-point counts and the Morse "
-                "sum are unreliable on its plateaus; phi is not affected",
+                "field has only %d distinct values (quantized storage or a symmetric cell): the Newton-refined "
+                "spline points (critical_points_spline) may form clusters on plateaus; the persistence census "
+                "and phi are not affected",
                 n_unique,
             )
-        out["critical_points_pl"] = pl_critical_counts(field)
+        census = critical_census(field, settings.min_persistence, refine=bonds)
         cps = critical_points(field, settings)
         bg = bond_graph_percolation(cps)
         out.update(
             phi_bcp=_r(bg.values[3]),
             phi_bcp_2dec=_r(bg.values_2dec[3], 2),
             percolation_bcp={str(k): _r(bg.values[k]) for k in (1, 2, 3)},
-            critical_points=cps.counts,
-            morse_sum=int(cps.morse_sum),
-            morse_ok=bool(cps.morse_sum == 0),
+            critical_points=census.counts,
+            morse_sum=int(census.morse_sum),
+            morse_ok=bool(census.morse_sum == 0),
+            min_persistence=float(settings.min_persistence),
+            critical_points_all={k: v for k, v in census.diagram.counts(0.0).items() if k != "morse_sum"},
+            critical_points_spline=cps.counts,
+            morse_sum_spline=int(cps.morse_sum),
         )
+        if bonds:
+            out["critical_point_list"] = census.table()
         if bonds:
             out["bonds"] = cps.bonds()
             if mt is not None and mt.hydrogens:
