@@ -1,8 +1,9 @@
 """Networking-value transfer to random crystals: fluid-only training vs. fluid + crystals (2-fold cross-validation).
 
 Baseline row (the paper's protocol): an ensemble trained on the three fluid training
-snapshots predicts every random crystal; φ of the predicted and DFT fields are compared
-per crystal family. Variant: the crystals of each family are split into two halves
+snapshots predicts every random crystal (atomic ``cubic_sg*``/``hexagonal_sg*`` and, when
+built, molecular ``*_h2_sg*``); φ of the predicted and DFT fields are compared per crystal
+family. Variant: the atomic crystals of each family are split into two halves
 (alternating in space-group order); an ensemble trained on the fluid snapshots plus
 one half predicts the other half, and vice versa, so every crystal is scored by a
 model that never saw it. Both rows use the same training settings.
@@ -87,11 +88,12 @@ def main() -> None:
     if missing:
         raise SystemExit(f"missing fluid training cases: {missing}")
     half = _crystal_folds(args.data)
+    molecular = sorted(glob.glob(os.path.join(args.data, "*_h2_sg*.nc")))
     res: dict = {"settings": vars(args), "fluid_train": FLUID_TRAIN, "folds": [[os.path.basename(f) for f in h]
                                                                                 for h in half]}
     base = os.path.join(args.out, "fluid.safetensors")
     res["train_seconds"] = {"fluid": round(_train(base, fluid, args), 1)}
-    baseline = _score(base, half[0] + half[1], args)
+    baseline = _score(base, half[0] + half[1] + molecular, args)
     res["baseline"] = {"cases": baseline["cases"], "families": baseline["families"]}
     cv_cases = []
     for k in (0, 1):
@@ -102,11 +104,15 @@ def main() -> None:
     print(json.dumps(res))
     print("\n| training set | family | n | φ MAE | φ RMSE | φ R² |", file=sys.stderr)
     print("|---|---|---|---|---|---|", file=sys.stderr)
+
+    def num(x):
+        return "–" if x is None else f"{x:.4f}" if abs(x) < 10 else f"{x:.3g}"
+
     for label, key in (("3 fluid snapshots (paper protocol)", "baseline"),
-                       ("3 fluid snapshots + other half of the crystals (2-fold CV)", "crossval")):
+                       ("3 fluid snapshots + other half of the atomic crystals (2-fold CV)", "crossval")):
         for fam, m in res[key]["families"].items():
-            print(f"| {label} | {fam} | {m.get('n')} | {m.get('mae')} | {m.get('rmse')} | {m.get('r2')} |",
-                  file=sys.stderr)
+            print(f"| {label} | {fam} | {m.get('n')} | {num(m.get('mae'))} | {num(m.get('rmse'))} |"
+                  f" {num(m.get('r2'))} |", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,9 @@ def run(args) -> int:
         for spec in builder.plan_cases(plan):
             rows.append({"name": spec.name, "family": spec.family, "role": spec.role,
                          "done": (out / f"{spec.name}.nc").exists()})
-        text = "\n".join(f"{r['name']:22s} {r['family']:10s} {r['role']:6s} {'done' if r['done'] else '-'}" for r in rows)
+        text = "\n".join(
+            f"{r['name']:22s} {r['family']:19s} {r['role']:6s} {'done' if r['done'] else '-'}" for r in rows
+        )
         _print(args, {"cases": rows}, text)
         return 0
     if args.action == "md":

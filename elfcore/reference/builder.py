@@ -5,8 +5,12 @@ The dataset is a list of *case specs* (:func:`plan_cases`):
 * ``fluid_p{P}_t{T}`` — a snapshot at time ``T`` fs of the NVT Born–Oppenheimer MD at
   target pressure ``P`` GPa. The first snapshot after equilibration has role
   ``"train"``, the later ones role ``"test"``.
-* ``cubic_sg{N}`` / ``hexagonal_sg{N}`` — a random, unrelaxed pyxtal crystal in space
-  group ``N`` (role ``"test"``, the transfer set).
+* ``cubic_sg{N}`` / ``hexagonal_sg{N}`` — a random, unrelaxed pyxtal crystal of H atoms
+  in space group ``N`` (role ``"test"``, the transfer set).
+* ``cubic_h2_sg{N}`` / ``hexagonal_h2_sg{N}`` — the same with H₂ molecules (bond
+  0.74 Å, intermolecular contacts ≥ ``molecular_min_contact``; families
+  ``cubic_molecular`` / ``hexagonal_molecular``): crystals whose local environments
+  resemble the molecular fluid's.
 
 :func:`build` computes the missing cases one by one and writes each as soon as it
 is done (atomically: temporary file, then rename), so an interrupted build resumes
@@ -188,6 +192,10 @@ class ReferencePlan:
     crystal_kpoint_length : float
         Monkhorst–Pack grid of the crystals: ``n_i = ceil(length / d_i)`` with d_i the
         i-th cell width, Å (0 = Γ-point supercells instead).
+    molecular_cubic, molecular_hexagonal : tuple of (space group, atoms per cell)
+        Random H₂ molecular crystals (volumes cycled over ``crystal_volumes``).
+    molecular_min_contact : float
+        Smallest H–H distance between different molecules, Å.
     """
 
     fluids: tuple = DEFAULT_FLUIDS
@@ -208,6 +216,9 @@ class ReferencePlan:
     crystal_max_aspect: float = 2.0
     crystal_min_width: float = 5.0
     crystal_kpoint_length: float = 12.0
+    molecular_cubic: tuple = ((195, 8), (198, 8), (200, 16), (205, 8), (207, 16))
+    molecular_hexagonal: tuple = ((168, 12), (173, 8), (174, 12), (175, 8), (176, 8))
+    molecular_min_contact: float = 1.0
 
     def __post_init__(self) -> None:
         if self.n_snapshots < 1 or self.sample_interval_fs <= 0 or self.equilibration_fs < 0:
@@ -258,7 +269,7 @@ class CaseSpec:
     """One case of the dataset (see :func:`plan_cases`)."""
 
     name: str
-    family: str  # "fluid", "cubic", "hexagonal"
+    family: str  # "fluid", "cubic", "hexagonal", "cubic_molecular", "hexagonal_molecular"
     role: str  # "train", "test"
     target: FluidTarget | None = None
     md_time_fs: float | None = None
@@ -266,6 +277,7 @@ class CaseSpec:
     n_atoms: int | None = None
     volume_per_atom: float | None = None
     seed: int | None = None
+    molecular: bool = False
 
 
 def plan_cases(plan: ReferencePlan = ReferencePlan()) -> list[CaseSpec]:
@@ -303,6 +315,20 @@ def plan_cases(plan: ReferencePlan = ReferencePlan()) -> list[CaseSpec]:
                 )
             )
             i += 1
+    for family, crystals in (("cubic", plan.molecular_cubic), ("hexagonal", plan.molecular_hexagonal)):
+        for k, (sg, n_atoms) in enumerate(crystals):
+            cases.append(
+                CaseSpec(
+                    name=f"{family}_h2_sg{sg:03d}",
+                    family=f"{family}_molecular",
+                    role="test",
+                    space_group=int(sg),
+                    n_atoms=int(n_atoms),
+                    volume_per_atom=plan.crystal_volumes[k % len(plan.crystal_volumes)],
+                    seed=plan.crystal_seed + int(sg),
+                    molecular=True,
+                )
+            )
     return cases
 
 
@@ -627,11 +653,12 @@ def case_structure(spec: CaseSpec, plan: ReferencePlan, work_dir: str | os.PathL
                     target_temperature_k=plan.md.temperature_k)
         return atoms, info
     cell = random_crystal(
-        spec.space_group, spec.n_atoms, spec.volume_per_atom, molecular=False, seed=spec.seed,
+        spec.space_group, spec.n_atoms, spec.volume_per_atom, molecular=spec.molecular, seed=spec.seed,
         min_hh=plan.crystal_min_hh, max_aspect=plan.crystal_max_aspect,
+        min_contact=plan.molecular_min_contact if spec.molecular else None,
     )
     info = {"space_group": spec.space_group, "atoms_per_cell": len(cell), "max_aspect": plan.crystal_max_aspect,
-            "min_hh_a": float(cell.info.get("min_hh", float("nan"))), "relaxed": 0}
+            "min_hh_a": float(cell.info.get("min_hh", float("nan"))), "relaxed": 0, "molecular": int(spec.molecular)}
     if plan.crystal_kpoint_length > 0:
         atoms = cell
         info["kpoints"] = kpoint_grid(cell, plan.crystal_kpoint_length)

@@ -18,6 +18,7 @@ __all__ = [
     "fluid_start",
     "min_distance",
     "random_crystal",
+    "intermolecular_distance",
     "gamma_supercell",
     "CUBIC_GROUPS",
     "HEXAGONAL_GROUPS",
@@ -118,6 +119,7 @@ def random_crystal(
     min_hh: float = 0.6,
     max_aspect: float | None = None,
     max_tries: int = 50,
+    min_contact: float | None = None,
 ):
     """A random hydrogen crystal in ``space_group`` from pyxtal (unrelaxed).
 
@@ -142,6 +144,9 @@ def random_crystal(
         singular; default: no limit.
     max_tries : int
         Attempts before giving up.
+    min_contact : float, optional
+        Only with ``molecular``: smallest allowed distance, Å, between atoms of
+        different molecules (default: only ``min_hh`` applies).
 
     Returns
     -------
@@ -154,16 +159,15 @@ def random_crystal(
     """
     from pyxtal import pyxtal
 
+    species = [_h2_molecule()] if molecular else ["H"]
     rng = np.random.default_rng(seed)
     last = "no attempt"
     for attempt in range(max_tries):
         sub_seed = int(rng.integers(0, 2**31 - 1))
         xtal = pyxtal(molecular=molecular, random_state=sub_seed)
         try:
-            if molecular:
-                xtal.from_random(3, space_group, ["H2"], [n_atoms // 2], factor=1.0, random_state=sub_seed)
-            else:
-                xtal.from_random(3, space_group, ["H"], [n_atoms], factor=1.0, random_state=sub_seed)
+            count = n_atoms // 2 if molecular else n_atoms
+            xtal.from_random(3, space_group, species, [count], factor=1.0, random_state=sub_seed)
         except Exception as exc:  # pyxtal raises plain exceptions for impossible Wyckoff combos
             last = f"pyxtal: {exc}"
             continue
@@ -184,6 +188,11 @@ def random_crystal(
         if dmin < min_hh:
             last = f"min H–H {dmin:.2f} Å < {min_hh} Å"
             continue
+        if molecular and min_contact is not None:
+            contact = intermolecular_distance(atoms)
+            if contact < min_contact:
+                last = f"intermolecular H–H {contact:.2f} Å < {min_contact} Å"
+                continue
         widths = atoms.get_volume() / np.linalg.norm(np.cross(atoms.cell[[1, 2, 0]], atoms.cell[[2, 0, 1]]), axis=1)
         if max_aspect is not None and widths.max() / widths.min() > max_aspect:
             last = f"cell widths {widths.min():.2f}–{widths.max():.2f} Å exceed the aspect ratio {max_aspect}"
@@ -191,6 +200,23 @@ def random_crystal(
         atoms.info.update(space_group=space_group, attempt=attempt, min_hh=dmin)
         return atoms
     raise StructureError(f"no valid H{n_atoms} crystal in space group {space_group} after {max_tries} tries ({last})")
+
+
+def _h2_molecule():
+    """pyxtal's molecule object for H₂ (its built-in table has no H₂)."""
+    from pymatgen.core import Molecule
+    from pyxtal.molecule import pyxtal_molecule
+
+    return pyxtal_molecule(Molecule(["H", "H"], [[0.0, 0.0, 0.0], [0.0, 0.0, H2_BOND]]))
+
+
+def intermolecular_distance(atoms, bond: float = H2_BOND, tol: float = 1e-3) -> float:
+    """Shortest H–H distance between different molecules (pairs at ``bond`` ± ``tol`` Å are molecules)."""
+    from ase.neighborlist import neighbor_list
+
+    d = neighbor_list("d", atoms, 3.0)
+    other = np.abs(d - bond) > tol
+    return float(d[other].min()) if np.any(other) else float("inf")
 
 
 def _reset_bonds(atoms, bond: float = H2_BOND):

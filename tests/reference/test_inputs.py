@@ -99,6 +99,10 @@ def test_plan_cases_roles_and_steps():
     assert all(195 <= c.space_group <= 230 for c in cases if c.family == "cubic")
     assert all(168 <= c.space_group <= 194 for c in cases if c.family == "hexagonal")
     assert len({c.name for c in cases}) == len(cases)
+    mol = [c for c in cases if c.molecular]
+    assert {c.family for c in mol} == {"cubic_molecular", "hexagonal_molecular"} and len(mol) == 10
+    assert all(c.name.startswith(("cubic_h2_sg", "hexagonal_h2_sg")) and c.n_atoms % 2 == 0 for c in mol)
+    assert not any(c.molecular for c in cases if c.family in ("fluid", "cubic", "hexagonal"))
 
 
 def test_plan_rejects_bad_protocol():
@@ -131,6 +135,24 @@ def test_random_crystal_density_and_min_distance(sg):
     assert atoms.get_volume() / len(atoms) == pytest.approx(2.8)
     assert min_distance(atoms) >= 0.6
     assert atoms.info["space_group"] == sg
+
+
+@pytest.mark.parametrize("sg, n", [(198, 8), (174, 12)])
+def test_random_molecular_crystal_keeps_h2_units(sg, n):
+    pytest.importorskip("pyxtal")
+    from ase.neighborlist import neighbor_list
+
+    from elfcore.reference.structures import H2_BOND, intermolecular_distance, random_crystal
+
+    atoms = random_crystal(sg, n, 2.8, molecular=True, seed=7, min_hh=0.6, max_aspect=2.0, min_contact=1.0)
+    assert len(atoms) == n and atoms.info["space_group"] == sg
+    assert atoms.get_volume() / len(atoms) == pytest.approx(2.8)
+    # every atom has exactly one partner at the H₂ bond length; other contacts are ≥ min_contact
+    i, d = neighbor_list("id", atoms, 0.9)
+    assert np.allclose(d, H2_BOND, atol=1e-6) and np.array_equal(np.bincount(i, minlength=n), np.ones(n, int))
+    assert intermolecular_distance(atoms) >= 1.0
+    with pytest.raises(StructureError, match="intermolecular"):
+        random_crystal(sg, n, 2.8, molecular=True, seed=7, min_hh=0.6, min_contact=5.0, max_tries=2)
 
 
 def test_random_crystal_impossible_raises():
