@@ -127,6 +127,30 @@ def test_summary_reports_the_census_and_the_spline_points():
     assert [p["kind"] for p in res["critical_point_list"]] == ["max"] + ["bond"] * 3 + ["ring"] * 3 + ["cage"]
 
 
+def test_summary_skips_the_census_on_large_grids():
+    res = topology_summary(cosines(), TopologySettings(census_max_points=1000), bcp=True)
+    assert res["critical_points"] is None and "census_max_points" in res["census_skipped"]
+    assert res["phi_bcp"] is not None and res["critical_points_spline"]["max"] == 1
+
+
+def test_netval_cli_census_options(tmp_path, capsys):
+    pytest.importorskip("h5netcdf")
+    from elfcore.cli import main
+    from elfcore.io import write_field
+
+    path = tmp_path / "two.nc"
+    write_field(two_maxima(), str(path))
+    dg = persistence_diagram(two_maxima())
+    for args, t in (([], 0.01), (["--min-persistence", "0.3"], 0.3)):
+        c = dg.counts(t)
+        assert main(["netval", str(path), *args]) == 0
+        line = f"max {c['max']} bond {c['bond']} ring {c['ring']} cage {c['cage']}, Morse sum 0"
+        assert line in capsys.readouterr().out
+    assert dg.counts(0.01)["max"] == 2 and dg.counts(0.3)["max"] == 1
+    assert main(["netval", str(path), "--census-max-points", "10"]) == 0
+    assert "census skipped" in capsys.readouterr().out
+
+
 @pytest.mark.skipif(not os.path.exists(os.path.join(DATA, "fluid_p076_t0250.nc")), reason="no shipped data")
 def test_dft_fluid_one_attractor_per_molecule():
     from elfcore.grid import case_field

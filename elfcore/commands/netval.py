@@ -51,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="critical-point census: cancel pairs whose ELF values differ by at most P (default 0.01; 0 = all)",
     )
     parser.add_argument(
+        "--census-max-points",
+        type=int,
+        default=None,
+        metavar="N",
+        help="skip the critical-point census on grids of more than N points (default 2500000: ~3 GB at 128^3)",
+    )
+    parser.add_argument(
         "--phi-only",
         action="store_true",
         help="fast path: percolation thresholds only (no molecularity, no critical points)",
@@ -61,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     from ..io import read_field
     from ..topology import TopologySettings, topology_summary
 
-    extra = {} if args.min_persistence is None else {"min_persistence": args.min_persistence}
+    extra = {k: v for k, v in (("min_persistence", args.min_persistence),
+                                ("census_max_points", args.census_max_points)) if v is not None}
     settings = TopologySettings(exclude_radius=args.exclude_radius, refine=not args.no_refine, **extra)
     results = []
     for path in args.files:
@@ -106,10 +114,13 @@ def _print_human(res: dict) -> None:
             f"  bcp route phi = {_fmt(res['phi_bcp'], 6)} (2 decimals: {_fmt(res['phi_bcp_2dec'], 2)})"
         )
         c, a = res["critical_points"], res["critical_points_all"]
-        lines.append(
-            f"  critical points (persistence > {res['min_persistence']:g}): max {c['max']} bond {c['bond']}"
-            f" ring {c['ring']} cage {c['cage']}, Morse sum {res['morse_sum']};"
-            f" all {a['max']}/{a['bond']}/{a['ring']}/{a['cage']}"
-        )
+        if c is None:
+            lines.append(f"  {res['census_skipped']}")
+        else:
+            lines.append(
+                f"  critical points (persistence > {res['min_persistence']:g}): max {c['max']} bond {c['bond']}"
+                f" ring {c['ring']} cage {c['cage']}, Morse sum {res['morse_sum']};"
+                f" all {a['max']}/{a['bond']}/{a['ring']}/{a['cage']}"
+            )
     lines.append(f"  {res['seconds']:.2f} s")
     print("\n".join(lines))

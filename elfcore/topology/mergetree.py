@@ -99,6 +99,9 @@ class TopologySettings:
         Critical-point census (:func:`~elfcore.topology.persistence.critical_census`):
         pairs of critical points whose values differ by at most this much (field
         units) cancel. 0 keeps every critical cell of the grid.
+    census_max_points : int
+        :func:`~elfcore.topology.topology_summary` skips the census on larger grids
+        (GUDHI needs about 200 bytes per cell of the (2N)³-cell complex: 3 GB at 128³).
     """
 
     exclude_radius: float = 0.0
@@ -109,6 +112,7 @@ class TopologySettings:
     target_spacing: float = 0.05
     max_voxels: int = 4_000_000
     min_persistence: float = DEFAULT_PERSISTENCE
+    census_max_points: int = 2_500_000
 
     def __post_init__(self):
         if not np.isfinite(self.exclude_radius) or self.exclude_radius < 0:
@@ -125,6 +129,8 @@ class TopologySettings:
             raise ValueError(f"max_voxels={self.max_voxels}; must be ≥ 1")
         if not np.isfinite(self.min_persistence) or self.min_persistence < 0:
             raise ValueError(f"min_persistence={self.min_persistence}; must be a finite number ≥ 0")
+        if int(self.census_max_points) < 0:
+            raise ValueError(f"census_max_points={self.census_max_points}; must be ≥ 0")
 
     def to_dict(self) -> dict:
         return {
@@ -136,6 +142,7 @@ class TopologySettings:
             "target_spacing": float(self.target_spacing),
             "max_voxels": int(self.max_voxels),
             "min_persistence": float(self.min_persistence),
+            "census_max_points": int(self.census_max_points),
         }
 
     @classmethod

@@ -103,23 +103,33 @@ def topology_summary(
                 "and phi are not affected",
                 n_unique,
             )
-        census = critical_census(field, settings.min_persistence, refine=bonds)
         cps = critical_points(field, settings)
         bg = bond_graph_percolation(cps)
         out.update(
             phi_bcp=_r(bg.values[3]),
             phi_bcp_2dec=_r(bg.values_2dec[3], 2),
             percolation_bcp={str(k): _r(bg.values[k]) for k in (1, 2, 3)},
-            critical_points=census.counts,
-            morse_sum=int(census.morse_sum),
-            morse_ok=bool(census.morse_sum == 0),
             min_persistence=float(settings.min_persistence),
-            critical_points_all={k: v for k, v in census.diagram.counts(0.0).items() if k != "morse_sum"},
             critical_points_spline=cps.counts,
             morse_sum_spline=int(cps.morse_sum),
         )
-        if bonds:
-            out["critical_point_list"] = census.table()
+        n_points = int(np.prod(field.shape))
+        if n_points <= settings.census_max_points:
+            census = critical_census(field, settings.min_persistence, refine=bonds)
+            out.update(
+                critical_points=census.counts,
+                morse_sum=int(census.morse_sum),
+                morse_ok=bool(census.morse_sum == 0),
+                critical_points_all={k: v for k, v in census.diagram.counts(0.0).items() if k != "morse_sum"},
+            )
+            if bonds:
+                out["critical_point_list"] = census.table()
+        else:
+            msg = (f"critical-point census skipped: {n_points} grid points > census_max_points="
+                   f"{settings.census_max_points} (memory); raise it or coarsen the grid")
+            log.warning(msg)
+            out.update(critical_points=None, morse_sum=None, morse_ok=None, critical_points_all=None,
+                       census_skipped=msg)
         if bonds:
             out["bonds"] = cps.bonds()
             if mt is not None and mt.hydrogens:
