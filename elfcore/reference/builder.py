@@ -217,7 +217,7 @@ class ReferencePlan:
     crystal_min_width: float = 5.0
     crystal_kpoint_length: float = 12.0
     molecular_cubic: tuple = ((195, 8), (198, 8), (200, 16), (205, 8), (207, 16))
-    molecular_hexagonal: tuple = ((168, 12), (173, 8), (174, 12), (175, 8), (176, 8))
+    molecular_hexagonal: tuple = ((168, 12), (173, 8), (174, 12), (177, 8), (176, 12))
     molecular_min_contact: float = 1.0
 
     def __post_init__(self) -> None:

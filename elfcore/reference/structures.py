@@ -159,13 +159,14 @@ def random_crystal(
     """
     from pyxtal import pyxtal
 
-    species = [_h2_molecule()] if molecular else ["H"]
     rng = np.random.default_rng(seed)
     last = "no attempt"
     for attempt in range(max_tries):
         sub_seed = int(rng.integers(0, 2**31 - 1))
         xtal = pyxtal(molecular=molecular, random_state=sub_seed)
         try:
+            # the molecule object carries its own generator (orientations): seed it too
+            species = [_h2_molecule(sub_seed)] if molecular else ["H"]
             count = n_atoms // 2 if molecular else n_atoms
             xtal.from_random(3, space_group, species, [count], factor=1.0, random_state=sub_seed)
         except Exception as exc:  # pyxtal raises plain exceptions for impossible Wyckoff combos
@@ -202,12 +203,12 @@ def random_crystal(
     raise StructureError(f"no valid H{n_atoms} crystal in space group {space_group} after {max_tries} tries ({last})")
 
 
-def _h2_molecule():
-    """pyxtal's molecule object for H₂ (its built-in table has no H₂)."""
+def _h2_molecule(seed: int):
+    """pyxtal's molecule object for H₂ (its built-in table has no H₂), with a seeded generator."""
     from pymatgen.core import Molecule
     from pyxtal.molecule import pyxtal_molecule
 
-    return pyxtal_molecule(Molecule(["H", "H"], [[0.0, 0.0, 0.0], [0.0, 0.0, H2_BOND]]))
+    return pyxtal_molecule(Molecule(["H", "H"], [[0.0, 0.0, 0.0], [0.0, 0.0, H2_BOND]]), random_state=seed)
 
 
 def intermolecular_distance(atoms, bond: float = H2_BOND, tol: float = 1e-3) -> float:

@@ -184,9 +184,10 @@ def test_random_crystal_is_deterministic():
     pytest.importorskip("pyxtal")
     from elfcore.reference.structures import random_crystal
 
-    a = random_crystal(205, 8, 2.6, molecular=False, seed=5)
-    b = random_crystal(205, 8, 2.6, molecular=False, seed=5)
-    assert np.allclose(a.get_positions(), b.get_positions()) and np.allclose(a.cell[:], b.cell[:])
+    for molecular in (False, True):
+        a = random_crystal(205, 8, 2.6, molecular=molecular, seed=5)
+        b = random_crystal(205, 8, 2.6, molecular=molecular, seed=5)
+        assert np.allclose(a.get_positions(), b.get_positions()) and np.allclose(a.cell[:], b.cell[:])
 
 
 def test_kpoint_grid():
@@ -203,3 +204,15 @@ def test_kpoints_in_input(h4, tiny_settings):
     assert "SCHEME MONKHORST-PACK 3 2 1" in text
     with pytest.raises(ValueError):
         CP2KSettings(kpoints=(0, 1, 1))
+
+
+def test_every_crystal_of_the_default_plan_can_be_built(tmp_path):
+    """pyxtal finds every crystal of the shipped plan (a build stops at the first case that fails)."""
+    pytest.importorskip("pyxtal")
+    plan = builder.ReferencePlan()
+    for spec in builder.plan_cases(plan):
+        if spec.family == "fluid":
+            continue
+        atoms, info = builder.case_structure(spec, plan, tmp_path)
+        assert len(atoms) >= spec.n_atoms and info["space_group"] == spec.space_group
+        assert info["molecular"] == int(spec.molecular)
