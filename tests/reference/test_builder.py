@@ -24,6 +24,8 @@ def _tiny_plan():
         n_snapshots=3,
         cubic_groups=(),
         hexagonal_groups=(),
+        molecular_cubic=(),
+        molecular_hexagonal=(),
     )
 
 
