@@ -11,6 +11,10 @@ The dataset is a list of *case specs* (:func:`plan_cases`):
   0.74 Å, intermolecular contacts ≥ ``molecular_min_contact``; families
   ``cubic_molecular`` / ``hexagonal_molecular``): crystals whose local environments
   resemble the molecular fluid's.
+* ``cubic_train_sg{N}`` / ``hexagonal_train_sg{N}`` — more random atomic crystals
+  (other seeds, families ``cubic_train`` / ``hexagonal_train``, role ``"train"``):
+  training data for models that should transfer to atomic crystals, disjoint from
+  the test crystals above.
 
 :func:`build` computes the missing cases one by one and writes each as soon as it
 is done (atomically: temporary file, then rename), so an interrupted build resumes
@@ -196,6 +200,10 @@ class ReferencePlan:
         Random H₂ molecular crystals (volumes cycled over ``crystal_volumes``).
     molecular_min_contact : float
         Smallest H–H distance between different molecules, Å.
+    train_cubic_groups, train_hexagonal_groups : tuple of int
+        Space groups of the atomic training crystals (seed ``crystal_seed +
+        train_seed_offset + N``; atoms cycled over ``train_crystal_atoms``, volumes over
+        ``crystal_volumes``).
     """
 
     fluids: tuple = DEFAULT_FLUIDS
@@ -219,6 +227,10 @@ class ReferencePlan:
     molecular_cubic: tuple = ((195, 8), (198, 8), (200, 16), (205, 8), (207, 16))
     molecular_hexagonal: tuple = ((168, 12), (173, 8), (174, 12), (177, 8), (176, 12))
     molecular_min_contact: float = 1.0
+    train_cubic_groups: tuple = CUBIC_GROUPS[:10]
+    train_hexagonal_groups: tuple = HEXAGONAL_GROUPS[:10]
+    train_crystal_atoms: tuple = (8, 12)
+    train_seed_offset: int = 1000
 
     def __post_init__(self) -> None:
         if self.n_snapshots < 1 or self.sample_interval_fs <= 0 or self.equilibration_fs < 0:
@@ -329,6 +341,21 @@ def plan_cases(plan: ReferencePlan = ReferencePlan()) -> list[CaseSpec]:
                     molecular=True,
                 )
             )
+    i = 0
+    for family, groups in (("cubic", plan.train_cubic_groups), ("hexagonal", plan.train_hexagonal_groups)):
+        for sg in groups:
+            cases.append(
+                CaseSpec(
+                    name=f"{family}_train_sg{sg:03d}",
+                    family=f"{family}_train",
+                    role="train",
+                    space_group=int(sg),
+                    n_atoms=plan.train_crystal_atoms[i % len(plan.train_crystal_atoms)],
+                    volume_per_atom=plan.crystal_volumes[i % len(plan.crystal_volumes)],
+                    seed=plan.crystal_seed + plan.train_seed_offset + int(sg),
+                )
+            )
+            i += 1
     return cases
 
 

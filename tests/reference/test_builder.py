@@ -26,6 +26,8 @@ def _tiny_plan():
         hexagonal_groups=(),
         molecular_cubic=(),
         molecular_hexagonal=(),
+        train_cubic_groups=(),
+        train_hexagonal_groups=(),
     )
 
 
