@@ -312,21 +312,28 @@ def plan_cases(plan: ReferencePlan = ReferencePlan()) -> list[CaseSpec]:
                     md_time_fs=t,
                 )
             )
-    i = 0
-    for family, groups in (("cubic", plan.cubic_groups), ("hexagonal", plan.hexagonal_groups)):
-        for sg in groups:
-            cases.append(
-                CaseSpec(
-                    name=f"{family}_sg{sg:03d}",
-                    family=family,
-                    role="test",
-                    space_group=sg,
-                    n_atoms=plan.crystal_atoms[i % len(plan.crystal_atoms)],
-                    volume_per_atom=plan.crystal_volumes[i % len(plan.crystal_volumes)],
-                    seed=plan.crystal_seed + sg,
+    # atomic crystals: the test (transfer) set and the separate training set
+    atomic_sets = (
+        ("", "test", plan.cubic_groups, plan.hexagonal_groups, plan.crystal_atoms, 0),
+        ("_train", "train", plan.train_cubic_groups, plan.train_hexagonal_groups, plan.train_crystal_atoms,
+         plan.train_seed_offset),
+    )
+    for suffix, role, cubic, hexagonal, atoms, offset in atomic_sets:
+        i = 0
+        for family, groups in (("cubic", cubic), ("hexagonal", hexagonal)):
+            for sg in groups:
+                cases.append(
+                    CaseSpec(
+                        name=f"{family}{suffix}_sg{int(sg):03d}",
+                        family=f"{family}{suffix}",
+                        role=role,
+                        space_group=int(sg),
+                        n_atoms=atoms[i % len(atoms)],
+                        volume_per_atom=plan.crystal_volumes[i % len(plan.crystal_volumes)],
+                        seed=plan.crystal_seed + offset + int(sg),
+                    )
                 )
-            )
-            i += 1
+                i += 1
     for family, crystals in (("cubic", plan.molecular_cubic), ("hexagonal", plan.molecular_hexagonal)):
         for k, (sg, n_atoms) in enumerate(crystals):
             cases.append(
@@ -341,21 +348,6 @@ def plan_cases(plan: ReferencePlan = ReferencePlan()) -> list[CaseSpec]:
                     molecular=True,
                 )
             )
-    i = 0
-    for family, groups in (("cubic", plan.train_cubic_groups), ("hexagonal", plan.train_hexagonal_groups)):
-        for sg in groups:
-            cases.append(
-                CaseSpec(
-                    name=f"{family}_train_sg{sg:03d}",
-                    family=f"{family}_train",
-                    role="train",
-                    space_group=int(sg),
-                    n_atoms=plan.train_crystal_atoms[i % len(plan.train_crystal_atoms)],
-                    volume_per_atom=plan.crystal_volumes[i % len(plan.crystal_volumes)],
-                    seed=plan.crystal_seed + plan.train_seed_offset + int(sg),
-                )
-            )
-            i += 1
     return cases
 
 

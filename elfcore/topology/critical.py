@@ -56,6 +56,17 @@ CLUSTER_RADIUS = 1.0
 CLUSTER_DROP = 0.02
 
 
+def kind_counts(kinds: np.ndarray) -> dict:
+    """Number of critical points per kind name (``max``, ``bond``, ``ring``, ``cage``)."""
+    kinds = np.asarray(kinds)
+    return {name: int(np.sum(kinds == k)) for k, name in KIND_NAMES.items()}
+
+
+def morse_sum(counts: dict) -> int:
+    """n_max − n_bond + n_ring − n_cage of a count dict (0 for a complete set on a 3-torus)."""
+    return counts["max"] - counts["bond"] + counts["ring"] - counts["cage"]
+
+
 @dataclass(frozen=True)
 class CriticalPoints:
     """Critical points of one periodic field.
@@ -100,13 +111,12 @@ class CriticalPoints:
     @property
     def counts(self) -> dict:
         """Number of points per kind name."""
-        return {name: int(np.sum(self.kinds == k)) for k, name in KIND_NAMES.items()}
+        return kind_counts(self.kinds)
 
     @property
     def morse_sum(self) -> int:
         """n_max − n_bond + n_ring − n_cage (0 for a complete set on a 3-torus)."""
-        c = self.counts
-        return c["max"] - c["bond"] + c["ring"] - c["cage"]
+        return morse_sum(self.counts)
 
     def bonds(self) -> list[dict]:
         """Bond critical points as dicts (value, position_frac, attractors, translation)."""

@@ -47,7 +47,6 @@ import xarray as xr
 
 from ..errors import GridError
 from ..grid import cart_to_frac, field_cell, make_field, validate_field
-from .persistence import DEFAULT_PERSISTENCE
 from . import _kernels as K
 
 __all__ = [
@@ -68,6 +67,11 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- settings
+#: default cancellation threshold of the critical-point census (field units; ELF ∈ [0, 1]): keeps one attractor
+#: per H₂ in the dense fluid
+DEFAULT_PERSISTENCE = 0.01
+
+
 @dataclass(frozen=True)
 class TopologySettings:
     """Options of the topology analysis.

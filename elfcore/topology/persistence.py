@@ -32,16 +32,15 @@ import numpy as np
 import xarray as xr
 
 from ..grid import validate_field
+from .critical import KIND_NAMES, kind_counts, morse_sum
+from .mergetree import DEFAULT_PERSISTENCE
 
 __all__ = ["PersistenceDiagram", "CriticalCensus", "persistence_diagram", "critical_census", "DEFAULT_PERSISTENCE"]
 
 log = logging.getLogger(__name__)
 
-#: default cancellation threshold (field units; ELF ∈ [0, 1]): keeps one attractor per H₂ in the dense fluid
-DEFAULT_PERSISTENCE = 0.01
 #: kind code of the positive (birth) cell of each homology dimension: H₀ max, H₁ bond, H₂ ring, H₃ cage
 _KIND_OF_DIM = (3, 2, 1, 0)
-_NAMES = {3: "max", 2: "bond", 1: "ring", 0: "cage"}
 #: grids above this many points take long (GUDHI stores (2N)³ cells): warn
 _LARGE = 4_000_000
 
@@ -87,7 +86,7 @@ class PersistenceDiagram:
             "ring": ess[2] + kept[1] + kept[2],
             "cage": ess[3] + kept[2],
         }
-        c["morse_sum"] = c["max"] - c["bond"] + c["ring"] - c["cage"]
+        c["morse_sum"] = morse_sum(c)
         return c
 
 
@@ -130,19 +129,18 @@ class CriticalCensus:
     @property
     def counts(self) -> dict:
         """Number of points per kind name."""
-        return {name: int(np.sum(self.kinds == k)) for k, name in _NAMES.items()}
+        return kind_counts(self.kinds)
 
     @property
     def morse_sum(self) -> int:
         """n_max − n_bond + n_ring − n_cage (0 by construction)."""
-        c = self.counts
-        return c["max"] - c["bond"] + c["ring"] - c["cage"]
+        return morse_sum(self.counts)
 
     def table(self) -> list[dict]:
         """Points as dicts (kind, value, position_frac, persistence, partner), highest value first."""
         return [
             {
-                "kind": _NAMES[int(k)],
+                "kind": KIND_NAMES[int(k)],
                 "value": float(v),
                 "position_frac": [float(x) for x in p],
                 "persistence": None if not np.isfinite(s) else float(s),
