@@ -67,8 +67,24 @@ def morse_sum(counts: dict) -> int:
     return counts["max"] - counts["bond"] + counts["ring"] - counts["cage"]
 
 
+class KindCounts:
+    """``counts`` and ``morse_sum`` of a set of critical points with a ``kinds`` array."""
+
+    kinds: np.ndarray
+
+    @property
+    def counts(self) -> dict:
+        """Number of points per kind name."""
+        return kind_counts(self.kinds)
+
+    @property
+    def morse_sum(self) -> int:
+        """n_max − n_bond + n_ring − n_cage (0 for a complete set on a 3-torus)."""
+        return morse_sum(self.counts)
+
+
 @dataclass(frozen=True)
-class CriticalPoints:
+class CriticalPoints(KindCounts):
     """Critical points of one periodic field.
 
     Attributes
@@ -107,16 +123,6 @@ class CriticalPoints:
     bond_translations: np.ndarray
     cell: np.ndarray | None = None
     cluster_edges: np.ndarray | None = None
-
-    @property
-    def counts(self) -> dict:
-        """Number of points per kind name."""
-        return kind_counts(self.kinds)
-
-    @property
-    def morse_sum(self) -> int:
-        """n_max − n_bond + n_ring − n_cage (0 for a complete set on a 3-torus)."""
-        return morse_sum(self.counts)
 
     def bonds(self) -> list[dict]:
         """Bond critical points as dicts (value, position_frac, attractors, translation)."""

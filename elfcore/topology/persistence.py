@@ -32,7 +32,7 @@ import numpy as np
 import xarray as xr
 
 from ..grid import validate_field
-from .critical import KIND_NAMES, kind_counts, morse_sum
+from .critical import KIND_NAMES, KindCounts, morse_sum
 from .mergetree import DEFAULT_PERSISTENCE
 
 __all__ = ["PersistenceDiagram", "CriticalCensus", "persistence_diagram", "critical_census", "DEFAULT_PERSISTENCE"]
@@ -91,8 +91,8 @@ class PersistenceDiagram:
 
 
 @dataclass(frozen=True)
-class CriticalCensus:
-    """Critical points that survive persistence simplification.
+class CriticalCensus(KindCounts):
+    """Critical points that survive persistence simplification (``counts``; ``morse_sum`` is 0 by construction).
 
     Attributes
     ----------
@@ -125,16 +125,6 @@ class CriticalCensus:
     refined: np.ndarray
     min_persistence: float
     diagram: PersistenceDiagram
-
-    @property
-    def counts(self) -> dict:
-        """Number of points per kind name."""
-        return kind_counts(self.kinds)
-
-    @property
-    def morse_sum(self) -> int:
-        """n_max − n_bond + n_ring − n_cage (0 by construction)."""
-        return morse_sum(self.counts)
 
     def table(self) -> list[dict]:
         """Points as dicts (kind, value, position_frac, persistence, partner), highest value first."""
