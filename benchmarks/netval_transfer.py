@@ -103,7 +103,7 @@ def main() -> None:
         res["train_seconds"][f"fluid+fold{k}"] = round(_train(model, fluid + half[k], args), 1)
         cv_cases += _score(model, half[1 - k], args)["cases"]
     res["crossval"] = {"cases": cv_cases, "families": _family_rows(cv_cases)}
-    extra = sorted(glob.glob(os.path.join(args.data, "*_train_sg*.nc")))
+    extra = sorted(glob.glob(os.path.join(args.data, "*_train*_sg*.nc")))
     if extra:
         model = os.path.join(args.out, "fluid_trainxtals.safetensors")
         res["train_seconds"]["fluid+train crystals"] = round(_train(model, fluid + extra, args), 1)

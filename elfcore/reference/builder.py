@@ -11,8 +11,9 @@ The dataset is a list of *case specs* (:func:`plan_cases`):
   0.74 Å, intermolecular contacts ≥ ``molecular_min_contact``; families
   ``cubic_molecular`` / ``hexagonal_molecular``): crystals whose local environments
   resemble the molecular fluid's.
-* ``cubic_train_sg{N}`` / ``hexagonal_train_sg{N}`` — more random atomic crystals
-  (other seeds, families ``cubic_train`` / ``hexagonal_train``, role ``"train"``):
+* ``cubic_train_sg{N}`` / ``hexagonal_train_sg{N}`` (and ``…_train2_sg{N}``, one set per
+  round) — more random atomic crystals (other seeds, families ``cubic_train`` /
+  ``hexagonal_train``, role ``"train"``):
   training data for models that should transfer to atomic crystals, disjoint from
   the test crystals above.
 
@@ -201,9 +202,12 @@ class ReferencePlan:
     molecular_min_contact : float
         Smallest H–H distance between different molecules, Å.
     train_cubic_groups, train_hexagonal_groups : tuple of int
-        Space groups of the atomic training crystals (seed ``crystal_seed +
-        train_seed_offset + N``; atoms cycled over ``train_crystal_atoms``, volumes over
-        ``crystal_volumes``).
+        Space groups of the atomic training crystals, one crystal each per round (seed
+        ``crystal_seed + r · train_seed_offset + N`` in round r; atoms cycled over
+        ``train_crystal_atoms``, volumes over ``crystal_volumes``).
+    train_rounds : int
+        Rounds of training crystals: round 1 is named ``<family>_train_sg<N>``, round
+        r ≥ 2 ``<family>_train<r>_sg<N>``.
     """
 
     fluids: tuple = DEFAULT_FLUIDS
@@ -231,6 +235,7 @@ class ReferencePlan:
     train_hexagonal_groups: tuple = HEXAGONAL_GROUPS[:10]
     train_crystal_atoms: tuple = (8, 12)
     train_seed_offset: int = 1000
+    train_rounds: int = 2
 
     def __post_init__(self) -> None:
         if self.n_snapshots < 1 or self.sample_interval_fs <= 0 or self.equilibration_fs < 0:
@@ -313,19 +318,18 @@ def plan_cases(plan: ReferencePlan = ReferencePlan()) -> list[CaseSpec]:
                 )
             )
     # atomic crystals: the test (transfer) set and the separate training set
-    atomic_sets = (
-        ("", "test", plan.cubic_groups, plan.hexagonal_groups, plan.crystal_atoms, 0),
-        ("_train", "train", plan.train_cubic_groups, plan.train_hexagonal_groups, plan.train_crystal_atoms,
-         plan.train_seed_offset),
-    )
-    for suffix, role, cubic, hexagonal, atoms, offset in atomic_sets:
+    atomic_sets = [("", "", "test", plan.cubic_groups, plan.hexagonal_groups, plan.crystal_atoms, 0)]
+    for r in range(1, plan.train_rounds + 1):
+        atomic_sets.append(("_train", "_train" if r == 1 else f"_train{r}", "train", plan.train_cubic_groups,
+                            plan.train_hexagonal_groups, plan.train_crystal_atoms, r * plan.train_seed_offset))
+    for family_suffix, suffix, role, cubic, hexagonal, atoms, offset in atomic_sets:
         i = 0
         for family, groups in (("cubic", cubic), ("hexagonal", hexagonal)):
             for sg in groups:
                 cases.append(
                     CaseSpec(
                         name=f"{family}{suffix}_sg{int(sg):03d}",
-                        family=f"{family}{suffix}",
+                        family=f"{family}{family_suffix}",
                         role=role,
                         space_group=int(sg),
                         n_atoms=atoms[i % len(atoms)],

@@ -28,6 +28,7 @@ def _tiny_plan():
         molecular_hexagonal=(),
         train_cubic_groups=(),
         train_hexagonal_groups=(),
+        train_rounds=0,
     )
 
 

@@ -104,7 +104,7 @@ def test_plan_cases_roles_and_steps():
     assert all(c.name.startswith(("cubic_h2_sg", "hexagonal_h2_sg")) and c.n_atoms % 2 == 0 for c in mol)
     assert not any(c.molecular for c in cases if c.family in ("fluid", "cubic", "hexagonal"))
     extra = [c for c in cases if c.family in ("cubic_train", "hexagonal_train")]
-    assert len(extra) == 20 and all(c.role == "train" and not c.molecular for c in extra)
+    assert len(extra) == 40 and all(c.role == "train" and not c.molecular for c in extra)
     test_seeds = {c.seed for c in cases if c.family in ("cubic", "hexagonal")}
     assert not test_seeds & {c.seed for c in extra}  # other structures than the test crystals
 
