@@ -231,10 +231,13 @@ class AppState(param.Parameterized):
 
     @staticmethod
     def _first_case(infos: list[CaseInfo]) -> str | None:
+        """The case shown first: the lowest-pressure fluid snapshot with a reference (the models' domain),
+        else the lowest-pressure case with a reference, else the first case."""
         if not infos:
             return None
         with_p = [i for i in infos if i.pressure_gpa is not None and i.has_reference]
-        return (with_p or infos)[0].key
+        fluid = [i for i in with_p if i.family == "fluid"]
+        return (fluid or with_p or infos)[0].key
 
     def _on_case(self) -> None:
         """Effect of a case change: atom lists follow the new structure."""

@@ -16,6 +16,19 @@ def test_cases_listed_and_first_selected(state):
     assert state.r_cut == 3.0 and state.l_max == 2
 
 
+def test_first_case_prefers_the_lowest_pressure_fluid():
+    from app.pipeline import CaseInfo
+
+    crystal = CaseInfo(key="x", label="x", pressure_gpa=-60.0, family="cubic_train", role="train")
+    fluid_hi = CaseInfo(key="f2", label="f2", pressure_gpa=120.0, family="fluid", role="test")
+    fluid_lo = CaseInfo(key="f1", label="f1", pressure_gpa=70.0, family="fluid", role="test")
+    no_ref = CaseInfo(key="u", label="u", pressure_gpa=10.0, family="fluid", has_reference=False)
+    assert AppState._first_case([no_ref, crystal, fluid_lo, fluid_hi]) == "f1"
+    assert AppState._first_case([no_ref, crystal]) == "x"
+    assert AppState._first_case([no_ref]) == "u"
+    assert AppState._first_case([]) is None
+
+
 def test_fields_present_and_residual_is_difference(state):
     fs = state.fields()
     assert fs.error == ""
