@@ -212,7 +212,8 @@ def _h2_molecule(seed: int):
 
 
 def intermolecular_distance(atoms, bond: float = H2_BOND, tol: float = 1e-3) -> float:
-    """Shortest H–H distance between different molecules (pairs at ``bond`` ± ``tol`` Å are molecules)."""
+    """Shortest H–H distance between different molecules, Å (pairs at ``bond`` ± ``tol`` are molecules; inf when
+    no other pair is within 3 Å)."""
     from ase.neighborlist import neighbor_list
 
     d = neighbor_list("d", atoms, 3.0)
