@@ -15,9 +15,10 @@ import time
 
 
 def _fmt(c: dict) -> str:
-    s = c["max"] - c["bond"] + c["ring"] - c["cage"]
-    return f"{c['max']}, {c['bond']}, {c['ring']}, {c['cage']} ({s:+d})" if s else \
-        f"{c['max']}, {c['bond']}, {c['ring']}, {c['cage']} (0)"
+    from elfcore.topology.critical import morse_sum
+
+    s = morse_sum(c)
+    return f"{c['max']}, {c['bond']}, {c['ring']}, {c['cage']} ({f'{s:+d}' if s else '0'})"
 
 
 def main() -> None:

@@ -70,6 +70,8 @@ log = logging.getLogger(__name__)
 #: default cancellation threshold of the critical-point census (field units; ELF ∈ [0, 1]): keeps one attractor
 #: per H₂ in the dense fluid
 DEFAULT_PERSISTENCE = 0.01
+#: largest grid the census runs on by default (GUDHI needs about 200 bytes per cell of the (2N)³-cell complex)
+DEFAULT_CENSUS_MAX_POINTS = 2_500_000
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ class TopologySettings:
     target_spacing: float = 0.05
     max_voxels: int = 4_000_000
     min_persistence: float = DEFAULT_PERSISTENCE
-    census_max_points: int = 2_500_000
+    census_max_points: int = DEFAULT_CENSUS_MAX_POINTS
 
     def __post_init__(self):
         if not np.isfinite(self.exclude_radius) or self.exclude_radius < 0:

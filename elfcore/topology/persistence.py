@@ -33,7 +33,7 @@ import xarray as xr
 
 from ..grid import validate_field
 from .critical import KIND_NAMES, KindCounts, morse_sum
-from .mergetree import DEFAULT_PERSISTENCE
+from .mergetree import DEFAULT_CENSUS_MAX_POINTS, DEFAULT_PERSISTENCE
 
 __all__ = ["PersistenceDiagram", "CriticalCensus", "persistence_diagram", "critical_census", "DEFAULT_PERSISTENCE"]
 
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 
 #: kind code of the positive (birth) cell of each homology dimension: H₀ max, H₁ bond, H₂ ring, H₃ cage
 _KIND_OF_DIM = (3, 2, 1, 0)
-#: grids above this many points take long (GUDHI stores (2N)³ cells): warn
-_LARGE = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -161,7 +159,7 @@ def persistence_diagram(field: xr.DataArray) -> PersistenceDiagram:
     if values.ndim != 3 or min(values.shape) < 2:
         raise ValueError(f"need a 3D grid with at least 2 points per axis, got shape {values.shape}")
     shape = tuple(int(n) for n in values.shape)
-    if values.size > _LARGE:
+    if values.size > DEFAULT_CENSUS_MAX_POINTS:
         log.warning("critical-point census of a %s grid: GUDHI stores %.0f M cells, expect minutes and GBs",
                     "×".join(map(str, shape)), 8 * values.size / 1e6)
     # superlevel filtration = sublevel filtration of −f; a cell enters at the max of its corners' −f
