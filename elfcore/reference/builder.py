@@ -203,11 +203,13 @@ class ReferencePlan:
         Smallest H–H distance between different molecules, Å.
     train_cubic_groups, train_hexagonal_groups : tuple of int
         Space groups of the atomic training crystals, one crystal each per round (seed
-        ``crystal_seed + r · train_seed_offset + N`` in round r; atoms cycled over
-        ``train_crystal_atoms``, volumes over ``crystal_volumes``).
-    train_rounds : int
-        Rounds of training crystals: round 1 is named ``<family>_train_sg<N>``, round
-        r ≥ 2 ``<family>_train<r>_sg<N>``.
+        ``crystal_seed + r · train_seed_offset + N`` in round r; volumes cycled over
+        ``crystal_volumes``).
+    train_round_atoms : tuple of tuple of int
+        One entry per round of training crystals: the atoms per conventional cell,
+        cycled over that round's crystals. Round 1 is named ``<family>_train_sg<N>``,
+        round r ≥ 2 ``<family>_train<r>_sg<N>``. Rounds 1–2 have the small cells (8, 12
+        atoms), rounds 3–4 the larger ones of the test set (16, 24 atoms).
     """
 
     fluids: tuple = DEFAULT_FLUIDS
@@ -233,16 +235,15 @@ class ReferencePlan:
     molecular_min_contact: float = 1.0
     train_cubic_groups: tuple = CUBIC_GROUPS[:10]
     train_hexagonal_groups: tuple = HEXAGONAL_GROUPS[:10]
-    train_crystal_atoms: tuple = (8, 12)
     train_seed_offset: int = 1000
-    train_rounds: int = 2
+    train_round_atoms: tuple = ((8, 12), (8, 12), (16, 24), (16, 24))
 
     def __post_init__(self) -> None:
         if self.n_snapshots < 1 or self.sample_interval_fs <= 0 or self.equilibration_fs < 0:
             raise ValueError("need n_snapshots >= 1, sample_interval_fs > 0, equilibration_fs >= 0")
         if not 0 < self.production_timestep_fs <= 5:
             raise ValueError(f"production_timestep_fs must be in (0, 5], got {self.production_timestep_fs}")
-        for n in self.crystal_atoms:
+        for n in (*self.crystal_atoms, *(n for r in self.train_round_atoms for n in r)):
             if n < 2 or n % 2:
                 raise ValueError(f"crystal_atoms must be even and >= 2, got {n}")
 
@@ -319,9 +320,9 @@ def plan_cases(plan: ReferencePlan = ReferencePlan()) -> list[CaseSpec]:
             )
     # atomic crystals: the test (transfer) set and the separate training set
     atomic_sets = [("", "", "test", plan.cubic_groups, plan.hexagonal_groups, plan.crystal_atoms, 0)]
-    for r in range(1, plan.train_rounds + 1):
+    for r, atoms in enumerate(plan.train_round_atoms, start=1):
         atomic_sets.append(("_train", "_train" if r == 1 else f"_train{r}", "train", plan.train_cubic_groups,
-                            plan.train_hexagonal_groups, plan.train_crystal_atoms, r * plan.train_seed_offset))
+                            plan.train_hexagonal_groups, atoms, r * plan.train_seed_offset))
     for family_suffix, suffix, role, cubic, hexagonal, atoms, offset in atomic_sets:
         i = 0
         for family, groups in (("cubic", cubic), ("hexagonal", hexagonal)):

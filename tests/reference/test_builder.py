@@ -28,7 +28,7 @@ def _tiny_plan():
         molecular_hexagonal=(),
         train_cubic_groups=(),
         train_hexagonal_groups=(),
-        train_rounds=0,
+        train_round_atoms=(),
     )
 
 
