@@ -104,7 +104,11 @@ def test_plan_cases_roles_and_steps():
     assert all(c.name.startswith(("cubic_h2_sg", "hexagonal_h2_sg")) and c.n_atoms % 2 == 0 for c in mol)
     assert not any(c.molecular for c in cases if c.family in ("fluid", "cubic", "hexagonal"))
     extra = [c for c in cases if c.family in ("cubic_train", "hexagonal_train")]
-    assert len(extra) == 40 and all(c.role == "train" and not c.molecular for c in extra)
+    assert len(extra) == 80 and all(c.role == "train" and not c.molecular for c in extra)
+    # rounds 1-2: small cells; rounds 3-4: the test set's larger cells
+    assert {c.n_atoms for c in extra if "_train3_" in c.name or "_train4_" in c.name} == {16, 24}
+    assert {c.n_atoms for c in extra if "_train_" in c.name or "_train2_" in c.name} == {8, 12}
+    assert len({c.seed for c in extra}) == len(extra)
     test_seeds = {c.seed for c in cases if c.family in ("cubic", "hexagonal")}
     assert not test_seeds & {c.seed for c in extra}  # other structures than the test crystals
 
@@ -114,6 +118,8 @@ def test_plan_rejects_bad_protocol():
         builder.ReferencePlan(production_timestep_fs=0)
     with pytest.raises(ValueError):
         builder.ReferencePlan(n_snapshots=0)
+    with pytest.raises(ValueError, match="crystal_atoms"):
+        builder.ReferencePlan(train_round_atoms=((8, 11),))
 
 
 def test_md_input_text_is_deterministic():
