@@ -8,6 +8,12 @@ the full paper protocol; :data:`ZOO_SCHEDULE` states the schedule of the others.
 
 A model can be named on the command line as a path or as a zoo spec string
 ``"zoo:rcut=3.0,lmax=2"`` (:func:`parse_spec`, :func:`resolve_model`).
+
+Besides the zoo (trained on fluid snapshots only, the paper's protocol) one more
+model is shipped: :data:`CRYSTAL_MODEL`, ``"zoo:crystals"``, a 3-MLP ensemble at the
+baseline descriptor trained on the fluid snapshots plus 80 random atomic training
+crystals; use it for crystalline or atomic (non-molecular) hydrogen, where the fluid
+models are out of their domain.
 """
 from __future__ import annotations
 
@@ -42,6 +48,8 @@ __all__ = [
     "resolve_model",
     "zoo_entries",
     "build_zoo",
+    "CRYSTAL_MODEL",
+    "CRYSTAL_SPEC",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,6 +81,11 @@ ZOO_SCHEDULE: dict[str, dict[str, Any]] = {
 
 #: weights precision of zoo files (float16 keeps each file ≤ ~110 kB)
 ZOO_WEIGHTS_DTYPE = "float16"
+
+#: file (in the zoo directory) of the model trained on fluid + atomic training crystals
+CRYSTAL_MODEL = "elf_mlp_fluid_crystals.safetensors"
+#: spec string that names it (:func:`resolve_model`)
+CRYSTAL_SPEC = "zoo:crystals"
 
 _SPEC = re.compile(r"^zoo:(.*)$")
 
@@ -170,7 +183,13 @@ def parse_spec(spec: str) -> tuple[float, int]:
 def resolve_model(
     model: str | os.PathLike, *, directory: str | os.PathLike | None = None, device: str | torch.device = "cpu"
 ) -> MLP | Ensemble:
-    """Load a model named by a file path or a zoo spec (``"zoo:rcut=3.0,lmax=2"``)."""
+    """Load a model named by a file path or a zoo spec (``"zoo:rcut=3.0,lmax=2"``, or
+    ``"zoo:crystals"`` for :data:`CRYSTAL_MODEL`)."""
+    if isinstance(model, str) and model.replace(" ", "") == CRYSTAL_SPEC:
+        path = Path(directory or default_zoo_dir()) / CRYSTAL_MODEL
+        if not path.exists():
+            raise ElfcoreError(f"{CRYSTAL_MODEL} is missing in {path.parent}; see assets/README.md to rebuild it")
+        return load_model(path, device=device)
     if isinstance(model, str) and model.startswith("zoo:"):
         return load_zoo_model(*parse_spec(model), directory=directory, device=device)
     return load_model(model, device=device)

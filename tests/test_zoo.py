@@ -99,3 +99,37 @@ def test_shipped_models_load_and_are_small(entry):
     x = torch.zeros(2, m.n_features)
     y = m(x)
     assert torch.all((y >= 0) & (y <= 1))
+
+
+def test_crystal_model_missing_has_clear_error(tmp_path):
+    with pytest.raises(ElfcoreError, match="elf_mlp_fluid_crystals"):
+        Z.resolve_model("zoo:crystals", directory=tmp_path)
+
+
+@pytest.mark.skipif(not (Z.default_zoo_dir() / Z.CRYSTAL_MODEL).exists(), reason="crystal model not shipped")
+def test_crystal_model_transfers_to_an_atomic_test_crystal():
+    """On a random atomic test crystal (not in its training data) the crystal model's
+    ELF is far closer to DFT than the fluid-only baseline's (MAE 0.045 vs 0.28)."""
+    import numpy as np
+
+    from elfcore.grid import case_atoms, case_field
+    from elfcore.io import read_case
+    from elfcore.models import read_header
+    from elfcore.predict import predict_field
+
+    path = Z.default_zoo_dir().parent / "data" / "cubic_sg207.nc"
+    if not path.exists():
+        pytest.skip("shipped test crystal missing")
+    model = Z.resolve_model("zoo:crystals")
+    names = {c["name"] for c in read_header(Z.default_zoo_dir() / Z.CRYSTAL_MODEL)["training"]["training_cases"]}
+    assert "cubic_sg207" not in names and any("_train4_" in n for n in names)
+    ds = read_case(path)
+    ref = case_field(ds, "elf_ref")
+    mae = {}
+    for spec in ("zoo:crystals", "zoo:rcut=3.0,lmax=2"):
+        out = predict_field(case_atoms(ds), Z.resolve_model(spec), shape=ref.shape, device="cpu", progress=False)
+        pred = out[0] if isinstance(out, tuple) else out
+        mae[spec] = float(np.abs(pred.values - ref.values).mean())
+    assert mae["zoo:crystals"] < 0.07
+    assert mae["zoo:crystals"] < 0.3 * mae["zoo:rcut=3.0,lmax=2"]
+    assert model.descriptor_settings == Z.zoo_settings(*Z.BASELINE)
