@@ -40,6 +40,7 @@ def controls(state: AppState) -> dict[str, pn.viewable.Viewable]:
         "view_field": pn.widgets.RadioButtonGroup.from_param(state.param.view_field, name="ELF shown"),
         "r_cut": pn.widgets.DiscreteSlider.from_param(state.param.r_cut, name="r_cut (Å)"),
         "l_max": pn.widgets.DiscreteSlider.from_param(state.param.l_max, name="l_max"),
+        "training": pn.widgets.RadioButtonGroup.from_param(state.param.training, name="Model trained on"),
         "n_shells": pn.widgets.IntSlider.from_param(state.param.n_shells, name="k-shells (0 = no correction)"),
         "k_max": pn.widgets.FloatSlider.from_param(state.param.k_max, name="k_max (Å⁻¹, 0 = no correction)"),
         "k_basis": pn.widgets.RadioButtonGroup.from_param(state.param.k_basis, name="k-basis by"),
@@ -146,7 +147,9 @@ def build_session(state: AppState | None = None) -> Session:
         ),
         w["upload"],
         pn.pane.Markdown("### Model and correction"),
-        w["r_cut"], w["l_max"],
+        pn.pane.Markdown("Trained on the fluid (zoo, paper protocol) or on fluid + atomic crystals (for "
+                         "crystalline / atomic H; r_cut 3.0 Å, l_max 2):", margin=(0, 10)),
+        w["training"], w["r_cut"], w["l_max"],
         pn.pane.Markdown("k-space correction: truncate the basis by number of shells or by k_max (the slider "
                          "moved last decides):", margin=(0, 10)),
         w["k_basis"], w["n_shells"], w["k_max"],

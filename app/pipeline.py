@@ -224,8 +224,17 @@ class ElfcoreEngine:
             return sorted(float(r) for r in zoo.ZOO_R_CUT), sorted(int(l) for l in zoo.ZOO_L_MAX)
         return sorted({float(r["r_cut"]) for r in rows}), sorted({int(r["l_max"]) for r in rows})
 
-    def predict(self, atoms, r_cut: float, l_max: int, shape: tuple[int, int, int]):
+    def has_crystal_model(self) -> bool:
+        """Whether the model trained on fluid + atomic crystals (``zoo:crystals``) is shipped."""
+        zoo = _need("elfcore.zoo", "the model zoo")
+        return (zoo.default_zoo_dir() / zoo.CRYSTAL_MODEL).exists()
+
+    def predict(self, atoms, r_cut: float, l_max: int, shape: tuple[int, int, int], training: str = "fluid"):
         """Predicted ELF (and ensemble stdev or ``None``) of ``atoms`` on ``shape``.
+
+        ``training = "fluid"`` takes the zoo model of (r_cut, l_max), trained on fluid
+        snapshots; ``"crystals"`` the model trained on fluid + atomic crystals, which
+        exists at the baseline descriptor (r_cut 3.0 Å, l_max 2) only.
 
         Returns
         -------
@@ -234,7 +243,16 @@ class ElfcoreEngine:
         """
         zoo = _need("elfcore.zoo", "the model zoo")
         predict = _need("elfcore.predict", "prediction")
-        model = zoo.load_zoo_model(r_cut, l_max)
+        if training == "crystals":
+            if (float(r_cut), int(l_max)) != zoo.BASELINE:
+                raise ElfcoreError(
+                    f"the fluid + crystals model exists at r_cut {zoo.BASELINE[0]} Å, l_max {zoo.BASELINE[1]} only"
+                )
+            model = zoo.resolve_model(zoo.CRYSTAL_SPEC)
+        elif training == "fluid":
+            model = zoo.load_zoo_model(r_cut, l_max)
+        else:
+            raise ElfcoreError(f"unknown training set {training!r}; use 'fluid' or 'crystals'")
         out = predict.predict_field(atoms, model, shape=tuple(shape), device=self.device, progress=False)
         if isinstance(out, tuple):
             return out[0], out[1]
@@ -394,18 +412,19 @@ class Pipeline:
         lengths = np.linalg.norm(np.asarray(ds["cell"].values), axis=1)
         return tuple(int(min(max_points, max(8, np.ceil(length / spacing)))) for length in lengths)
 
-    def prediction(self, key: str, r_cut: float, l_max: int, squeeze: float = 1.0):
-        """Cached ``(mean, std or None)`` prediction for the settings."""
-        k = ("pred", key, float(r_cut), int(l_max), round(float(squeeze), 4))
+    def prediction(self, key: str, r_cut: float, l_max: int, squeeze: float = 1.0, training: str = "fluid"):
+        """Cached ``(mean, std or None)`` prediction for the settings (``training``: see
+        :meth:`ElfcoreEngine.predict`)."""
+        k = ("pred", key, float(r_cut), int(l_max), round(float(squeeze), 4), training)
 
         def compute():
             atoms = self.structure(key, squeeze)
-            return self.engine.predict(atoms, float(r_cut), int(l_max), self.grid_shape(key))
+            return self.engine.predict(atoms, float(r_cut), int(l_max), self.grid_shape(key), training=training)
 
         return self.cache.get(k, compute)
 
     def corrected(
-        self, key: str, r_cut: float, l_max: int, n_shells: int, *, k_max: float = 0.0
+        self, key: str, r_cut: float, l_max: int, n_shells: int, *, k_max: float = 0.0, training: str = "fluid"
     ) -> xr.DataArray | None:
         """Cached oracle-corrected prediction.
 
@@ -417,27 +436,28 @@ class Pipeline:
         if ref is None or (int(n_shells) <= 0 and k_max <= 0):
             return None
         if k_max > 0:
-            k = ("corr", key, float(r_cut), int(l_max), "k_max", k_max)
+            k = ("corr", key, float(r_cut), int(l_max), training, "k_max", k_max)
         else:
-            k = ("corr", key, float(r_cut), int(l_max), int(n_shells))
-        pred, _ = self.prediction(key, r_cut, l_max)
+            k = ("corr", key, float(r_cut), int(l_max), training, int(n_shells))
+        pred, _ = self.prediction(key, r_cut, l_max, training=training)
         if k_max > 0:
             return self.cache.get(k, lambda: self.engine.correct(pred, ref, 0, k_max=k_max))
         return self.cache.get(k, lambda: self.engine.correct(pred, ref, int(n_shells)))
 
     def metrics(
-        self, key: str, r_cut: float, l_max: int, n_shells: int, *, k_max: float = 0.0
+        self, key: str, r_cut: float, l_max: int, n_shells: int, *, k_max: float = 0.0, training: str = "fluid"
     ) -> dict[str, dict[str, float]]:
         """``{"before": {...}, "after": {...} or absent}`` MAE/RMSE/R² against the reference."""
         ref = self.reference(key)
         if ref is None:
             return {}
-        pred, _ = self.prediction(key, r_cut, l_max)
-        out = {"before": self.cache.get(("m", key, r_cut, l_max), lambda: self.engine.metrics(pred, ref))}
-        corr = self.corrected(key, r_cut, l_max, n_shells, k_max=k_max)
+        pred, _ = self.prediction(key, r_cut, l_max, training=training)
+        out = {"before": self.cache.get(("m", key, r_cut, l_max, training), lambda: self.engine.metrics(pred, ref))}
+        corr = self.corrected(key, r_cut, l_max, n_shells, k_max=k_max, training=training)
         if corr is not None:
             out["after"] = self.cache.get(
-                ("m", key, r_cut, l_max, n_shells, round(float(k_max), 4)), lambda: self.engine.metrics(corr, ref)
+                ("m", key, r_cut, l_max, training, n_shells, round(float(k_max), 4)),
+                lambda: self.engine.metrics(corr, ref),
             )
         return out
 

@@ -45,6 +45,8 @@ _VASP_NAMES = ("ELFCAR", "CHGCAR", "POSCAR", "CONTCAR", "LOCPOT", "PARCHG")
 
 #: How the k-basis is truncated.
 K_BASES = ("shells", "k_max")
+#: Training data of the model: fluid snapshots (the zoo) or fluid + atomic crystals (``zoo:crystals``).
+TRAINING_SETS = ("fluid", "crystals")
 #: Where the line-scan end points come from.
 LINE_SOURCES = ("atoms", "points")
 
@@ -152,6 +154,11 @@ class AppState(param.Parameterized):
     view_field = param.Selector(default="prediction", objects=list(FIELD_KINDS), doc="ELF drawn in 3D and in the slice")
     r_cut = param.Selector(default=3.0, objects=list(DEFAULT_R_CUTS), doc="descriptor cutoff r_cut of the zoo model, Å")
     l_max = param.Selector(default=2, objects=list(DEFAULT_L_MAXS), doc="angular order l_max of the zoo model")
+    training = param.Selector(
+        default="fluid", objects=list(TRAINING_SETS),
+        doc="training data of the model: the fluid snapshots (zoo, paper protocol) or fluid + 80 atomic crystals "
+        "(r_cut 3.0 Å, l_max 2 only; for atomic or crystalline hydrogen)",
+    )
     n_shells = param.Integer(default=0, bounds=(0, 8), doc="k-space correction: reciprocal shells (0 = none)")
     k_max = param.Number(
         default=0.0, bounds=(0.0, 4.0), step=0.05, doc="k-space correction: keep |G| ≤ k_max, Å⁻¹ (0 = none)"
@@ -197,6 +204,8 @@ class AppState(param.Parameterized):
             self.case = params["case"]
         self._on_case()
         self.param.watch(lambda *_: self._on_case(), "case")
+        self.param.watch(lambda *_: self._on_training(), "training")
+        self.param.watch(lambda *_: self._on_descriptor(), ["r_cut", "l_max"])
         self.param.watch(lambda *_: setattr(self, "k_basis", "shells"), "n_shells")
         self.param.watch(lambda *_: setattr(self, "k_basis", "k_max"), "k_max")
         self.param.watch(lambda *_: setattr(self, "line_source", "atoms"), ["line_atom_1", "line_atom_2"])
@@ -208,6 +217,11 @@ class AppState(param.Parameterized):
         except ElfcoreError as exc:
             self.message = str(exc)
             return
+        try:
+            crystals = self.pipeline.engine.has_crystal_model()
+        except ElfcoreError:
+            crystals = False
+        self.param.training.objects = list(TRAINING_SETS) if crystals else ["fluid"]
         if r_cuts and l_maxs:
             self.param.r_cut.objects = list(r_cuts)
             self.param.l_max.objects = list(l_maxs)
@@ -215,6 +229,18 @@ class AppState(param.Parameterized):
                 self.r_cut = 3.0 if 3.0 in r_cuts else r_cuts[len(r_cuts) // 2]
             if self.l_max not in l_maxs:
                 self.l_max = 2 if 2 in l_maxs else l_maxs[0]
+
+    def _on_training(self) -> None:
+        """The crystal model exists at the baseline descriptor only: move the sliders there."""
+        if self.training == "crystals":
+            self.param.update(r_cut=3.0, l_max=2)
+            self.message = "Model trained on fluid + 80 atomic crystals (r_cut 3.0 Å, l_max 2)."
+
+    def _on_descriptor(self) -> None:
+        """Other descriptor settings than the baseline exist in the fluid zoo only."""
+        if self.training == "crystals" and (self.r_cut, self.l_max) != (3.0, 2):
+            self.training = "fluid"
+            self.message = "Other r_cut / l_max: back to the fluid-trained zoo model."
 
     def _refresh_cases(self) -> None:
         bundled = sorted(
@@ -373,7 +399,7 @@ class AppState(param.Parameterized):
         return p
 
     # ---------------------------------------------------------------- derived
-    @param.depends("case", "r_cut", "l_max", "n_shells", "k_max", "k_basis", "squeeze")
+    @param.depends("case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze")
     def fields(self) -> FieldSet:
         """All fields for the current choices (cached per setting)."""
         if self.case is None:
@@ -382,7 +408,7 @@ class AppState(param.Parameterized):
         squeezed = abs(self.squeeze - 1.0) > 1e-9
         try:
             atoms = p.structure(self.case, self.squeeze)
-            pred, std = p.prediction(self.case, self.r_cut, self.l_max, self.squeeze)
+            pred, std = p.prediction(self.case, self.r_cut, self.l_max, self.squeeze, training=self.training)
         except ElfcoreError as exc:
             ref = None if squeezed else p.reference(self.case)
             return FieldSet(reference=ref, atoms=p.structure(self.case), error=f"No prediction: {exc}")
@@ -393,11 +419,11 @@ class AppState(param.Parameterized):
             return FieldSet(prediction=pred, std=std, atoms=atoms)
         n_shells, k_max = self.k_args()
         try:
-            corr = p.corrected(self.case, self.r_cut, self.l_max, n_shells, k_max=k_max)
+            corr = p.corrected(self.case, self.r_cut, self.l_max, n_shells, k_max=k_max, training=self.training)
         except ElfcoreError as exc:
             corr = None
             self.message = f"No k-correction: {exc}"
-        key = (self.case, self.r_cut, self.l_max)
+        key = (self.case, self.r_cut, self.l_max, self.training)
         res = p.cache.get(("res",) + key, lambda: _difference(pred, ref, "residual"))
         res_c = None
         if corr is not None:
@@ -417,7 +443,7 @@ class AppState(param.Parameterized):
                 return kind
         return self.view_field
 
-    @param.depends("case", "r_cut", "l_max", "n_shells", "k_max", "k_basis", "squeeze")
+    @param.depends("case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze")
     def metrics(self) -> dict:
         """MAE/RMSE/R² before/after correction and φ/molecularity of reference, prediction and correction."""
         fs = self.fields()
@@ -430,13 +456,14 @@ class AppState(param.Parameterized):
         n_shells, k_max = self.k_args()
         if fs.reference is not None and fs.prediction is not None:
             try:
-                out["errors"] = p.metrics(self.case, self.r_cut, self.l_max, n_shells, k_max=k_max)
+                out["errors"] = p.metrics(self.case, self.r_cut, self.l_max, n_shells, k_max=k_max,
+                                          training=self.training)
             except ElfcoreError as exc:
                 out["note"] = f"No metrics: {exc}"
         keys = {
             "reference": (self.case, "ref"),
-            "prediction": (self.case, "pred", self.r_cut, self.l_max, round(self.squeeze, 4)),
-            "corrected": (self.case, "corr", self.r_cut, self.l_max, n_shells, k_max),
+            "prediction": (self.case, "pred", self.r_cut, self.l_max, self.training, round(self.squeeze, 4)),
+            "corrected": (self.case, "corr", self.r_cut, self.l_max, self.training, n_shells, k_max),
         }
         for kind, k in keys.items():
             fld = fs.get(kind)
@@ -450,7 +477,7 @@ class AppState(param.Parameterized):
         return out
 
     @param.depends(
-        "case", "r_cut", "l_max", "n_shells", "k_max", "k_basis", "squeeze", "view_field", "slice_mode",
+        "case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze", "view_field", "slice_mode",
         "slice_position", "plane_atom_1", "plane_atom_2", "plane_atom_3", "near_plane",
     )
     def slice_data(self) -> SliceData | str:
@@ -507,7 +534,7 @@ class AppState(param.Parameterized):
         )
 
     @param.depends(
-        "case", "r_cut", "l_max", "n_shells", "k_max", "k_basis", "squeeze", "line_atom_1", "line_atom_2",
+        "case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze", "line_atom_1", "line_atom_2",
         "line_source", "line_start", "line_end",
     )
     def line_data(self) -> LineData | str:
@@ -588,7 +615,8 @@ class AppState(param.Parameterized):
         stem = Path(self.case_label()).stem.split(" ")[0].replace("upload:", "upload")
         n_shells, k_max = self.k_args()
         k_tag = f"_k{n_shells}" if n_shells else f"_kmax{k_max:g}"
-        name = f"{stem}_{kind}_r{self.r_cut:g}_l{self.l_max}{k_tag if kind == 'corrected' else ''}{suffix}"
+        t_tag = "_crystals" if self.training == "crystals" and kind != "reference" else ""
+        name = f"{stem}_{kind}_r{self.r_cut:g}_l{self.l_max}{t_tag}{k_tag if kind == 'corrected' else ''}{suffix}"
         with tempfile.TemporaryDirectory(prefix="elfcore-export-") as tmp:
             path = os.path.join(tmp, name)
             write_field(fld, path)

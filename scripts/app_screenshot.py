@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--k-shells", type=int, default=0, help="move the k-shells slider to this value first")
     ap.add_argument("--residual", action="store_true", help="tick 'Residual isosurfaces'")
+    ap.add_argument("--training", choices=["fluid", "crystals"], default="fluid",
+                    help="the model's training data ('crystals': fluid + atomic crystals)")
     ap.add_argument("--width", type=int, default=1500)
     ap.add_argument("--height", type=int, default=1720, help="tall enough for the whole page (its main area scrolls)")
     ap.add_argument("--max-width", type=int, default=1400, help="the saved PNG is at most this wide")
@@ -140,6 +142,15 @@ def main(argv: list[str] | None = None) -> int:
             page = browser.new_page(viewport={"width": args.width, "height": args.height})
             page.goto(f"http://127.0.0.1:{port}/main", timeout=args.timeout * 1000)
             _wait_drawn(page, args.timeout)
+            if args.training != "fluid":
+                before = page.locator(".elf-metrics").first.evaluate(_DEEP_TEXT, timeout=60_000)
+                page.locator(".elf-training button", has_text=args.training).first.click()
+                _wait_text(page, ".elf-message", "atomic crystals", args.timeout)
+                deadline = time.time() + args.timeout
+                while page.locator(".elf-metrics").first.evaluate(_DEEP_TEXT, timeout=60_000) == before:
+                    if time.time() > deadline:
+                        raise SystemExit("the metrics did not change after switching the training set")
+                    time.sleep(1)
             if args.k_shells:
                 handle = page.locator(".elf-n-shells .noUi-handle").first
                 for _ in range(args.k_shells):

@@ -8,7 +8,7 @@ import param
 
 __all__ = ["metrics_markdown", "metrics_pane", "METRIC_DEPS"]
 
-METRIC_DEPS = ("case", "r_cut", "l_max", "n_shells", "k_max", "k_basis", "squeeze")
+METRIC_DEPS = ("case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze")
 
 
 def _fmt(x, digits: int = 4) -> str:

@@ -225,7 +225,7 @@ class Viewer3D(pn.viewable.Viewer):
             self.update()
         state.param.watch(
             lambda *_: self.update(),
-            ["case", "r_cut", "l_max", "n_shells", "k_max", "k_basis", "squeeze", "view_field", "iso", "show_residual",
+            ["case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze", "view_field", "iso", "show_residual",
              "residual_iso", "show_atoms", "show_cell"],
         )
 

@@ -47,9 +47,12 @@ class StandInEngine(ElfcoreEngine):
     def zoo_axes(self):
         return [2.0, 3.0], [1, 2]
 
-    def predict(self, atoms, r_cut, l_max, shape):
+    def has_crystal_model(self):
+        return True
+
+    def predict(self, atoms, r_cut, l_max, shape, training="fluid"):
         self.calls["predict"] += 1
-        width = 0.30 + 0.05 * r_cut + 0.02 * l_max
+        width = 0.30 + 0.05 * r_cut + 0.02 * l_max + (0.03 if training == "crystals" else 0.0)
         mean = field_from_atoms(gaussian_elf(atoms, shape, width), atoms, name="elf")
         std = field_from_atoms(np.full(shape, 0.02), atoms, name="elf_std")
         return mean, std

@@ -55,3 +55,27 @@ def test_metrics_and_k_correction_on_dft_data(shipped_state):
         assert kind in m["topology"]
     sd = shipped_state.slice_data()
     assert np.isfinite(sd.residual).all() and np.abs(sd.residual).max() < 1.0
+
+
+def test_crystal_model_on_a_shipped_crystal():
+    """On an atomic test crystal the fluid + crystals model is far closer to DFT than the fluid zoo."""
+    from elfcore.errors import ElfcoreError
+
+    from app.state import AppState
+
+    s = AppState(pipeline=Pipeline(data_dir=DATA_DIR))
+    if "crystals" not in s.param.training.objects:
+        pytest.skip("crystal model not shipped")
+    key = next((k for k in s.param.case.objects if s.pipeline.case(k).attrs.get("name") == "cubic_sg207"), None)
+    if key is None:
+        pytest.skip("cubic_sg207 not shipped")
+    s.case = key
+    r2 = {}
+    for training in ("fluid", "crystals"):
+        s.training = training
+        r2[training] = s.metrics()["errors"]["before"]["r2"]
+    assert r2["crystals"] > 0.8 and r2["fluid"] < 0.5, r2
+    with pytest.raises(ElfcoreError, match="r_cut 3.0"):
+        s.pipeline.engine.predict(s.pipeline.structure(key), 2.0, 2, (8, 8, 8), training="crystals")
+    with pytest.raises(ElfcoreError, match="unknown training"):
+        s.pipeline.engine.predict(s.pipeline.structure(key), 3.0, 2, (8, 8, 8), training="md")

@@ -58,6 +58,29 @@ def test_predictions_cached_per_model(state):
     assert not np.allclose(a.values, b.values)
 
 
+def test_training_set_switch(state):
+    """The crystal model exists at r_cut 3.0 / l_max 2 only: choosing it moves the sliders
+    there, and moving them away goes back to the fluid zoo; predictions are cached per set."""
+    assert state.param.training.objects == ["fluid", "crystals"] and state.training == "fluid"
+    eng = state.pipeline.engine
+    state.r_cut = 2.0
+    state.fields()
+    state.training = "crystals"
+    assert (state.r_cut, state.l_max) == (3.0, 2) and "crystals" in state.message
+    n0 = eng.calls["predict"]
+    crystal = state.fields().prediction
+    assert eng.calls["predict"] == n0 + 1
+    state.training = "fluid"
+    fluid = state.fields().prediction
+    assert not np.allclose(crystal.values, fluid.values)
+    state.training = "crystals"
+    state.fields()
+    assert eng.calls["predict"] == n0 + 2  # cached
+    assert "crystals" in state.export_field("prediction", ".nc")[0]
+    state.l_max = 1
+    assert state.training == "fluid" and "fluid" in state.message
+
+
 def test_slice_follows_position_and_axis(state):
     s1 = state.slice_data()
     assert isinstance(s1, SliceData)
