@@ -232,9 +232,10 @@ class AppState(param.Parameterized):
 
     def _on_training(self) -> None:
         """The crystal model exists at the baseline descriptor only: move the sliders there."""
-        if self.training == "crystals":
+        if self.training == "crystals" and (self.r_cut, self.l_max) != (3.0, 2):
             self.param.update(r_cut=3.0, l_max=2)
-            self.message = "Model trained on fluid + 80 atomic crystals (r_cut 3.0 Å, l_max 2)."
+            self.message = ("The model trained on fluid + atomic crystals exists at r_cut 3.0 Å, l_max 2: "
+                            "sliders moved there.")
 
     def _on_descriptor(self) -> None:
         """Other descriptor settings than the baseline exist in the fluid zoo only."""

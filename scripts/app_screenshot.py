@@ -145,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
             if args.training != "fluid":
                 before = page.locator(".elf-metrics").first.evaluate(_DEEP_TEXT, timeout=60_000)
                 page.locator(".elf-training button", has_text=args.training).first.click()
-                _wait_text(page, ".elf-message", "atomic crystals", args.timeout)
                 deadline = time.time() + args.timeout
                 while page.locator(".elf-metrics").first.evaluate(_DEEP_TEXT, timeout=60_000) == before:
                     if time.time() > deadline:

@@ -65,6 +65,12 @@ def served(tmp_path_factory):
         )
         structures.append(atoms)
     make_test_zoo(zoo, structures[0])
+    # a stand-in for the fluid + crystals model: other random weights at the baseline descriptor
+    from elfcore import zoo as elf_zoo
+
+    (base / "zoo_crystals").mkdir(exist_ok=True)
+    make_test_zoo(base / "zoo_crystals", structures[0], pairs=(elf_zoo.BASELINE,), seed=8)
+    (base / "zoo_crystals" / elf_zoo.ZOO[elf_zoo.BASELINE]).rename(zoo / elf_zoo.CRYSTAL_MODEL)
     port = _free_port()
     env = dict(os.environ, ELFCORE_DATA_DIR=str(data), ELFCORE_ZOO_DIR=str(zoo), OMP_NUM_THREADS="1",
                PYTHONPATH=str(ROOT))
@@ -289,6 +295,14 @@ def test_k_max_slider_changes_metrics(page):
     while "k-corrected (1 shell)" not in text_of(page, ".elf-metrics"):
         assert time.time() < deadline, "the metrics did not follow the k-shells slider back"
         time.sleep(0.5)
+
+
+def test_training_set_buttons_change_the_prediction(page):
+    before = text_of(page, ".elf-metrics")
+    page.locator(".elf-training button", has_text="crystals").first.click()
+    after = text_changed(page, ".elf-metrics", before, timeout_s=180)
+    page.locator(".elf-training button", has_text="fluid").first.click()
+    text_changed(page, ".elf-metrics", after, timeout_s=180)
 
 
 def test_model_sliders_change_every_view(page):
