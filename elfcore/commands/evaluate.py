@@ -15,7 +15,9 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="model file or zoo spec, e.g. zoo:rcut=3.0,lmax=2")
+    parser.add_argument("model", metavar="MODEL",
+                        help="model file or zoo spec, e.g. zoo:rcut=3.0,lmax=2 (fluid zoo) or zoo:crystals "
+                        "(fluid + atomic crystals)")
     add_data_arguments(parser)
     parser.add_argument("--voxels", type=int, default=150_000,
                         help="random voxels per case (paper: 150000; 0 = every voxel)")

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("structure", metavar="STRUCTURE", help="periodic structure file")
     parser.add_argument("--model", default="zoo:rcut=3.0,lmax=2",
-                        help="model file or zoo spec (default zoo:rcut=3.0,lmax=2)")
+                        help="model file or zoo spec (default zoo:rcut=3.0,lmax=2; zoo:crystals for atomic or "
+                        "crystalline H)")
     grid = parser.add_mutually_exclusive_group()
     grid.add_argument("--grid", default=None, help="grid points: N or Na,Nb,Nc")
     grid.add_argument("--spacing", type=float, default=0.08, help="largest grid spacing in Å (default 0.08)")
