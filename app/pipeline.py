@@ -227,7 +227,7 @@ class ElfcoreEngine:
     def has_crystal_model(self) -> bool:
         """Whether the model trained on fluid + atomic crystals (``zoo:crystals``) is shipped."""
         zoo = _need("elfcore.zoo", "the model zoo")
-        return (zoo.default_zoo_dir() / zoo.CRYSTAL_MODEL).exists()
+        return zoo.crystal_model_path().exists()
 
     def predict(self, atoms, r_cut: float, l_max: int, shape: tuple[int, int, int], training: str = "fluid"):
         """Predicted ELF (and ensemble stdev or ``None``) of ``atoms`` on ``shape``.

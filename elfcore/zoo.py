@@ -50,6 +50,7 @@ __all__ = [
     "build_zoo",
     "CRYSTAL_MODEL",
     "CRYSTAL_SPEC",
+    "crystal_model_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,11 @@ def _key(r_cut: float, l_max: int) -> tuple[float, int]:
 def zoo_path(r_cut: float, l_max: int, *, directory: str | os.PathLike | None = None) -> Path:
     """File of the zoo entry (``directory`` defaults to :func:`default_zoo_dir`)."""
     return Path(directory or default_zoo_dir()) / ZOO[_key(r_cut, l_max)]
+
+
+def crystal_model_path(*, directory: str | os.PathLike | None = None) -> Path:
+    """File of :data:`CRYSTAL_MODEL` (``directory`` defaults to :func:`default_zoo_dir`)."""
+    return Path(directory or default_zoo_dir()) / CRYSTAL_MODEL
 
 
 def zoo_settings(r_cut: float, l_max: int):
@@ -186,7 +192,7 @@ def resolve_model(
     """Load a model named by a file path or a zoo spec (``"zoo:rcut=3.0,lmax=2"``, or
     ``"zoo:crystals"`` for :data:`CRYSTAL_MODEL`)."""
     if isinstance(model, str) and model.replace(" ", "") == CRYSTAL_SPEC:
-        path = Path(directory or default_zoo_dir()) / CRYSTAL_MODEL
+        path = crystal_model_path(directory=directory)
         if not path.exists():
             raise ElfcoreError(f"{CRYSTAL_MODEL} is missing in {path.parent}; see assets/README.md to rebuild it")
         return load_model(path, device=device)

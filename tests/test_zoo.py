@@ -106,7 +106,7 @@ def test_crystal_model_missing_has_clear_error(tmp_path):
         Z.resolve_model("zoo:crystals", directory=tmp_path)
 
 
-@pytest.mark.skipif(not (Z.default_zoo_dir() / Z.CRYSTAL_MODEL).exists(), reason="crystal model not shipped")
+@pytest.mark.skipif(not Z.crystal_model_path().exists(), reason="crystal model not shipped")
 def test_crystal_model_transfers_to_an_atomic_test_crystal():
     """On a random atomic test crystal (not in its training data) the crystal model's
     ELF is far closer to DFT than the fluid-only baseline's (MAE 0.045 vs 0.28)."""
@@ -121,7 +121,7 @@ def test_crystal_model_transfers_to_an_atomic_test_crystal():
     if not path.exists():
         pytest.skip("shipped test crystal missing")
     model = Z.resolve_model("zoo:crystals")
-    names = {c["name"] for c in read_header(Z.default_zoo_dir() / Z.CRYSTAL_MODEL)["training"]["training_cases"]}
+    names = {c["name"] for c in read_header(Z.crystal_model_path())["training"]["training_cases"]}
     assert "cubic_sg207" not in names and any("_train4_" in n for n in names)
     ds = read_case(path)
     ref = case_field(ds, "elf_ref")

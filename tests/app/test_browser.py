@@ -70,7 +70,8 @@ def served(tmp_path_factory):
 
     (base / "zoo_crystals").mkdir(exist_ok=True)
     make_test_zoo(base / "zoo_crystals", structures[0], pairs=(elf_zoo.BASELINE,), seed=8)
-    (base / "zoo_crystals" / elf_zoo.ZOO[elf_zoo.BASELINE]).rename(zoo / elf_zoo.CRYSTAL_MODEL)
+    stand_in = elf_zoo.zoo_path(*elf_zoo.BASELINE, directory=base / "zoo_crystals")
+    stand_in.rename(elf_zoo.crystal_model_path(directory=zoo))
     port = _free_port()
     env = dict(os.environ, ELFCORE_DATA_DIR=str(data), ELFCORE_ZOO_DIR=str(zoo), OMP_NUM_THREADS="1",
                PYTHONPATH=str(ROOT))
