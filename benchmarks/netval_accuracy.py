@@ -28,6 +28,7 @@ import numpy as np
 
 def _saddle_report(ref, pred: "np.ndarray", std: "np.ndarray") -> dict:
     """ELF of DFT / prediction / spread at the DFT 3D percolation saddle, and its nearest H distances."""
+    from elfcore.grid import minimum_image
     from elfcore.topology import percolation_thresholds
 
     perc = percolation_thresholds(ref)
@@ -37,8 +38,7 @@ def _saddle_report(ref, pred: "np.ndarray", std: "np.ndarray") -> dict:
     shape = np.array(ref.shape)
     idx = tuple(np.round(np.asarray(frac) * shape).astype(int) % shape)
     cell = np.asarray(ref.attrs["cell"], float)
-    d = np.asarray(ref.attrs["positions"], float) @ np.linalg.inv(cell) - np.asarray(frac)
-    d = (d - np.round(d)) @ cell
+    d = minimum_image(np.asarray(ref.attrs["positions"], float) - np.asarray(frac) @ cell, cell)
     return {"phi_ref": perc.phi, "elf_ref": float(ref.values[idx]), "elf_pred": float(pred[idx]),
             "ensemble_std": float(std[idx]), "nearest_h": np.sort(np.linalg.norm(d, axis=1))[:4].round(3).tolist()}
 
