@@ -230,16 +230,24 @@ class AppState(param.Parameterized):
             if self.l_max not in l_maxs:
                 self.l_max = 2 if 2 in l_maxs else l_maxs[0]
 
+    def _crystals_off_baseline(self) -> bool:
+        """Crystal model chosen while r_cut / l_max are not the baseline descriptor, the only one it has."""
+        from elfcore.zoo import BASELINE
+
+        return self.training == "crystals" and (float(self.r_cut), int(self.l_max)) != BASELINE
+
     def _on_training(self) -> None:
         """The crystal model exists at the baseline descriptor only: move the sliders there."""
-        if self.training == "crystals" and (self.r_cut, self.l_max) != (3.0, 2):
-            self.param.update(r_cut=3.0, l_max=2)
+        if self._crystals_off_baseline():
+            from elfcore.zoo import BASELINE
+
+            self.param.update(r_cut=BASELINE[0], l_max=BASELINE[1])
             self.message = ("The model trained on fluid + atomic crystals exists at r_cut 3.0 Å, l_max 2: "
                             "sliders moved there.")
 
     def _on_descriptor(self) -> None:
         """Other descriptor settings than the baseline exist in the fluid zoo only."""
-        if self.training == "crystals" and (self.r_cut, self.l_max) != (3.0, 2):
+        if self._crystals_off_baseline():
             self.training = "fluid"
             self.message = "Other r_cut / l_max: back to the fluid-trained zoo model."
 
@@ -478,8 +486,8 @@ class AppState(param.Parameterized):
         return out
 
     @param.depends(
-        "case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze", "view_field", "slice_mode",
-        "slice_position", "plane_atom_1", "plane_atom_2", "plane_atom_3", "near_plane",
+        "case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze", "view_field",
+        "slice_mode", "slice_position", "plane_atom_1", "plane_atom_2", "plane_atom_3", "near_plane",
     )
     def slice_data(self) -> SliceData | str:
         """The 2D cut of the shown ELF and of the residual, or a message string."""
@@ -535,8 +543,8 @@ class AppState(param.Parameterized):
         )
 
     @param.depends(
-        "case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze", "line_atom_1", "line_atom_2",
-        "line_source", "line_start", "line_end",
+        "case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze", "line_atom_1",
+        "line_atom_2", "line_source", "line_start", "line_end",
     )
     def line_data(self) -> LineData | str:
         """ELF of every available field along the line (two atoms or two clicked points), or a message."""
@@ -617,7 +625,8 @@ class AppState(param.Parameterized):
         n_shells, k_max = self.k_args()
         k_tag = f"_k{n_shells}" if n_shells else f"_kmax{k_max:g}"
         t_tag = "_crystals" if self.training == "crystals" and kind != "reference" else ""
-        name = f"{stem}_{kind}_r{self.r_cut:g}_l{self.l_max}{t_tag}{k_tag if kind == 'corrected' else ''}{suffix}"
+        k_tag = k_tag if kind == "corrected" else ""
+        name = f"{stem}_{kind}_r{self.r_cut:g}_l{self.l_max}{t_tag}{k_tag}{suffix}"
         with tempfile.TemporaryDirectory(prefix="elfcore-export-") as tmp:
             path = os.path.join(tmp, name)
             write_field(fld, path)

@@ -225,8 +225,8 @@ class Viewer3D(pn.viewable.Viewer):
             self.update()
         state.param.watch(
             lambda *_: self.update(),
-            ["case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze", "view_field", "iso", "show_residual",
-             "residual_iso", "show_atoms", "show_cell"],
+            ["case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze", "view_field", "iso",
+             "show_residual", "residual_iso", "show_atoms", "show_cell"],
         )
 
     def _set(self, key: str, mesh: pv.PolyData | None, visible: bool = True) -> None:
