@@ -50,6 +50,15 @@ TRAINING_SETS = ("fluid", "crystals")
 #: Where the line-scan end points come from.
 LINE_SOURCES = ("atoms", "points")
 
+#: State parameters every derived field depends on (case, model, k-correction, squeeze);
+#: the views watch these plus their own (:data:`SLICE_DEPS`, :data:`LINE_DEPS`).
+FIELD_DEPS = ("case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze")
+#: State parameters of :meth:`AppState.slice_data`.
+SLICE_DEPS = (*FIELD_DEPS, "view_field", "slice_mode", "slice_position", "plane_atom_1", "plane_atom_2",
+              "plane_atom_3", "near_plane")
+#: State parameters of :meth:`AppState.line_data`.
+LINE_DEPS = (*FIELD_DEPS, "line_atom_1", "line_atom_2", "line_source", "line_start", "line_end")
+
 DEFAULT_R_CUTS = [3.0]
 DEFAULT_L_MAXS = [2]
 
@@ -408,7 +417,7 @@ class AppState(param.Parameterized):
         return p
 
     # ---------------------------------------------------------------- derived
-    @param.depends("case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze")
+    @param.depends(*FIELD_DEPS)
     def fields(self) -> FieldSet:
         """All fields for the current choices (cached per setting)."""
         if self.case is None:
@@ -452,7 +461,7 @@ class AppState(param.Parameterized):
                 return kind
         return self.view_field
 
-    @param.depends("case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze")
+    @param.depends(*FIELD_DEPS)
     def metrics(self) -> dict:
         """MAE/RMSE/R² before/after correction and φ/molecularity of reference, prediction and correction."""
         fs = self.fields()
@@ -485,10 +494,7 @@ class AppState(param.Parameterized):
                 break
         return out
 
-    @param.depends(
-        "case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze", "view_field",
-        "slice_mode", "slice_position", "plane_atom_1", "plane_atom_2", "plane_atom_3", "near_plane",
-    )
+    @param.depends(*SLICE_DEPS)
     def slice_data(self) -> SliceData | str:
         """The 2D cut of the shown ELF and of the residual, or a message string."""
         from elfcore.grid import field_cell, lattice_slice, plane_slice
@@ -542,10 +548,7 @@ class AppState(param.Parameterized):
             origin=pos_plane * cell[ia], axes=np.stack([cell[io_[0]] / lengths[io_[0]], cell[io_[1]] / lengths[io_[1]]]),
         )
 
-    @param.depends(
-        "case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze", "line_atom_1",
-        "line_atom_2", "line_source", "line_start", "line_end",
-    )
+    @param.depends(*LINE_DEPS)
     def line_data(self) -> LineData | str:
         """ELF of every available field along the line (two atoms or two clicked points), or a message."""
         from elfcore.grid import line_profile

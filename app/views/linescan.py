@@ -6,15 +6,12 @@ import numpy as np
 import panel as pn
 import param
 
+from app.state import LINE_DEPS
 from app.views.slice import CANVAS_BACKEND
 
 __all__ = ["line_overlay", "LineScanView", "CURVE_COLOURS", "LINE_DEPS"]
 
 CURVE_COLOURS = {"reference": "#222222", "prediction": "#e07b00", "corrected": "#7b3fc4"}
-LINE_DEPS = (
-    "case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze", "line_atom_1", "line_atom_2",
-    "line_source", "line_start", "line_end",
-)
 _S = hv.Dimension("s", label="distance along the line", unit="Å")
 _ELF = hv.Dimension("elf", label="ELF", range=(0.0, 1.0))
 

@@ -6,9 +6,12 @@ import math
 import panel as pn
 import param
 
+from app.state import FIELD_DEPS
+
 __all__ = ["metrics_markdown", "metrics_pane", "METRIC_DEPS"]
 
-METRIC_DEPS = ("case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze")
+#: State parameters the metrics pane refreshes on (those of every derived field).
+METRIC_DEPS = FIELD_DEPS
 
 
 def _fmt(x, digits: int = 4) -> str:

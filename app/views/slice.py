@@ -13,6 +13,8 @@ import numpy as np
 import panel as pn
 import param
 
+from app.state import SLICE_DEPS
+
 __all__ = [
     "RESIDUAL_RANGE",
     "RESIDUAL_CMAP",
@@ -32,10 +34,6 @@ RESIDUAL_RANGE = (-0.2, 0.2)
 RESIDUAL_CMAP = "RdBu_r"
 ELF_CMAP = "viridis"
 _KDIMS = [hv.Dimension("x", label="x", unit="Å"), hv.Dimension("y", label="y", unit="Å")]
-SLICE_DEPS = (
-    "case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze", "view_field",
-    "slice_mode", "slice_position", "plane_atom_1", "plane_atom_2", "plane_atom_3", "near_plane",
-)
 #: State parameters of the clicked line-scan points drawn on the slice.
 PICK_DEPS = ("line_source", "line_start", "line_end", "pending_point")
 #: A clicked point is drawn when it lies within this distance (Å) of the shown plane.

@@ -15,6 +15,8 @@ import pyvista as pv
 import xarray as xr
 from panel.pane.vtk.vtk import VTKRenderWindowSynchronized
 
+from app.state import FIELD_DEPS
+
 __all__ = ["display_strides", "isosurface", "atom_spheres", "cell_box", "array_bytes", "browser_camera", "SyncedVTK", "Viewer3D", "FIELD_COLOURS"]
 
 #: Surface colour per ELF kind.
@@ -225,8 +227,7 @@ class Viewer3D(pn.viewable.Viewer):
             self.update()
         state.param.watch(
             lambda *_: self.update(),
-            ["case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze", "view_field", "iso",
-             "show_residual", "residual_iso", "show_atoms", "show_cell"],
+            [*FIELD_DEPS, "view_field", "iso", "show_residual", "residual_iso", "show_atoms", "show_cell"],
         )
 
     def _set(self, key: str, mesh: pv.PolyData | None, visible: bool = True) -> None:
