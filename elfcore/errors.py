@@ -13,6 +13,7 @@ __all__ = [
     "SettingsMismatchError",
     "StructureError",
     "DFTError",
+    "OutputError",
 ]
 
 
@@ -63,3 +64,7 @@ class StructureError(ElfcoreError):
 
 class DFTError(ElfcoreError):
     """An external DFT run (CP2K, Quantum ESPRESSO) is missing, crashed or did not converge."""
+
+
+class OutputError(ElfcoreError):
+    """A result cannot be written (missing or read-only directory, disk full, file-size limit...)."""
