@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 
 from ..errors import FormatError
+from .validate import check_structure
 from .formats import (
     FORMATS,
     known_formats,
@@ -65,7 +66,8 @@ def read_structure(path: str | os.PathLike, format: str | None = None, index=-1)
     Raises
     ------
     FormatError
-        ase cannot read the file.
+        ase cannot read the file, or the structure fails
+        :func:`elfcore.io.validate.check_structure` (cell, positions, species).
     FileNotFoundError
         The path does not exist.
     """
@@ -78,10 +80,17 @@ def read_structure(path: str | os.PathLike, format: str | None = None, index=-1)
     if not os.path.exists(os.fspath(path)):
         raise FileNotFoundError(2, "No such file or directory", os.fspath(path))
     try:
-        return ase.io.read(os.fspath(path), index=index, format=format)
+        atoms = ase.io.read(os.fspath(path), index=index, format=format)
     except Exception as exc:  # ase raises many types for unreadable files
-        raise FormatError(f"ase cannot read the structure ({type(exc).__name__}: {str(exc)[:200]})",
+        detail = " ".join(str(exc).split())[:200]
+        raise FormatError(f"ase cannot read the structure ({type(exc).__name__}: {detail})",
                           os.fspath(path)) from None
+    if isinstance(atoms, list):
+        atoms = atoms[-1] if atoms else None
+    if atoms is None:
+        raise FormatError("the file holds no structure", os.fspath(path))
+    check_structure(atoms.cell[:], atoms.positions, atoms.numbers, os.fspath(path), require_cell=False)
+    return atoms
 
 
 def _field_format_from_name(path) -> bool:

@@ -27,6 +27,7 @@ import lzma
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import IO, Iterator, Mapping, Union
 
@@ -214,40 +215,140 @@ def _format_from_content(head: bytes, label: str) -> str:
     )
 
 
-def _decompress(data: bytes, label: str) -> bytes:
-    for magic, mod in _COMPRESSION_MAGIC:
-        if data.startswith(magic):
-            try:
-                return mod.decompress(data)
-            except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:
-                if _strip_compression(label)[1] is None and mod is bz2:
-                    return data  # "BZh" may just be text; let the format reader judge it
-                raise FormatError(f"corrupt {mod.__name__} compressed data: {exc}", label) from None
-    return data
+def _read_upto(stream, n: int) -> bytes:
+    """At most ``n`` bytes of a binary stream (several reads for decompressing streams)."""
+    parts = []
+    while n > 0:
+        chunk = stream.read(min(n, 2**24))
+        if not chunk:
+            break
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
 
 
-def _read_bytes(source: Source) -> bytes:
-    """Whole (decompressed) content of a path, ``"-"`` or an open file."""
-    label = _label(source)
+def _open_source(source: Source, label: str):
+    """A binary stream over ``source`` and, for a plain path, its size (else None)."""
     if isinstance(source, (str, os.PathLike)):
-        if os.fspath(source) == "-":
-            data = sys.stdin.buffer.read()
-        else:
-            path = os.fspath(source)
-            if os.path.isdir(path):
-                raise FormatError("is a directory, not a file", path)
+        path = os.fspath(source)
+        if path == "-":
+            return sys.stdin.buffer, None
+        if os.path.isdir(path):
+            raise FormatError("is a directory, not a file", path)
+        try:
+            fh = open(path, "rb")
+        except FileNotFoundError:
+            raise  # the CLI maps it to a one-line message
+        except (OSError, ValueError) as exc:
+            raise FormatError(f"cannot read the file: {getattr(exc, 'strerror', None) or exc}", path) from None
+        return fh, os.fstat(fh.fileno()).st_size
+    data = source.read()
+    if isinstance(data, str):
+        data = data.encode("latin-1", errors="replace")
+    return io.BytesIO(data), len(data)
+
+
+def _decompressor(raw):
+    """(stream of the content, compression module or None), by magic bytes."""
+    start = raw.read(6)
+    stream = io.BufferedReader(_Prefixed(start, raw))
+    for magic, mod in _COMPRESSION_MAGIC:
+        if start.startswith(magic):
+            return mod.open(stream, "rb"), mod
+    return stream, None
+
+
+class _Prefixed(io.RawIOBase):
+    """A read-only binary stream: ``prefix`` bytes, then the rest of ``stream``."""
+
+    def __init__(self, prefix: bytes, stream):
+        self._prefix = prefix
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._prefix:
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._stream.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+
+_DECOMPRESS_ERRORS = (OSError, EOFError, ValueError, lzma.LZMAError)
+#: Decompressed binary content (a ``.nc.gz``) above this size is spooled to a temporary file, not memory.
+_SPOOL_BYTES = 64 * 2**20
+
+
+def _read_content(source: Source, label: str, spec: "FormatSpec | None", max_voxels: int | None):
+    """(spec, decompressed content) of ``source``, within the voxel limit and its byte budget.
+
+    The grid the first bytes declare is checked against the limit before the
+    rest is read or decompressed, and decompression stops at
+    :func:`elfcore.io.validate.decompressed_budget` bytes.
+    """
+    from .validate import HEAD_BYTES, check_voxels, declared_shape, decompressed_budget
+    from .validate import max_voxels as voxel_limit
+
+    limit = voxel_limit(max_voxels)
+    raw, size = _open_source(source, label)
+    try:
+        content, mod = _decompressor(raw)
+        try:
+            head = _read_upto(content, HEAD_BYTES)
+        except _DECOMPRESS_ERRORS as exc:
+            if mod is not bz2 or _strip_compression(label)[1] is not None:
+                raise FormatError(f"corrupt {mod.__name__} compressed data: {exc}", label) from None
+            if not raw.seekable():
+                raise FormatError(f"corrupt bz2 compressed data: {exc}", label) from None
+            mod = None  # "BZh" may just be text; let the format reader judge it
+            raw.seek(0)
+            content = raw
+            head = _read_upto(content, HEAD_BYTES)
+        if not head or head.isspace():
+            raise FormatError("file is empty", label)
+        if spec is None:
+            spec = FORMATS[_format_from_content(head[:_HEAD_BYTES], label)]
+        if spec.magic and not head.startswith(spec.magic):
+            raise FormatError(f"not a {spec.name} file (its first bytes are not a {spec.name} signature)", label)
+        shape = declared_shape(spec.name, head)
+        if shape is not None:
+            check_voxels(shape, limit, label, what="declared grid")
+        elif not spec.binary and len(head) >= HEAD_BYTES:
+            raise FormatError(f"no {spec.name} grid size in the first {HEAD_BYTES // 2**20} MiB "
+                              "(not such a file, or a corrupt header)", label)
+        budget = decompressed_budget(spec.name, shape, limit)
+        if mod is None and size is not None and size > budget:
+            raise FormatError(f"file of {size} bytes is larger than {budget} bytes allowed for "
+                              f"{'its declared grid' if shape else 'the voxel limit'}", label)
+        out = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) if spec.binary and mod else io.BytesIO()
+        out.write(head)
+        total = len(head)
+        while total <= budget:
             try:
-                with open(path, "rb") as fh:
-                    data = fh.read()
-            except FileNotFoundError:
-                raise  # the CLI maps it to a one-line message
-            except OSError as exc:
-                raise FormatError(f"cannot read the file: {exc.strerror or exc}", path) from None
-    else:
-        data = source.read()
-        if isinstance(data, str):
-            data = data.encode("latin-1", errors="replace")
-    return _decompress(data, label)
+                chunk = content.read(min(2**22, budget + 1 - total))
+            except _DECOMPRESS_ERRORS as exc:
+                raise FormatError(f"corrupt {mod.__name__ if mod else ''} compressed data: {exc}", label) from None
+            if not chunk:
+                break
+            out.write(chunk)
+            total += len(chunk)
+        if total > budget:
+            raise FormatError(f"content exceeds {budget} bytes once decompressed, more than "
+                              f"{'its declared grid' if shape else 'the voxel limit'} needs "
+                              "(a compression bomb?)", label)
+        if spec.binary:
+            out.seek(0)
+            return spec, out
+        return spec, out.getvalue()
+    finally:
+        if isinstance(source, (str, os.PathLike)) and raw is not sys.stdin.buffer:
+            raw.close()
 
 
 def sniff_format(source: Source) -> str:
@@ -302,19 +403,15 @@ class _Text:
         return text
 
 
-def _load(source: Source, format: str | None) -> tuple[FormatSpec, object, str]:
+def _load(source: Source, format: str | None, max_voxels: int | None = None) -> tuple[FormatSpec, object, str]:
     """Read ``source`` and return (spec, stream for the module, label)."""
     label = _label(source)
     spec = _get_spec(format)
     if spec is None and isinstance(source, (str, os.PathLike)):
         name = _format_from_name(label)
         spec = FORMATS[name] if name else None
-    data = _read_bytes(source)
-    if not data or data.isspace():
-        raise FormatError("file is empty", label)
-    if spec is None:
-        spec = FORMATS[_format_from_content(data[:_HEAD_BYTES], label)]
-    stream = io.BytesIO(data) if spec.binary else _Text(data.decode("latin-1"))
+    spec, data = _read_content(source, label, spec, max_voxels)
+    stream = data if spec.binary else _Text(data.decode("latin-1"))
     return spec, stream, label
 
 
@@ -325,7 +422,8 @@ def _call_reader(func, stream, label: str, **kwargs):
         raise FormatError(str(exc), label) from exc
 
 
-def read_field(source: Source, format: str | None = None, name: str | None = None) -> xr.DataArray:
+def read_field(source: Source, format: str | None = None, name: str | None = None, *,
+               max_voxels: int | None = None, elf_range: str = "warn") -> xr.DataArray:
     """Read one field from a file.
 
     Parameters
@@ -339,6 +437,13 @@ def read_field(source: Source, format: str | None = None, name: str | None = Non
         present, else ``elf``, else the first 3D variable). For the other
         formats: the name given to the field (``"rho..."`` names mark
         densities, which matters for unit conversion in cube files).
+    max_voxels : int, optional
+        Refuse grids above this many voxels, checked on the declared grid before
+        the values are decoded (default :func:`elfcore.io.validate.max_voxels`:
+        ``$ELFCORE_MAX_VOXELS`` or 2**26).
+    elf_range : {"warn", "error"}
+        An ELF field (``elf``, ``elf_*``) with values outside [0, 1] is logged
+        as a warning (default) or refused with :class:`FormatError`.
 
     Returns
     -------
@@ -351,17 +456,29 @@ def read_field(source: Source, format: str | None = None, name: str | None = Non
     UnknownFormatError
         Format not given and not recognised.
     FormatError
-        The file does not follow the format (message gives path and line).
+        The file does not follow the format (message gives path and line), its
+        content fails :mod:`elfcore.io.validate` (cell, atoms, values, an ELF
+        outside [0, 1]) or its grid is above the voxel limit.
     FileNotFoundError
         The path does not exist.
     """
-    spec, stream, label = _load(source, format)
-    field = _call_reader(getattr(_module(spec), f"read_{spec.name}"), stream, label, name=name)
+    from .validate import check_field
+
+    spec, stream, label = _load(source, format, max_voxels)
+    field = _call_reader(getattr(_module(spec), f"read_{spec.name}"), stream, label, name=name,
+                         **_limit_kwargs(spec, max_voxels))
+    check_field(field, label, elf_range=elf_range)
     field.attrs["source_format"] = spec.name
     return field
 
 
-def read_case(source: Source, format: str | None = None) -> xr.Dataset:
+def _limit_kwargs(spec: FormatSpec, max_voxels: int | None) -> dict:
+    """Binary formats check their (lazily read) header against the voxel limit themselves."""
+    return {"max_voxels": max_voxels} if spec.binary else {}
+
+
+def read_case(source: Source, format: str | None = None, *, max_voxels: int | None = None,
+              elf_range: str = "warn") -> xr.Dataset:
     """Read a case Dataset (``docs/datamodel.md``).
 
     A netCDF file gives its case; any other format gives a one-field case
@@ -370,17 +487,21 @@ def read_case(source: Source, format: str | None = None) -> xr.Dataset:
     Raises
     ------
     UnknownFormatError, FormatError, FileNotFoundError
-        As :func:`read_field`.
+        As :func:`read_field` (``max_voxels`` and ``elf_range`` too).
     """
     from ..grid import field_atoms, make_case
+    from .validate import check_case, check_field
 
-    spec, stream, label = _load(source, format)
+    spec, stream, label = _load(source, format, max_voxels)
     module = _module(spec)
     if spec.case:
-        case = _call_reader(module.read_case, stream, label)
+        case = _call_reader(module.read_case, stream, label, **_limit_kwargs(spec, max_voxels))
+        check_case(case, label, elf_range=elf_range)
         case.attrs["source_format"] = spec.name
         return case
-    field = _call_reader(getattr(module, f"read_{spec.name}"), stream, label, name=None)
+    field = _call_reader(getattr(module, f"read_{spec.name}"), stream, label, name=None,
+                         **_limit_kwargs(spec, max_voxels))
+    check_field(field, label, elf_range=elf_range)
     attrs = {k: v for k, v in field.attrs.items() if k not in ("cell", "positions", "numbers")}
     attrs["source_format"] = spec.name
     return make_case(field_atoms(field), {str(field.name): field.values}, attrs=attrs)

@@ -21,6 +21,7 @@ import xarray as xr
 
 from ..errors import ElfcoreError, FormatError
 from ..grid import DIMS, case_field, field_atoms, make_case, validate_case
+from . import validate
 
 __all__ = ["read_netcdf", "write_netcdf", "read_case", "write_case", "field_to_case", "QUANTIZE_DTYPES"]
 
@@ -28,13 +29,14 @@ QUANTIZE_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32")
 _JSON_KEY = "elfcore_json_attrs"
 _DEFAULT_FIELDS = ("elf_ref", "elf")
 _MAX_ELEMENTS = 2**27  # refuse (corrupt) headers that announce more than this per MiB of file
+_MAX_FIELDS = 8  # values of a case beyond this many fields of the voxel limit are refused
 
 
 def _fields(ds: xr.Dataset) -> list[str]:
     return [str(k) for k, v in ds.data_vars.items() if tuple(v.dims) == DIMS]
 
 
-def read_case(fileobj: IO[bytes], *, source: str | None = None) -> xr.Dataset:
+def read_case(fileobj: IO[bytes], *, source: str | None = None, max_voxels: int | None = None) -> xr.Dataset:
     """Read a case Dataset from a netCDF stream.
 
     Parameters
@@ -43,6 +45,9 @@ def read_case(fileobj: IO[bytes], *, source: str | None = None) -> xr.Dataset:
         The registry opens (and decompresses) the file.
     source : str, optional
         File name for messages.
+    max_voxels : int, optional
+        Voxel limit per field (:func:`elfcore.io.validate.max_voxels`), checked
+        on the header before any value is decoded.
 
     Returns
     -------
@@ -71,6 +76,13 @@ def read_case(fileobj: IO[bytes], *, source: str | None = None) -> xr.Dataset:
             limit = _MAX_ELEMENTS * max(1, size // 2**20)
             if n_elements > limit:
                 raise FormatError(f"header announces {n_elements} values in a {size}-byte file (corrupt?)", source)
+            voxel_limit = validate.max_voxels(max_voxels)
+            for key, var in lazy.variables.items():
+                if var.ndim == 3:
+                    validate.check_voxels(var.shape, voxel_limit, source, what=f"field {key!r}")
+            if n_elements > _MAX_FIELDS * voxel_limit:
+                raise FormatError(f"header announces {n_elements} values; at most {_MAX_FIELDS} fields of "
+                                  f"{voxel_limit} voxels are read (raise {validate.MAX_VOXELS_ENV})", source)
             ds = lazy.load()
     except ElfcoreError:
         raise
@@ -94,6 +106,7 @@ def read_case(fileobj: IO[bytes], *, source: str | None = None) -> xr.Dataset:
     shape = tuple(int(ds.sizes[d]) for d in DIMS)
     if min(shape) < 1:
         raise FormatError(f"grid of zero size: shape {shape}", source)
+    validate.check_case(ds, source, elf_range=None)  # before any conversion; the registry checks the range
     for key in _fields(ds):
         if not np.issubdtype(ds[key].dtype, np.floating):
             ds[key] = ds[key].astype(np.float64)
@@ -101,7 +114,8 @@ def read_case(fileobj: IO[bytes], *, source: str | None = None) -> xr.Dataset:
     return validate_case(ds)
 
 
-def read_netcdf(fileobj: IO[bytes], *, name: str | None = None, source: str | None = None) -> xr.DataArray:
+def read_netcdf(fileobj: IO[bytes], *, name: str | None = None, source: str | None = None,
+                max_voxels: int | None = None) -> xr.DataArray:
     """Read one field of a netCDF case.
 
     Parameters
@@ -109,13 +123,15 @@ def read_netcdf(fileobj: IO[bytes], *, name: str | None = None, source: str | No
     name : str, optional
         Field to return; default ``elf_ref`` if present, else ``elf``, else the
         first variable with dims ``(a, b, c)``.
+    max_voxels : int, optional
+        As :func:`read_case`.
 
     Returns
     -------
     xarray.DataArray
         The field with the case's cell, atoms and attributes.
     """
-    ds = read_case(fileobj, source=source)
+    ds = read_case(fileobj, source=source, max_voxels=max_voxels)
     fields = _fields(ds)
     if name is None:
         name = next((f for f in _DEFAULT_FIELDS if f in fields), fields[0])

@@ -1,0 +1,446 @@
+"""The one validation layer between untrusted input and the rest of elfcore.
+
+Every reader of :mod:`elfcore.io.formats` (``read_field``, ``read_case``,
+``read_structure``), the model loader (:mod:`elfcore.models.io`) and the app's
+upload path go through these checks, so bad input ends as a one-line
+:class:`~elfcore.errors.ElfcoreError` instead of a traceback, a nonsense answer
+or a memory blow-up:
+
+* **size before decoding** — the grid a file declares is read from its first
+  bytes (:func:`declared_shape`) and refused above :func:`max_voxels` before the
+  numeric block is parsed; decompression (``.gz/.bz2/.xz``) stops at a byte
+  budget derived from that declaration (:func:`decompressed_budget`), so a
+  compression bomb costs at most the budget;
+* **content after decoding** — :func:`check_structure` (finite cell of sensible
+  size, positions of shape (n, 3) and finite, species 1..118 matching the
+  positions in number), :func:`check_values` (a real numeric grid, finite, ELF
+  fields in [0, 1]);
+* **model files** — :func:`check_safetensors` parses a safetensors header
+  (dtypes, shapes, offsets) against the file size before any tensor exists;
+* **outputs** — :func:`check_output_path` refuses a missing or read-only
+  output directory before any work starts.
+
+Settings: the voxel limit is :data:`DEFAULT_MAX_VOXELS`, raised (or lowered)
+by the environment variable ``ELFCORE_MAX_VOXELS`` or the ``max_voxels=``
+keyword of the readers.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import struct
+
+import numpy as np
+
+from ..errors import FormatError, GridError, OutputError, StructureError
+
+__all__ = [
+    "DEFAULT_MAX_VOXELS",
+    "MAX_VOXELS_ENV",
+    "MAX_CELL_LENGTH",
+    "MIN_CELL_LENGTH",
+    "ELF_TOLERANCE",
+    "max_voxels",
+    "check_voxels",
+    "declared_shape",
+    "decompressed_budget",
+    "check_structure",
+    "check_values",
+    "check_field",
+    "check_case",
+    "is_elf_name",
+    "check_safetensors",
+    "check_output_path",
+]
+
+log = logging.getLogger(__name__)
+
+#: Largest grid (voxels per field) a reader decodes unless told otherwise: 2**26 ≈ 406³ voxels,
+#: 512 MiB as float64. Raise it with ``ELFCORE_MAX_VOXELS`` or ``max_voxels=``.
+DEFAULT_MAX_VOXELS = 2**26
+#: Environment variable overriding :data:`DEFAULT_MAX_VOXELS` (an integer, ``1e8`` notation allowed).
+MAX_VOXELS_ENV = "ELFCORE_MAX_VOXELS"
+#: Lattice vectors longer than this (Å) are refused: no electronic-structure cell is 10 µm long.
+MAX_CELL_LENGTH = 1.0e4
+#: Lattice vectors shorter than this (Å) are refused.
+MIN_CELL_LENGTH = 1.0e-2
+#: |Cartesian coordinate| above this (Å) is refused (a corrupt number, not an atom).
+MAX_COORDINATE = 1.0e6
+#: An ELF outside [−tol, 1 + tol] is refused (quantized or text files stay well inside).
+ELF_TOLERANCE = 1.0e-3
+#: Bytes of text one grid value may take in a volumetric file (" -0.12345678901E+00" and generous slack).
+_BYTES_PER_VALUE = 40
+#: Data blocks a text file may hold beyond the first (VASP spin / non-collinear blocks).
+_MAX_BLOCKS = 4
+#: Bytes allowed on top of the grid values (header, atoms, CHGCAR augmentation sections).
+_SLACK_BYTES = 32 * 2**20
+#: Prefix of a text file searched for the declared grid.
+HEAD_BYTES = 4 * 2**20
+
+
+# --------------------------------------------------------------------------- voxel limit
+def max_voxels(value: int | float | None = None) -> int:
+    """The voxel limit in force: ``value`` if given, else ``$ELFCORE_MAX_VOXELS``, else the default.
+
+    Raises
+    ------
+    GridError
+        The value (or the environment variable) is not a positive integer.
+
+    Examples
+    --------
+    >>> max_voxels(1000)
+    1000
+    """
+    source = "max_voxels"
+    if value is None:
+        env = os.environ.get(MAX_VOXELS_ENV, "").strip()
+        if not env:
+            return DEFAULT_MAX_VOXELS
+        source, value = MAX_VOXELS_ENV, env
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise GridError(f"{source}={value!r}; must be a positive integer (voxels)") from None
+    if not math.isfinite(number) or number < 1:
+        raise GridError(f"{source}={value!r}; must be a positive integer (voxels)")
+    return int(number)
+
+
+def check_voxels(shape, limit: int, source: str | None = None, what: str = "grid") -> int:
+    """Refuse a grid of more than ``limit`` voxels; return its voxel count."""
+    dims = [int(n) for n in shape]
+    n = math.prod(dims)
+    if n > limit:
+        raise FormatError(
+            f"{what} {'x'.join(map(str, dims))} = {n} voxels is above the limit of {limit} "
+            f"(raise it with {MAX_VOXELS_ENV} or max_voxels=)", source)
+    return n
+
+
+def _ints(line: str, count: int, absolute: bool = False) -> tuple[int, ...] | None:
+    toks = line.split()
+    if len(toks) < count:
+        return None
+    try:
+        vals = [int(t) for t in toks[:count]]
+    except ValueError:
+        return None
+    return tuple(abs(v) for v in vals) if absolute else tuple(vals)
+
+
+def _cube_shape(text: str):
+    lines = text.split("\n", 6)
+    if len(lines) < 7:
+        return None
+    shape = [_ints(lines[i], 1, absolute=True) for i in (3, 4, 5)]
+    return None if None in shape else tuple(s[0] for s in shape)
+
+
+def _xsf_shape(text: str):
+    m = re.search(r"^[ \t]*(?:BEGIN_)?DATAGRID_3D\w*[^\n]*\n([^\n]*)", text, re.M | re.I)
+    return None if m is None else _ints(m.group(1), 3)
+
+
+def _vasp_shape(text: str):
+    from ._text import HeaderLines
+    from .vasp import _read_header
+
+    try:
+        return tuple(_read_header(HeaderLines(text))[4])
+    except Exception:  # any header problem is reported by the reader itself
+        return None
+
+
+_SHAPE_PARSERS = {"cube": _cube_shape, "xsf": _xsf_shape, "elfcar": _vasp_shape, "chgcar": _vasp_shape}
+
+
+def declared_shape(format: str, head: bytes) -> tuple[int, ...] | None:
+    """Grid shape that the first bytes of a text file declare, or ``None`` when they do not tell.
+
+    Parameters
+    ----------
+    format : str
+        Registered format name (``cube``, ``xsf``, ``elfcar``, ``chgcar``; others give ``None``).
+    head : bytes
+        The first bytes of the (decompressed) content.
+    """
+    parser = _SHAPE_PARSERS.get(format)
+    if parser is None:
+        return None
+    return parser(head.decode("latin-1"))
+
+
+def decompressed_budget(format: str | None, shape, limit: int) -> int:
+    """Most bytes a file of ``format`` declaring ``shape`` may take once decompressed.
+
+    Text formats: grid values at :data:`_BYTES_PER_VALUE` bytes each, up to
+    :data:`_MAX_BLOCKS` blocks, plus header slack. Binary formats (netCDF,
+    whose HDF5 header is read lazily by the reader) and undeclared grids: eight
+    bytes per voxel of the limit, times the blocks, plus slack.
+    """
+    if shape is not None:
+        n = max(1, math.prod(int(d) for d in shape))
+        return n * _BYTES_PER_VALUE * _MAX_BLOCKS + _SLACK_BYTES
+    return limit * 8 * 2 + _SLACK_BYTES
+
+
+# --------------------------------------------------------------------------- content
+def is_elf_name(name) -> bool:
+    """True for the names of ELF fields (``elf``, ``elf_ref``, ``elf_pred``, ``elf_corr``, ``elf_std``)."""
+    text = str(name or "").lower()
+    return text == "elf" or text.startswith("elf_")
+
+
+def check_structure(cell, positions, numbers, source: str | None = None, *, require_cell: bool = True):
+    """Validate a structure read from a file; return ``(cell, positions, numbers)`` as float64/int64 arrays.
+
+    Parameters
+    ----------
+    cell : array_like, shape (3, 3)
+        Lattice vectors (rows), Å; each must be finite and between
+        :data:`MIN_CELL_LENGTH` and :data:`MAX_CELL_LENGTH` long, the volume non-zero.
+    positions : array_like, shape (n, 3)
+        Cartesian positions, Å, finite.
+    numbers : array_like, shape (n,)
+        Atomic numbers, integers 1..118.
+    source : str, optional
+        File name for messages.
+    require_cell : bool
+        ``False`` accepts a zero cell (a molecule file without a cell).
+
+    Raises
+    ------
+    FormatError
+        With the value received and the values allowed.
+    """
+    cell_arr = _real_array(cell, "cell", source)
+    if cell_arr.shape != (3, 3):
+        raise FormatError(f"cell has shape {cell_arr.shape}; expected (3, 3) lattice vectors in Å", source)
+    if not np.all(np.isfinite(cell_arr)):
+        raise FormatError("cell contains NaN or inf", source)
+    if np.abs(cell_arr).max() > MAX_CELL_LENGTH:
+        raise FormatError(f"cell component of {np.abs(cell_arr).max():.3g} Å; at most {MAX_CELL_LENGTH:g} Å "
+                          "allowed", source)
+    lengths = np.linalg.norm(cell_arr, axis=1)
+    if require_cell or np.any(lengths > 0):
+        if lengths.max() > MAX_CELL_LENGTH:
+            raise FormatError(f"cell vector of {lengths.max():.3g} Å; at most {MAX_CELL_LENGTH:g} Å allowed", source)
+        if lengths.min() < MIN_CELL_LENGTH:
+            raise FormatError(f"cell vector of {lengths.min():.3g} Å; at least {MIN_CELL_LENGTH:g} Å needed", source)
+        volume = abs(float(np.linalg.det(cell_arr)))
+        if not volume > 1e-9 * float(np.prod(lengths)):
+            raise FormatError(f"cell has (near) zero volume ({volume:.3g} Å³); its vectors are coplanar", source)
+    pos = _real_array(positions, "positions", source)
+    if pos.size == 0:
+        pos = pos.reshape(0, 3)
+    if pos.ndim != 2 or pos.shape[1] != 3:
+        raise FormatError(f"positions have shape {pos.shape}; expected (n_atoms, 3) in Å", source)
+    if not np.all(np.isfinite(pos)):
+        bad = int(np.flatnonzero(~np.all(np.isfinite(pos), axis=1))[0])
+        raise FormatError(f"position of atom {bad + 1} is not finite ({pos[bad].tolist()})", source)
+    if pos.size and np.abs(pos).max() > MAX_COORDINATE:
+        raise FormatError(f"atom coordinate {np.abs(pos).max():.3g} Å; at most {MAX_COORDINATE:g} Å allowed", source)
+    num = _real_array(numbers, "atomic numbers", source).reshape(-1)
+    if num.size and (not np.all(np.isfinite(num)) or np.any(num != np.round(num))):
+        raise FormatError("atomic numbers are not integers", source)
+    num = num.astype(np.int64) if num.size else np.zeros(0, np.int64)
+    bad = (num < 1) | (num > 118)
+    if np.any(bad):
+        i = int(np.flatnonzero(bad)[0])
+        raise FormatError(f"atom {i + 1} has atomic number {int(num[i])}; known elements are 1..118", source)
+    if len(num) != len(pos):
+        raise FormatError(f"{len(num)} atomic numbers for {len(pos)} positions", source)
+    return cell_arr.astype(np.float64), pos.astype(np.float64), num
+
+
+def _real_array(values, what: str, source: str | None) -> np.ndarray:
+    arr = np.asarray(values)
+    kind = arr.dtype.kind
+    if kind == "c":
+        raise FormatError(f"{what} are complex ({arr.dtype}); expected real numbers", source)
+    if kind not in "iuf":
+        raise FormatError(f"{what} have dtype {arr.dtype}; expected real numbers", source)
+    return arr
+
+
+def check_values(values, name, source: str | None = None, *, elf_range: str = "warn",
+                 elf_tolerance: float = ELF_TOLERANCE) -> np.ndarray:
+    """Validate the grid values of field ``name``: real numeric dtype, 3 dims, finite; an ELF in [0, 1].
+
+    Parameters
+    ----------
+    elf_range : {"warn", "error"} or None
+        What an ELF outside ``[-elf_tolerance, 1 + elf_tolerance]`` gives (None: not checked): a
+        :class:`FormatError`, or a logged warning (the readers' default; the
+        app's uploads refuse it, ``elfcore info`` reports it).
+
+    Returns the values (unchanged array).
+
+    Raises
+    ------
+    FormatError
+        Strings, booleans or complex numbers; NaN/inf; an ELF out of range
+        (``elf_range="error"``).
+    """
+    arr = _real_array(values, f"values of field {name!r}", source)
+    if arr.ndim != 3:
+        raise FormatError(f"field {name!r} has {arr.ndim} dimensions; expected 3 (a, b, c)", source)
+    if arr.size == 0:
+        raise FormatError(f"field {name!r} has a grid of zero size {arr.shape}", source)
+    if arr.dtype.kind == "f":
+        finite = np.isfinite(arr)
+        if not finite.all():
+            raise FormatError(f"field {name!r} has {int(arr.size - finite.sum())} NaN or inf values", source)
+    if is_elf_name(name) and elf_range is not None:
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < -elf_tolerance or hi > 1.0 + elf_tolerance:
+            message = (f"field {name!r} spans {lo:.4g} … {hi:.4g}; an ELF lies in [0, 1] (a density file? "
+                       "read it as CHGCAR or name the field rho)")
+            if elf_range not in ("warn", "error"):
+                raise ValueError(f"elf_range={elf_range!r}; must be 'warn' or 'error'")
+            if elf_range == "error":
+                raise FormatError(message, source)
+            log.warning("%s: warning: %s", source or "<field>", message)
+    return arr
+
+
+def check_field(field, source: str | None = None, *, elf_range: str = "warn"):
+    """Run :func:`check_structure` and :func:`check_values` on a field read from a file; return it."""
+    attrs = field.attrs
+    check_structure(attrs.get("cell"), attrs.get("positions", np.zeros((0, 3))), attrs.get("numbers", np.zeros(0)),
+                    source)
+    check_values(field.values, field.name, source, elf_range=elf_range)
+    return field
+
+
+def check_case(ds, source: str | None = None, *, elf_range: str = "warn"):
+    """Run :func:`check_structure` and :func:`check_values` on every field of a case; return it."""
+    for key in ("cell", "positions", "numbers"):
+        if key not in ds:
+            raise FormatError(f"not an elfcore case: no {key!r} variable", source)
+    check_structure(ds["cell"].values, ds["positions"].values, ds["numbers"].values, source)
+    for key, var in ds.data_vars.items():
+        if tuple(var.dims) == ("a", "b", "c"):
+            check_values(var.values, key, source, elf_range=elf_range)
+    return ds
+
+
+# --------------------------------------------------------------------------- safetensors
+#: dtype names a model file may store, with their item size in bytes.
+SAFETENSORS_DTYPES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
+#: Largest safetensors JSON header accepted (bytes).
+MAX_SAFETENSORS_HEADER = 16 * 2**20
+
+
+def check_safetensors(path, *, dtypes=SAFETENSORS_DTYPES, max_elements: int = 2**28) -> dict:
+    """Parse and check the header of a safetensors file without reading any tensor.
+
+    Checks: the 8-byte header length fits the file and :data:`MAX_SAFETENSORS_HEADER`;
+    the header is a JSON object; every tensor has a dtype of ``dtypes``, a
+    shape of non-negative integers with at most ``max_elements`` elements, and
+    ``data_offsets`` that match ``shape × itemsize``, lie inside the file and
+    do not overlap.
+
+    Returns
+    -------
+    dict
+        ``{"tensors": {name: (dtype, shape)}, "metadata": {str: str}}``.
+
+    Raises
+    ------
+    FormatError
+        Naming the file and the first inconsistency.
+    """
+    label = os.fspath(path)
+    try:
+        size = os.path.getsize(label)
+        with open(label, "rb") as fh:
+            prefix = fh.read(8)
+            if len(prefix) < 8:
+                raise FormatError("not a safetensors model file (shorter than 8 bytes)", label)
+            (n_header,) = struct.unpack("<Q", prefix)
+            if n_header > min(MAX_SAFETENSORS_HEADER, size - 8):
+                raise FormatError(f"safetensors header of {n_header} bytes in a {size}-byte file "
+                                  "(not a model file, or truncated)", label)
+            raw = fh.read(n_header)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise FormatError(f"cannot read the model file: {exc.strerror or exc}", label) from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise FormatError("safetensors header is not valid JSON (not a model file?)", label) from None
+    if not isinstance(header, dict):
+        raise FormatError("safetensors header is not a JSON object", label)
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise FormatError("safetensors __metadata__ is not a map of strings", label)
+    data_size = size - 8 - n_header
+    tensors: dict = {}
+    spans = []
+    for name, info in header.items():
+        if not isinstance(info, dict):
+            raise FormatError(f"tensor {name[:40]!r}: header entry is not an object", label)
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in dtypes:
+            raise FormatError(f"tensor {name[:40]!r} has dtype {str(dtype)[:20]!r}; allowed: {', '.join(dtypes)}",
+                              label)
+        if (not isinstance(shape, list) or len(shape) > 8
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+            raise FormatError(f"tensor {name[:40]!r} has shape {str(shape)[:60]}; expected a list of "
+                              "non-negative integers", label)
+        n = math.prod(shape)
+        if n > max_elements:
+            raise FormatError(f"tensor {name[:40]!r} declares {n} elements; at most {max_elements} allowed", label)
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+            raise FormatError(f"tensor {name[:40]!r} has data_offsets {str(offsets)[:60]}; expected [begin, end]",
+                              label)
+        begin, end = offsets
+        if not 0 <= begin <= end <= data_size or end - begin != n * dtypes[dtype]:
+            raise FormatError(f"tensor {name[:40]!r}: shape {shape} of {dtype} does not fit data_offsets "
+                              f"{offsets} in {data_size} data bytes (truncated or corrupt file)", label)
+        spans.append((begin, end, name))
+        tensors[name] = (dtype, tuple(shape))
+    spans.sort()
+    for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise FormatError(f"tensors {n0[:40]!r} and {n1[:40]!r} overlap in the file", label)
+    return {"tensors": tensors, "metadata": meta}
+
+
+# --------------------------------------------------------------------------- outputs
+def check_output_path(path, *, what: str = "output") -> None:
+    """Refuse an output path whose directory is missing or not writable (before any work).
+
+    ``"-"`` (stdout) and open files pass.
+
+    Raises
+    ------
+    OutputError
+        The directory does not exist, is not a directory, is not writable, or the
+        path is an existing directory.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        return
+    target = os.fspath(path)
+    if target == "-":
+        return
+    if "\x00" in target:
+        raise OutputError(f"{what} {target!r}: the name contains a NUL byte")
+    parent = os.path.dirname(os.path.abspath(target)) or "."
+    if not os.path.exists(parent):
+        raise OutputError(f"{what} {target}: directory {parent} does not exist")
+    if not os.path.isdir(parent):
+        raise OutputError(f"{what} {target}: {parent} is not a directory")
+    if os.path.isdir(target):
+        raise OutputError(f"{what} {target} is a directory; give a file name")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {target}: directory {parent} is not writable")
+    if os.path.exists(target) and not os.access(target, os.W_OK):
+        raise OutputError(f"{what} {target} is read-only")
