@@ -7,7 +7,9 @@ Actions:
 ``build``     compute every missing case and write ``OUT/<case>.nc`` (resumable)
 ``converge``  ELF RMSE of one case against one step up in cutoff and in basis
 ``qe``        Quantum ESPRESSO ELF of one case on the same grid, compared with CP2K
-``summary``   per-case table (pressure, temperature, atoms, grid, CPU time) of OUT
+``summary``   per-case table (pressure, temperature, atoms, grid, CPU time) of OUT, and the
+              decorrelation and g(r) checks of the large replicated cells
+``replicas``  S(k) replica ratio along a large cell's MD (is the 2×2×2 period gone yet?)
 
 CP2K runs in WORK (default ``.cache/reference``); case files go to OUT (default
 ``assets/data``). A case file is written only when its run is complete.
@@ -20,23 +22,30 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["add_arguments", "run"]
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["list", "md", "build", "converge", "qe", "summary"], help="what to do")
+    parser.add_argument("action", choices=["list", "md", "build", "converge", "qe", "summary", "replicas"],
+                        help="what to do")
     parser.add_argument("cases", nargs="*", metavar="CASE",
                         help="case names or patterns (build, converge, qe); pressures like 76 or fluid_p076 (md)")
     parser.add_argument("--out", default="assets/data", help="folder of the case files (default: assets/data)")
     parser.add_argument("--work", default=".cache/reference", help="CP2K run folder (default: .cache/reference)")
-    parser.add_argument("--threads", type=int, default=2, help="OpenMP threads of CP2K (default: 2)")
+    parser.add_argument("--threads", type=int, default=2, help="OpenMP threads of CP2K per MPI rank (default: 2)")
+    parser.add_argument("--ranks", type=int, default=1,
+                        help="MPI ranks of CP2K (mpirun -np; default: 1). On 2 cores '--ranks 2 --threads 1' is faster")
     parser.add_argument("--cp2k", default=None, help="CP2K binary (default: $ELFCORE_CP2K or cp2k.psmp on PATH)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--continue", dest="cont", action="store_true",
                         help="md: continue interrupted runs from their restart files")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--every-fs", type=float, default=5.0,
+                        help="replicas: MD time between the frames checked, fs (default: 5)")
 
 
 def _print(args, obj: dict, text: str) -> None:
@@ -65,13 +74,17 @@ def run(args) -> int:
     if args.action == "md":
         wanted = args.cases or [t.name for t in plan.fluids]
         done = []
-        for target in plan.fluids:
-            keys = {target.name, f"{target.pressure_gpa:g}", str(int(round(target.pressure_gpa)))}
+        for target in plan.all_fluids:
+            keys = {target.name}
+            if not target.tag:  # a bare pressure names the 64-atom MD; large cells go by name
+                keys |= {f"{target.pressure_gpa:g}", str(int(round(target.pressure_gpa)))}
             if keys & set(wanted):
                 if args.cont:
-                    md_dir = builder.continue_md(plan, target, args.work, executable=args.cp2k, threads=args.threads)
+                    md_dir = builder.continue_md(plan, target, args.work, executable=args.cp2k, threads=args.threads,
+                                                 ranks=args.ranks)
                 else:
-                    md_dir = builder.run_md(plan, target, args.work, executable=args.cp2k, threads=args.threads)
+                    md_dir = builder.run_md(plan, target, args.work, executable=args.cp2k, threads=args.threads,
+                                            ranks=args.ranks)
                 done.append({"name": target.name, "dir": str(md_dir)})
         if not done:
             raise DFTError(f"no fluid target matches {wanted}; targets: {[t.name for t in plan.fluids]}")
@@ -79,7 +92,7 @@ def run(args) -> int:
         return 0
     if args.action == "build":
         res = builder.build(plan, out, args.work, only=args.cases or None, executable=args.cp2k,
-                            threads=args.threads, progress=not args.no_progress)
+                            threads=args.threads, ranks=args.ranks, progress=not args.no_progress)
         _print(args, res, f"written: {len(res['written'])}, skipped (already done): {len(res['skipped'])}")
         return 0
     if args.action == "converge":
@@ -110,6 +123,29 @@ def run(args) -> int:
         text = "\n".join(f"{k}: {v}" for k, v in res.items())
         _print(args, res, text)
         return 0
+    if args.action == "replicas":
+        from ..reference.decorrelation import REPLICA_RATIO_MAX, replica_decorrelation
+
+        names = args.cases or [t.name for t in plan.large_fluids]
+        result = []
+        for name in names:
+            target = plan.fluid(name)
+            if target.replicas < 2:
+                raise DFTError(f"{name} is not a replicated large cell")
+            md_dir = Path(args.work) / "md" / name
+            if not (md_dir / "md-pos-1.xyz").exists():
+                raise DFTError(f"{name}: no MD trajectory in {md_dir} yet")
+            every = max(1, int(round(args.every_fs / (target.timestep_fs or plan.production_timestep_fs))))
+            for t, atoms in builder.md_frames(md_dir, 0.0, float("inf"), every=every):
+                r = replica_decorrelation(atoms, target.replicas)
+                result.append({"md": name, "time_fs": t, "sk_ratio": r["ratio"], "decorrelated": r["decorrelated"]})
+        text = (f"S(k) at the small cell's reciprocal vectors / same |k| elsewhere "
+                f"(fluid: ~1, accepted <= {REPLICA_RATIO_MAX})\n")
+        text += _table(["MD", "t (fs)", "S(k) ratio", "decorrelated"],
+                       [[r["md"], f"{r['time_fs']:g}", f"{r['sk_ratio']:.3g}", "yes" if r["decorrelated"] else "no"]
+                        for r in result])
+        _print(args, {"replicas": result}, text)
+        return 0
     if args.action == "summary":
         from ..reference.checks import set_pressures, summary_table
 
@@ -120,6 +156,10 @@ def run(args) -> int:
             print(json.dumps({"cases": rows, "md": md, "sets": sets}, default=str))
         else:
             print(_markdown(rows))
+            large = [r for r in rows if np.isfinite(r.get("replica_sk_ratio", float("nan")))]
+            if large:
+                print()
+                print(_large_markdown(large))
             if md:
                 print()
                 print(_md_markdown(md))
@@ -135,11 +175,11 @@ def _md_rows(plan, work: Path) -> list[dict]:
     from ..reference.checks import md_drift
 
     rows = []
-    for target in plan.fluids:
+    for target in plan.all_fluids:
         md_dir = work / "md" / target.name
         if not (md_dir / "md-1.ener").exists():
             continue
-        natoms = 8 * plan.repeat**3  # fcc H2 start: 4 molecules per conventional cell
+        natoms = 8 * plan.repeat**3 * target.replicas**3  # fcc H2 start: 4 molecules per conventional cell
         d = md_drift(md_dir, natoms)
         for seg in d["segments"]:
             rows.append({"md": target.name, "volume_per_atom": target.volume_per_atom, **seg})
@@ -169,12 +209,17 @@ def _sets_markdown(sets: list[dict]) -> str:
     lines = ["Pressure of each fluid set (mean ± stdev over its snapshots, training snapshot included):", ""]
     for s in sets:
         lines.append(
-            f"- {s['target_gpa']:g} GPa: {s['n']} snapshots, P = {s['mean_gpa']:.1f} ± {s['std_gpa']:.1f} GPa "
+            f"- {s['target_gpa']:g} GPa: {s['n']} snapshots{_atoms_note(s)}, "
+            f"P = {s['mean_gpa']:.1f} ± {s['std_gpa']:.1f} GPa "
             f"({100 * s['deviation']:+.1f} % of the target, {'within' if s['within'] else 'outside'} ±10 %; "
             f"snapshots {s['min_gpa']:.1f}–{s['max_gpa']:.1f}), T = {s['temperature_k']:.0f} ± "
             f"{s['temperature_std_k']:.0f} K"
         )
     return "\n".join(lines)
+
+
+def _atoms_note(s: dict) -> str:
+    return f" of {s['natoms']} atoms" if s.get("natoms") else ""
 
 
 def _markdown(rows: list[dict]) -> str:
@@ -184,5 +229,19 @@ def _markdown(rows: list[dict]) -> str:
         [r["name"], r["family"], r["role"], r["natoms"], f"{r['volume_per_atom']:.3f}", f"{r['pressure_gpa']:.1f}",
          f"{r['pressure_static_gpa']:.1f}", f"{r['pressure_kinetic_gpa']:.1f}", f"{r['temperature_k']:.0f}",
          "×".join(map(str, r["grid"])), f"{r['cpu_time_s']:.0f}"]
+        for r in rows
+    ])
+
+
+def _large_markdown(rows: list[dict]) -> str:
+    """Large replicated cells: decorrelation and g(r) checks next to the pressure."""
+    from ..reference.decorrelation import RDF_RMS_MAX, REPLICA_RATIO_MAX
+
+    head = ["case", "atoms", "t (fs)", "P (GPa)", "target (GPa)", "P within ±10 %",
+            f"S(k) ratio (≤ {REPLICA_RATIO_MAX:g})", f"g(r) RMS vs 64-atom MD (≤ {RDF_RMS_MAX:g})"]
+    return _table(head, [
+        [r["name"], r["natoms"], f"{r['time_fs']:g}", f"{r['pressure_gpa']:.1f}", f"{r['target_pressure_gpa']:g}",
+         "yes" if abs(r["pressure_gpa"] / r["target_pressure_gpa"] - 1) <= 0.10 else "no",
+         f"{r['replica_sk_ratio']:.2f}", f"{r['rdf_rms_vs_source']:.3f}"]
         for r in rows
     ])

@@ -54,6 +54,9 @@ __all__ = [
     "run_md",
     "continue_md",
     "md_frame",
+    "md_frames",
+    "replica_checks",
+    "LARGE_FLUIDS",
     "compute_case",
     "build",
     "write_case_file",
@@ -87,6 +90,25 @@ class FluidTarget:
         MD time at which this target switches to the production time step (default:
         the plan's ``first_segment_fs``; earlier = less of the equilibration at the
         larger step).
+    replicas : int
+        With ``start_from``: the source frame is repeated ``replicas`` times along each
+        cell vector (2 → a 2×2×2 supercell, 512 atoms from 64). CP2K draws fresh
+        Maxwell–Boltzmann velocities for every atom (``GLOBAL/SEED`` = ``seed``), so the
+        copies move apart; :func:`elfcore.reference.checks.replica_decorrelation`
+        measures when the replica period has gone.
+    start_time_fs : float, optional
+        With ``start_from``: MD time of the source frame (default: the source's last
+        snapshot).
+    tag : str
+        Inserted into the name (``fluid512_p076``), so a large cell at the same pressure
+        has its own MD folder and case names.
+    timestep_fs : float, optional
+        One time step for the whole MD (no 1 fs first segment); used for starts that are
+        already equilibrated.
+    equilibration_fs, sample_interval_fs : float, optional
+        MD time before the first snapshot and between snapshots (default: the plan's).
+    n_snapshots : int, optional
+        Snapshots of this target (default: the plan's); the first is the training one.
     """
 
     pressure_gpa: float
@@ -96,15 +118,30 @@ class FluidTarget:
     start_from: str | None = None
     thermostat_timecon_fs: float | None = None
     first_segment_fs: float | None = None
+    replicas: int = 1
+    start_time_fs: float | None = None
+    tag: str = ""
+    timestep_fs: float | None = None
+    equilibration_fs: float | None = None
+    sample_interval_fs: float | None = None
+    n_snapshots: int | None = None
 
     def __post_init__(self) -> None:
         if self.pressure_gpa <= 0 or self.volume_per_atom <= 0:
             raise ValueError(f"pressure and volume must be > 0, got {self.pressure_gpa}, {self.volume_per_atom}")
+        if self.replicas < 1 or (self.replicas > 1 and self.start_from is None):
+            raise ValueError("replicas must be >= 1, and > 1 only with start_from")
+        if not re.fullmatch(r"[A-Za-z0-9]*", self.tag):
+            raise ValueError(f"tag must be letters and digits, got {self.tag!r}")
+        if self.timestep_fs is not None and not 0 < self.timestep_fs <= 5:
+            raise ValueError(f"timestep_fs must be in (0, 5], got {self.timestep_fs}")
+        if self.n_snapshots is not None and self.n_snapshots < 1:
+            raise ValueError("n_snapshots must be >= 1")
 
     @property
     def name(self) -> str:
-        """``fluid_p076`` etc."""
-        return f"fluid_p{int(round(self.pressure_gpa)):03d}"
+        """``fluid_p076`` etc. (``fluid512_p076`` with ``tag="512"``)."""
+        return f"fluid{self.tag}_p{int(round(self.pressure_gpa)):03d}"
 
 
 # Cheap electronic settings of the MD (see docs/results.md for the comparison with ELF_DFT).
@@ -151,6 +188,16 @@ DEFAULT_FLUIDS = (
     # the start-up transient
     FluidTarget(138.5, 2.24, 139, start_from="fluid_p120", thermostat_timecon_fs=10.0),
 )
+# Large cells (512 H, L = 10.5-11.6 A) at the paper's three pressures: a 2x2x2 replica of
+# the last (450 fs) frame of the 64-atom MD at the same volume, fresh velocities, 0.5 fs
+# steps from the start; 100 fs to lose the replica period (checked with S(k) at the
+# 64-atom cell's reciprocal vectors), then three snapshots 50 fs apart.
+LARGE_FLUIDS = tuple(
+    FluidTarget(p, v, seed, start_from=src, replicas=2, start_time_fs=450.0, tag="512", timestep_fs=0.5,
+                equilibration_fs=100.0, sample_interval_fs=50.0, n_snapshots=3)
+    for p, v, seed, src in ((76.0, 3.05, 576, "fluid_p076"), (115.1, 2.45, 5115, "fluid_p115"),
+                            (138.5, 2.24, 5138, "fluid_p138"))
+)
 
 
 @dataclass(frozen=True)
@@ -161,6 +208,9 @@ class ReferencePlan:
     ----------
     fluids : tuple of FluidTarget
         Fluid state points.
+    large_fluids : tuple of FluidTarget
+        Large-cell fluid state points (:data:`LARGE_FLUIDS`); each starts from a target
+        of ``fluids``.
     repeat : int
         fcc cells per edge of the fluid start (2 → 64 atoms).
     md : MDSettings
@@ -213,6 +263,7 @@ class ReferencePlan:
     """
 
     fluids: tuple = DEFAULT_FLUIDS
+    large_fluids: tuple = LARGE_FLUIDS
     repeat: int = 2
     md: MDSettings = MDSettings(steps=200, timestep_fs=1.0, temperature_k=1500.0, thermostat_timecon_fs=20.0)
     production_timestep_fs: float = 0.5
@@ -243,6 +294,13 @@ class ReferencePlan:
             raise ValueError("need n_snapshots >= 1, sample_interval_fs > 0, equilibration_fs >= 0")
         if not 0 < self.production_timestep_fs <= 5:
             raise ValueError(f"production_timestep_fs must be in (0, 5], got {self.production_timestep_fs}")
+        names = {t.name for t in self.all_fluids}
+        if len(names) < len(self.all_fluids):
+            raise ValueError(f"two fluid targets share a name: {[t.name for t in self.all_fluids]}")
+        for t in self.all_fluids:
+            if t.start_from is not None and t.start_from not in names:
+                raise ValueError(f"fluid target {t.name} starts from {t.start_from!r}, which is not in the plan "
+                                 f"(with fluids=() pass large_fluids=() too)")
         for n in (*self.crystal_atoms, *(n for r in self.train_round_atoms for n in r)):
             if n < 2 or n % 2:
                 raise ValueError(f"crystal_atoms must be even and >= 2, got {n}")
@@ -254,32 +312,53 @@ class ReferencePlan:
 
     def first_segment_for(self, target: FluidTarget) -> float:
         """MD time (fs) at which ``target`` switches to ``production_timestep_fs``."""
-        return self.md_for(target).steps * self.md.timestep_fs
+        md = self.md_for(target)
+        return md.steps * md.timestep_fs
 
     @property
     def length_fs(self) -> float:
-        """MD time of the last snapshot, fs."""
+        """MD time of the last snapshot of the 64-atom targets, fs."""
         return self.snapshot_times_fs()[-1]
 
-    def snapshot_times_fs(self) -> list[float]:
-        """MD times of the snapshots, fs (the first is the training snapshot)."""
-        return [self.equilibration_fs + k * self.sample_interval_fs for k in range(self.n_snapshots)]
+    def length_for(self, target: FluidTarget) -> float:
+        """MD time of the last snapshot of ``target``, fs."""
+        return self.snapshot_times_fs(target)[-1]
+
+    def snapshot_times_fs(self, target: FluidTarget | None = None) -> list[float]:
+        """MD times of the snapshots, fs (the first is the training snapshot).
+
+        Without ``target``: the plan's defaults; with it, its own overrides applied.
+        """
+        eq, dt, n = self.equilibration_fs, self.sample_interval_fs, self.n_snapshots
+        if target is not None:
+            eq = eq if target.equilibration_fs is None else target.equilibration_fs
+            dt = dt if target.sample_interval_fs is None else target.sample_interval_fs
+            n = n if target.n_snapshots is None else target.n_snapshots
+        return [eq + k * dt for k in range(n)]
 
     def md_for(self, target: FluidTarget) -> MDSettings:
         """The MD settings of one target (its own seed and, if set, thermostat time constant)."""
         md = dataclasses.replace(self.md, seed=target.seed)
-        if target.first_segment_fs is not None:
+        if target.timestep_fs is not None:
+            steps = int(np.ceil(self.length_for(target) / target.timestep_fs - 1e-6))
+            md = dataclasses.replace(md, steps=max(1, steps), timestep_fs=target.timestep_fs)
+        elif target.first_segment_fs is not None:
             md = dataclasses.replace(md, steps=max(1, int(round(target.first_segment_fs / md.timestep_fs))))
         if target.thermostat_timecon_fs is not None:
             md = dataclasses.replace(md, thermostat_timecon_fs=target.thermostat_timecon_fs)
         return md
 
+    @property
+    def all_fluids(self) -> tuple:
+        """The 64-atom and the large-cell fluid targets."""
+        return tuple(self.fluids) + tuple(self.large_fluids)
+
     def fluid(self, name: str) -> FluidTarget:
-        """The fluid target called ``name`` (``fluid_p120``)."""
-        for t in self.fluids:
+        """The fluid target called ``name`` (``fluid_p120``, ``fluid512_p076``)."""
+        for t in self.all_fluids:
             if t.name == name:
                 return t
-        raise ValueError(f"no fluid target {name!r} in the plan ({[t.name for t in self.fluids]})")
+        raise ValueError(f"no fluid target {name!r} in the plan ({[t.name for t in self.all_fluids]})")
 
 
 @dataclass(frozen=True)
@@ -307,8 +386,8 @@ def plan_cases(plan: ReferencePlan = ReferencePlan()) -> list[CaseSpec]:
     ['fluid_p076_t0200', 'fluid_p076_t0250']
     """
     cases = []
-    for target in plan.fluids:
-        for k, t in enumerate(plan.snapshot_times_fs()):
+    for target in plan.all_fluids:
+        for k, t in enumerate(plan.snapshot_times_fs(target)):
             cases.append(
                 CaseSpec(
                     name=f"{target.name}_t{int(round(t)):04d}",
@@ -375,11 +454,14 @@ def md_start(plan: ReferencePlan, target: FluidTarget, work_dir: str | os.PathLi
     source = plan.fluid(target.start_from)
     if source.start_from == target.name:
         raise ValueError(f"{target.name} and {source.name} start from each other")
-    src_dir = run_md(plan, source, work_dir, min_time_fs=plan.length_fs, **md_kwargs)
-    atoms, _ = md_frame(src_dir, plan.length_fs)
+    t_src = plan.length_for(source) if target.start_time_fs is None else target.start_time_fs
+    src_dir = run_md(plan, source, work_dir, min_time_fs=t_src, **md_kwargs)
+    atoms, _ = md_frame(src_dir, t_src)
     factor = (target.volume_per_atom * len(atoms) / atoms.get_volume()) ** (1.0 / 3.0)
     atoms.set_cell(atoms.cell[:] * factor, scale_atoms=True)
     atoms.wrap()
+    if target.replicas > 1:
+        atoms = atoms.repeat(target.replicas)
     return atoms
 
 
@@ -455,6 +537,7 @@ def run_md(
     *,
     executable: str | None = None,
     threads: int = 2,
+    ranks: int = 1,
     min_time_fs: float | None = None,
     poll_s: float = 30.0,
     stale_s: float = 900.0,
@@ -476,8 +559,8 @@ def run_md(
         CP2K missing, crashed, an SCF did not converge, or the MD ended early.
     """
     md_dir = _md_dir(Path(work_dir), target)
-    text = md_input_text(plan, target, work_dir, executable=executable, threads=threads)
-    need = plan.length_fs if min_time_fs is None else min_time_fs
+    text = md_input_text(plan, target, work_dir, executable=executable, threads=threads, ranks=ranks)
+    need = plan.length_for(target) if min_time_fs is None else min_time_fs
     inp = md_dir / "md.inp"
     if inp.exists() and _without_steps(inp.read_text()) != _without_steps(text):
         raise DFTError(f"case {target.name}: {inp} holds a different MD input; use another work directory")
@@ -491,11 +574,16 @@ def run_md(
         if md_dir.exists():
             for old in md_dir.glob("md-*"):
                 old.unlink()
+        if target.timestep_fs is not None:
+            # one time step throughout: run only up to the time needed now (a later call
+            # continues from the restart file; md.inp comparisons ignore STEPS)
+            n_need = max(1, int(np.ceil(need / target.timestep_fs - 1e-6)))
+            text = re.sub(r"^(\s*STEPS)\s+\d+", rf"\g<1> {n_need}", text, count=1, flags=re.M)
         _cp2k.run_cp2k(text, md_dir, case=target.name, project="md", executable=executable, threads=threads,
-                       check_scf=False)
+                       ranks=ranks, check_scf=False)
         _check_md_scf(md_dir / "md.out", target.name)
     if _md_done_time(md_dir) < need - 1e-6:
-        continue_md(plan, target, work_dir, executable=executable, threads=threads, until_fs=need)
+        continue_md(plan, target, work_dir, executable=executable, threads=threads, ranks=ranks, until_fs=need)
     if _md_done_time(md_dir) < need - 1e-6:
         raise DFTError(f"case {target.name}: MD ended before {need:g} fs; see {md_dir / 'md.out'}")
     return md_dir
@@ -515,6 +603,7 @@ def continue_md(
     *,
     executable: str | None = None,
     threads: int = 2,
+    ranks: int = 1,
     until_fs: float | None = None,
 ) -> Path:
     """Continue an MD from its last restart file up to ``until_fs`` (default: the last snapshot).
@@ -536,14 +625,14 @@ def continue_md(
     restart = md_dir / "md-1.restart"
     if not (md_dir / "md.inp").exists() or not restart.exists():
         raise DFTError(f"case {target.name}: nothing to continue in {md_dir} (no md.inp or md-1.restart)")
-    until = plan.length_fs if until_fs is None else float(until_fs)
+    until = plan.length_for(target) if until_fs is None else float(until_fs)
     while True:
         start, t = _restart_point(restart)
         if t >= until - 1e-6:
             return md_dir
         first = plan.first_segment_for(target)
         if t < first - 1e-6:
-            dt, end = plan.md.timestep_fs, min(first, until)
+            dt, end = plan.md_for(target).timestep_fs, min(first, until)
         else:
             dt, end = plan.production_timestep_fs, until
         n = int(np.ceil((end - t) / dt - 1e-6))
@@ -557,7 +646,7 @@ def continue_md(
             out.rename(md_dir / f"md.out.before_step{start}")
         log.info("case %s: MD from step %d (%g fs), %d steps of %g fs", target.name, start, t, n, dt)
         _cp2k.run_cp2k(text, md_dir, case=target.name, project="md", executable=executable, threads=threads,
-                       check_scf=False, input_name="md_restart.inp", output_name="md.out")
+                       ranks=ranks, check_scf=False, input_name="md_restart.inp", output_name="md.out")
         _check_md_scf(out, target.name)
         if _restart_point(restart)[0] <= start:
             raise DFTError(f"case {target.name}: the MD made no progress from step {start}; see {out}")
@@ -660,6 +749,71 @@ def md_frame(md_dir: str | os.PathLike, time_fs: float):
                    "temperature_k": float(row[3]), "potential_ha": float(row[4]), "conserved_ha": float(row[5])}
 
 
+def md_frames(md_dir: str | os.PathLike, t_from: float, t_to: float, every: int = 1) -> list:
+    """Structures of an MD between two times (inclusive), every ``every``-th frame.
+
+    Returns
+    -------
+    list of (time_fs, ase.Atoms)
+    """
+    from ase import Atoms
+
+    md_dir = Path(md_dir)
+    inp = (md_dir / "md.inp").read_text()
+    cell = np.array(
+        [[float(x) for x in m.split()] for m in re.findall(r"^\s+[ABC] (\S+ \S+ \S+)$", inp, re.M)[:3]]
+    )
+    frames = {}
+    for step, t, pos in _cp2k.read_xyz_frames(md_dir / "md-pos-1.xyz"):
+        if t_from - 1e-6 <= t <= t_to + 1e-6:
+            frames[step] = (t, pos)  # a step written twice: the later frame wins
+    out = []
+    for k, step in enumerate(sorted(frames)):
+        if k % every == 0:
+            t, pos = frames[step]
+            atoms = Atoms("H" * len(pos), positions=pos, cell=cell, pbc=True)
+            atoms.wrap()
+            out.append((float(t), atoms))
+    return out
+
+
+def replica_checks(plan: ReferencePlan, target: FluidTarget, work_dir: str | os.PathLike, time_fs: float, *,
+                   window_fs: float = 25.0, source_window_fs: float = 100.0) -> dict:
+    """Has a replicated large cell lost its replica period at ``time_fs``?
+
+    S(k) at the small cell's reciprocal vectors against the other vectors of the same
+    |k| (:func:`~elfcore.reference.decorrelation.replica_decorrelation`) at ``time_fs``;
+    g(r) of the large MD over ``[time_fs - window_fs, time_fs]`` against the source
+    (small-cell) MD over its last ``source_window_fs`` before the frame it was cut from
+    (:func:`~elfcore.reference.decorrelation.rdf_difference`, r up to half the small
+    cell's narrowest width).
+
+    Returns
+    -------
+    dict
+        ``sk_ratio``, ``sk_decorrelated``, ``rdf_rms``, ``rdf_max_abs``, ``rdf_matches``,
+        ``rdf_r_max`` and ``source_md`` (name of the small-cell MD).
+    """
+    from .decorrelation import rdf_difference, replica_decorrelation
+
+    if target.replicas < 2 or target.start_from is None:
+        raise ValueError(f"{target.name} is not a replicated cell")
+    work_dir = Path(work_dir)
+    atoms, _ = md_frame(_md_dir(work_dir, target), time_fs)
+    sk = replica_decorrelation(atoms, target.replicas)
+    source = plan.fluid(target.start_from)
+    t_src = plan.length_for(source) if target.start_time_fs is None else target.start_time_fs
+    small = [a for _, a in md_frames(_md_dir(work_dir, source), t_src - source_window_fs, t_src, every=4)]
+    large = [a for _, a in md_frames(_md_dir(work_dir, target), time_fs - window_fs, time_fs, every=5)]
+    cell = np.asarray(small[0].cell[:])
+    widths = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+    r_max = float(np.floor(50 * widths.min()) / 100)  # half the narrowest width, rounded down to 0.01 Å
+    rdf = rdf_difference(large, small, r_max)
+    return {"sk_ratio": sk["ratio"], "sk_decorrelated": sk["decorrelated"], "rdf_rms": rdf["rms"],
+            "rdf_max_abs": rdf["max_abs"], "rdf_matches": rdf["matches"], "rdf_r_max": r_max,
+            "source_md": source.name}
+
+
 # --------------------------------------------------------------------------- single points
 def case_structure(spec: CaseSpec, plan: ReferencePlan, work_dir: str | os.PathLike, **md_kwargs):
     """Structure of a case (running the MD first for a fluid case).
@@ -709,6 +863,7 @@ def compute_case(
     *,
     executable: str | None = None,
     threads: int = 2,
+    ranks: int = 1,
     settings: CP2KSettings | None = None,
 ):
     """Run the CP2K single point of one case and return its case Dataset.
@@ -726,7 +881,7 @@ def compute_case(
     from ..io import read_field
 
     settings = settings or plan.elf_dft
-    atoms, info = case_structure(spec, plan, work_dir, executable=executable, threads=threads)
+    atoms, info = case_structure(spec, plan, work_dir, executable=executable, threads=threads, ranks=ranks)
     if "kpoints" in info:
         settings = dataclasses.replace(settings, kpoints=tuple(info["kpoints"]))
     sp_dir = Path(work_dir) / "sp" / spec.name
@@ -734,7 +889,8 @@ def compute_case(
     cpu0 = _children_cpu()
     try:
         text = _cp2k.single_point_input(atoms, settings, project="sp")
-        out = _cp2k.run_cp2k(text, sp_dir, case=spec.name, project="sp", executable=executable, threads=threads)
+        out = _cp2k.run_cp2k(text, sp_dir, case=spec.name, project="sp", executable=executable, threads=threads,
+                             ranks=ranks)
     except DFTError:
         # With k-points CP2K Cholesky-factorises the Bloch overlap matrix; for dense cells the
         # diffuse TZVP functions make it indefinite unless the overlap lists are built more
@@ -747,7 +903,8 @@ def compute_case(
                     CHOLESKY_RETRY_EPS)
         settings = dataclasses.replace(settings, eps_default=CHOLESKY_RETRY_EPS)
         text = _cp2k.single_point_input(atoms, settings, project="sp")
-        out = _cp2k.run_cp2k(text, sp_dir, case=spec.name, project="sp", executable=executable, threads=threads)
+        out = _cp2k.run_cp2k(text, sp_dir, case=spec.name, project="sp", executable=executable, threads=threads,
+                             ranks=ranks)
     wall = time.time() - t0
     cpu = _children_cpu() - cpu0
     res = _cp2k.parse_output(out)
@@ -791,6 +948,11 @@ def compute_case(
         "threads": threads,
         "temperature_k": float(info.get("temperature_k", 0.0)),
     }
+    if spec.family == "fluid" and spec.target.replicas > 1:
+        checks = replica_checks(plan, spec.target, work_dir, spec.md_time_fs)
+        attrs.update(replicas=spec.target.replicas, source_md=checks["source_md"],
+                     replica_sk_ratio=checks["sk_ratio"], replica_decorrelated=int(checks["sk_decorrelated"]),
+                     rdf_rms_vs_source=checks["rdf_rms"], rdf_matches_source=int(checks["rdf_matches"]))
     for key in ("md_step", "time_fs", "md_timestep_fs", "target_pressure_gpa", "target_temperature_k", "space_group",
                 "atoms_per_cell", "supercell", "kpoints", "min_hh_a", "relaxed"):
         if key in info:
@@ -843,6 +1005,7 @@ def build(
     only: Sequence[str] | None = None,
     executable: str | None = None,
     threads: int = 2,
+    ranks: int = 1,
     progress: bool = True,
 ) -> dict:
     """Compute every missing case of ``plan`` and write ``out_dir/<name>.nc``.
@@ -859,7 +1022,9 @@ def build(
     executable : str, optional
         CP2K binary.
     threads : int
-        OpenMP threads of CP2K.
+        OpenMP threads of CP2K (per MPI rank).
+    ranks : int
+        MPI ranks of CP2K (``mpirun -np``).
     progress : bool
         Show a tqdm bar on stderr.
 
@@ -889,7 +1054,7 @@ def build(
         if path.exists():
             skipped.append(spec.name)
             continue
-        case = compute_case(spec, plan, work_dir, executable=executable, threads=threads)
+        case = compute_case(spec, plan, work_dir, executable=executable, threads=threads, ranks=ranks)
         write_case_file(case, path)
         written.append(spec.name)
         log.info("case %s: wrote %s (P = %.1f GPa)", spec.name, path, case.attrs["pressure_gpa"])

@@ -216,7 +216,8 @@ def summary_table(out_dir: str | os.PathLike) -> list[dict]:
 
     Keys: ``name, family, role, natoms, volume_per_atom, pressure_gpa,
     pressure_static_gpa, pressure_kinetic_gpa, temperature_k, grid, cpu_time_s,
-    md_step, size_mb``.
+    md_step, target_pressure_gpa, time_fs, replica_sk_ratio, rdf_rms_vs_source`` (the
+    last two only for replicated large cells, NaN otherwise) and ``size_mb``.
     """
     from ..io import read_case
 
@@ -238,13 +239,16 @@ def summary_table(out_dir: str | os.PathLike) -> list[dict]:
             "cpu_time_s": float(a.get("cpu_time_s", float("nan"))),
             "md_step": a.get("md_step"),
             "target_pressure_gpa": float(a.get("target_pressure_gpa", float("nan"))),
+            "time_fs": float(a.get("time_fs", float("nan"))),
+            "replica_sk_ratio": float(a.get("replica_sk_ratio", float("nan"))),
+            "rdf_rms_vs_source": float(a.get("rdf_rms_vs_source", float("nan"))),
             "size_mb": path.stat().st_size / 2**20,
         })
     return rows
 
 
 def set_pressures(rows: list[dict], tolerance: float = 0.10) -> list[dict]:
-    """Pressure of each fluid set (cases sharing a target pressure) against its target.
+    """Pressure of each fluid set (cases sharing a target pressure and cell size) against its target.
 
     Parameters
     ----------
@@ -256,22 +260,22 @@ def set_pressures(rows: list[dict], tolerance: float = 0.10) -> list[dict]:
     Returns
     -------
     list of dict
-        Per target (ascending): ``target_gpa``, ``n``, ``mean_gpa``, ``std_gpa``, ``min_gpa``,
+        Per target and cell size (ascending): ``target_gpa``, ``natoms``, ``n``, ``mean_gpa``, ``std_gpa``, ``min_gpa``,
         ``max_gpa``, ``deviation`` (relative, of the mean), ``within`` (bool),
         ``temperature_k`` and ``temperature_std_k``.
     """
-    groups: dict[float, list[dict]] = {}
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
         t = r.get("target_pressure_gpa", float("nan"))
         if r.get("family") == "fluid" and np.isfinite(t):
-            groups.setdefault(float(t), []).append(r)
+            groups.setdefault((float(t), int(r.get("natoms", 0))), []).append(r)
     out = []
-    for target, rs in sorted(groups.items()):
+    for (target, natoms), rs in sorted(groups.items()):
         p = np.array([r["pressure_gpa"] for r in rs])
         temp = np.array([r["temperature_k"] for r in rs])
         dev = float(p.mean() / target - 1.0)
         out.append({
-            "target_gpa": target, "n": len(rs), "mean_gpa": float(p.mean()), "std_gpa": float(p.std(ddof=1)) if len(p) > 1 else 0.0,
+            "target_gpa": target, "natoms": natoms, "n": len(rs), "mean_gpa": float(p.mean()), "std_gpa": float(p.std(ddof=1)) if len(p) > 1 else 0.0,
             "min_gpa": float(p.min()), "max_gpa": float(p.max()), "deviation": dev, "within": abs(dev) <= tolerance,
             "temperature_k": float(temp.mean()), "temperature_std_k": float(temp.std(ddof=1)) if len(temp) > 1 else 0.0,
         })

@@ -531,6 +531,10 @@ def run_cp2k(
             raise DFTError(f"case {case}: mpirun not found for {ranks} MPI ranks")
         cmd = [mpirun, "-np", str(ranks), "--oversubscribe", *cmd]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    if ranks > 1 and hasattr(os, "geteuid") and os.geteuid() == 0:
+        # Open MPI refuses to start as root unless told that this is intended
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no busy-waiting threads on a shared machine
     log.info("case %s: running %s in %s", case, " ".join(cmd), workdir)
     t0 = time.time()

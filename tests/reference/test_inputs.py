@@ -84,9 +84,11 @@ def test_gamma_supercell(h4):
 def test_plan_cases_roles_and_steps():
     plan = builder.ReferencePlan()
     cases = builder.plan_cases(plan)
-    fluid = [c for c in cases if c.family == "fluid"]
+    fluid = [c for c in cases if c.family == "fluid" and c.target.replicas == 1]
     assert len(fluid) == 30
     assert sum(c.role == "train" for c in fluid) == 5
+    large = [c for c in cases if c.family == "fluid" and c.target.replicas > 1]
+    assert len(large) == 9 and sum(c.role == "train" for c in large) == 3
     # the paper's three pressures are in the plan; volumes decrease with pressure
     targets = sorted(plan.fluids, key=lambda t: t.pressure_gpa)
     assert {76.0, 115.1, 138.5} <= {t.pressure_gpa for t in targets}
