@@ -6,15 +6,32 @@ only the cache of computed fields is shared by the sessions of one server.
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:  # `panel serve app/main.py` puts only app/ on the path
-    sys.path.insert(0, str(_ROOT))
+
+def _register_own_package() -> None:
+    """Make this folder importable as the package ``app`` when this file runs as a script.
+
+    ``panel serve app/main.py`` and ``python app/main.py`` execute this file by path, with
+    app/ itself (not the folder above it) on ``sys.path``; the sibling modules are then
+    imported through the package this file belongs to, registered here from its location.
+    elfcore itself is an installed package (``pip install -e .[app]``).
+    """
+    here = Path(__file__).resolve().parent
+    if __package__ or getattr(sys.modules.get("app"), "__path__", None) == [str(here)]:
+        return
+    spec = importlib.util.spec_from_file_location("app", here / "__init__.py", submodule_search_locations=[str(here)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["app"] = package
+    spec.loader.exec_module(package)
+
+
+_register_own_package()
 
 import panel as pn  # noqa: E402
 

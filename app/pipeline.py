@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field as dc_field
@@ -25,6 +24,7 @@ from typing import Any, Callable, Hashable, Mapping
 import numpy as np
 import xarray as xr
 
+from elfcore import assets
 from elfcore.errors import ElfcoreError, FormatError, StructureError
 
 __all__ = [
@@ -40,8 +40,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Directory of the bundled reference cases (one netCDF case per file).
-DATA_DIR = Path(__file__).resolve().parents[1] / "assets" / "data"
+#: Directory of the bundled reference cases (one netCDF case per file), see :func:`elfcore.assets.data_dir`.
+DATA_DIR = assets.data_dir()
 #: Largest accepted upload, bytes.
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
@@ -478,12 +478,12 @@ _DEFAULT_LOCK = threading.Lock()
 def default_pipeline() -> Pipeline:
     """The pipeline shared by the sessions of this server process (created on first use).
 
-    The cases come from ``assets/data/`` or, when set, the folder named by the
-    environment variable ``ELFCORE_DATA_DIR``.
+    The cases come from :func:`elfcore.assets.data_dir` (``assets/data/`` or, when set, the
+    folder named by the environment variable ``ELFCORE_DATA_DIR``), looked up when the
+    pipeline is created.
     """
     global _DEFAULT
     with _DEFAULT_LOCK:
         if _DEFAULT is None:
-            data_dir = os.environ.get("ELFCORE_DATA_DIR")
-            _DEFAULT = Pipeline(data_dir=Path(data_dir) if data_dir else DATA_DIR)
+            _DEFAULT = Pipeline(data_dir=assets.data_dir())
         return _DEFAULT

@@ -2,8 +2,9 @@
 
 The zoo spans r_cut ∈ {1.5, 2.0, 2.5, 3.0, 3.5, 4.0} Å × l_max ∈ {0, 1, 2, 3, 4}
 with n_radial = 10 (9 at r_cut = 1.5 Å, see :data:`ZOO_N_RADIAL_AT`) and the default atom width σ (``science.md`` §3–§4). Each
-entry is a file in ``assets/models/`` (see ``assets/README.md`` for the command
-that rebuilds it). The baseline entry (r_cut = 3.0 Å, l_max = 2) is trained with
+entry is a file in ``assets/models/`` of the source tree, installed with the package
+as package data (found through :func:`elfcore.assets.models_dir`; see ``assets/README.md``
+for the command that rebuilds it). The baseline entry (r_cut = 3.0 Å, l_max = 2) is trained with
 the full paper protocol; :data:`ZOO_SCHEDULE` states the schedule of the others.
 
 A model can be named on the command line as a path or as a zoo spec string
@@ -27,6 +28,7 @@ from typing import Any, Iterable
 import torch
 import xarray as xr
 
+from .assets import models_dir
 from .errors import ElfcoreError
 from .models import load_model, read_header, save_model
 from .models.mlp import MLP, Ensemble
@@ -92,11 +94,9 @@ _SPEC = re.compile(r"^zoo:(.*)$")
 
 
 def default_zoo_dir() -> Path:
-    """``assets/models`` of the source tree (override with ``directory=`` or ``ELFCORE_ZOO_DIR``)."""
-    env = os.environ.get("ELFCORE_ZOO_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "assets" / "models"
+    """Folder of the shipped zoo, :func:`elfcore.assets.models_dir` (override with ``directory=``
+    or ``ELFCORE_ZOO_DIR``)."""
+    return models_dir()
 
 
 def _key(r_cut: float, l_max: int) -> tuple[float, int]:

@@ -45,7 +45,7 @@ py_install() {
   local stamp="$VENV/.elfcore-installed"
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "[elfcore] installing elfcore and its dependencies" >&2
-    "$PY" -m pip install -q -e ".[test,reference]"
+    "$PY" -m pip install -q -e ".[app,test,reference]"
     touch "$stamp"
   fi
 }

@@ -117,7 +117,9 @@ def test_crystal_model_transfers_to_an_atomic_test_crystal():
     from elfcore.models import read_header
     from elfcore.predict import predict_field
 
-    path = Z.default_zoo_dir().parent / "data" / "cubic_sg207.nc"
+    from elfcore.assets import data_dir
+
+    path = data_dir() / "cubic_sg207.nc"
     if not path.exists():
         pytest.skip("shipped test crystal missing")
     model = Z.resolve_model("zoo:crystals")

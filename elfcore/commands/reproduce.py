@@ -17,7 +17,8 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="reduced voxels/epochs/ensemble/sweeps (minutes)")
     parser.add_argument("--out", default="docs/figures", help="directory of the figures and reproduce.json")
-    parser.add_argument("--data", default="assets/data", help="directory of the *.nc reference cases")
+    parser.add_argument("--data", default=None,
+                        help="directory of the *.nc reference cases (default: the shipped assets/data)")
     parser.add_argument("--cases", nargs="+", metavar="FILE", help="use these case files instead of --data")
     parser.add_argument("--results", default="docs/results.md",
                         help="markdown file whose reproduce block is replaced ('-' = only OUT/reproduce.md)")
@@ -39,10 +40,12 @@ def run(args) -> int:
         raise ElfcoreError(f"--threads={args.threads}; must be ≥ 0")
     if args.threads:
         torch.set_num_threads(args.threads)
-    paths = args.cases if args.cases else find_cases(args.data)
+    from ..assets import data_dir
+
+    paths = args.cases if args.cases else find_cases(args.data or data_dir())
     settings = ReproduceSettings.quick(args.seed) if args.quick else ReproduceSettings.full(args.seed)
     parts = ["elfcore", "reproduce"] + (["--quick"] if args.quick else []) + ["--out", args.out]
-    parts += ["--cases", *args.cases] if args.cases else ["--data", args.data]
+    parts += ["--cases", *args.cases] if args.cases else (["--data", args.data] if args.data else [])
     parts += ["--results", args.results, "--seed", str(args.seed)]
     parts += ["--threads", str(args.threads)] if args.threads else []
     command = " ".join(shlex.quote(str(p)) for p in parts)
