@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kcorrect": ("kcorrect", "correct a predicted ELF in k-space against a (sparse) reference"),
     "reproduce": ("reproduce", "regenerate the paper's tables and figures from the shipped data"),
     "reference": ("reference", "build the CP2K reference ELF data (MD, single points, QE cross-check)"),
+    "screen": ("screen", "ELF topology of trajectories and structure sets on Dask, into an ASE database"),
 }
 
 log = logging.getLogger(__name__)

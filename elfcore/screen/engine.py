@@ -1,0 +1,254 @@
+"""Screening run on Dask distributed: frames → worker tasks → rows streamed into the results database.
+
+``design.md``: many structures run the per-frame pipeline as Dask tasks and
+stream one row per frame into an ASE database. The client process expands the
+inputs, writes the rows of frames that cannot be screened at once, submits the
+others (a bounded number in flight), and writes each result as it arrives, so an
+interrupted run loses only the frames in flight; a re-run skips the frames the
+database already holds.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..errors import ElfcoreError
+from .database import check_metadata, connect, done_frames, export_csv, write_frame
+from .inputs import expand_inputs
+from .task import ScreenSettings, model_identity, screen_frame
+
+__all__ = ["screen", "default_workers", "start_client"]
+
+log = logging.getLogger(__name__)
+
+
+def default_workers(device: str = "auto") -> int:
+    """Workers of the default local cluster: one per CUDA device when the run uses CUDA, else one per core."""
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return max(1, torch.cuda.device_count())
+    return max(1, os.cpu_count() or 1)
+
+
+def start_client(scheduler=None, *, workers: int | None = None, device: str = "auto"):
+    """Connect to a Dask scheduler, or start a local cluster of processes.
+
+    Parameters
+    ----------
+    scheduler : str, distributed.Client or None
+        ``"tcp://host:port"`` of a running scheduler, a client to use as is, or
+        None for a :class:`distributed.LocalCluster` of ``workers`` processes with
+        one thread each.
+    workers : int, optional
+        Processes of the local cluster (default :func:`default_workers`); ignored
+        with a scheduler.
+    device : str
+        Device of the run (decides :func:`default_workers`).
+
+    Returns
+    -------
+    client, owned : distributed.Client, list
+        ``owned`` holds what this call started (to close afterwards).
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None and not isinstance(scheduler, str):
+        return scheduler, []
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as exc:
+            raise ElfcoreError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+        return client, [client]
+    n = int(workers) if workers else default_workers(device)
+    if n < 1:
+        raise ElfcoreError(f"workers={workers}; must be ≥ 1")
+    cluster = LocalCluster(
+        n_workers=n,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+    )
+    client = Client(cluster)
+    return client, [client, cluster]
+
+
+def _run_settings(identity: dict, settings: ScreenSettings) -> dict:
+    from .. import __version__
+
+    return {**identity, "settings": settings.to_dict(), "elfcore_version": __version__}
+
+
+def screen(
+    inputs: Iterable[str | os.PathLike],
+    db,
+    *,
+    model="zoo:rcut=3.0,lmax=2",
+    settings: ScreenSettings | None = None,
+    scheduler=None,
+    workers: int | None = None,
+    save_fields: str | os.PathLike | None = None,
+    csv: str | os.PathLike | None = None,
+    format: str | None = None,
+    cell: Sequence[float] | np.ndarray | None = None,
+    progress: bool = True,
+    max_in_flight: int | None = None,
+) -> dict:
+    """ELF topology of every frame of the inputs, computed on Dask, one row per frame in an ASE database.
+
+    Parameters
+    ----------
+    inputs : iterable of str or os.PathLike
+        Files, directories, globs, each optionally with ``@start:stop:step``
+        (:func:`elfcore.screen.inputs.expand_inputs`).
+    db : str, os.PathLike or ase.db database
+        Results database (:mod:`elfcore.screen.database`); created when missing,
+        resumed when it holds frames of the same run.
+    model : str, os.PathLike or torch.nn.Module
+        Model file, zoo spec (``"zoo:rcut=3.0,lmax=2"``, ``"zoo:crystals"``: a
+        3-member ensemble, which gives the spread of φ) or a loaded model.
+    settings : ScreenSettings, optional
+        Grid spacing, device, precision, topology options.
+    scheduler : str or distributed.Client, optional
+        ``"tcp://host:port"`` of a running Dask scheduler, or a client; default a
+        local cluster (:func:`start_client`).
+    workers : int, optional
+        Processes of the local cluster.
+    save_fields : str or os.PathLike, optional
+        Directory for each frame's predicted field (netCDF case); it must be
+        reachable by the workers.
+    csv : str or os.PathLike, optional
+        Also write the whole database as CSV at the end.
+    format : str, optional
+        ase format of the input files.
+    cell : array_like, optional
+        Cell (Å) for frames that have none (CP2K/plain xyz).
+    progress : bool
+        tqdm bar on stderr (frames done, frames/s, ETA).
+    max_in_flight : int, optional
+        Tasks submitted at a time (default 2 per worker).
+
+    Returns
+    -------
+    dict
+        ``frames`` (selected by the inputs), ``already_done`` (in the database
+        before), ``ok``, ``skipped`` (cannot be screened, with a reason),
+        ``failed`` (raised, with a reason), ``seconds``, ``frames_per_s`` (frames
+        computed per wall second, start-up excluded), ``startup_s``, ``workers``,
+        ``db``, ``model``, ``model_sha256``, ``csv``.
+    """
+    from .. import __version__
+    from ..zoo import resolve_model
+
+    settings = settings or ScreenSettings()
+    t_start = time.perf_counter()
+    if isinstance(model, (str, os.PathLike)):
+        name = os.fspath(model)
+        if not name.startswith("zoo:"):
+            name = os.path.abspath(name)
+        loaded = resolve_model(model)
+    else:
+        name, loaded = type(model).__name__, model
+    identity = model_identity(loaded, name)
+    run = _run_settings(identity, settings)
+    database = connect(db)
+    check_metadata(database, run)
+    done = done_frames(database)
+    frames = list(expand_inputs(inputs, format=format, cell=cell))
+    todo = [f for f in frames if f.key not in done]
+    summary = {"frames": len(frames), "already_done": len(frames) - len(todo), "ok": 0, "skipped": 0, "failed": 0}
+    common = {"model": identity["model"], "spacing": float(settings.spacing), "elfcore_version": __version__}
+
+    def base(frame) -> dict:
+        return {"source": frame.source, "frame": int(frame.index), **frame.meta, **common}
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), unit="frame", desc="screen", dynamic_ncols=True)
+
+    def record(frame, result: dict) -> None:
+        write_frame(database, frame.atoms, {**base(frame), **result})
+        summary[result["status"]] += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(ok=summary["ok"], skipped=summary["skipped"], failed=summary["failed"], refresh=False)
+
+    pending = []
+    for frame in todo:
+        if frame.reason is not None:
+            record(frame, {"status": "skipped", "reason": frame.reason})
+        else:
+            pending.append(frame)
+    client = owned = None
+    n_workers = 0
+    t_compute = time.perf_counter()
+    futures: dict = {}
+    try:
+        if pending:
+            from distributed import as_completed
+
+            client, owned = start_client(scheduler, workers=workers, device=settings.device)
+            n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+            model_future = client.scatter(loaded, broadcast=True)
+            window = int(max_in_flight or 2 * n_workers)
+            t_compute = time.perf_counter()
+            queue = iter(pending)
+            stream = as_completed()
+
+            def submit(frame) -> None:
+                fut = client.submit(screen_frame, frame.atoms, model_future, settings, source=frame.source,
+                                    index=int(frame.index), save_dir=None if save_fields is None else
+                                    os.path.abspath(os.fspath(save_fields)), pure=False)
+                futures[fut.key] = (fut, frame)
+                stream.add(fut)
+
+            for frame in queue:
+                submit(frame)
+                if len(futures) >= window:
+                    break
+            for fut in stream:
+                _, frame = futures.pop(fut.key)
+                try:
+                    result = fut.result()
+                except Exception as exc:  # a worker died or the task raised: record it, go on
+                    result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]}
+                fut.release()
+                record(frame, result)
+                nxt = next(queue, None)
+                if nxt is not None:
+                    submit(nxt)
+    finally:
+        for fut, _ in futures.values():
+            fut.cancel()
+        if bar is not None:
+            bar.close()
+        for obj in owned or []:
+            try:
+                obj.close()
+            except Exception:  # closing a half-started cluster must not hide the real error
+                log.debug("closing %r failed", obj, exc_info=True)
+    t_end = time.perf_counter()
+    computed = summary["ok"] + summary["failed"]
+    summary.update(
+        seconds=round(t_end - t_start, 3),
+        startup_s=round(t_compute - t_start, 3),
+        frames_per_s=round(computed / (t_end - t_compute), 4) if computed and t_end > t_compute else None,
+        workers=n_workers,
+        db=str(getattr(database, "filename", db)),
+        model=identity["model"],
+        model_sha256=identity["model_sha256"],
+        csv=None,
+    )
+    if csv is not None:
+        export_csv(database, csv)
+        summary["csv"] = os.fspath(csv)
+    return summary
