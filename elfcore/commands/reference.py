@@ -10,6 +10,9 @@ Actions:
 ``summary``   per-case table (pressure, temperature, atoms, grid, CPU time) of OUT, and the
               decorrelation and g(r) checks of the large replicated cells
 ``replicas``  S(k) replica ratio along a large cell's MD (is the 2×2×2 period gone yet?)
+``checkpoint`` copy the state of MDs (input, restart, energies, gzipped positions) to
+              ``--checkpoints`` (default ``assets/md_checkpoints``), so a later build on
+              another machine continues them; ``--restore`` copies them back into WORK
 
 CP2K runs in WORK (default ``.cache/reference``); case files go to OUT (default
 ``assets/data``). A case file is written only when its run is complete.
@@ -30,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["list", "md", "build", "converge", "qe", "summary", "replicas"],
+    parser.add_argument("action", choices=["list", "md", "build", "converge", "qe", "summary", "replicas", "checkpoint"],
                         help="what to do")
     parser.add_argument("cases", nargs="*", metavar="CASE",
                         help="case names or patterns (build, converge, qe); pressures like 76 or fluid_p076 (md)")
@@ -44,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--continue", dest="cont", action="store_true",
                         help="md: continue interrupted runs from their restart files")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--checkpoints", default="assets/md_checkpoints",
+                        help="checkpoint: folder of the MD checkpoints (default: assets/md_checkpoints)")
+    parser.add_argument("--restore", action="store_true",
+                        help="checkpoint: copy the checkpoints into WORK/md instead (never over a longer MD)")
     parser.add_argument("--every-fs", type=float, default=5.0,
                         help="replicas: MD time between the frames checked, fs (default: 5)")
 
@@ -145,6 +152,19 @@ def run(args) -> int:
                        [[r["md"], f"{r['time_fs']:g}", f"{r['sk_ratio']:.3g}", "yes" if r["decorrelated"] else "no"]
                         for r in result])
         _print(args, {"replicas": result}, text)
+        return 0
+    if args.action == "checkpoint":
+        names = args.cases or [t.name for t in plan.all_fluids]
+        for name in names:
+            plan.fluid(name)  # unknown names are refused
+        if args.restore:
+            res = builder.restore_md_checkpoints(args.checkpoints, args.work, names)
+            verb = "restored"
+        else:
+            res = builder.save_md_checkpoints(args.work, args.checkpoints, names)
+            verb = "saved"
+        text = "\n".join(f"{r['name']}: {verb} up to {r['time_fs']:g} fs" for r in res) or "nothing to do"
+        _print(args, {verb: res}, text)
         return 0
     if args.action == "summary":
         from ..reference.checks import set_pressures, summary_table

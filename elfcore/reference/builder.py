@@ -56,6 +56,8 @@ __all__ = [
     "md_frame",
     "md_frames",
     "replica_checks",
+    "save_md_checkpoints",
+    "restore_md_checkpoints",
     "LARGE_FLUIDS",
     "compute_case",
     "build",
@@ -812,6 +814,79 @@ def replica_checks(plan: ReferencePlan, target: FluidTarget, work_dir: str | os.
     return {"sk_ratio": sk["ratio"], "sk_decorrelated": sk["decorrelated"], "rdf_rms": rdf["rms"],
             "rdf_max_abs": rdf["max_abs"], "rdf_matches": rdf["matches"], "rdf_r_max": r_max,
             "source_md": source.name}
+
+
+_CHECKPOINT_FILES = ("md.inp", "md-1.restart", "md-1.ener", "md-pos-1.xyz")
+
+
+def save_md_checkpoints(work_dir: str | os.PathLike, dest: str | os.PathLike, names: Iterable[str]) -> list[dict]:
+    """Copy the state of MD runs to ``dest/<name>/`` (the position trajectory gzipped).
+
+    The files written are what :func:`continue_md` and :func:`md_frame` need: the first
+    input, the restart file, the energy lines and the positions. Each file is written to
+    a temporary name first and renamed, so a checkpoint is never half written; a
+    checkpoint is only replaced by a longer MD. Returns one dict (``name``, ``time_fs``)
+    per MD saved.
+    """
+    import gzip
+    import shutil
+
+    saved = []
+    for name in names:
+        src = Path(work_dir) / "md" / name
+        if not all((src / f).exists() for f in _CHECKPOINT_FILES):
+            continue
+        t = _restart_point(src / "md-1.restart")[1]
+        out = Path(dest) / name
+        if (out / "md-1.restart").exists() and _restart_point(out / "md-1.restart")[1] >= t:
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        # only whole steps up to the restart point: a later continuation starts there
+        step = _restart_point(src / "md-1.restart")[0]
+        tmp_dir = out / f".tmp{os.getpid()}"
+        tmp_dir.mkdir(exist_ok=True)
+        try:
+            for f in _CHECKPOINT_FILES:
+                shutil.copy2(src / f, tmp_dir / f)
+            _truncate_md_files(tmp_dir, step)
+            with open(tmp_dir / "md-pos-1.xyz", "rb") as fin, gzip.open(tmp_dir / "md-pos-1.xyz.gz", "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+            (tmp_dir / "md-pos-1.xyz").unlink()
+            for f in ("md.inp", "md-1.restart", "md-1.ener", "md-pos-1.xyz.gz"):
+                os.replace(tmp_dir / f, out / f)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        saved.append({"name": name, "time_fs": float(t)})
+    return saved
+
+
+def restore_md_checkpoints(src: str | os.PathLike, work_dir: str | os.PathLike, names: Iterable[str]) -> list[dict]:
+    """Copy MD checkpoints from ``src/<name>/`` into ``work_dir/md/<name>/`` (unzipping positions).
+
+    An MD in ``work_dir`` that already reaches as far is left alone. Returns one dict
+    (``name``, ``time_fs``) per MD restored.
+    """
+    import gzip
+    import shutil
+
+    restored = []
+    for name in names:
+        cp = Path(src) / name
+        if not (cp / "md-1.restart").exists():
+            continue
+        t = _restart_point(cp / "md-1.restart")[1]
+        dst = Path(work_dir) / "md" / name
+        if (dst / "md-1.restart").exists() and _restart_point(dst / "md-1.restart")[1] >= t:
+            continue
+        if _md_running(dst, stale_s=900.0) if dst.exists() else False:
+            raise DFTError(f"{name}: an MD is running in {dst}; not overwriting it")
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in ("md.inp", "md-1.restart", "md-1.ener"):
+            shutil.copy2(cp / f, dst / f)
+        with gzip.open(cp / "md-pos-1.xyz.gz", "rb") as fin, open(dst / "md-pos-1.xyz", "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+        restored.append({"name": name, "time_fs": float(t)})
+    return restored
 
 
 # --------------------------------------------------------------------------- single points

@@ -372,3 +372,26 @@ def test_frozen_replica_fails_the_decorrelation_check(tmp_path, monkeypatch):
     builder.run_md(plan, large, work, min_time_fs=2.0)
     checks = builder.replica_checks(plan, large, work, 2.0)
     assert not checks["sk_decorrelated"] and checks["sk_ratio"] > 1e6
+
+
+def test_md_checkpoint_save_and_restore_continue_the_run(tmp_path, monkeypatch):
+    plan, small, large = _large_plan()
+    fake = _FakeCP2K()
+    monkeypatch.setattr(builder._cp2k, "run_cp2k", fake)
+    work, store = tmp_path / "work", tmp_path / "checkpoints"
+    builder.run_md(plan, large, work, min_time_fs=2.0)
+    names = [small.name, large.name]
+    saved = builder.save_md_checkpoints(work, store, names)
+    assert [(s["name"], s["time_fs"]) for s in saved] == [("fluid_p100", 3.0), ("fluid8x_p100", 2.0)]
+    assert sorted(p.name for p in (store / large.name).iterdir()) == [
+        "md-1.ener", "md-1.restart", "md-pos-1.xyz.gz", "md.inp"]
+    assert builder.save_md_checkpoints(work, store, names) == []  # nothing newer
+    # another machine: restore into an empty work folder and continue to the last snapshot
+    other = tmp_path / "other"
+    assert len(builder.restore_md_checkpoints(store, other, names)) == 2
+    assert builder.restore_md_checkpoints(store, other, names) == []  # already there
+    runs = fake.md_runs
+    builder.run_md(plan, large, other)
+    assert fake.md_runs == runs + 1  # one continuation, not a new start
+    e = cp2k.read_ener(other / "md" / large.name / "md-1.ener")
+    assert [int(s) for s in e[:, 0]] == list(range(7)) and e[-1, 1] == pytest.approx(3.0)
