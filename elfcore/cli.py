@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 from .errors import ElfcoreError
 
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    previous = _on_sigterm(_terminate)
     try:
         return int(args._run(args) or 0)
     except ElfcoreError as exc:
@@ -75,9 +78,37 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"elfcore {args.command}: error: file not found: {exc.filename or exc}", file=sys.stderr)
         return 1
+    except (OSError, MemoryError) as exc:  # disk full, read-only, file-size limit, permissions, out of memory
+        if args.debug:
+            raise
+        print(f"elfcore {args.command}: error: {_os_message(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        _on_sigterm(previous)
+
+
+def _on_sigterm(handler):
+    """Install a SIGTERM handler (main thread only); return the previous one."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _terminate(signum, frame):
+    """SIGTERM unwinds like Ctrl-C, so writers remove their temporary files."""
+    raise KeyboardInterrupt
+
+
+def _os_message(exc: BaseException) -> str:
+    """One line for an OSError (``strerror: file``) or a MemoryError."""
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    text = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
+    name = getattr(exc, "filename", None)
+    return f"{text}: {name}" if name else text
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -63,8 +63,9 @@ def grid_shape_for_spacing(cell, spacing: float = 0.08) -> tuple[int, int, int]:
     >>> grid_shape_for_spacing(np.eye(3) * 11.05, 0.0576)
     (192, 192, 192)
     """
-    if not spacing > 0:
-        raise GridError(f"spacing={spacing}; must be > 0 Å")
+    from .io.validate import check_spacing
+
+    spacing = check_spacing(spacing)  # finite, > 0 and not coarser than 1 Å (no degenerate 1×1×1 grids)
     lengths = np.linalg.norm(np.asarray(cell, dtype=np.float64), axis=1)
     return tuple(_smooth_size(math.ceil(L / spacing - 1e-9)) for L in lengths)
 
@@ -370,15 +371,19 @@ def predict_field(
     Raises
     ------
     StructureError
-        Empty structure, non-hydrogen atoms, NaN positions.
+        Empty structure, non-hydrogen atoms, NaN positions, overlapping atoms or a
+        cell shorter than the descriptor's σ (:func:`elfcore.io.validate.check_prediction_structure`).
     GridError
-        Grid larger than the memory budget.
+        Grid larger than the memory budget; ``spacing`` not finite or coarser than 1 Å.
     SettingsMismatchError
         The model has no descriptor settings.
     """
     if len(atoms) == 0:
         raise StructureError("the structure has no atoms; nothing to predict")
     settings = _model_settings(model)
+    from .io.validate import check_prediction_structure
+
+    check_prediction_structure(atoms, settings.sigma)  # overlapping atoms, cells shorter than σ, NaN, unknown Z
     cell = np.asarray(atoms.cell[:], dtype=np.float64)
     if shape is None:
         if abs(np.linalg.det(cell)) < 1e-8:

@@ -131,7 +131,10 @@ def _rows(ds) -> dict:
 
 def run(args) -> int:
     from .. import kspace
+    from ..io.validate import check_output_path
 
+    if args.out:
+        check_output_path(args.out, what="--out")
     eps = kspace.DEFAULT_EPS if args.eps is None else args.eps
     n_shells = args.shells if args.shells is not None or args.kmax is not None else 3
     ref = _read(args.ref, args.ref_name, "elf_ref")

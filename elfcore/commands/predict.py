@@ -77,9 +77,11 @@ def run(args) -> int:
 
     from ..errors import ElfcoreError
     from ..io import read_structure, write_field
+    from ..io.validate import check_output_path
     from ..predict import predict_field
     from ..zoo import resolve_model
 
+    check_output_path(args.out, what="--out")  # before the prediction, not after it
     atoms = read_structure(args.structure)
     model = resolve_model(args.model)
     n_members = int(getattr(model, "n_members", 1))

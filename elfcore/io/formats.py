@@ -33,7 +33,7 @@ from typing import IO, Iterator, Mapping, Union
 
 import xarray as xr
 
-from ..errors import FormatError, GridError, StructureError, UnknownFormatError
+from ..errors import FormatError, GridError, OutputError, StructureError, UnknownFormatError
 
 __all__ = [
     "FormatSpec",
@@ -526,6 +526,10 @@ def _open_write(target: Source, binary: bool) -> Iterator[IO]:
         else:
             yield sys.stdout
         return
+    from .validate import check_output_path
+
+    check_output_path(path)
+    _remove_orphans(path)
     _, comp = _strip_compression(path)
     tmp = f"{path}.part{os.getpid()}"
     try:
@@ -537,9 +541,37 @@ def _open_write(target: Source, binary: bool) -> Iterator[IO]:
         with fh:
             yield fh
         os.replace(tmp, path)
+    except OSError as exc:  # disk full, file-size limit, read-only: name the target, not the temporary file
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _remove_orphans(path: str) -> None:
+    """Remove ``<path>.part<pid>`` files left by writers that were killed (their process is gone)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    prefix = os.path.basename(path) + ".part"
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(prefix) and n[len(prefix):].isdigit()]
+    except OSError:
+        return
+    for name in names:
+        pid = int(name[len(prefix):])
+        if pid == os.getpid() or _process_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(folder, name))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _spec_for_write(target: Source, format: str | None) -> FormatSpec:

@@ -70,6 +70,8 @@ def read_case(fileobj: IO[bytes], *, source: str | None = None, max_voxels: int 
         engine = "scipy"
     else:
         raise FormatError("not a netCDF file (no HDF5 or classic netCDF signature)", source, 1)
+    if engine == "h5netcdf":
+        _check_hdf5(fileobj, source)
     try:
         with xr.open_dataset(fileobj, engine=engine) as lazy:
             n_elements = sum(int(np.prod(v.shape, dtype=np.float64)) for v in lazy.variables.values())
@@ -112,6 +114,23 @@ def read_case(fileobj: IO[bytes], *, source: str | None = None, max_voxels: int 
             ds[key] = ds[key].astype(np.float64)
     ds["numbers"] = ds["numbers"].astype(np.int64)
     return validate_case(ds)
+
+
+def _check_hdf5(fileobj: IO[bytes], source: str | None) -> None:
+    """Open the HDF5 structure with h5py first: a corrupt header is refused here, before
+    h5netcdf half-builds a file object that fails again when it is garbage-collected."""
+    import h5py
+
+    try:
+        with h5py.File(fileobj, "r") as h5:
+            dict(h5.attrs)
+            for key in h5:
+                dict(h5[key].attrs)
+    except Exception as exc:  # h5py raises OSError, KeyError, ValueError, RuntimeError... on corrupt input
+        detail = " ".join(str(exc).split())[:200]
+        raise FormatError(f"cannot read as netCDF ({type(exc).__name__}: {detail})", source) from None
+    finally:
+        fileobj.seek(0)
 
 
 def read_netcdf(fileobj: IO[bytes], *, name: str | None = None, source: str | None = None,

@@ -54,6 +54,10 @@ __all__ = [
     "is_elf_name",
     "check_safetensors",
     "check_output_path",
+    "check_spacing",
+    "check_prediction_structure",
+    "MIN_ATOM_DISTANCE",
+    "MAX_SPACING",
 ]
 
 log = logging.getLogger(__name__)
@@ -327,6 +331,87 @@ def check_case(ds, source: str | None = None, *, elf_range: str = "warn"):
         if tuple(var.dims) == ("a", "b", "c"):
             check_values(var.values, key, source, elf_range=elf_range)
     return ds
+
+
+# --------------------------------------------------------------------------- prediction input
+#: Atoms closer than this (Å, periodic images included) overlap: prediction refuses the structure.
+MIN_ATOM_DISTANCE = 0.1
+#: Atoms closer than this (Å) are far outside the training data (H–H ≥ ≈0.65 Å up to 500 GPa): a warning.
+WARN_ATOM_DISTANCE = 0.5
+#: Coarsest grid spacing (Å) a prediction accepts from ``spacing=`` (H–H bonds are ≈0.7 Å long).
+MAX_SPACING = 1.0
+
+
+def check_spacing(spacing) -> float:
+    """A grid spacing in Å that is finite, > 0 and ≤ :data:`MAX_SPACING`; return it as float.
+
+    Raises
+    ------
+    GridError
+        ``inf``, ``nan``, ≤ 0 or coarser than :data:`MAX_SPACING` (a degenerate grid).
+    """
+    try:
+        value = float(spacing)
+    except (TypeError, ValueError):
+        raise GridError(f"spacing={spacing!r}; must be a number of Å") from None
+    if not (math.isfinite(value) and value > 0):
+        raise GridError(f"spacing={spacing}; must be a finite number > 0 Å")
+    if value > MAX_SPACING:
+        raise GridError(f"spacing={value:g} Å is coarser than {MAX_SPACING:g} Å: the grid cannot resolve the ELF "
+                        "(H–H bonds are ≈0.7 Å); give a finer spacing or an explicit grid")
+    return value
+
+
+def check_prediction_structure(atoms, sigma: float) -> None:
+    """Refuse (or warn about) a structure no ELF prediction can be meaningful for.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        The structure (its cell is taken as periodic).
+    sigma : float
+        Gaussian width (Å) of the descriptor's atomic densities.
+
+    Raises
+    ------
+    StructureError
+        The structure fails :func:`check_structure`; the cell repeats along some
+        direction with a period shorter than ``sigma`` (every grid point would see
+        the same smeared density: a flat, meaningless ELF); two atoms (or an atom and
+        its periodic image) are closer than :data:`MIN_ATOM_DISTANCE`.
+
+    Notes
+    -----
+    Pairs closer than :data:`WARN_ATOM_DISTANCE` are logged as a warning.
+    """
+    from ase import Atoms
+    from ase.geometry import minkowski_reduce
+    from ase.neighborlist import neighbor_list
+
+    try:
+        cell, pos, num = check_structure(np.asarray(atoms.cell[:]), atoms.get_positions(),
+                                         atoms.get_atomic_numbers())
+    except FormatError as exc:
+        raise StructureError(str(exc)) from None
+    reduced, _ = minkowski_reduce(cell)
+    period = float(np.linalg.norm(reduced, axis=1).min())
+    if period < sigma:
+        raise StructureError(
+            f"the cell repeats every {period:.3g} Å, less than the descriptor's Gaussian width σ = {sigma:g} Å: "
+            "every grid point would see the same smeared density (a flat, meaningless ELF)")
+    if len(pos) < 2 and period >= WARN_ATOM_DISTANCE:
+        return
+    periodic = Atoms(numbers=num, positions=pos, cell=cell, pbc=True)
+    i, j, d = neighbor_list("ijd", periodic, WARN_ATOM_DISTANCE, self_interaction=False)
+    if len(d) == 0:
+        return
+    k = int(np.argmin(d))
+    where = f"atoms {int(i[k]) + 1} and {int(j[k]) + 1}" if i[k] != j[k] else f"atom {int(i[k]) + 1} and its image"
+    if d[k] < MIN_ATOM_DISTANCE:
+        raise StructureError(f"{where} are {d[k]:.3f} Å apart (overlapping atoms; periodic images included); "
+                             f"at least {MIN_ATOM_DISTANCE:g} Å is needed")
+    log.warning("%s are %.3f Å apart, closer than any structure the models were trained on (≥ %g Å)",
+                where, d[k], WARN_ATOM_DISTANCE)
 
 
 # --------------------------------------------------------------------------- safetensors
