@@ -52,7 +52,7 @@ from torch import nn
 
 from ..device import resolve
 from ..errors import FormatError, SettingsMismatchError, StructureError
-from .io import read_raw_header, write_model_file
+from .io import check_finite_weights, check_tensor_shapes, read_raw_header, write_model_file
 
 __all__ = [
     "PatchSettings",
@@ -512,11 +512,15 @@ def load_cnn(
         )
     if patch_size != settings.patch_size:
         raise FormatError(f"model patch_size {patch_size} ≠ descriptor patch_size {settings.patch_size}", path=str(path))
-    model = CNN(patch_size, arch.channels)
+    if not 1 <= patch_size <= 64 or len(arch.channels) > 16 or max(arch.channels, default=1) > 4096:
+        raise FormatError(f"CNN header: patch_size {patch_size}, channels {list(arch.channels)[:20]}; allowed "
+                          "patch_size 1..64, at most 16 layers of ≤ 4096 channels", path=str(path))
+    model = check_tensor_shapes(lambda: CNN(patch_size, arch.channels), path)
     try:
         model.load_state_dict(load_file(str(path)), strict=True)
     except RuntimeError as exc:
         raise FormatError(f"tensors do not match the header ({exc})", path=str(path)) from exc
+    check_finite_weights(model, path)
     model.descriptor_settings = settings
     model.metadata = dict(header.get("training") or {})
     return model.to(resolve(device)).eval()

@@ -32,7 +32,8 @@ import torch
 from ..errors import FormatError, SettingsMismatchError
 from .mlp import MLP, Ensemble
 
-__all__ = ["SCHEMA_VERSION", "MODEL_CLASSES", "save_model", "load_model", "read_header"]
+__all__ = ["SCHEMA_VERSION", "MODEL_CLASSES", "MODEL_LIMITS", "save_model", "load_model", "read_header",
+           "check_tensor_shapes", "check_finite_weights"]
 
 SCHEMA_VERSION = 1
 
@@ -125,9 +126,12 @@ def read_raw_header(path: str | os.PathLike) -> dict[str, Any]:
     """
     from safetensors import safe_open
 
+    from ..io.validate import check_safetensors
+
     path = str(path)
     if not os.path.exists(path):
         raise FileNotFoundError(path)
+    check_safetensors(path)  # sizes, dtypes and offsets of the raw header, before safetensors reads anything
     try:
         with safe_open(path, framework="pt") as fh:
             meta = fh.metadata() or {}
@@ -159,6 +163,65 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
             f"model_class={header.get('model_class')!r}; known: {sorted(MODEL_CLASSES)}", path=path
         )
     return header
+
+
+#: Largest numbers a model header may state (far above any trained elfcore model).
+MODEL_LIMITS = {"n_features": 100_000, "width": 8192, "hidden_layers": 64, "n_members": 256}
+
+
+def _model_numbers(spec, cls, path) -> dict[str, int]:
+    """The integers of a header's ``model`` entry, each checked against :data:`MODEL_LIMITS`."""
+    keys = ["n_features", "width", "hidden_layers"] + (["n_members"] if cls is Ensemble else [])
+    if not isinstance(spec, dict):
+        raise FormatError(f"model spec in header is {type(spec).__name__}, not an object", path=str(path))
+    out = {}
+    for key in keys:
+        value = spec.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FormatError(f"model {key}={str(value)[:40]!r} in header; expected an integer", path=str(path))
+        if not 1 <= value <= MODEL_LIMITS[key]:
+            raise FormatError(f"model {key}={value} in header; allowed 1..{MODEL_LIMITS[key]}", path=str(path))
+        out[key] = value
+    return out
+
+
+def check_tensor_shapes(build, path) -> torch.nn.Module:
+    """Build the model the header describes, its tensors checked against the file's first.
+
+    ``build()`` runs once on the ``meta`` device (no memory) to list the expected
+    tensor names and shapes; they must equal those of the file's safetensors header
+    (:func:`elfcore.io.validate.check_safetensors`). Only then is the real model built.
+
+    Raises
+    ------
+    FormatError
+        A tensor is missing, extra or of another shape than the header's model needs.
+    """
+    from ..io.validate import check_safetensors
+
+    stored = {k: shape for k, (_, shape) in check_safetensors(path)["tensors"].items()}
+    with torch.device("meta"):
+        try:
+            expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise FormatError(f"invalid model spec in header ({exc})", path=str(path)) from None
+    missing = sorted(set(expected) - set(stored))
+    extra = sorted(set(stored) - set(expected))
+    if missing or extra:
+        raise FormatError(f"tensors do not match the model in the header (missing {missing[:4]}, "
+                          f"unexpected {extra[:4]})", path=str(path))
+    for key, shape in expected.items():
+        if stored[key] != shape:
+            raise FormatError(f"tensor {key!r} has shape {list(stored[key])}; the model in the header needs "
+                              f"{list(shape)}", path=str(path))
+    return build()
+
+
+def check_finite_weights(model: torch.nn.Module, path) -> None:
+    """Refuse a model whose weights hold NaN or inf (it would predict NaN everywhere)."""
+    for key, value in model.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise FormatError(f"tensor {key!r} holds NaN or inf", path=str(path))
 
 
 def load_model(
@@ -208,23 +271,24 @@ def load_model(
         )
     spec = header["model"]
     cls = MODEL_CLASSES[header["model_class"]]
-    try:
-        if cls is Ensemble:
-            model = Ensemble(int(spec["n_features"]), int(spec["n_members"]), int(spec["width"]), int(spec["hidden_layers"]))
-        else:
-            model = MLP(int(spec["n_features"]), int(spec["width"]), int(spec["hidden_layers"]))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise FormatError(f"invalid model spec {spec!r} in header ({exc})", path=str(path)) from exc
-    if model.n_features != settings.n_features:
+    numbers = _model_numbers(spec, cls, path)
+    if numbers["n_features"] != settings.n_features:
         raise FormatError(
-            f"model has {model.n_features} inputs but its descriptor settings give {settings.n_features}",
+            f"model has {numbers['n_features']} inputs but its descriptor settings give {settings.n_features}",
             path=str(path),
         )
+    if cls is Ensemble:
+        build = lambda: Ensemble(numbers["n_features"], numbers["n_members"], numbers["width"],  # noqa: E731
+                                 numbers["hidden_layers"])
+    else:
+        build = lambda: MLP(numbers["n_features"], numbers["width"], numbers["hidden_layers"])  # noqa: E731
+    model = check_tensor_shapes(build, path)
     tensors = {k: v.to(torch.float32) for k, v in load_file(str(path)).items()}
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         raise FormatError(f"tensors do not match the model in the header ({exc})", path=str(path)) from exc
+    check_finite_weights(model, path)
     model.descriptor_settings = settings
     model.metadata = dict(header.get("training") or {})
     model.metadata.setdefault("elfcore_version", header.get("elfcore_version"))
