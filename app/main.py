@@ -1,4 +1,6 @@
-"""elfcore app: ``panel serve app/main.py --address 127.0.0.1`` (or ``python app/main.py``).
+"""elfcore app: ``panel serve app/main.py --address 127.0.0.1 --websocket-max-message-size 134217728``
+(or ``python app/main.py``; the message size is :data:`app.pipeline.WEBSOCKET_MAX_MESSAGE_BYTES`, which
+uploads up to :data:`app.pipeline.MAX_UPLOAD_BYTES` need).
 
 Every browser session gets its own :class:`~app.state.AppState`, its own
 widgets and its own off-screen pyvista plotter (built in :func:`build_app`);
@@ -35,7 +37,7 @@ _register_own_package()
 
 import panel as pn  # noqa: E402
 
-from app.pipeline import MAX_UPLOAD_BYTES  # noqa: E402
+from app.pipeline import MAX_UPLOAD_BYTES, WEBSOCKET_MAX_MESSAGE_BYTES, upload_capacity  # noqa: E402
 from app.state import FIELD_EXTENSIONS, STRUCTURE_EXTENSIONS, AppState  # noqa: E402
 from app.views.linescan import LineScanView  # noqa: E402
 from app.views.metrics import metrics_pane  # noqa: E402
@@ -84,6 +86,15 @@ def controls(state: AppState) -> dict[str, pn.viewable.Viewable]:
     for k, widget in w.items():
         widget.css_classes = list(widget.css_classes or []) + [f"elf-{k.replace('_', '-')}"]
     return w
+
+
+def upload_limit_mib() -> int:
+    """The upload size the page states (MiB): the app's cap, or less if the websocket limit carries less.
+
+    The server must be started with ``websocket_max_message_size = WEBSOCKET_MAX_MESSAGE_BYTES``
+    (``scripts/elfcore.sh serve`` and ``python app/main.py`` do).
+    """
+    return min(MAX_UPLOAD_BYTES, upload_capacity(WEBSOCKET_MAX_MESSAGE_BYTES)) // 2**20
 
 
 def _upload_watcher(state: AppState, widget: pn.widgets.FileInput):
@@ -160,7 +171,7 @@ def build_session(state: AppState | None = None) -> Session:
         w["case"],
         pn.pane.Markdown(
             f"Upload a structure (POSCAR, CIF, extxyz → prediction) or an ELF file (ELFCAR, cube, XSF, netCDF → "
-            f"prediction + residual), ≤ {MAX_UPLOAD_BYTES // 2**20} MiB:"
+            f"prediction + residual), ≤ {upload_limit_mib()} MiB:"
         ),
         w["upload"],
         pn.pane.Markdown("### Model and correction"),
@@ -206,6 +217,7 @@ def build_session(state: AppState | None = None) -> Session:
 
 
 if __name__ == "__main__":
-    pn.serve(build_app, address="127.0.0.1", port=5006, show=False, title="elfcore")
+    pn.serve(build_app, address="127.0.0.1", port=5006, show=False, title="elfcore",
+             websocket_max_message_size=WEBSOCKET_MAX_MESSAGE_BYTES)
 elif __name__.startswith("bokeh_app"):  # run by `panel serve app/main.py`
     build_app().servable(title="elfcore")

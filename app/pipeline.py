@@ -30,6 +30,8 @@ from elfcore.errors import ElfcoreError, FormatError, StructureError
 __all__ = [
     "DATA_DIR",
     "MAX_UPLOAD_BYTES",
+    "WEBSOCKET_MAX_MESSAGE_BYTES",
+    "upload_capacity",
     "CaseInfo",
     "ElfcoreEngine",
     "LRUCache",
@@ -44,6 +46,15 @@ log = logging.getLogger(__name__)
 DATA_DIR = assets.data_dir()
 #: Largest accepted upload, bytes.
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+#: Websocket message limit the server must be started with (``panel serve --websocket-max-message-size``,
+#: ``pn.serve(websocket_max_message_size=...)``). An upload travels base64-encoded (4/3 of its size) in one
+#: message; Bokeh's default of 20 MiB would close the session on any upload above 15 MiB without a word.
+WEBSOCKET_MAX_MESSAGE_BYTES = 2 * MAX_UPLOAD_BYTES
+
+
+def upload_capacity(websocket_bytes: int = WEBSOCKET_MAX_MESSAGE_BYTES) -> int:
+    """Largest file (bytes) one websocket message of ``websocket_bytes`` carries (base64 plus 64 KiB framing)."""
+    return max(0, (int(websocket_bytes) - 64 * 1024) * 3 // 4)
 
 
 @dataclass(frozen=True)
@@ -169,8 +180,8 @@ class ElfcoreEngine:
         io = _need("elfcore.io", "reading uploads")
         path = Path(path)
         if path.suffix.lower() in (".nc", ".nc4", ".netcdf"):
-            try:
-                return validate_case(io.read_case(path))
+            try:  # same voxel limit as every reader (ELFCORE_MAX_VOXELS); an ELF outside [0, 1] is refused
+                return validate_case(io.read_case(path, elf_range="error"))
             except ElfcoreError:
                 pass
         field_exc: Exception | None = None

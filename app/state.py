@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,20 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def _display_name(filename) -> str:
+    """The uploaded file's base name as shown to the user: no control characters, at most 80 characters."""
+    text = re.sub(r"[\x00-\x1f\x7f]", "", str(filename or ""))
+    text = re.split(r"[/\\]", text)[-1].strip() or "upload"
+    return text if len(text) <= 80 else text[:38] + "…" + text[-38:]
+
+
+def _file_name(name: str) -> str:
+    """A safe local file name that keeps what tells the format (extension, ELFCAR/POSCAR...) at either end."""
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", name.replace("…", "_")).lstrip(".") or "upload"
+    return safe if len(safe) <= 120 else safe[:60] + safe[-60:]
+
 
 #: The ELF fields a view can show.
 FIELD_KINDS = ("prediction", "reference", "corrected")
@@ -335,7 +350,16 @@ class AppState(param.Parameterized):
         any problem the reason goes to :attr:`message` and ``False`` is
         returned; the session keeps its previous case.
         """
-        name = Path(str(filename or "upload")).name
+        name = _display_name(filename)
+        try:
+            return self._upload(name, data)
+        except Exception as exc:  # every failure is a message in the page, never a dead session
+            detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+            self.message = f"Could not use '{name}': {detail}"
+            log.warning("upload %s failed: %s: %s", name, type(exc).__name__, detail)
+            return False
+
+    def _upload(self, name: str, data: bytes) -> bool:
         if not data:
             self.message = f"Upload '{name}' is empty."
             return False
@@ -354,13 +378,13 @@ class AppState(param.Parameterized):
             )
             return False
         with tempfile.TemporaryDirectory(prefix="elfcore-upload-") as tmp:
-            path = Path(tmp) / name
+            path = Path(tmp) / _file_name(name)
             path.write_bytes(data)
             try:
                 ds = self.pipeline.engine.read_upload(path)
                 info = self.pipeline.add_case(ds, label=f"upload: {name}", family="upload", role="upload")
             except (ElfcoreError, ValueError, KeyError, IndexError, OSError, UnicodeDecodeError) as exc:
-                self.message = f"Could not use '{name}': {exc}"
+                self.message = f"Could not use '{name}': {' '.join(str(exc).split())[:300]}"
                 log.info("upload %s refused: %s", name, exc)
                 return False
         if not hasattr(self, "_uploads"):

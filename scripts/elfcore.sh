@@ -59,7 +59,9 @@ case "$cmd" in
     setup ;;
   serve)
     setup
+    # --websocket-max-message-size = app.pipeline.WEBSOCKET_MAX_MESSAGE_BYTES (uploads travel base64-encoded)
     exec "$VENV/bin/panel" serve app/main.py --address "${ADDRESS:-127.0.0.1}" --port "${PORT:-5006}" \
+      --websocket-max-message-size 134217728 \
       --allow-websocket-origin="${ADDRESS:-127.0.0.1}:${PORT:-5006}" --allow-websocket-origin="localhost:${PORT:-5006}" "$@" ;;
   test)
     setup
