@@ -41,14 +41,15 @@ def describe(path: str, format: str | None = None) -> dict:
     ``fields`` (``{name: {min, mean, max, std}}``), ``periodic_plane``
     (``dropped``: axes whose duplicated last plane the reader removed;
     ``last_equals_first``: axes whose last plane still repeats the first
-    exactly), ``attrs``.
+    exactly), ``warnings`` (e.g. an ELF field outside [0, 1]), ``attrs``.
     """
     from ase.data import chemical_symbols
 
     from ..io import read_case
     from ..io._text import duplicate_plane_axes
+    from ..io.validate import ELF_TOLERANCE, is_elf_name
 
-    ds = read_case(path, format=format)
+    ds = read_case(path, format=format, elf_range=None)  # an out-of-range ELF is reported in "warnings"
     fields = [str(k) for k, v in ds.data_vars.items() if tuple(v.dims) == ("a", "b", "c")]
     main = next((f for f in ("elf_ref", "elf") if f in fields), fields[0])
     cell = np.asarray(ds["cell"].values, dtype=np.float64)
@@ -71,6 +72,9 @@ def describe(path: str, format: str | None = None) -> dict:
             "std": float(vals.std()),
         }
         remaining.update(_AXES[ax] for ax in duplicate_plane_axes(vals))
+    warnings = [f"field {name!r} spans {st['min']:.4g} … {st['max']:.4g}; an ELF lies in [0, 1]"
+                for name, st in stats.items()
+                if is_elf_name(name) and (st["min"] < -ELF_TOLERANCE or st["max"] > 1 + ELF_TOLERANCE)]
     dropped = [a for a in str(ds.attrs.get("duplicate_plane_dropped", "")).split(",") if a]
     attrs = {k: _scalar(v) for k, v in ds.attrs.items() if k not in ("duplicate_plane_dropped",)}
     return {
@@ -90,6 +94,7 @@ def describe(path: str, format: str | None = None) -> dict:
         "max": stats[main]["max"],
         "fields": stats,
         "periodic_plane": {"dropped": dropped, "last_equals_first": sorted(remaining)},
+        "warnings": warnings,
         "attrs": attrs,
     }
 
@@ -117,6 +122,7 @@ def _text(info: dict) -> str:
     if pp["last_equals_first"]:
         msg += f"; after reading, the last plane still equals the first along {','.join(pp['last_equals_first'])}"
     lines.append(f"periodic {msg}")
+    lines += [f"warning  {w}" for w in info.get("warnings", [])]
     attrs = info["attrs"]
     if attrs.get("duplicate_plane_mismatch"):
         lines.append(f"warning  the dropped boundary plane differs from the first along {attrs['duplicate_plane_mismatch']}"

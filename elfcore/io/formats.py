@@ -441,9 +441,10 @@ def read_field(source: Source, format: str | None = None, name: str | None = Non
         Refuse grids above this many voxels, checked on the declared grid before
         the values are decoded (default :func:`elfcore.io.validate.max_voxels`:
         ``$ELFCORE_MAX_VOXELS`` or 2**26).
-    elf_range : {"warn", "error"}
+    elf_range : {"warn", "error"} or None
         An ELF field (``elf``, ``elf_*``) with values outside [0, 1] is logged
-        as a warning (default) or refused with :class:`FormatError`.
+        as a warning (default), refused with :class:`FormatError`, or (None)
+        left to the caller.
 
     Returns
     -------
