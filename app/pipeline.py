@@ -265,12 +265,7 @@ class ElfcoreEngine:
         else:
             raise ElfcoreError(f"unknown training set {training!r}; use 'fluid' or 'crystals'")
         out = predict.predict_field(atoms, model, shape=tuple(shape), device=self.device, progress=False)
-        if isinstance(out, tuple):
-            return out[0], out[1]
-        if isinstance(out, xr.Dataset):
-            std = out["elf_std"] if "elf_std" in out else None
-            return out["elf"], std
-        return out, None
+        return out.elf, out.std
 
     def correct(self, pred: xr.DataArray, ref: xr.DataArray, n_shells: int, k_max: float = 0.0) -> xr.DataArray:
         """Oracle k-space correction of ``pred`` towards ``ref``.
@@ -283,7 +278,7 @@ class ElfcoreEngine:
             out = kspace.oracle_correction(pred, ref, k_max=float(k_max))
         else:
             out = kspace.oracle_correction(pred, ref, n_shells=int(n_shells))
-        return out[0] if isinstance(out, tuple) else out
+        return out.corrected
 
     def metrics(self, pred: xr.DataArray, ref: xr.DataArray) -> dict[str, float]:
         """MAE, RMSE and R² of ``pred`` against ``ref`` over all voxels."""

@@ -85,9 +85,10 @@ def main() -> None:
             else:
                 means, stds = [], []
                 for model in models:
-                    out = predict_field(case_atoms(ds), model, shape=ref.shape, device=args.device, progress=False)
-                    means.append((out[0] if isinstance(out, tuple) else out).values)
-                    stds.append(out[1].values if isinstance(out, tuple) else np.zeros_like(means[-1]))
+                    mean, std = predict_field(case_atoms(ds), model, shape=ref.shape, device=args.device,
+                                              progress=False)
+                    means.append(mean.values)
+                    stds.append(std.values if std is not None else np.zeros_like(means[-1]))
                 pred = make_field(np.mean(means, axis=0), ref.attrs["cell"], ref.attrs["positions"],
                                   ref.attrs["numbers"])
             timing[os.path.basename(path)] = round(time.perf_counter() - t0, 2)

@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         row = {"case": name, "voxels": int(elf.size)}
         preds = {}
         for precision in ("float32", "bfloat16"):
-            p = predict_field(atoms, model, shape=elf.shape, device="cpu", precision=precision, progress=False)
+            p = predict_field(atoms, model, shape=elf.shape, device="cpu", precision=precision, progress=False).elf
             preds[precision] = p.values.astype(np.float64)
             err = preds[precision] - elf
             row[f"r2_{precision}"] = float(1 - np.sum(err**2) / np.sum((elf - elf.mean()) ** 2))

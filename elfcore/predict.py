@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from .errors import ElfcoreError, GridError, SettingsMismatchError, StructureErr
 from .grid import field_from_atoms
 
 __all__ = [
+    "Prediction",
     "predict_field",
     "predict_grid",
     "grid_shape_for_spacing",
@@ -325,6 +326,19 @@ def predict_grid(
     return out.reshape((n_outputs,) + shape)
 
 
+class Prediction(NamedTuple):
+    """Result of :func:`predict_field`: ``elf, std = predict_field(...)``.
+
+    ``elf`` is the predicted ELF field (name ``elf``, dims a, b, c, carrying the
+    structure); for an ensemble model the mean over its members. ``std`` is the members'
+    standard deviation (a field named ``elf_std``) for an ensemble, ``None`` for a single
+    model.
+    """
+
+    elf: xr.DataArray
+    std: xr.DataArray | None
+
+
 def predict_field(
     atoms,
     model,
@@ -336,7 +350,7 @@ def predict_field(
     precision: str = "float32",
     progress: bool = True,
     memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
-) -> xr.DataArray | tuple[xr.DataArray, xr.DataArray]:
+) -> Prediction:
     """Predict the ELF of a periodic hydrogen structure on a full grid.
 
     Parameters
@@ -344,8 +358,8 @@ def predict_field(
     atoms : ase.Atoms
         Periodic hydrogen structure (any triclinic cell).
     model : torch.nn.Module
-        An :class:`elfcore.models.MLP` (→ one field) or :class:`elfcore.models.Ensemble`
-        (→ mean and standard deviation); must carry ``descriptor_settings``.
+        An :class:`elfcore.models.MLP` or :class:`elfcore.models.Ensemble` (→ member mean
+        and standard deviation); must carry ``descriptor_settings``.
     shape : (Na, Nb, Nc), optional
         Grid; default from ``spacing``.
     spacing : float
@@ -364,9 +378,10 @@ def predict_field(
 
     Returns
     -------
-    xarray.DataArray or (xarray.DataArray, xarray.DataArray)
-        ``elf`` field (dims a, b, c) carrying the structure; for an ensemble the
-        member mean (``elf``) and standard deviation (``elf_std``).
+    Prediction
+        ``elf``: the ELF field (dims a, b, c) carrying the structure, for an ensemble the
+        member mean; ``std``: the members' standard deviation (field ``elf_std``) for an
+        ensemble, ``None`` for a single model.
 
     Raises
     ------
@@ -412,11 +427,11 @@ def predict_field(
         )
     attrs = {"model_descriptor": str(settings.to_dict()), "method": "elfcore.predict_field"}
     if n_members == 1:
-        return field_from_atoms(values[0].numpy(), atoms, name="elf", attrs=attrs)
+        return Prediction(field_from_atoms(values[0].numpy(), atoms, name="elf", attrs=attrs), None)
     mean = values.mean(0)
     std = values.std(0, correction=0)
     attrs["n_members"] = n_members
-    return (
+    return Prediction(
         field_from_atoms(mean.numpy(), atoms, name="elf", attrs=attrs),
         field_from_atoms(std.numpy(), atoms, name="elf_std", attrs=attrs),
     )

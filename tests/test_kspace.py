@@ -406,6 +406,6 @@ def test_kcorrect_predicts_when_pred_is_a_model(rng, tmp_path, capsys):
     assert _kcorrect([str(tmp_path / "m.safetensors"), str(tmp_path / "ref.nc"), "--shells", "1",
                       "--device", "cpu", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    direct = predict_field(field_atoms(ref), model, shape=shape, device="cpu", progress=False)
+    direct = predict_field(field_atoms(ref), model, shape=shape, device="cpu", progress=False).elf
     assert info["r2_before"] == pytest.approx(metrics(direct.values, ref.values)["r2"], abs=1e-6)
     assert info["n_basis"] == 3 and info["shell_counts"] == [1, 2]  # orthorhombic: ±c* first

@@ -12,6 +12,7 @@ from elfcore.errors import GridError, SettingsMismatchError, StructureError
 from elfcore.grid import grid_points_frac, validate_field
 from elfcore.models import Ensemble, save_model
 from elfcore.predict import (
+    Prediction,
     grid_shape_for_spacing,
     make_evaluator,
     predict_field,
@@ -38,7 +39,7 @@ def model(atoms):
 
 def test_predict_field_matches_pointwise_model(atoms, model):
     shape = (6, 5, 7)
-    field = predict_field(atoms, model, shape=shape, device="cpu", progress=False)
+    field = predict_field(atoms, model, shape=shape, device="cpu", progress=False).elf
     validate_field(field)
     assert field.shape == shape and field.name == "elf"
     np.testing.assert_allclose(field.attrs["positions"], atoms.positions)
@@ -49,14 +50,14 @@ def test_predict_field_matches_pointwise_model(atoms, model):
 
 
 def test_batch_size_does_not_change_result(atoms, model):
-    a = predict_field(atoms, model, shape=(6, 5, 7), device="cpu", progress=False)
-    b = predict_field(atoms, model, shape=(6, 5, 7), device="cpu", progress=False, batch_size=35)
+    a = predict_field(atoms, model, shape=(6, 5, 7), device="cpu", progress=False).elf
+    b = predict_field(atoms, model, shape=(6, 5, 7), device="cpu", progress=False, batch_size=35).elf
     np.testing.assert_allclose(a.values, b.values, atol=1e-6)
 
 
 def test_bfloat16_inference_close(atoms, model):
-    a = predict_field(atoms, model, shape=(5, 5, 5), device="cpu", progress=False)
-    b = predict_field(atoms, model, shape=(5, 5, 5), device="cpu", progress=False, precision="bfloat16")
+    a = predict_field(atoms, model, shape=(5, 5, 5), device="cpu", progress=False).elf
+    b = predict_field(atoms, model, shape=(5, 5, 5), device="cpu", progress=False, precision="bfloat16").elf
     assert np.abs(a.values - b.values).max() < 2e-2
 
 
@@ -71,6 +72,15 @@ def test_ensemble_gives_mean_and_std(atoms, model):
         members = ens(x)
     np.testing.assert_allclose(mean.values.ravel(), members.mean(0).numpy(), atol=2e-5)
     np.testing.assert_allclose(std.values.ravel(), members.std(0, correction=0).numpy(), atol=2e-5)
+
+
+def test_one_return_type_for_model_and_ensemble(atoms, model):
+    single = predict_field(atoms, model, shape=(3, 3, 4), device="cpu", progress=False)
+    ens = predict_field(atoms, Ensemble.from_members([model, model]), shape=(3, 3, 4), device="cpu", progress=False)
+    assert isinstance(single, Prediction) and isinstance(ens, Prediction)
+    assert single.std is None and single.elf.name == "elf"
+    assert ens.std.name == "elf_std" and float(ens.std.max()) < 1e-6  # identical members
+    np.testing.assert_allclose(ens.elf.values, single.elf.values, atol=1e-6)
 
 
 def test_fast_evaluator_equals_model(model, rng):
@@ -121,7 +131,7 @@ def test_cli_predict_writes_field_and_std(tmp_path, atoms, model, capsys):
     assert info["grid"] == [4, 5, 6] and info["files"] == [str(out)]
     field = read_field(out)
     assert field.shape == (4, 5, 6)
-    direct = predict_field(atoms, model, shape=(4, 5, 6), device="cpu", progress=False)
+    direct = predict_field(atoms, model, shape=(4, 5, 6), device="cpu", progress=False).elf
     np.testing.assert_allclose(field.values, direct.values, atol=1e-4)
     ens = Ensemble.from_members([model, model])
     save_model(ens, tmp_path / "e.safetensors")
@@ -135,6 +145,6 @@ def test_cli_predict_writes_field_and_std(tmp_path, atoms, model, capsys):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_prediction_matches_cpu(atoms, model):
-    a = predict_field(atoms, model, shape=(6, 5, 7), device="cpu", progress=False)
-    b = predict_field(atoms, model, shape=(6, 5, 7), device="cuda", progress=False)
+    a = predict_field(atoms, model, shape=(6, 5, 7), device="cpu", progress=False).elf
+    b = predict_field(atoms, model, shape=(6, 5, 7), device="cuda", progress=False).elf
     np.testing.assert_allclose(a.values, b.values, atol=1e-4)

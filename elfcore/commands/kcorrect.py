@@ -100,8 +100,7 @@ def _predict(model_spec: str, ref, device: str):
     from ..zoo import resolve_model
 
     model = resolve_model(model_spec)
-    out = predict_field(field_atoms(ref), model, shape=ref.shape, device=device, progress=False)
-    return out[0] if isinstance(out, tuple) else out
+    return predict_field(field_atoms(ref), model, shape=ref.shape, device=device, progress=False).elf
 
 
 def _clean(obj):

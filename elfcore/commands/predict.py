@@ -88,10 +88,9 @@ def run(args) -> int:
     if args.ensemble and n_members < 2:
         raise ElfcoreError(f"--ensemble needs an ensemble model; {args.model} has one member")
     t0 = time.perf_counter()
-    result = predict_field(atoms, model, shape=parse_grid(args.grid), spacing=args.spacing, device=args.device,
-                           precision=args.precision, progress=not args.no_progress)
+    mean, std = predict_field(atoms, model, shape=parse_grid(args.grid), spacing=args.spacing, device=args.device,
+                              precision=args.precision, progress=not args.no_progress)
     elapsed = time.perf_counter() - t0
-    mean, std = result if isinstance(result, tuple) else (result, None)
     write_field(mean, args.out, format=args.format)
     written = [str(args.out)]
     if std is not None:
