@@ -1,4 +1,4 @@
-"""Grid-point-centred SOAP power spectrum for hydrogen (``science.md`` §3).
+"""Grid-point-centred SOAP power spectrum for hydrogen (``docs/science.md`` §3).
 
 For every point r₀ (a voxel of the ELF grid, or any Cartesian point) the hydrogen
 density around it,

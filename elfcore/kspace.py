@@ -1,4 +1,4 @@
-"""k-space analysis and correction of ELF residuals (``science.md`` §6, ``docs/kspace.md``).
+"""k-space analysis and correction of ELF residuals (``docs/science.md`` §6, ``docs/kspace.md``).
 
 The error of a strictly local ELF model is smooth and long-wavelength. This module
 works with the *logit residual*

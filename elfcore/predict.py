@@ -1,4 +1,4 @@
-"""Full-grid ELF prediction: structure (+ model) → ELF field (``design.md`` pipeline).
+"""Full-grid ELF prediction: structure (+ model) → ELF field (``docs/design.md`` pipeline).
 
 The grid descriptor comes slab by slab from :func:`elfcore.descriptor.iter_grid_descriptor`
 (fft path) and goes straight into the model, so only one slab of descriptors is in
@@ -451,7 +451,7 @@ def random_hydrogen(
     n_atoms : int
         Number of H atoms (≥ 1).
     volume_per_atom : float
-        Å³ per atom (2.7 ≈ 100 GPa fluid, ``science.md`` §8).
+        Å³ per atom (2.7 ≈ 100 GPa fluid, ``docs/science.md`` §8).
     min_distance : float
         Smallest allowed H–H distance in Å.
     seed : int

@@ -1,6 +1,6 @@
 """Voxel sampling, training, ensembles and metrics of the ELF model.
 
-The protocol follows ``science.md`` §2 and §4: from each training snapshot draw
+The protocol follows ``docs/science.md`` §2 and §4: from each training snapshot draw
 50,000 random voxels (fixed seed), compute the grid-point SOAP descriptor
 (:func:`elfcore.descriptor.compute_descriptor`) at those voxels, and fit the MLP
 (width 128, 2 hidden layers, sigmoid output) with the Huber loss (δ = 0.03) and
@@ -72,7 +72,7 @@ _STORAGE = {"float32": torch.float32, "float16": torch.float16}
 # --------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
 class TrainSettings:
-    """Training protocol (defaults: the paper's, ``science.md`` §4).
+    """Training protocol (defaults: the paper's, ``docs/science.md`` §4).
 
     Parameters
     ----------

@@ -1,7 +1,7 @@
 """The shipped model zoo: one trained MLP per (r_cut, l_max).
 
 The zoo spans r_cut ∈ {1.5, 2.0, 2.5, 3.0, 3.5, 4.0} Å × l_max ∈ {0, 1, 2, 3, 4}
-with n_radial = 10 (9 at r_cut = 1.5 Å, see :data:`ZOO_N_RADIAL_AT`) and the default atom width σ (``science.md`` §3–§4). Each
+with n_radial = 10 (9 at r_cut = 1.5 Å, see :data:`ZOO_N_RADIAL_AT`) and the default atom width σ (``docs/science.md`` §3–§4). Each
 entry is a file in ``assets/models/`` of the source tree, installed with the package
 as package data (found through :func:`elfcore.assets.models_dir`; see ``assets/README.md``
 for the command that rebuilds it). The baseline entry (r_cut = 3.0 Å, l_max = 2) is trained with

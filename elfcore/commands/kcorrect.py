@@ -1,4 +1,4 @@
-"""Correct a predicted ELF field in k-space against a reference (science.md §6).
+"""Correct a predicted ELF field in k-space against a reference (docs/science.md §6).
 
 PRED and REF are any field files ``read_field`` reads, on the same grid and cell.
 PRED may instead name a model (``zoo:rcut=3.0,lmax=2`` or a ``.safetensors`` file):

@@ -1,4 +1,4 @@
-"""ELF models (``science.md`` §4) and their pickle-free storage.
+"""ELF models (``docs/science.md`` §4) and their pickle-free storage.
 
 ``MLP``/``Ensemble`` are in :mod:`elfcore.models.mlp`; ``save_model``/``load_model``
 in :mod:`elfcore.models.io`.

@@ -1,4 +1,4 @@
-"""The 3D-CNN alternative to the descriptor MLP (``science.md`` §4, paper Fig. S1).
+"""The 3D-CNN alternative to the descriptor MLP (``docs/science.md`` §4, paper Fig. S1).
 
 For every sampling point r₀ the input is a *Gaussian density patch*
 

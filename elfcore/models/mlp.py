@@ -1,6 +1,6 @@
 """The ELF multilayer perceptron of the paper and its stacked ensemble.
 
-``science.md`` §4: a fully connected network of width 128 with 2 hidden layers
+``docs/science.md`` §4: a fully connected network of width 128 with 2 hidden layers
 (SiLU activations here; the paper does not state the activation) and a sigmoid
 output, mapping the grid-point SOAP descriptor of one voxel to its ELF value in
 [0, 1].

@@ -7,7 +7,7 @@ import numpy as np
 
 __all__ = ["figure_s1", "figure_s2", "figure_s3", "RESIDUAL_LIMIT"]
 
-#: colour range of residual maps (science.md §6: −0.2 blue … +0.2 red)
+#: colour range of residual maps (docs/science.md §6: −0.2 blue … +0.2 red)
 RESIDUAL_LIMIT = 0.2
 
 

@@ -14,7 +14,7 @@ __all__ = ["BEGIN", "END", "PAPER", "render", "write_block"]
 BEGIN = "<!-- reproduce:begin -->"
 END = "<!-- reproduce:end -->"
 
-#: The paper's numbers (arXiv 2604.26445 SI, as summarised in science.md §4–§5), quoted for comparison.
+#: The paper's numbers (arXiv 2604.26445 SI, as summarised in docs/science.md §4–§5), quoted for comparison.
 PAPER = {
     "s1": {
         "training": (0.0190, 0.0271, 0.992),

@@ -367,7 +367,7 @@ def run_baseline(split: dict, s, *, device="auto") -> tuple[dict, dict]:
 
 
 def pool_split(split: dict) -> dict[str, list[Case]] | None:
-    """Training pool of the larger-training-set variant (science.md §4).
+    """Training pool of the larger-training-set variant (docs/science.md §4).
 
     Per MD (target pressure), the independent snapshots are ordered by MD step; the
     2nd, 4th, ... join the training snapshot in the pool and the 1st, 3rd, 5th, ...

@@ -1,6 +1,6 @@
 """Screening at scale: ELF topology of whole trajectories and structure sets, on Dask, into an ASE database.
 
-``elfcore screen`` (``design.md``). One module per job:
+``elfcore screen`` (``docs/design.md``). One module per job:
 
 - :mod:`~elfcore.screen.inputs` — file specs (``traj.xyz@0:100:5``, directories,
   globs) → frames, each with the reason it cannot be screened, if any;

@@ -1,6 +1,6 @@
 """Screening run on Dask distributed: frames → worker tasks → rows streamed into the results database.
 
-``design.md``: many structures run the per-frame pipeline as Dask tasks and
+``docs/design.md``: many structures run the per-frame pipeline as Dask tasks and
 stream one row per frame into an ASE database. The client process expands the
 inputs, writes the rows of frames that cannot be screened at once, submits the
 others (a bounded number in flight), and writes each result as it arrives, so an

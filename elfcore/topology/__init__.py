@@ -1,6 +1,6 @@
 """Topology of periodic ELF fields: percolation, networking value, molecularity, critical points.
 
-``science.md`` §7. The superlevel-set merge tree lives in
+``docs/science.md`` §7. The superlevel-set merge tree lives in
 :mod:`elfcore.topology.mergetree`, critical points and the bond-critical-point
 route to φ in :mod:`elfcore.topology.critical`, the persistence-simplified
 critical-point census (Morse relation exact) in :mod:`elfcore.topology.persistence`.

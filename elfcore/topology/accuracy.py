@@ -1,4 +1,4 @@
-"""Networking-value accuracy of predicted ELF fields (paper Table S1, ``science.md`` §5).
+"""Networking-value accuracy of predicted ELF fields (paper Table S1, ``docs/science.md`` §5).
 
 φ is computed with the same merge-tree routine for the reference (DFT) and the
 predicted field of every case, and the errors are pooled per crystal family.

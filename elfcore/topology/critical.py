@@ -17,7 +17,7 @@ the network, not on the count).
 Each bond critical point is linked to the two attractors reached by steepest
 ascent (Cartesian metric) from either side along its unstable direction, with
 the lattice translation between them, as critic2 reports it. The bcp route to the
-networking value (TcESTIME-like, ``science.md`` §7): sort bcps by value, add them
+networking value (TcESTIME-like, ``docs/science.md`` §7): sort bcps by value, add them
 as edges of the attractor graph, φ_bcp = value of the bcp after which the graph
 is 3-periodic; TcESTIME rounds the bcp values to 2 decimals first (``phi_2dec``).
 """

@@ -1,6 +1,6 @@
 """Superlevel-set merge tree of a periodic field: percolation, networking value, molecularity.
 
-Method (``science.md`` §7; Belli, Contreras-García, Errea, Nat. Commun. 12, 5381
+Method (``docs/science.md`` §7; Belli, Contreras-García, Errea, Nat. Commun. 12, 5381
 (2021) for the networking value): sort the voxels by value, largest first, and add
 them one by one to a union-find structure whose components are the connected
 pieces of the superlevel set ``{f ≥ t}`` on the periodic grid. Each voxel stores
@@ -533,7 +533,7 @@ def networking_value(field: xr.DataArray, settings: TopologySettings | None = No
 
     Fast path of :func:`percolation_thresholds` (only the 3D threshold). Returns
     None when the superlevel sets never become 3-periodic (e.g. everything is
-    excluded). ``science.md`` §7.
+    excluded). ``docs/science.md`` §7.
     """
     return percolation_thresholds(field, settings, dims=(3,)).values[3]
 
