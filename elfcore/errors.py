@@ -10,6 +10,7 @@ __all__ = [
     "FormatError",
     "UnknownFormatError",
     "GridError",
+    "SettingsError",
     "SettingsMismatchError",
     "StructureError",
     "DFTError",
@@ -52,6 +53,14 @@ class UnknownFormatError(ElfcoreError):
 
 class GridError(ElfcoreError):
     """A field, cell or grid is invalid (zero size, zero volume, wrong dims, NaN...)."""
+
+
+class SettingsError(ElfcoreError, ValueError):
+    """A setting has a value outside its allowed range or set (the message names both).
+
+    Also a :class:`ValueError`, so code that catches ``ValueError`` from settings
+    validation keeps working.
+    """
 
 
 class SettingsMismatchError(ElfcoreError):
