@@ -114,7 +114,10 @@ def run(args) -> int:
         raise ElfcoreError("--db is required: the results database to write (e.g. --db results.db)")
     settings = ScreenSettings(spacing=args.spacing, device=args.device, precision=args.precision,
                               upsample=args.upsample, molecularity=not args.phi_only)
-    logging.getLogger("distributed").setLevel(logging.WARNING)
+    import distributed  # noqa: F401  (its import sets its loggers' levels; quiet them after it)
+
+    if not getattr(args, "debug", False):
+        logging.getLogger("distributed").setLevel(logging.ERROR)
     summary = screen(
         args.inputs,
         args.db,

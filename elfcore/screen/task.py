@@ -123,6 +123,17 @@ def field_path(directory: str | os.PathLike, source: str, index: int) -> str:
     return os.path.join(os.fspath(directory), f"{stem}-{tag}_{int(index):06d}.nc")
 
 
+def _local_scheduler():
+    """Context in which dask (and xarray's choice of file lock) runs in the calling thread."""
+    try:
+        import dask
+    except ImportError:  # pragma: no cover - dask is a dependency
+        from contextlib import nullcontext
+
+        return nullcontext()
+    return dask.config.set(scheduler="synchronous")
+
+
 def _f(x) -> float | None:
     return None if x is None else float(x)
 
@@ -235,7 +246,11 @@ def screen_frame(
                 fields_["elf_std"] = field_from_atoms(std, atoms, name="elf_std")
             path = field_path(save_dir, source, index)
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            write_case(make_case(atoms, fields_, attrs={"source": source, "frame": int(index)}), path)
+            case = make_case(atoms, fields_, attrs={"source": source, "frame": int(index)})
+            # inside a Dask worker xarray would take a distributed lock for the write, which an
+            # in-memory stream cannot use; this write is local to the task
+            with _local_scheduler():
+                write_case(case, path)
             record["field_file"] = path
         return record
     except (ElfcoreError, ValueError) as exc:
