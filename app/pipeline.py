@@ -411,12 +411,14 @@ class Pipeline:
         return atoms
 
     def grid_shape(self, key: str, spacing: float = 0.1, max_points: int = 96) -> tuple[int, int, int]:
-        """Grid of the case's reference, or one with ``spacing`` Å (≤ max_points per axis)."""
+        """Grid of the case's reference, or one with ``spacing`` Å (8 to ``max_points`` per axis,
+        :func:`elfcore.predict.grid_shape_for_spacing`)."""
+        from elfcore.predict import grid_shape_for_spacing
+
         ds = self.case(key)
         if all(d in ds.sizes for d in ("a", "b", "c")):
             return (ds.sizes["a"], ds.sizes["b"], ds.sizes["c"])
-        lengths = np.linalg.norm(np.asarray(ds["cell"].values), axis=1)
-        return tuple(int(min(max_points, max(8, np.ceil(length / spacing)))) for length in lengths)
+        return grid_shape_for_spacing(ds["cell"].values, spacing, min_points=8, max_points=max_points)
 
     def prediction(self, key: str, r_cut: float, l_max: int, squeeze: float = 1.0, training: str = "fluid"):
         """Cached ``(mean, std or None)`` prediction for the settings (``training``: see

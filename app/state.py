@@ -316,13 +316,10 @@ class AppState(param.Parameterized):
             self.view_field = "prediction"
 
     def _nearest_neighbour(self, i: int) -> int:
-        from elfcore.grid import minimum_image
+        from elfcore.grid import nearest_atom
 
         atoms = self.pipeline.structure(self.case)
-        pos = atoms.get_positions()
-        d = np.linalg.norm(minimum_image(pos - pos[i], np.asarray(atoms.cell[:])), axis=1)
-        d[i] = np.inf
-        return int(np.argmin(d))
+        return nearest_atom(atoms.get_positions(), atoms.cell[:], i)
 
     # ---------------------------------------------------------------- info
     @property
@@ -521,7 +518,7 @@ class AppState(param.Parameterized):
     @param.depends(*SLICE_DEPS)
     def slice_data(self) -> SliceData | str:
         """The 2D cut of the shown ELF and of the residual, or a message string."""
-        from elfcore.grid import field_cell, lattice_slice, plane_slice
+        from elfcore.grid import field_cell, lattice_slice, plane_slice, slice_atoms, slice_geometry
 
         fs = self.fields()
         kind = self.shown_kind(fs)
@@ -529,47 +526,29 @@ class AppState(param.Parameterized):
         if elf is None:
             return fs.error or "Nothing to show."
         res = fs.residual_corrected if (kind == "corrected" and fs.residual_corrected is not None) else fs.residual
-        cell = field_cell(elf)
-        pos = np.asarray(elf.attrs.get("positions", np.zeros((0, 3)))).reshape(-1, 3)
         if self.slice_mode == "atoms":
             trio = (self.plane_atom_1, self.plane_atom_2, self.plane_atom_3)
             if len(set(trio)) < 3:
                 return "Choose three different atoms for the plane."
-            spacing = float(np.min(np.linalg.norm(cell, axis=1) / np.asarray(elf.shape)))
+            spacing = float(np.min(np.linalg.norm(field_cell(elf), axis=1) / np.asarray(elf.shape)))
             try:
                 e2 = plane_slice(elf, atoms=trio, resolution=spacing, order=1)
                 r2 = None if res is None else plane_slice(res, atoms=trio, resolution=spacing, order=1)
             except ElfcoreError as exc:
                 return f"No plane: {exc}"
-            x = np.asarray(e2.coords["u"])
-            y = np.asarray(e2.coords["v"])
-            origin, u, v, n = (np.asarray(e2.attrs[k]) for k in ("origin", "u_axis", "v_axis", "normal"))
-            xy, idx = _atoms_near_plane(pos, cell, origin, u, v, n, self.near_plane, x.max())
-            title = f"plane through atoms {trio[0]}, {trio[1]}, {trio[2]}"
-            return SliceData(
-                np.asarray(e2.values), None if r2 is None else np.asarray(r2.values), x, y,
-                "u (Å)", "v (Å)", title, xy, idx, kind, origin=origin, axes=np.stack([u, v]),
-            )
-        axis = self.slice_mode
-        e2 = lattice_slice(elf, axis, self.slice_position)
-        r2 = None if res is None else lattice_slice(res, axis, self.slice_position)
-        other = [d for d in ("a", "b", "c") if d != axis]
-        ia = "abc".index(axis)
-        io_ = ["abc".index(d) for d in other]
-        lengths = np.linalg.norm(cell, axis=1)
-        x = np.asarray(e2.coords[other[0]]) * lengths[io_[0]]
-        y = np.asarray(e2.coords[other[1]]) * lengths[io_[1]]
-        frac = (pos @ np.linalg.inv(cell)) % 1.0 if len(pos) else np.zeros((0, 3))
-        pos_plane = e2.attrs["slice_position"]
-        d_spacing = 1.0 / np.linalg.norm(np.linalg.inv(cell)[:, ia])  # distance between lattice planes per unit
-        dist = np.abs(((frac[:, ia] - pos_plane + 0.5) % 1.0) - 0.5) * d_spacing
-        sel = np.nonzero(dist <= self.near_plane)[0]
-        xy = np.stack([frac[sel, io_[0]] * lengths[io_[0]], frac[sel, io_[1]] * lengths[io_[1]]], axis=1)
-        title = f"plane {axis} = {pos_plane:.3f}"
+            labels = ("u (Å)", "v (Å)", f"plane through atoms {trio[0]}, {trio[1]}, {trio[2]}")
+        else:
+            axis = self.slice_mode
+            e2 = lattice_slice(elf, axis, self.slice_position)
+            r2 = None if res is None else lattice_slice(res, axis, self.slice_position)
+            other = [d for d in ("a", "b", "c") if d != axis]
+            title = f"plane {axis} = {e2.attrs['slice_position']:.3f}"
+            labels = (f"along {other[0]} (Å)", f"along {other[1]} (Å)", title)
+        geometry = slice_geometry(e2)
+        xy, idx = slice_atoms(e2, self.near_plane)
         return SliceData(
-            np.asarray(e2.values), None if r2 is None else np.asarray(r2.values), x, y,
-            f"along {other[0]} (Å)", f"along {other[1]} (Å)", title, xy.reshape(-1, 2), sel, kind,
-            origin=pos_plane * cell[ia], axes=np.stack([cell[io_[0]] / lengths[io_[0]], cell[io_[1]] / lengths[io_[1]]]),
+            np.asarray(e2.values), None if r2 is None else np.asarray(r2.values), geometry.x, geometry.y,
+            *labels, xy, idx, kind, origin=geometry.origin, axes=geometry.axes,
         )
 
     @param.depends(*LINE_DEPS)
@@ -667,17 +646,3 @@ def _difference(a: xr.DataArray, b: xr.DataArray, name: str) -> xr.DataArray:
     out.name = name
     return out
 
-
-def _atoms_near_plane(pos, cell, origin, u, v, n, near, half):
-    """In-plane (u, v) coordinates of the periodic images of atoms within ``near`` Å of the plane."""
-    if len(pos) == 0:
-        return np.zeros((0, 2)), np.zeros(0, dtype=int)
-    shifts = np.array([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], float) @ cell
-    images = pos[:, None, :] + shifts[None, :, :] - origin  # (n, 27, 3)
-    dn = images @ n
-    du = images @ u
-    dv = images @ v
-    ok = (np.abs(dn) <= near) & (np.abs(du) <= half) & (np.abs(dv) <= half)
-    idx_atom, idx_img = np.nonzero(ok)
-    xy = np.stack([du[idx_atom, idx_img], dv[idx_atom, idx_img]], axis=1)
-    return xy, idx_atom

@@ -20,12 +20,12 @@ derived from the cell, so triclinic cells work everywhere.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 import xarray as xr
 
-from .errors import GridError, StructureError
+from .errors import GridError, SettingsError, StructureError
 
 __all__ = [
     "make_field",
@@ -44,9 +44,13 @@ __all__ = [
     "voxel_volume",
     "grid_spacing",
     "minimum_image",
+    "nearest_atom",
     "interpolate",
     "lattice_slice",
     "plane_slice",
+    "SliceGeometry",
+    "slice_geometry",
+    "slice_atoms",
     "line_profile",
 ]
 
@@ -309,6 +313,33 @@ def minimum_image(vectors_cart, cell) -> np.ndarray:
     return mic.reshape(v.shape)
 
 
+def nearest_atom(positions_cart, cell, index: int) -> int:
+    """Index of the atom nearest to atom ``index`` (minimum image; the lowest index on a tie).
+
+    Parameters
+    ----------
+    positions_cart : array (n_atoms, 3)
+        Cartesian positions, Å (n_atoms ≥ 2).
+    cell : array (3, 3)
+        Lattice vectors as rows, Å.
+    index : int
+        The atom whose neighbour is wanted.
+
+    Examples
+    --------
+    >>> nearest_atom([[0.0, 0.0, 0.0], [0.7, 0.0, 0.0], [2.5, 0.0, 0.0]], np.eye(3) * 3.0, 2)
+    0
+    """
+    pos = np.asarray(positions_cart, dtype=np.float64).reshape(-1, 3)
+    if len(pos) < 2:
+        raise StructureError(f"a nearest neighbour needs at least two atoms, got {len(pos)}")
+    if not 0 <= int(index) < len(pos):
+        raise StructureError(f"atom index {index} out of range ({len(pos)} atoms)")
+    d = np.linalg.norm(minimum_image(pos - pos[int(index)], cell), axis=1)
+    d[int(index)] = np.inf
+    return int(np.argmin(d))
+
+
 def interpolate(field: xr.DataArray, points_cart, *, order: int = 3, frac: bool = False) -> np.ndarray:
     """Sample a periodic field at arbitrary points.
 
@@ -348,7 +379,7 @@ def lattice_slice(field: xr.DataArray, axis: str = "c", position: float = 0.0) -
     No interpolation: returns the 2D DataArray over the two other fractional dims.
     """
     if axis not in DIMS:
-        raise ValueError(f"axis={axis!r}; must be one of {DIMS}")
+        raise SettingsError(f"axis={axis!r}; must be one of {DIMS}")
     n = field.sizes[axis]
     i = int(np.round((position % 1.0) * n)) % n
     out = field.isel({axis: i})
@@ -429,6 +460,116 @@ def plane_slice(
     vals = interpolate(field, pts, order=order)
     attrs = dict(field.attrs, origin=centre, u_axis=u, v_axis=v, normal=n)
     return xr.DataArray(vals, dims=("u", "v"), coords={"u": t, "v": t}, name=field.name, attrs=attrs)
+
+
+class SliceGeometry(NamedTuple):
+    """Where a 2D slice lies in space (:func:`slice_geometry`).
+
+    ``x`` (nx,) and ``y`` (ny,) are the in-plane coordinates in Å of the slice's two
+    axes; the point drawn at ``(x, y)`` is ``origin + x * axes[0] + y * axes[1]``
+    (Cartesian, Å). ``axes`` (2, 3) are unit vectors, orthogonal for a
+    :func:`plane_slice`, along the two other lattice vectors for a :func:`lattice_slice`
+    (not orthogonal in a skewed cell).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    origin: np.ndarray
+    axes: np.ndarray
+
+
+def _lattice_slice_axes(slice2d: xr.DataArray) -> tuple[int, list[int]]:
+    axis = slice2d.attrs["slice_axis"]
+    return DIMS.index(axis), [DIMS.index(d) for d in DIMS if d != axis]
+
+
+def _slice_kind(slice2d: xr.DataArray) -> str:
+    if "slice_axis" in slice2d.attrs:
+        return "lattice"
+    if all(k in slice2d.attrs for k in ("origin", "u_axis", "v_axis", "normal")):
+        return "plane"
+    raise GridError("not a slice: expected the attrs of lattice_slice or plane_slice")
+
+
+def slice_geometry(slice2d: xr.DataArray) -> SliceGeometry:
+    """In-plane coordinates (Å) and placement in space of a :func:`lattice_slice` or :func:`plane_slice`.
+
+    A lattice slice perpendicular to ``a`` has coordinates ``b``, ``c`` scaled to Å
+    (fractional coordinate × |b|, × |c|) with its origin at ``position × a``; a plane
+    slice keeps its ``u``, ``v`` coordinates, origin and axes.
+
+    Examples
+    --------
+    >>> f = make_field(np.zeros((2, 4, 5)), np.diag([2.0, 4.0, 5.0]))
+    >>> g = slice_geometry(lattice_slice(f, "a", 0.5))
+    >>> g.x.tolist(), g.origin.tolist(), g.axes.tolist()
+    ([0.0, 1.0, 2.0, 3.0], [1.0, 0.0, 0.0], [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    """
+    if _slice_kind(slice2d) == "plane":
+        origin, u, v = (np.asarray(slice2d.attrs[k], dtype=np.float64) for k in ("origin", "u_axis", "v_axis"))
+        return SliceGeometry(np.asarray(slice2d.coords["u"]), np.asarray(slice2d.coords["v"]), origin, np.stack([u, v]))
+    cell = _check_cell(slice2d.attrs["cell"])
+    ia, io = _lattice_slice_axes(slice2d)
+    lengths = np.linalg.norm(cell[io], axis=1)
+    x = np.asarray(slice2d.coords[DIMS[io[0]]]) * lengths[0]
+    y = np.asarray(slice2d.coords[DIMS[io[1]]]) * lengths[1]
+    origin = float(slice2d.attrs["slice_position"]) * cell[ia]
+    return SliceGeometry(x, y, origin, cell[io] / lengths[:, None])
+
+
+def slice_atoms(slice2d: xr.DataArray, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
+    """The atoms within ``max_distance`` Å of a slice, in the slice's in-plane coordinates (Å).
+
+    For a :func:`lattice_slice` the distance is measured between lattice planes
+    (periodic) and each atom appears once, at its fractional coordinates wrapped into
+    the cell. For a :func:`plane_slice` every periodic image in the 27 nearest cells
+    is tried, and the images inside the slice's square window are returned (an atom
+    may appear more than once).
+
+    Parameters
+    ----------
+    slice2d : xarray.DataArray
+        Output of :func:`lattice_slice` or :func:`plane_slice` (carries the structure).
+    max_distance : float
+        Largest distance from the plane, Å.
+
+    Returns
+    -------
+    xy : numpy.ndarray (m, 2)
+        In-plane coordinates, Å, as in :func:`slice_geometry`.
+    index : numpy.ndarray (m,) of int
+        The atom of each row.
+
+    Examples
+    --------
+    >>> f = make_field(np.zeros((4, 4, 4)), np.eye(3) * 4.0, positions=[[1.0, 2.0, 0.2], [1.0, 2.0, 2.0]])
+    >>> xy, index = slice_atoms(lattice_slice(f, "c", 0.0), 0.5)
+    >>> xy.tolist(), index.tolist()
+    ([[1.0, 2.0]], [0])
+    """
+    kind = _slice_kind(slice2d)
+    pos = np.asarray(slice2d.attrs.get("positions", np.zeros((0, 3))), dtype=np.float64).reshape(-1, 3)
+    cell = _check_cell(slice2d.attrs["cell"])
+    if len(pos) == 0:
+        return np.zeros((0, 2)), np.zeros(0, dtype=int)
+    if kind == "lattice":
+        ia, io = _lattice_slice_axes(slice2d)
+        inv = np.linalg.inv(cell)
+        frac = (pos @ inv) % 1.0
+        plane_spacing = 1.0 / np.linalg.norm(inv[:, ia])  # Å between lattice planes one unit apart
+        dist = np.abs(((frac[:, ia] - float(slice2d.attrs["slice_position"]) + 0.5) % 1.0) - 0.5) * plane_spacing
+        index = np.nonzero(dist <= max_distance)[0]
+        lengths = np.linalg.norm(cell[io], axis=1)
+        return (frac[index][:, io] * lengths).reshape(-1, 2), index
+    origin, u, v, n = (np.asarray(slice2d.attrs[k], dtype=np.float64) for k in ("origin", "u_axis", "v_axis", "normal"))
+    half_u = float(np.max(np.abs(slice2d.coords["u"])))
+    half_v = float(np.max(np.abs(slice2d.coords["v"])))
+    shifts = np.array([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], float) @ cell
+    images = pos[:, None, :] + shifts[None, :, :] - origin  # (n_atoms, 27, 3)
+    du, dv, dn = images @ u, images @ v, images @ n
+    ok = (np.abs(dn) <= max_distance) & (np.abs(du) <= half_u) & (np.abs(dv) <= half_v)
+    index, image = np.nonzero(ok)
+    return np.stack([du[index, image], dv[index, image]], axis=1), index
 
 
 def line_profile(

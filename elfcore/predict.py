@@ -54,21 +54,29 @@ def _smooth_size(n: int) -> int:
         n += 1
 
 
-def grid_shape_for_spacing(cell, spacing: float = 0.08) -> tuple[int, int, int]:
+def grid_shape_for_spacing(
+    cell, spacing: float = 0.08, *, min_points: int = 1, max_points: int | None = None
+) -> tuple[int, int, int]:
     """Grid shape with spacing ≤ ``spacing`` Å along each lattice vector.
 
-    Each count is rounded up to a 2·3·5-smooth number (fast FFTs).
+    Each count is at least ``min_points``, rounded up to a 2·3·5-smooth number (fast
+    FFTs), and then capped at ``max_points`` when given (the spacing is then coarser).
 
     Examples
     --------
     >>> grid_shape_for_spacing(np.eye(3) * 11.05, 0.0576)
     (192, 192, 192)
+    >>> grid_shape_for_spacing(np.diag([0.5, 5.5, 20.0]), 0.1, min_points=8, max_points=96)
+    (8, 60, 96)
     """
     from .io.validate import check_spacing
 
     spacing = check_spacing(spacing)  # finite, > 0 and not coarser than 1 Å (no degenerate 1×1×1 grids)
+    if min_points < 1 or (max_points is not None and max_points < min_points):
+        raise GridError(f"min_points={min_points}, max_points={max_points}; need 1 ≤ min_points ≤ max_points")
     lengths = np.linalg.norm(np.asarray(cell, dtype=np.float64), axis=1)
-    return tuple(_smooth_size(math.ceil(L / spacing - 1e-9)) for L in lengths)
+    counts = (_smooth_size(max(min_points, math.ceil(L / spacing - 1e-9))) for L in lengths)
+    return tuple(n if max_points is None else min(int(max_points), n) for n in counts)
 
 
 def estimate_memory_gb(shape: Sequence[int], settings: DescriptorSettings, n_members: int = 1,

@@ -167,3 +167,65 @@ def test_voxel_volume_and_spacing():
     f = grid.make_field(np.zeros((10, 20, 40)), SKEWED)
     assert grid.voxel_volume(f) * 8000 == pytest.approx(abs(np.linalg.det(SKEWED)))
     np.testing.assert_allclose(grid.grid_spacing(f), np.linalg.norm(SKEWED, axis=1) / [10, 20, 40])
+
+
+def test_nearest_atom_matches_brute_force_over_images(rng):
+    pos = rng.random((9, 3)) @ SKEWED
+    shifts = np.array([[i, j, k] for i in range(-2, 3) for j in range(-2, 3) for k in range(-2, 3)], float) @ SKEWED
+    for i in range(len(pos)):
+        d = np.linalg.norm(pos[:, None, :] + shifts[None] - pos[i], axis=2).min(axis=1)
+        d[i] = np.inf
+        assert grid.nearest_atom(pos, SKEWED, i) == int(np.argmin(d))
+    with pytest.raises(StructureError, match="two atoms"):
+        grid.nearest_atom(pos[:1], SKEWED, 0)
+
+
+@pytest.mark.parametrize("axis", ["a", "b", "c"])
+def test_lattice_slice_geometry_places_grid_points(axis):
+    f = cosine_field(SKEWED, (6, 7, 8))
+    s = grid.lattice_slice(f, axis, 0.4)
+    g = grid.slice_geometry(s)
+    assert g.x.shape == (s.shape[0],) and g.y.shape == (s.shape[1],)
+    other = [d for d in "abc" if d != axis]
+    for i, j in ((0, 0), (2, 3), (s.shape[0] - 1, 1)):
+        frac = np.zeros(3)
+        frac["abc".index(axis)] = s.attrs["slice_position"]
+        frac["abc".index(other[0])] = float(s.coords[other[0]][i])
+        frac["abc".index(other[1])] = float(s.coords[other[1]][j])
+        point = g.origin + g.x[i] * g.axes[0] + g.y[j] * g.axes[1]
+        np.testing.assert_allclose(point, frac @ SKEWED, atol=1e-12)
+
+
+def test_plane_slice_geometry_places_interpolated_values():
+    f = cosine_field(SKEWED, (24, 24, 24))
+    s = grid.plane_slice(f, normal=[0.3, -0.2, 1.0], offset=1.1, resolution=0.4, order=1)
+    g = grid.slice_geometry(s)
+    pts = g.origin + g.x[:, None, None] * g.axes[0] + g.y[None, :, None] * g.axes[1]
+    np.testing.assert_allclose(grid.interpolate(f, pts, order=1), s.values, atol=1e-10)
+
+
+def test_slice_atoms_lattice_plane_distance_and_wrap():
+    cell = np.diag([4.0, 5.0, 6.0])
+    pos = np.array([[1.0, 2.0, 0.3], [3.9, 6.0, 5.8], [2.0, 2.0, 3.0], [0.5, 0.5, 0.6]])
+    f = grid.make_field(np.zeros((4, 5, 6)), cell, pos)
+    xy, index = grid.slice_atoms(grid.lattice_slice(f, "c", 0.0), 0.5)
+    assert index.tolist() == [0, 1]  # 0.3 Å above, and 0.2 Å below through the periodic boundary
+    np.testing.assert_allclose(xy, [[1.0, 2.0], [3.9, 1.0]])  # b wrapped into the cell
+    empty = grid.make_field(np.zeros((4, 5, 6)), cell)
+    xy, index = grid.slice_atoms(grid.lattice_slice(empty, "c", 0.0), 0.5)
+    assert xy.shape == (0, 2) and index.shape == (0,)
+
+
+def test_slice_atoms_plane_finds_periodic_images():
+    cell = np.eye(3) * 4.0
+    f = grid.make_field(np.zeros((8, 8, 8)), cell, [[0.0, 0.0, 0.1], [2.0, 2.0, 2.0]])
+    s = grid.plane_slice(f, normal=[0, 0, 1], offset=0.0, size=6.0, resolution=0.5)
+    xy, index = grid.slice_atoms(s, 0.3)
+    assert set(index.tolist()) == {0}
+    # the slice's window (side 6 Å, centred mid-cell) holds the images at x, y ∈ {0, 4}
+    g = grid.slice_geometry(s)
+    points = g.origin + xy[:, :1] * g.axes[0] + xy[:, 1:] * g.axes[1]
+    np.testing.assert_allclose(points[:, 2], 0.0, atol=1e-12)
+    np.testing.assert_allclose(sorted(map(tuple, points[:, :2])), [(0, 0), (0, 4), (4, 0), (4, 4)], atol=1e-12)
+    with pytest.raises(GridError, match="not a slice"):
+        grid.slice_atoms(f.isel(c=0), 0.3)

@@ -106,6 +106,14 @@ def test_spacing_rounds_to_fft_sizes():
     assert grid_shape_for_spacing(np.diag([11.05, 5.0, 1.0]), 0.0576) == (192, 90, 18)
 
 
+def test_spacing_grid_bounds():
+    cell = np.diag([0.3, 6.7, 30.0])
+    assert grid_shape_for_spacing(cell, 0.1, min_points=8, max_points=96) == (8, 72, 96)
+    assert grid_shape_for_spacing(cell, 0.1) == (3, 72, 300)
+    with pytest.raises(GridError, match="min_points"):
+        grid_shape_for_spacing(cell, 0.1, min_points=10, max_points=8)
+
+
 def test_random_hydrogen_density_and_distance():
     a = random_hydrogen(40, seed=2)
     assert len(a) == 40
