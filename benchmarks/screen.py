@@ -61,9 +61,9 @@ def single_frame_cost(path: Path, model: str, spacing: float) -> dict:
     out = {}
     for _ in range(2):  # the first call loads numba's cache
         t0 = time.perf_counter()
-        res = predict_field(atoms, m, spacing=spacing, device="cpu", progress=False)
+        elf = predict_field(atoms, m, spacing=spacing, device="cpu", progress=False).elf
         t1 = time.perf_counter()
-        topology_summary(res[0] if isinstance(res, tuple) else res, bcp=False)
+        topology_summary(elf, bcp=False)
         t2 = time.perf_counter()
         out = {"predict_s": round(t1 - t0, 3), "netval_s": round(t2 - t1, 3), "total_s": round(t2 - t0, 3)}
     return out

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from ..errors import ElfcoreError
+from ..errors import ElfcoreError, StructureError
 
 __all__ = ["ScreenSettings", "screen_frame", "model_identity", "field_path"]
 
@@ -166,7 +166,8 @@ def screen_frame(
     Returns
     -------
     dict
-        ``status`` ("ok" or "failed"), ``reason`` (failed only), and for "ok":
+        ``status`` ("ok"; "skipped" when the structure is refused, e.g. overlapping
+        atoms; "failed" when the computation raised), ``reason`` (not "ok"), and for "ok":
         ``phi`` (networking value, refined), ``phi_grid``, ``threshold_1d``,
         ``threshold_2d``, ``threshold_3d`` (= φ), ``molecularity``, ``phi_star``,
         ``n_molecules``, ``elf_min``, ``elf_max``, ``elf_mean``, ``elf_std``,
@@ -180,6 +181,7 @@ def screen_frame(
 
     from ..device import resolve
     from ..grid import field_from_atoms, make_case
+    from ..io.validate import check_prediction_structure
     from ..predict import estimate_memory_gb, grid_shape_for_spacing, make_evaluator, predict_grid
     from ..topology import TopologySettings, percolation_thresholds, topology_summary
 
@@ -190,6 +192,7 @@ def screen_frame(
         descriptor = getattr(model, "descriptor_settings", None)
         if descriptor is None:
             raise ElfcoreError("the model carries no descriptor_settings")
+        check_prediction_structure(atoms, descriptor.sigma)  # overlapping atoms, cell shorter than σ...
         shape = grid_shape_for_spacing(atoms.cell[:], settings.spacing)
         n_members = int(getattr(model, "n_members", 1))
         need = estimate_memory_gb(shape, descriptor, n_members)
@@ -253,5 +256,7 @@ def screen_frame(
                 write_case(case, path)
             record["field_file"] = path
         return record
+    except StructureError as exc:  # the frame itself is unusable: a re-run would refuse it again
+        return {"status": "skipped", "reason": str(exc), "worker": worker}
     except (ElfcoreError, ValueError) as exc:
         return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}", "worker": worker}
