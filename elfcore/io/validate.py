@@ -18,7 +18,10 @@ or a memory blow-up:
 * **model files** — :func:`check_safetensors` parses a safetensors header
   (dtypes, shapes, offsets) against the file size before any tensor exists;
 * **outputs** — :func:`check_output_path` refuses a missing or read-only
-  output directory before any work starts.
+  output directory before any work starts;
+* **prediction input** — :func:`check_prediction_structure` (overlapping atoms,
+  cells shorter than the descriptor's σ) and :func:`check_spacing` (no ``inf``,
+  ``nan`` or spacings coarser than 1 Å, which give degenerate grids).
 
 Settings: the voxel limit is :data:`DEFAULT_MAX_VOXELS`, raised (or lowered)
 by the environment variable ``ELFCORE_MAX_VOXELS`` or the ``max_voxels=``
