@@ -133,7 +133,7 @@ def screen(
     progress : bool
         tqdm bar on stderr (frames done, frames/s, ETA).
     max_in_flight : int, optional
-        Tasks submitted at a time (default 2 per worker).
+        Tasks submitted at a time (default 2 per worker thread).
 
     Returns
     -------
@@ -197,9 +197,10 @@ def screen(
             from distributed import as_completed
 
             client, owned = start_client(scheduler, workers=workers, device=settings.device)
-            n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+            threads = client.nthreads()  # worker address → threads, every worker
+            n_workers = len(threads)
             model_future = client.scatter(loaded, broadcast=True)
-            window = int(max_in_flight or 2 * n_workers)
+            window = int(max_in_flight or 2 * max(1, sum(threads.values())))
             t_compute = time.perf_counter()
             queue = iter(pending)
             stream = as_completed()
