@@ -24,7 +24,8 @@ from typing import Any, Callable, Hashable, Mapping
 import numpy as np
 import xarray as xr
 
-from elfcore import assets
+from elfcore import assets, kspace, predict, topology, train, zoo
+from elfcore import io as elfcore_io
 from elfcore.errors import ElfcoreError, FormatError, StructureError
 
 __all__ = [
@@ -140,16 +141,6 @@ class LRUCache:
 
 
 # --------------------------------------------------------------------------- engine
-def _need(module: str, what: str):
-    """Import an elfcore module, or explain in one line which part is missing."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ElfcoreError(f"{what} is not available in this installation ({module}: {exc})") from exc
-
-
 class ElfcoreEngine:
     """Adapter from the app's questions to elfcore's public functions.
 
@@ -165,8 +156,7 @@ class ElfcoreEngine:
     # cases ----------------------------------------------------------------
     def read_case(self, path: str | Path) -> xr.Dataset:
         """Read a bundled netCDF case."""
-        io = _need("elfcore.io", "reading cases")
-        return io.read_case(path)
+        return elfcore_io.read_case(path)
 
     def read_upload(self, path: str | Path) -> xr.Dataset:
         """Read an uploaded file into a case (with ``elf_ref`` when it carries an ELF field).
@@ -177,16 +167,15 @@ class ElfcoreEngine:
         """
         from elfcore.grid import field_atoms, make_case, validate_case
 
-        io = _need("elfcore.io", "reading uploads")
         path = Path(path)
         if path.suffix.lower() in (".nc", ".nc4", ".netcdf"):
             try:  # same voxel limit as every reader (ELFCORE_MAX_VOXELS); an ELF outside [0, 1] is refused
-                return validate_case(io.read_case(path, elf_range="error"))
+                return validate_case(elfcore_io.read_case(path, elf_range="error"))
             except ElfcoreError:
                 pass
         field_exc: Exception | None = None
         try:
-            fld = io.read_field(path)
+            fld = elfcore_io.read_field(path)
         except (ElfcoreError, ValueError, KeyError, IndexError) as exc:
             field_exc = exc
             fld = None
@@ -210,9 +199,8 @@ class ElfcoreEngine:
 
     def read_structure(self, path: str | Path):
         """Read a periodic structure (:func:`elfcore.io.read_structure`); ``None`` when unreadable."""
-        io = _need("elfcore.io", "reading structures")
         try:
-            atoms = io.read_structure(path)
+            atoms = elfcore_io.read_structure(path)
         except Exception:  # ase, underneath, raises many unrelated types for foreign files
             return None
         if isinstance(atoms, list):
@@ -229,7 +217,6 @@ class ElfcoreEngine:
     # models ----------------------------------------------------------------
     def zoo_axes(self) -> tuple[list[float], list[int]]:
         """The r_cut (Å) and l_max values of the model zoo (those with a built file, else the whole table)."""
-        zoo = _need("elfcore.zoo", "the model zoo")
         rows = [r for r in zoo.zoo_entries() if r.get("present")]
         if not rows:
             return sorted(float(r) for r in zoo.ZOO_R_CUT), sorted(int(l) for l in zoo.ZOO_L_MAX)
@@ -237,7 +224,6 @@ class ElfcoreEngine:
 
     def has_crystal_model(self) -> bool:
         """Whether the model trained on fluid + atomic crystals (``zoo:crystals``) is shipped."""
-        zoo = _need("elfcore.zoo", "the model zoo")
         return zoo.crystal_model_path().exists()
 
     def predict(self, atoms, r_cut: float, l_max: int, shape: tuple[int, int, int], training: str = "fluid"):
@@ -252,8 +238,6 @@ class ElfcoreEngine:
         (xarray.DataArray, xarray.DataArray or None)
             Mean prediction and its ensemble standard deviation, both fields.
         """
-        zoo = _need("elfcore.zoo", "the model zoo")
-        predict = _need("elfcore.predict", "prediction")
         if training == "crystals":
             if (float(r_cut), int(l_max)) != zoo.BASELINE:
                 raise ElfcoreError(
@@ -273,7 +257,6 @@ class ElfcoreEngine:
         The basis is the first ``n_shells`` reciprocal shells, or, when
         ``k_max`` > 0, every ``G`` with ``|G| ≤ k_max`` (Å⁻¹).
         """
-        kspace = _need("elfcore.kspace", "the k-space correction")
         if k_max > 0:
             out = kspace.oracle_correction(pred, ref, k_max=float(k_max))
         else:
@@ -282,14 +265,12 @@ class ElfcoreEngine:
 
     def metrics(self, pred: xr.DataArray, ref: xr.DataArray) -> dict[str, float]:
         """MAE, RMSE and R² of ``pred`` against ``ref`` over all voxels."""
-        train = _need("elfcore.train", "metrics")
         out = train.metrics(np.asarray(pred.values), np.asarray(ref.values))
         return {k: float(out[k]) for k in ("mae", "rmse", "r2")}
 
     def topology(self, fld: xr.DataArray) -> dict[str, float]:
         """Networking value φ and molecularity of an ELF field."""
-        topo = _need("elfcore.topology", "topology")
-        out = topo.topology_summary(fld, bcp=False)
+        out = topology.topology_summary(fld, bcp=False)
 
         def num(x):
             return float("nan") if x is None else float(x)
@@ -413,12 +394,10 @@ class Pipeline:
     def grid_shape(self, key: str, spacing: float = 0.1, max_points: int = 96) -> tuple[int, int, int]:
         """Grid of the case's reference, or one with ``spacing`` Å (8 to ``max_points`` per axis,
         :func:`elfcore.predict.grid_shape_for_spacing`)."""
-        from elfcore.predict import grid_shape_for_spacing
-
         ds = self.case(key)
         if all(d in ds.sizes for d in ("a", "b", "c")):
             return (ds.sizes["a"], ds.sizes["b"], ds.sizes["c"])
-        return grid_shape_for_spacing(ds["cell"].values, spacing, min_points=8, max_points=max_points)
+        return predict.grid_shape_for_spacing(ds["cell"].values, spacing, min_points=8, max_points=max_points)
 
     def prediction(self, key: str, r_cut: float, l_max: int, squeeze: float = 1.0, training: str = "fluid"):
         """Cached ``(mean, std or None)`` prediction for the settings (``training``: see
