@@ -1,4 +1,4 @@
-"""Grid-point-centred SOAP power spectrum for hydrogen (``docs/science.md`` §3).
+"""Grid-point-centred SOAP power spectrum for hydrogen and metal hydrides (``docs/science.md`` §3).
 
 For every point r₀ (a voxel of the ELF grid, or any Cartesian point) the hydrogen
 density around it,
@@ -18,6 +18,12 @@ matching settings the result equals ``dscribe.descriptors.SOAP(species=["H"],
 r_cut, n_max=n_radial, l_max, sigma, rbf="gto", periodic=True).create(atoms,
 centers=points)``. The basis, the prefactors and the two algorithms are written
 out in ``docs/descriptor.md``.
+
+Metal hydrides: ``DescriptorSettings(species=("H", "La", …))`` gives every element its
+own density ρ_Z and coefficients c^Z_nlm; the power spectrum pairs them (all species
+pairs, or a compressed variant chosen by ``compression``), as DScribe's
+``SOAP(species=[...], compression={"mode": …})`` does (``docs/descriptor.md``,
+*Several species*). Both algorithms below handle several species.
 
 Two algorithms compute the same quantity:
 
@@ -56,6 +62,7 @@ from .device import resolve
 from .errors import ElfcoreError, GridError, StructureError
 
 __all__ = [
+    "COMPRESSION_MODES",
     "DescriptorSettings",
     "compute_descriptor",
     "compute_grid_descriptor",
@@ -68,6 +75,31 @@ __all__ = [
 
 #: DScribe's decay threshold of the primitive GTOs and of the atom Gaussians
 _THRESHOLD = 1e-3
+
+
+#: Power-spectrum variants for several species (``DescriptorSettings.compression``), named as
+#: DScribe names them (Darby, Kermode & Csányi, npj Comput. Mater. 8, 166 (2022)); see
+#: ``docs/descriptor.md``, *Several species*.
+COMPRESSION_MODES = ("off", "mu1nu1", "crossover", "mu2")
+
+
+def _canonical_species(species) -> tuple[str, ...]:
+    """Validated species tuple in canonical order (increasing atomic number)."""
+    from ase.data import atomic_numbers, chemical_symbols
+
+    if isinstance(species, str) or not isinstance(species, (tuple, list)):
+        raise ElfcoreError(f"species={species!r}; must be a list of chemical symbols, e.g. ['H', 'La']")
+    known = set(chemical_symbols[1:])
+    out = []
+    for sym in species:
+        if not isinstance(sym, str) or sym not in known:
+            raise ElfcoreError(f"species entry {sym!r} is not a chemical symbol (H … {chemical_symbols[-1]})")
+        out.append(sym)
+    if len(set(out)) != len(out):
+        raise ElfcoreError(f"species={list(species)}; each element may be listed once")
+    if "H" not in out:
+        raise ElfcoreError(f"species={list(species)}; must include 'H'")
+    return tuple(sorted(out, key=lambda sym: atomic_numbers[sym]))
 
 
 @dataclass(frozen=True)
@@ -85,6 +117,17 @@ class DescriptorSettings:
         Largest angular momentum of the real spherical harmonics (0 ≤ l_max ≤ 8).
     sigma : float
         Standard deviation in Å of the Gaussian that smears each atom (> 0).
+    species : tuple of str
+        Chemical symbols whose neighbour densities are described, ``("H",)`` by
+        default. Must include ``"H"``; stored in canonical order (increasing atomic
+        number, DScribe's order), so ``("La", "H")`` becomes ``("H", "La")``.
+        Structures holding any other element are refused.
+    compression : {"off", "mu1nu1", "crossover", "mu2"}
+        How the species densities are combined (irrelevant for one species except
+        ``"mu1nu1"``; ``docs/descriptor.md``, *Several species*): ``"off"`` the
+        full species-pair power spectrum; ``"mu1nu1"`` each species' density
+        against the sum of all; ``"crossover"`` same-species pairs only;
+        ``"mu2"`` one density with every atom weighted by its atomic number.
 
     Examples
     --------
@@ -93,12 +136,17 @@ class DescriptorSettings:
     165
     >>> DescriptorSettings.from_dict(s.to_dict()) == s
     True
+    >>> h_la = DescriptorSettings(species=("La", "H"))
+    >>> h_la.species, h_la.n_features
+    (('H', 'La'), 630)
     """
 
     r_cut: float = 3.0
     n_radial: int = 10
     l_max: int = 2
     sigma: float = 0.5
+    species: tuple[str, ...] = ("H",)
+    compression: str = "off"
 
     def __post_init__(self) -> None:
         for name in ("r_cut", "sigma"):
@@ -119,15 +167,45 @@ class DescriptorSettings:
             raise ElfcoreError(f"l_max={self.l_max}; must be ≤ 8")
         if not (math.isfinite(self.sigma) and self.sigma > 0):
             raise ElfcoreError(f"sigma={self.sigma}; must be > 0 Å")
+        object.__setattr__(self, "species", _canonical_species(self.species))
+        if self.compression not in COMPRESSION_MODES:
+            raise ElfcoreError(f"compression={self.compression!r}; must be one of {list(COMPRESSION_MODES)}")
 
     @property
     def n_features(self) -> int:
-        """Length of the feature vector: ``n_radial (n_radial + 1) / 2 · (l_max + 1)``."""
-        return self.n_radial * (self.n_radial + 1) // 2 * (self.l_max + 1)
+        """Length of the feature vector.
+
+        With S species, f₁ = n_radial (n_radial + 1) / 2 · (l_max + 1) (one species
+        with itself) and f₂ = n_radial² (l_max + 1) (two different densities):
+        ``"off"`` S f₁ + S(S−1)/2 f₂; ``"mu1nu1"`` S f₂; ``"crossover"`` S f₁;
+        ``"mu2"`` f₁. One species (the default) with ``"off"``: f₁, 165 for the
+        baseline.
+        """
+        n, n_l, n_s = self.n_radial, self.l_max + 1, len(self.species)
+        same, cross = n * (n + 1) // 2 * n_l, n * n * n_l
+        if self.compression == "off":
+            return n_s * same + n_s * (n_s - 1) // 2 * cross
+        if self.compression == "mu1nu1":
+            return n_s * cross
+        if self.compression == "crossover":
+            return n_s * same
+        return same
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict of the settings."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """Plain JSON-able dict of the settings.
+
+        ``species`` and ``compression`` are left out at their defaults (``("H",)``,
+        ``"off"``), so a hydrogen descriptor has the same dict (and the same model
+        headers, hashes and cache keys) as before several species existed.
+        """
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.species == ("H",):
+            del out["species"]
+        else:
+            out["species"] = list(self.species)
+        if self.compression == "off":
+            del out["compression"]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DescriptorSettings":
@@ -268,19 +346,41 @@ def radial_basis(settings: DescriptorSettings, r, l: int = 0) -> np.ndarray:
     return b.betas[l] @ prim
 
 
-def feature_labels(settings: DescriptorSettings) -> list[tuple[int, int, int]]:
-    """The (n, n', l) of every feature, in output order.
+def feature_labels(settings: DescriptorSettings) -> list[tuple]:
+    """The label of every feature, in output order.
 
-    Order: l outermost (0 … l_max), then n (0 … n_radial−1), then n' (n … n_radial−1),
-    the order DScribe uses for one species.
+    One density (one species, or ``compression="mu2"``): ``(n, n', l)``, l outermost
+    (0 … l_max), then n (0 … n_radial−1), then n' (n … n_radial−1), the order DScribe
+    uses for one species. Several species: ``(A, B, n, n', l)`` with chemical symbols
+    A, B (B = ``"*"``, the sum over all species, for ``"mu1nu1"``), grouped by species
+    pair in DScribe's order ((H, H), (H, M₁), …, (M₁, M₁), … for ``"off"``), and
+    within a pair l outermost, then n, then n' (n' ≥ n when A = B, all n' otherwise).
+    One species with ``"mu1nu1"``: ``(n, n', l)`` with all n'.
 
     Examples
     --------
     >>> feature_labels(DescriptorSettings(n_radial=2, l_max=1))
     [(0, 0, 0), (0, 1, 0), (1, 1, 0), (0, 0, 1), (0, 1, 1), (1, 1, 1)]
+    >>> feature_labels(DescriptorSettings(n_radial=2, l_max=0, species=("Ca", "H")))[2:7]
+    [('H', 'H', 1, 1, 0), ('H', 'Ca', 0, 0, 0), ('H', 'Ca', 0, 1, 0), ('H', 'Ca', 1, 0, 0), ('H', 'Ca', 1, 1, 0)]
     """
-    n = settings.n_radial
-    return [(i, j, l) for l in range(settings.l_max + 1) for i in range(n) for j in range(i, n)]
+    n, lmax, species = settings.n_radial, settings.l_max, settings.species
+    same = [(i, j, l) for l in range(lmax + 1) for i in range(n) for j in range(i, n)]
+    cross = [(i, j, l) for l in range(lmax + 1) for i in range(n) for j in range(n)]
+    if settings.compression == "mu2":
+        return same
+    if len(species) == 1:
+        return cross if settings.compression == "mu1nu1" else same
+    if settings.compression == "mu1nu1":
+        return [(a, "*") + t for a in species for t in cross]
+    out = []
+    for ia, a in enumerate(species):
+        for b in species[ia:]:
+            if a == b:
+                out += [(a, b) + t for t in same]
+            elif settings.compression == "off":
+                out += [(a, b) + t for t in cross]
+    return out
 
 
 # --------------------------------------------------------------------------- harmonics
@@ -321,22 +421,65 @@ def _solid_harmonics(xyz: torch.Tensor, l_max: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- input
-def _structure(atoms) -> tuple[np.ndarray, np.ndarray]:
-    """Validated (cell (3,3), positions (n,3)) in Å from an ase.Atoms."""
+def _read_structure(atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated (cell (3,3), positions (n,3)) in Å and atomic numbers (n,) from an ase.Atoms."""
     try:
         cell = np.asarray(atoms.cell[:], dtype=np.float64)
         positions = np.asarray(atoms.get_positions(), dtype=np.float64).reshape(-1, 3)
-        numbers = np.asarray(atoms.get_atomic_numbers())
+        numbers = np.asarray(atoms.get_atomic_numbers()).reshape(-1)
     except AttributeError as exc:
         raise StructureError(f"expected an ase.Atoms structure, got {type(atoms).__name__}") from exc
     if not np.all(np.isfinite(cell)) or abs(np.linalg.det(cell)) < 1e-8:
         raise StructureError("the structure needs a periodic cell of non-zero volume")
     if not np.all(np.isfinite(positions)):
         raise StructureError("atom positions contain NaN or inf")
-    bad = sorted(set(int(z) for z in numbers) - {1})
+    return cell, positions, numbers
+
+
+def _species_index(numbers: np.ndarray, species: tuple[str, ...]) -> np.ndarray:
+    """Index into ``species`` of every atom; other elements raise :class:`StructureError`."""
+    from ase.data import atomic_numbers, chemical_symbols
+
+    allowed = np.array([atomic_numbers[sym] for sym in species])
+    bad = sorted(set(int(z) for z in numbers) - set(int(z) for z in allowed))
     if bad:
-        raise StructureError(f"only hydrogen (Z=1) is supported; structure contains Z={bad}")
+        names = ", ".join(f"{chemical_symbols[z] if 0 < z < len(chemical_symbols) else '?'} (Z={z})" for z in bad)
+        only = " (hydrogen only)" if species == ("H",) else ""
+        raise StructureError(
+            f"the structure contains {names}, not among the descriptor's species {list(species)}{only}"
+        )
+    return np.searchsorted(allowed, numbers) if len(numbers) else np.zeros(0, dtype=np.int64)
+
+
+def _structure(atoms, species: tuple[str, ...] = ("H",)) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (cell (3,3), positions (n,3)) in Å from an ase.Atoms holding only ``species``."""
+    cell, positions, numbers = _read_structure(atoms)
+    _species_index(numbers, species)
     return cell, positions
+
+
+def _density_weights(atoms, settings: DescriptorSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Cell, positions and the weight of every atom in each density channel.
+
+    Returns ``(cell, positions, weights)``: ``weights`` is None for one species (one
+    unweighted density, the hydrogen descriptor), else float64 (n_atoms, C): one
+    channel per species (one-hot) or, for ``compression="mu2"``, one channel with
+    the atomic number of each atom.
+    """
+    cell, positions, numbers = _read_structure(atoms)
+    index = _species_index(numbers, settings.species)
+    if len(settings.species) == 1:
+        return cell, positions, None
+    if settings.compression == "mu2":
+        return cell, positions, numbers.astype(np.float64)[:, None]
+    weights = np.zeros((len(numbers), len(settings.species)))
+    weights[np.arange(len(numbers)), index] = 1.0
+    return cell, positions, weights
+
+
+def _n_channels(settings: DescriptorSettings) -> int:
+    """Number of density channels the coefficients carry (see :func:`_density_weights`)."""
+    return 1 if len(settings.species) == 1 or settings.compression == "mu2" else len(settings.species)
 
 
 def _reduce_sum_chunk(n_items: int, per_item: int, budget: int) -> int:
@@ -355,11 +498,12 @@ def _power_spectrum(c: torch.Tensor, settings: DescriptorSettings, block: int | 
 
     Returns
     -------
-    torch.Tensor, shape (n_features, P), feature order of :func:`feature_labels`.
+    torch.Tensor, shape (n_radial (n_radial+1)/2 · (l_max+1), P)
+        One density with itself, feature order of :func:`feature_labels` for one species.
     """
     n, lmax = settings.n_radial, settings.l_max
     n_points = c.shape[-1]
-    out = torch.empty((settings.n_features, n_points), dtype=c.dtype, device=c.device)
+    out = torch.empty((n * (n + 1) // 2 * (lmax + 1), n_points), dtype=c.dtype, device=c.device)
     if block is None:
         block = n_points if c.device.type != "cpu" else 8192
     block = max(1, int(block))
@@ -379,6 +523,70 @@ def _power_spectrum(c: torch.Tensor, settings: DescriptorSettings, block: int | 
     return out
 
 
+def _cross_spectrum(ca: torch.Tensor, cb: torch.Tensor, settings: DescriptorSettings, out: torch.Tensor) -> None:
+    """p_nn'l = π √(8/(2l+1)) Σ_m ca_nlm cb_n'lm for all n, n' into ``out`` (n_radial² (l_max+1), P).
+
+    ``ca``, ``cb``: (n_radial, (l_max+1)², P), two different densities. Order: l outermost,
+    then n, then n' (every pair).
+    """
+    n = settings.n_radial
+    row = 0
+    for l in range(settings.l_max + 1):
+        pref = math.pi * math.sqrt(8.0 / (2 * l + 1))
+        cl = cb[:, l * l : (l + 1) * (l + 1)] * pref
+        for i in range(n):
+            rows = out[row : row + n]
+            torch.mul(ca[i : i + 1, l * l], cl[:, 0], out=rows)
+            for m in range(1, 2 * l + 1):
+                rows.addcmul_(ca[i : i + 1, l * l + m], cl[:, m])
+            row += n
+
+
+def _species_power_spectrum(c: torch.Tensor, settings: DescriptorSettings, block: int | None = None) -> torch.Tensor:
+    """Power spectrum of several density channels.
+
+    Parameters
+    ----------
+    c : torch.Tensor, shape (C, n_radial, (l_max+1)², P)
+        Coefficients of the C channels of :func:`_density_weights`.
+    settings : DescriptorSettings
+    block : int, optional
+        Points per block (default 8192 on CPU, all on CUDA).
+
+    Returns
+    -------
+    torch.Tensor, shape (n_features, P), feature order of :func:`feature_labels`.
+    """
+    if c.shape[0] == 1 and settings.compression != "mu1nu1":
+        return _power_spectrum(c[0], settings, block)
+    n, n_l, n_s = settings.n_radial, settings.l_max + 1, c.shape[0]
+    same, cross = n * (n + 1) // 2 * n_l, n * n * n_l
+    n_points = c.shape[-1]
+    out = torch.empty((settings.n_features, n_points), dtype=c.dtype, device=c.device)
+    if block is None:
+        block = n_points if c.device.type != "cpu" else 8192
+    block = max(1, int(block))
+    for p0 in range(0, n_points, block):
+        cb = c[..., p0 : p0 + block]
+        ob = out[:, p0 : p0 + block]
+        row = 0
+        if settings.compression == "mu1nu1":
+            total = cb.sum(0) if n_s > 1 else cb[0]
+            for a in range(n_s):
+                _cross_spectrum(cb[a], total, settings, ob[row : row + cross])
+                row += cross
+            continue
+        for a in range(n_s):
+            for b in range(a, n_s):
+                if a == b:
+                    ob[row : row + same] = _power_spectrum(cb[a], settings, block)
+                    row += same
+                elif settings.compression == "off":
+                    _cross_spectrum(cb[a], cb[b], settings, ob[row : row + cross])
+                    row += cross
+    return out
+
+
 # --------------------------------------------------------------------------- direct path
 def _direct_coefficients(
     cell: np.ndarray,
@@ -388,13 +596,21 @@ def _direct_coefficients(
     r_include: float,
     device: torch.device,
     memory_budget: int,
+    weights: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """c_nlm at Cartesian points by a neighbour sum, float64 (n_radial, (l_max+1)², P)."""
+    """c_nlm at Cartesian points by a neighbour sum, float64.
+
+    Without ``weights`` one density of all atoms: (n_radial, (l_max+1)², P). With
+    ``weights`` (n_atoms, C) one density per channel, atom i weighted by
+    weights[i, c]: (C, n_radial, (l_max+1)², P).
+    """
     basis = _basis(settings)
     lmax, nr = settings.l_max, settings.n_radial
     nlm = (lmax + 1) ** 2
     n_points = len(points)
-    out = torch.zeros((nr, nlm, n_points), dtype=torch.float64, device=device)
+    n_ch = 1 if weights is None else weights.shape[1]
+    lead = () if weights is None else (n_ch,)
+    out = torch.zeros(lead + (nr, nlm, n_points), dtype=torch.float64, device=device)
     if len(positions) == 0 or n_points == 0:
         return out
     f64 = torch.float64
@@ -423,7 +639,7 @@ def _direct_coefficients(
     # (points × neighbours × ((l_max+1)·n_radial + (l_max+1)² + 4) float64) stay under the budget
     volume = abs(float(np.linalg.det(cell)))
     per_point = 1.3 * len(positions) / volume * 4.0 / 3.0 * math.pi * r_include**3 + 8
-    row_bytes = 8 * ((lmax + 1) * nr + nlm + 4)
+    row_bytes = 8 * ((lmax + 1) * nr * n_ch + nlm + 4 + n_ch)
     chunk = _reduce_sum_chunk(n_points, int(per_point * row_bytes), memory_budget)
     for start in range(0, n_points, chunk):
         p_np = points_w[start : start + chunk]
@@ -444,9 +660,21 @@ def _direct_coefficients(
         slot_t = torch.as_tensor(slot, device=device)
         vec[pi_t, slot_t] = torch.as_tensor(images[ai_np] - p_np[pi_np], dtype=f64, device=device)
         mask[pi_t, slot_t] = 1.0
+        if weights is not None:
+            # channel weights of each neighbour (the images repeat the atoms: index = shift·n + atom)
+            wn = torch.zeros((n_p, width, n_ch), dtype=f64, device=device)
+            wn[pi_t, slot_t] = torch.as_tensor(weights[ai_np % len(positions)], dtype=f64, device=device)
         rr = (vec * vec).sum(-1)
         sh = _solid_harmonics(vec, lmax)  # (points, width, nlm)
         for l in range(lmax + 1):
+            if weights is not None:
+                e = torch.exp(-gam[l] * rr[..., None])  # (points, width, K)
+                e = (wn[..., :, None] * e[..., None, :]).reshape(n_p, width, n_ch * len(gam[l]))
+                acc = torch.bmm(e.transpose(1, 2), sh[:, :, l * l : (l + 1) * (l + 1)])  # (points, C·K, 2l+1)
+                out[..., l * l : (l + 1) * (l + 1), start : start + n_p] = torch.einsum(
+                    "nk,pckm->cnmp", betas[l] * pref[l][None, :], acc.reshape(n_p, n_ch, -1, 2 * l + 1)
+                )
+                continue
             e = torch.exp(-gam[l] * rr[..., None]) * mask[..., None]  # (points, width, K)
             # Σ_i e^{−γ_lk R_i²} R_i^l Y_lm(R̂_i) as a batched matrix product
             acc = torch.bmm(e.transpose(1, 2), sh[:, :, l * l : (l + 1) * (l + 1)])  # (points, K, 2l+1)
@@ -467,12 +695,13 @@ def compute_descriptor(
     chunk_size: int | None = None,
     r_include: float | None = None,
 ) -> torch.Tensor:
-    """Power spectrum of the smeared hydrogen density around arbitrary points (direct path).
+    """Power spectrum of the smeared atom densities around arbitrary points (direct path).
 
     Parameters
     ----------
     atoms : ase.Atoms
-        Periodic hydrogen structure (any triclinic cell, any size relative to r_cut).
+        Periodic structure holding only elements of ``settings.species`` (hydrogen by
+        default); any triclinic cell, any size relative to r_cut.
     points_cart : array_like or torch.Tensor, shape (n_points, 3)
         Cartesian centre points in Å (any periodic image).
     settings : DescriptorSettings
@@ -492,12 +721,14 @@ def compute_descriptor(
     -------
     torch.Tensor, shape (n_points, n_features), on ``device``
         Feature ``f`` is p_nn'l of ``feature_labels(settings)[f]``: l outermost,
-        then n ≤ n' (the DScribe order), with the prefactor π√(8/(2l+1)).
+        then n ≤ n' (the DScribe order), with the prefactor π√(8/(2l+1)); for
+        several species grouped by species pair first (DScribe's order).
 
     Raises
     ------
     StructureError
-        Non-hydrogen atoms, NaN positions, no cell.
+        An element outside ``settings.species`` (named in the message), NaN
+        positions, no cell.
 
     Examples
     --------
@@ -506,7 +737,7 @@ def compute_descriptor(
     >>> compute_descriptor(h2, [[0.37, 0.0, 0.0]], DescriptorSettings(), device="cpu").shape
     torch.Size([1, 165])
     """
-    cell, positions = _structure(atoms)
+    cell, positions, weights = _density_weights(atoms, settings)
     dev = resolve(device)
     if isinstance(points_cart, torch.Tensor):
         points = points_cart.detach().to("cpu", torch.float64).numpy()
@@ -524,8 +755,12 @@ def compute_descriptor(
     if step < 1:
         raise ElfcoreError(f"chunk_size={chunk_size}; must be ≥ 1")
     for start in range(0, len(points), step):
-        c = _direct_coefficients(cell, positions, points[start : start + step], settings, r_inc, dev, budget)
-        out[start : start + step] = _power_spectrum(c, settings).T.to(dtype)
+        c = _direct_coefficients(cell, positions, points[start : start + step], settings, r_inc, dev, budget, weights)
+        if weights is None and settings.compression != "mu1nu1":
+            spectrum = _power_spectrum(c, settings)
+        else:
+            spectrum = _species_power_spectrum(c if weights is not None else c[None], settings)
+        out[start : start + step] = spectrum.T.to(dtype)
     return out
 
 
@@ -588,7 +823,8 @@ class _FFTPlan:
     #: bytes of one atom chunk of the structure factor's phase table
     _SF_BUDGET = 32 * 2**20
 
-    def __init__(self, cell, positions, shape, settings, device, dtype, tol, transforms=None):
+    def __init__(self, cell, positions, shape, settings, device, dtype, tol, transforms=None, weights=None):
+        # weights: None (one density of all atoms) or (n_atoms, C) channel weights (_density_weights)
         self.shape = tuple(int(n) for n in shape)
         self.settings = settings
         self.device = device
@@ -612,7 +848,7 @@ class _FFTPlan:
         gvec = mesh.to(f64) @ recip
         gnorm = gvec.norm(dim=-1)
         keep = gnorm <= g_cut
-        sf = self._structure_factor(cell, positions, ma, mb, mc)[keep]  # (K,)
+        sf = self._structure_factor(cell, positions, ma, mb, mc, weights)[..., keep]  # ([C,] K)
         m, gvec, gnorm = mesh[keep], gvec[keep], gnorm[keep]
         del mesh
         # fold onto grid frequencies; an entry with m_c > 0 also stands for its mirror −m (value ĉ*);
@@ -642,25 +878,32 @@ class _FFTPlan:
         rad = _radial_kernel(settings, gnorm)  # (L, N, K) float64
         unit = gvec / torch.where(gnorm > 0, gnorm, torch.ones_like(gnorm))[:, None]
         ylm = _solid_harmonics(unit, lmax)  # (K, nlm)
-        w = (sf / abs(float(np.linalg.det(cell))))[sel]
-        w[n_direct:] = w[n_direct:].conj()
-        spectrum = torch.zeros((nr, nlm, n_u[0] * n_u[1] * n_u[2]), dtype=cdt, device=device)
+        w = (sf / abs(float(np.linalg.det(cell))))[..., sel]
+        w[..., n_direct:] = w[..., n_direct:].conj()
+        n_ch = 1 if weights is None else weights.shape[1]
+        # channel-major rows (channel, n); one channel without weights
+        spectrum = torch.zeros((n_ch * nr, nlm, n_u[0] * n_u[1] * n_u[2]), dtype=cdt, device=device)
         unique = len(torch.unique(flat)) == len(flat)  # else: grid coarser than the band limit
         for l in range(lmax + 1):
             sl = slice(l * l, (l + 1) * (l + 1))
             # the mirror of i^l K Y S is (−i)^l K Y S* (K Y is real); float64 until here, then cdt
             phase = torch.full((len(sel),), (1j) ** l, dtype=torch.complex128, device=device)
             phase[n_direct:] = phase[n_direct:].conj()
-            angular = (ylm[sel, sl].T * (phase * w)[None, :]).to(cdt)  # (2l+1, K')
-            vals = rad[l][:, sel].to(self.rdt)[:, None, :] * angular[None, :, :]  # (N, 2l+1, K')
+            if weights is None:
+                angular = (ylm[sel, sl].T * (phase * w)[None, :]).to(cdt)  # (2l+1, K')
+                vals = rad[l][:, sel].to(self.rdt)[:, None, :] * angular[None, :, :]  # (N, 2l+1, K')
+            else:
+                angular = (ylm[sel, sl].T[None] * (phase * w)[:, None, :]).to(cdt)  # (C, 2l+1, K')
+                vals = rad[l][:, sel].to(self.rdt)[None, :, None, :] * angular[:, None, :, :]
+                vals = vals.reshape(n_ch * nr, 2 * l + 1, -1)  # (C·N, 2l+1, K')
             if unique:
                 spectrum[:, sl, flat] = vals
             else:  # several G on one grid frequency: add them up
                 part = torch.view_as_real(spectrum[:, sl])
-                index = flat[None, None, :, None].expand(nr, 2 * l + 1, -1, 2)
+                index = flat[None, None, :, None].expand(n_ch * nr, 2 * l + 1, -1, 2)
                 part.scatter_add_(2, index, torch.view_as_real(vals))
             del vals
-        spectrum = spectrum.reshape(nr * nlm, n_u[0], n_u[1], n_u[2])
+        spectrum = spectrum.reshape(n_ch * nr * nlm, n_u[0], n_u[1], n_u[2])
         if self.transforms[0] == "fft":
             # (no 1/N: c(r) = Σ_G ĉ(G) e^{iG·r})
             spectrum = torch.fft.ifft(spectrum, dim=1, norm="forward")
@@ -673,16 +916,21 @@ class _FFTPlan:
         phase = torch.remainder(r[:, None] * j[None, :], n).to(torch.float64) * (2 * math.pi / n)
         return torch.polar(torch.ones_like(phase), phase)
 
-    def _structure_factor(self, cell, positions, ma, mb, mc) -> torch.Tensor:
+    def _structure_factor(self, cell, positions, ma, mb, mc, weights=None) -> torch.Tensor:
         """S(G) = Σ_i exp(−i G·R_i) on the half box, flat C order.
 
         Separable in fractional coordinates: per-axis phases (exact, float64), summed
         over chunks of atoms as (a·b phase products)ᵀ @ (c phases) in the plan's
-        complex dtype (complex64 for float32 output: ~10⁻⁷ relative).
+        complex dtype (complex64 for float32 output: ~10⁻⁷ relative). With
+        ``weights`` (n_atoms, C): S_c(G) = Σ_i w_ic exp(−i G·R_i), shape (C, box).
         """
         device = self.device
         n_ab = len(ma) * len(mb)
-        sf = torch.zeros((n_ab, len(mc)), dtype=self.cdt, device=device)
+        if weights is not None:
+            w_all = torch.as_tensor(weights, dtype=torch.float64, device=device)
+            sf = torch.zeros((w_all.shape[1], n_ab, len(mc)), dtype=self.cdt, device=device)
+        else:
+            sf = torch.zeros((n_ab, len(mc)), dtype=self.cdt, device=device)
         frac = torch.as_tensor(np.mod(positions @ np.linalg.inv(cell), 1.0), dtype=torch.float64, device=device)
         chunk = _reduce_sum_chunk(len(frac), sf.element_size() * n_ab, self._SF_BUDGET)
         m = [v.to(torch.float64) for v in (ma, mb, mc)]
@@ -690,8 +938,12 @@ class _FFTPlan:
             f = frac[s0 : s0 + chunk]
             pa, pb, pc = (torch.exp(-2j * math.pi * f[:, k : k + 1] * m[k][None, :]).to(self.cdt) for k in range(3))
             ab = (pa[:, :, None] * pb[:, None, :]).reshape(len(f), n_ab)
-            sf += ab.T @ pc
-        return sf.reshape(-1)
+            if weights is None:
+                sf += ab.T @ pc
+            else:
+                for ch in range(sf.shape[0]):
+                    sf[ch] += (ab * w_all[s0 : s0 + chunk, ch : ch + 1].to(self.cdt)).T @ pc
+        return sf.reshape(-1) if weights is None else sf.reshape(sf.shape[0], -1)
 
     def slab(self, a0: int, a1: int) -> torch.Tensor:
         """c_nlm on grid planes a0 ≤ i < a1: real tensor (n_ch, a1−a0, Nb, Nc)."""
@@ -750,7 +1002,7 @@ def iter_grid_descriptor(
     Parameters
     ----------
     atoms : ase.Atoms
-        Periodic hydrogen structure.
+        Periodic structure holding only elements of ``settings.species``.
     shape : (Na, Nb, Nc)
         Grid; point (i, j, k) sits at fractional (i/Na, j/Nb, k/Nc).
     settings : DescriptorSettings
@@ -758,7 +1010,8 @@ def iter_grid_descriptor(
         As for :func:`compute_descriptor`. float32 runs the FFTs in complex64
         (≈10⁻⁶ relative error); float64 in complex128.
     slab : int, optional
-        a-planes per chunk; default: about 2·10⁵ voxels per chunk on CPU, 4·10⁶ on CUDA.
+        a-planes per chunk; default: about 2·10⁵ voxels per chunk on CPU, 4·10⁶ on CUDA
+        (divided by the number of density channels for several species).
     tol : float
         Reciprocal vectors whose kernel is below ``tol`` × its maximum are dropped.
 
@@ -769,22 +1022,27 @@ def iter_grid_descriptor(
     features : torch.Tensor, shape (stop − start, n_features)
         Same feature order as :func:`compute_descriptor`.
     """
-    cell, positions = _structure(atoms)
+    cell, positions, weights = _density_weights(atoms, settings)
     shape = _check_shape(shape)
     dev = resolve(device)
-    plan = _FFTPlan(cell, positions, shape, settings, dev, dtype, tol)
+    plan = _FFTPlan(cell, positions, shape, settings, dev, dtype, tol, weights=weights)
     Na, Nb, Nc = shape
     plane = Nb * Nc
-    if slab is None:
-        slab = max(1, (200_000 if dev.type == "cpu" else 4_000_000) // plane)
+    if slab is None:  # the slab's coefficients grow with the number of density channels
+        n_ch = 1 if weights is None else weights.shape[1]
+        slab = max(1, (200_000 if dev.type == "cpu" else 4_000_000) // (plane * n_ch))
     slab = int(slab)
     if slab < 1:
         raise ElfcoreError(f"slab={slab}; must be ≥ 1")
     nlm = (settings.l_max + 1) ** 2
     for a0 in range(0, Na, slab):
         a1 = min(Na, a0 + slab)
-        c = plan.slab(a0, a1).reshape(settings.n_radial, nlm, -1)
-        p = _power_spectrum(c, settings)
+        if weights is None and settings.compression != "mu1nu1":
+            c = plan.slab(a0, a1).reshape(settings.n_radial, nlm, -1)
+            p = _power_spectrum(c, settings)
+        else:
+            c = plan.slab(a0, a1).reshape(-1, settings.n_radial, nlm, (a1 - a0) * plane)
+            p = _species_power_spectrum(c, settings)
         del c
         yield a0 * plane, a1 * plane, p.T.to(dtype)
 
@@ -806,7 +1064,7 @@ def compute_grid_descriptor(
     Parameters
     ----------
     atoms : ase.Atoms
-        Periodic hydrogen structure.
+        Periodic structure holding only elements of ``settings.species``.
     shape : (Na, Nb, Nc)
         Grid shape.
     settings : DescriptorSettings
@@ -829,7 +1087,7 @@ def compute_grid_descriptor(
     if method == "direct":
         from .grid import grid_points_frac
 
-        cell, _ = _structure(atoms)
+        cell, _, _ = _read_structure(atoms)
         pts = grid_points_frac(shape) @ cell
         return compute_descriptor(
             atoms, pts, settings, device=device, dtype=dtype, chunk_size=chunk_size, r_include=r_include
