@@ -133,7 +133,7 @@ def run(args) -> int:
     from ..io.validate import check_output_path
 
     if args.out:
-        check_output_path(args.out, what="--out")
+        check_output_path(args.out, what="--out", field=True)
     eps = kspace.DEFAULT_EPS if args.eps is None else args.eps
     n_shells = args.shells if args.shells is not None or args.kmax is not None else 3
     ref = _read(args.ref, args.ref_name, "elf_ref")

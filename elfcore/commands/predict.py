@@ -81,7 +81,7 @@ def run(args) -> int:
     from ..predict import predict_field
     from ..zoo import resolve_model
 
-    check_output_path(args.out, what="--out")  # before the prediction, not after it
+    check_output_path(args.out, what="--out", format=args.format, field=True)  # before the prediction
     atoms = read_structure(args.structure)
     model = resolve_model(args.model)
     n_members = int(getattr(model, "n_members", 1))
