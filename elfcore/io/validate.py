@@ -35,6 +35,7 @@ import math
 import os
 import re
 import struct
+import tempfile
 
 import numpy as np
 
@@ -503,16 +504,30 @@ def check_safetensors(path, *, dtypes=SAFETENSORS_DTYPES, max_elements: int = 2*
 
 
 # --------------------------------------------------------------------------- outputs
-def check_output_path(path, *, what: str = "output") -> None:
+def check_output_path(path, *, what: str = "output", format: str | None = None, field: bool = False) -> None:
     """Refuse an output path whose directory is missing or not writable (before any work).
 
-    ``"-"`` (stdout) and open files pass.
+    ``"-"`` (stdout) and open files pass. Writability is tested by creating (and
+    removing) a file in the directory, which also holds for root and read-only mounts.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output file.
+    what : str
+        How messages name it (``"--out"``).
+    format : str, optional
+        The format it will be written in (``field=True``: else taken from the name).
+    field : bool
+        Also check that a field format is known for it (:class:`UnknownFormatError`).
 
     Raises
     ------
     OutputError
         The directory does not exist, is not a directory, is not writable, or the
         path is an existing directory.
+    UnknownFormatError
+        ``field=True`` and neither ``format`` nor the name gives a known format.
     """
     if not isinstance(path, (str, os.PathLike)):
         return
@@ -528,7 +543,14 @@ def check_output_path(path, *, what: str = "output") -> None:
         raise OutputError(f"{what} {target}: {parent} is not a directory")
     if os.path.isdir(target):
         raise OutputError(f"{what} {target} is a directory; give a file name")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {target}: directory {parent} is not writable")
+    if field:
+        from .formats import _spec_for_write
+
+        _spec_for_write(target, format)
+    try:
+        probe = tempfile.NamedTemporaryFile(dir=parent, prefix=".elfcore-write-test-", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise OutputError(f"{what} {target}: cannot write in {parent} ({exc.strerror or exc})") from None
     if os.path.exists(target) and not os.access(target, os.W_OK):
         raise OutputError(f"{what} {target} is read-only")
