@@ -79,7 +79,7 @@ def controls(state: AppState) -> dict[str, pn.viewable.Viewable]:
         "squeeze": pn.widgets.FloatSlider.from_param(state.param.squeeze, name="Squeeze cell × (prediction only)"),
         "teaching": pn.widgets.Toggle.from_param(state.param.teaching, label="Teaching mode", color="primary"),
     }
-    w["next_preset"] = pn.widgets.Button(label="Next pressure ▶", color="primary")
+    w["next_preset"] = pn.widgets.Button(label="Guided tour ▶", color="primary")
     w["next_preset"].on_click(lambda _event: state.next_preset())
     accept = ",".join(FIELD_EXTENSIONS + STRUCTURE_EXTENSIONS)
     w["upload"] = pn.widgets.FileInput(accept=accept + ",*", multiple=False)

@@ -17,7 +17,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass, field as dc_field, replace
 from pathlib import Path
 from typing import Any, Callable, Hashable, Mapping
 
@@ -27,6 +27,8 @@ import xarray as xr
 from elfcore import assets, kspace, predict, topology, train, zoo
 from elfcore import io as elfcore_io
 from elfcore.errors import ElfcoreError, FormatError, StructureError
+
+from .catalog import case_label
 
 __all__ = [
     "DATA_DIR",
@@ -76,6 +78,10 @@ class CaseInfo:
         ``"train"``, ``"test"``, ``"transfer"``, ``"upload"``...
     has_reference : bool
         Whether the case carries a DFT ``elf_ref`` field.
+    name : str
+        The case's name (its ``name`` attribute, else the file stem).
+    target_pressure_gpa : float or None
+        Target pressure of the MD run a fluid snapshot comes from, when known.
     """
 
     key: str
@@ -84,6 +90,8 @@ class CaseInfo:
     family: str = ""
     role: str = ""
     has_reference: bool = True
+    name: str = ""
+    target_pressure_gpa: float | None = None
 
 
 class LRUCache:
@@ -334,19 +342,17 @@ class Pipeline:
         with xr.open_dataset(path, engine="h5netcdf") as ds:
             attrs = dict(ds.attrs)
             has_ref = "elf_ref" in ds
-        p = attrs.get("pressure_gpa")
-        pressure = float(p) if p is not None and np.isfinite(float(p)) else None
-        label = path.stem
-        if pressure is not None:
-            label = f"{path.stem} ({pressure:.1f} GPa)"
-        return CaseInfo(
+        info = CaseInfo(
             key=f"bundled:{path.name}",
-            label=label,
-            pressure_gpa=pressure,
+            label=path.stem,
+            pressure_gpa=_finite(attrs.get("pressure_gpa")),
             family=str(attrs.get("family", "")),
             role=str(attrs.get("role", "")),
             has_reference=has_ref,
+            name=str(attrs.get("name") or path.stem),
+            target_pressure_gpa=_finite(attrs.get("target_pressure_gpa")),
         )
+        return replace(info, label=case_label(info))
 
     def add_case(self, ds: xr.Dataset, *, label: str, key: str | None = None, **info) -> CaseInfo:
         """Register an in-memory case (an upload, or a test case); returns its info."""
@@ -451,6 +457,15 @@ class Pipeline:
     def topology(self, fld_key: tuple, fld: xr.DataArray) -> dict[str, float]:
         """Cached φ and molecularity of a field identified by ``fld_key``."""
         return self.cache.get(("topo",) + tuple(fld_key), lambda: self.engine.topology(fld))
+
+
+def _finite(value) -> float | None:
+    """``value`` as a float, or ``None`` when missing or not finite."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out) else None
 
 
 def _case_bytes(ds: xr.Dataset) -> bytes:

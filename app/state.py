@@ -22,6 +22,7 @@ import xarray as xr
 
 from elfcore.errors import ElfcoreError
 
+from .catalog import default_line_atoms, domain_warning, guided_tour, sort_cases
 from .pipeline import MAX_UPLOAD_BYTES, CaseInfo, Pipeline, default_pipeline
 
 __all__ = [
@@ -73,6 +74,9 @@ SLICE_DEPS = (*FIELD_DEPS, "view_field", "slice_mode", "slice_position", "plane_
               "plane_atom_3", "near_plane")
 #: State parameters of :meth:`AppState.line_data`.
 LINE_DEPS = (*FIELD_DEPS, "line_atom_1", "line_atom_2", "line_source", "line_start", "line_end")
+#: Choices whose change makes the last message stale (it is cleared; an action that sets a message
+#: after changing them, such as an upload or a tour step, writes its own).
+MESSAGE_RESET_DEPS = ("case", "training", "r_cut", "l_max", "n_shells", "k_max", "view_field", "squeeze")
 
 DEFAULT_R_CUTS = [3.0]
 DEFAULT_L_MAXS = [2]
@@ -214,7 +218,7 @@ class AppState(param.Parameterized):
     near_plane = param.Number(default=0.6, bounds=(0.05, 3.0), doc="atoms within this distance (Å) of the plane are marked")
     squeeze = param.Number(default=1.0, bounds=(0.8, 1.2), step=0.01, doc="scale factor of the cell (prediction only)")
     teaching = param.Boolean(default=False, doc="show the guided explanations")
-    preset = param.Integer(default=0, bounds=(0, None), doc="index of the teaching preset")
+    preset = param.Integer(default=0, bounds=(0, None), doc="index of the guided-tour step")
     message = param.String(default="", doc="last message for the user (errors from uploads...)")
 
     pipeline = param.Parameter(default=None, doc="cached elfcore results (shared per server)", precedence=-1)
@@ -227,6 +231,7 @@ class AppState(param.Parameterized):
         if params.get("case") is not None:
             self.case = params["case"]
         self._on_case()
+        self.param.watch(lambda *_: setattr(self, "message", ""), list(MESSAGE_RESET_DEPS))
         self.param.watch(lambda *_: self._on_case(), "case")
         self.param.watch(lambda *_: self._on_training(), "training")
         self.param.watch(lambda *_: self._on_descriptor(), ["r_cut", "l_max"])
@@ -276,9 +281,7 @@ class AppState(param.Parameterized):
             self.message = "Other r_cut / l_max: back to the fluid-trained zoo model."
 
     def _refresh_cases(self) -> None:
-        bundled = sorted(
-            self.pipeline.scan(), key=lambda i: (i.pressure_gpa is None, i.pressure_gpa or 0.0, i.label)
-        )
+        bundled = sort_cases(self.pipeline.scan())  # fluid by pressure, crystals, training cases last
         infos = bundled + [
             i for k, i in self.pipeline.infos.items() if k in getattr(self, "_uploads", set())
         ]
@@ -309,17 +312,12 @@ class AppState(param.Parameterized):
             p.objects = atoms
             setattr(self, name, min(default, len(atoms) - 1))
         if n >= 2:
-            self.line_atom_2 = self._nearest_neighbour(0)
+            atoms = self.pipeline.structure(self.case)
+            self.line_atom_1, self.line_atom_2 = default_line_atoms(atoms.get_positions(), atoms.cell[:])
         # clicked points belong to the previous structure
         self.param.update(line_source="atoms", line_start=None, line_end=None, pending_point=None)
         if self.view_field != "prediction" and not self.case_info().has_reference:
             self.view_field = "prediction"
-
-    def _nearest_neighbour(self, i: int) -> int:
-        from elfcore.grid import nearest_atom
-
-        atoms = self.pipeline.structure(self.case)
-        return nearest_atom(atoms.get_positions(), atoms.cell[:], i)
 
     # ---------------------------------------------------------------- info
     @property
@@ -333,6 +331,17 @@ class AppState(param.Parameterized):
         if self.case is None:
             return CaseInfo(key="", label="(no case)", has_reference=False)
         return self.pipeline.infos[self.case]
+
+    def has_crystal_model(self) -> bool:
+        """Whether the model trained on fluid + crystals is offered."""
+        return "crystals" in self.param.training.objects
+
+    @param.depends("case", "training")
+    def domain_warning(self) -> str:
+        """A warning when the chosen model was not trained on this kind of case (naming the better one), else ``""``."""
+        if self.case is None:
+            return ""
+        return domain_warning(self.case_info(), self.training, self.has_crystal_model())
 
     def case_label(self, key: str | None = None) -> str:
         key = self.case if key is None else key
@@ -588,31 +597,43 @@ class AppState(param.Parameterized):
 
     # ---------------------------------------------------------------- teaching
     def presets(self) -> list[dict]:
-        """Teaching presets: one bundled fluid case per pressure, lowest pressure first."""
-        infos = [i for i in self.pipeline.scan() if i.pressure_gpa is not None and i.has_reference]
-        by_p: dict[float, CaseInfo] = {}
-        for info in sorted(infos, key=lambda i: (i.pressure_gpa, i.role != "train", i.key)):
-            by_p.setdefault(round(info.pressure_gpa, 1), info)
+        """The guided tour (:func:`app.catalog.guided_tour`): the fluid test snapshots at the paper's
+        pressures, lowest first, then a few atomic test crystals with the crystal model."""
+        crystals = self.has_crystal_model()
         return [
-            {"case": i.key, "label": f"{p:.1f} GPa", "pressure_gpa": p, "n_shells": 3, "iso": 0.7}
-            for p, i in sorted(by_p.items())
+            {"case": st.case, "label": f"{st.title}: {self.case_label(st.case)}", "pressure_gpa": st.pressure_gpa,
+             "training": st.training if st.training in self.param.training.objects else "fluid", "text": st.text}
+            for st in guided_tour(self.pipeline.scan(), crystal_model=crystals)
         ]
 
     def apply_preset(self, index: int) -> dict | None:
-        """Select teaching preset ``index`` (modulo the number of presets); returns it."""
+        """Show step ``index`` (modulo the number of steps) of the guided tour; returns it.
+
+        The step sets the case and the model that fits it (and the squeeze back to 1); the iso value,
+        the k-correction and the views are left as they are. The message names the step, the model
+        and what to look at.
+        """
         presets = self.presets()
         if not presets:
-            self.message = "No bundled cases with a pressure to step through."
+            self.message = "No bundled cases to tour."
             return None
-        pr = presets[index % len(presets)]
-        self.param.update(
-            case=pr["case"], n_shells=pr["n_shells"], iso=pr["iso"], squeeze=1.0, preset=index % len(presets)
-        )
-        self.message = f"Preset {self.preset + 1}/{len(presets)}: {pr['label']}"
+        i = index % len(presets)
+        pr = presets[i]
+        moved = pr["training"] == "crystals" and self._crystals_off_baseline_for(pr["training"])
+        self.param.update(case=pr["case"], training=pr["training"], squeeze=1.0, preset=i)
+        model = ("model trained on fluid + atomic crystals" if pr["training"] == "crystals"
+                 else "model trained on the fluid")
+        note = " (r_cut and l_max moved to 3.0 Å and 2, the only ones it has)" if moved else ""
+        self.message = f"Tour {i + 1}/{len(presets)} — {pr['label']}, {model}{note}. {pr['text']}"
         return pr
 
+    def _crystals_off_baseline_for(self, training: str) -> bool:
+        from elfcore.zoo import BASELINE
+
+        return training == "crystals" and (float(self.r_cut), int(self.l_max)) != BASELINE
+
     def next_preset(self) -> dict | None:
-        """Step to the next pressure."""
+        """Step to the next step of the guided tour."""
         return self.apply_preset(self.preset + 1)
 
     # ---------------------------------------------------------------- export

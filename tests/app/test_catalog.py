@@ -1,0 +1,108 @@
+"""Case list, guided tour, model choice and default line scan from case metadata (plain Python)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.catalog import (
+    PAPER_PRESSURES_GPA,
+    case_label,
+    default_line_atoms,
+    domain_warning,
+    guided_tour,
+    is_training,
+    preferred_training,
+    sort_cases,
+)
+from app.pipeline import DATA_DIR, CaseInfo, Pipeline, bundled_cases
+
+
+def info(name, family, role, p, target=None, ref=True):
+    return CaseInfo(key=f"bundled:{name}.nc", label=name, name=name, family=family, role=role, pressure_gpa=p,
+                    target_pressure_gpa=target, has_reference=ref)
+
+
+CASES = [
+    info("cubic_sg207", "cubic", "test", -1.9),
+    info("cubic_train_sg207", "cubic_train", "train", 235.4),
+    info("cubic_h2_sg207", "cubic_molecular", "test", 77.0),
+    info("cubic_sg218", "cubic", "test", 163.0),
+    info("fluid_p138_t0250", "fluid", "test", 141.4, 138.5),
+    info("fluid_p138_t0300", "fluid", "test", 139.0, 138.5),
+    info("fluid_p076_t0200", "fluid", "train", 70.0, 76.0),
+    info("fluid_p076_t0450", "fluid", "test", 67.9, 76.0),
+    info("fluid_p103_t0300", "fluid", "test", 103.6, 103.0),
+    info("fluid_p115_t0250", "fluid", "test", 115.4, 115.1),
+    info("fluid_p115_t0300", "fluid", "test", 107.8, 115.1),
+    info("hexagonal_sg176", "hexagonal", "test", 94.9),
+]
+
+
+def test_label_has_name_measured_and_target_pressure():
+    by = {c.name: c for c in CASES}
+    assert case_label(by["fluid_p076_t0450"]) == "fluid_p076_t0450 — 67.9 GPa (target 76)"
+    assert case_label(by["cubic_sg207"]) == "cubic_sg207 — −1.9 GPa"
+    assert case_label(by["cubic_train_sg207"]).endswith("[training case]")
+    assert is_training(by["fluid_p076_t0200"]) and not is_training(by["fluid_p076_t0450"])
+
+
+def test_case_list_fluid_by_pressure_then_crystals_then_training():
+    names = [c.name for c in sort_cases(CASES)]
+    assert names[:6] == ["fluid_p076_t0450", "fluid_p103_t0300", "fluid_p115_t0300", "fluid_p115_t0250",
+                         "fluid_p138_t0300", "fluid_p138_t0250"]
+    assert names[6:10] == ["cubic_sg207", "cubic_sg218", "hexagonal_sg176", "cubic_h2_sg207"]
+    assert names[10:] == ["fluid_p076_t0200", "cubic_train_sg207"]
+
+
+def test_tour_fluid_at_paper_pressures_then_crystals_with_crystal_model():
+    steps = guided_tour(CASES)
+    names = [s.case.split(":")[1][:-3] for s in steps]
+    # one test snapshot per paper pressure (measured pressure closest to the target), increasing
+    assert names == ["fluid_p076_t0450", "fluid_p115_t0250", "fluid_p138_t0300",
+                     "cubic_sg207", "cubic_sg218", "hexagonal_sg176"]
+    assert [s.training for s in steps] == ["fluid"] * 3 + ["crystals"] * 3
+    assert all(s.text for s in steps)
+    assert not any("train" in n for n in names)
+    # without the crystal model the crystals are still shown, with the fluid model
+    assert {s.training for s in guided_tour(CASES, crystal_model=False)} == {"fluid"}
+
+
+def test_tour_fallback_one_case_per_pressure_without_training_cases():
+    cases = [info("a", "synthetic", "test", 130.0), info("b", "synthetic", "test", 80.0),
+             info("c", "synthetic", "train", 90.0), info("d", "synthetic", "test", 60.0, ref=False)]
+    assert [s.pressure_gpa for s in guided_tour(cases)] == [80.0, 130.0]
+    assert guided_tour([]) == []
+
+
+def test_model_choice_and_domain_warning():
+    by = {c.name: c for c in CASES}
+    assert preferred_training(by["cubic_sg218"]) == "crystals"
+    assert preferred_training(by["cubic_h2_sg207"]) == "fluid"
+    assert preferred_training(by["fluid_p076_t0450"]) == "fluid"
+    w = domain_warning(by["cubic_sg218"], "fluid")
+    assert "cubic_sg218" in w and "crystals" in w
+    assert domain_warning(by["cubic_sg218"], "crystals") == ""
+    assert domain_warning(by["fluid_p076_t0450"], "fluid") == ""
+
+
+def test_default_line_is_not_the_h2_bond():
+    # two H2 molecules: 0-1 bonded (0.74 Å), 2-3 bonded; atom 0's second-nearest is in the other molecule
+    pos = np.array([[0, 0, 0], [0.74, 0, 0], [0, 1.6, 0], [0.74, 1.9, 0.3]], float)
+    i, j = default_line_atoms(pos, np.eye(3) * 6.0)
+    assert (i, j) == (0, 2)
+    assert default_line_atoms(pos[:2], np.eye(3) * 6.0) == (0, 1)
+
+
+@pytest.mark.skipif(not bundled_cases(), reason="no shipped cases in assets/data")
+def test_tour_on_the_shipped_cases():
+    infos = Pipeline(data_dir=DATA_DIR).scan()
+    steps = guided_tour(infos)
+    by_key = {i.key: i for i in infos}
+    fluid = [by_key[s.case] for s in steps if s.training == "fluid"]
+    assert len(steps) < 10
+    assert [i.target_pressure_gpa for i in fluid] == list(PAPER_PRESSURES_GPA)
+    assert all(i.role == "test" and "_train" not in i.name for i in map(by_key.get, (s.case for s in steps)))
+    crystals = [by_key[s.case] for s in steps if s.training == "crystals"]
+    assert crystals and all(i.family in ("cubic", "hexagonal") for i in crystals)
+    for i in infos:
+        assert i.name in i.label and (i.pressure_gpa is None or "GPa" in i.label)
