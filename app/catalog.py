@@ -144,7 +144,7 @@ def guided_tour(infos: Iterable, crystal_model: bool = True) -> list[TourStep]:
 
     Training cases are never in the tour. Without any fluid snapshot at the paper's pressures (a
     data folder of other cases), the tour is one non-training case per pressure with a reference,
-    lowest pressure first.
+    lowest pressure first, each with the model that fits it (:func:`preferred_training`).
     """
     infos = [i for i in infos if not is_training(i) and i.has_reference]
     steps: list[TourStep] = []
@@ -172,7 +172,8 @@ def guided_tour(infos: Iterable, crystal_model: bool = True) -> list[TourStep]:
     for info in sorted((i for i in infos if i.pressure_gpa is not None), key=lambda i: (i.pressure_gpa, i.key)):
         by_p.setdefault(round(info.pressure_gpa, 1), info)
     return [
-        TourStep(i.key, "fluid", f"{p:.1f} GPa", "Compare the prediction with the reference at this pressure.", p)
+        TourStep(i.key, preferred_training(i) if crystal_model else "fluid", f"{p:.1f} GPa",
+                 "Compare the prediction with the reference at this pressure.", p)
         for p, i in sorted(by_p.items())
     ]
 

@@ -106,3 +106,25 @@ def test_tour_on_the_shipped_cases():
     assert crystals and all(i.family in ("cubic", "hexagonal") for i in crystals)
     for i in infos:
         assert i.name in i.label and (i.pressure_gpa is None or "GPa" in i.label)
+
+
+def test_state_warns_on_a_crystal_with_the_fluid_model(tmp_path):
+    from app.state import AppState
+    from elfcore.grid import make_case
+
+    from .conftest import StandInEngine, gaussian_elf, random_h
+
+    atoms = random_h(np.random.default_rng(3), n=4)
+    ds = make_case(atoms, {"elf_ref": gaussian_elf(atoms, (8, 8, 8), 0.45)},
+                   attrs={"name": "cubic_sg999", "family": "cubic", "role": "test", "pressure_gpa": 50.0})
+    ds.to_netcdf(tmp_path / "cubic_sg999.nc", engine="h5netcdf")
+    s = AppState(pipeline=Pipeline(engine=StandInEngine(), data_dir=tmp_path))
+    assert s.case_label() == "cubic_sg999 — 50.0 GPa"
+    s.training = "fluid"
+    assert "cubic_sg999" in s.domain_warning() and "crystals" in s.domain_warning()
+    s.training = "crystals"
+    assert s.domain_warning() == ""
+    # the tour shows it with the crystal model and says so
+    s.training = "fluid"
+    s.apply_preset(0)
+    assert s.training == "crystals" and "crystals" in s.message and s.domain_warning() == ""
