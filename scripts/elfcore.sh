@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Set up everything elfcore needs on a fresh Debian machine, then serve the app or run the tests.
 #
-#   bash scripts/elfcore.sh serve   # set up, then `panel serve app/main.py` on the bundled data
-#   bash scripts/elfcore.sh test    # set up, then run the whole test suite
-#   bash scripts/elfcore.sh setup   # only set up
+#   bash scripts/elfcore.sh serve   # set up what serving needs (the Python environment), then
+#                                   # `panel serve app/main.py` on the bundled data
+#   bash scripts/elfcore.sh test    # set up everything, then run the whole test suite
+#   bash scripts/elfcore.sh setup   # only set up everything
+#
+# `setup` and `test` also install Debian packages: Chromium (browser tests), CP2K and Quantum ESPRESSO
+# (reference calculations). Serving the app needs none of them, so `serve` installs no Debian package.
 #
 # Idempotent: every step is skipped when already done. The virtual environment lives in .venv
 # (override with ELFCORE_VENV). Environment: PORT (default 5006), ADDRESS (default 127.0.0.1).
@@ -58,7 +62,7 @@ case "$cmd" in
   setup)
     setup ;;
   serve)
-    setup
+    py_install
     # --websocket-max-message-size = app.pipeline.WEBSOCKET_MAX_MESSAGE_BYTES (uploads travel base64-encoded)
     exec "$VENV/bin/panel" serve app/main.py --address "${ADDRESS:-127.0.0.1}" --port "${PORT:-5006}" \
       --websocket-max-message-size 134217728 \
