@@ -15,6 +15,8 @@ from elfcore.descriptor import (
 )
 from elfcore.errors import ElfcoreError, StructureError
 from elfcore.grid import grid_points_frac
+from tests.descriptor_helpers import random_rotation as _rotation
+from tests.descriptor_helpers import relerr as _relerr
 
 SKEW = np.array([[4.0, 0.3, 0.1], [1.2, 3.8, -0.4], [0.5, 0.9, 4.3]])  # shorter than 2·r_cut
 SMALL = dict(r_cut=3.0, n_radial=4, l_max=3, sigma=0.5)
@@ -23,17 +25,6 @@ F64 = dict(device="cpu", dtype=torch.float64)
 
 def _hydride(rng, symbols=("H",) * 9 + ("La",) * 2, cell=SKEW):
     return Atoms(list(symbols), positions=rng.random((len(symbols), 3)) @ cell, cell=cell, pbc=True)
-
-
-def _relerr(a, b):
-    """Largest error per feature, relative to that feature's largest magnitude."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float((np.abs(a - b).max(0) / np.maximum(np.abs(b).max(0), 1e-300)).max())
-
-
-def _rotation(rng):
-    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
-    return q * np.sign(np.linalg.det(q))
 
 
 # --------------------------------------------------------------------------- settings
