@@ -160,9 +160,9 @@ def build_session(state: AppState | None = None) -> Session:
     message = pn.pane.Alert(
         state.param.message, alert_type="info", visible=pn.bind(bool, state.param.message), css_classes=["elf-message"]
     )
+    warning = pn.bind(lambda *_: state.domain_warning(), state.param.case, state.param.training)
     domain = pn.pane.Alert(  # the model was not trained on this kind of case: say so, and name the better one
-        state.domain_warning, alert_type="warning", visible=pn.bind(bool, state.domain_warning),
-        css_classes=["elf-domain-warning"],
+        warning, alert_type="warning", visible=pn.bind(bool, warning), css_classes=["elf-domain-warning"],
     )
     teaching = pn.pane.Markdown(
         pn.bind(lambda *_: teaching_text(state), *[state.param[p] for p in TEACHING_DEPS]),
