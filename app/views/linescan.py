@@ -88,6 +88,11 @@ class LineScanView(pn.viewable.Viewer):
             band = {"x": np.array([]), "y": np.array([])}
         self._sources["ensemble ±1σ"].data = band
         self.figure.x_range.start, self.figure.x_range.end = float(s[0]), float(s[-1])
+        drawn = {kind: kind in ld.curves for kind in CURVE_COLOURS}
+        drawn["ensemble ±1σ"] = ld.band is not None
+        for legend in self.figure.legend:  # the legend lists only the curves drawn
+            for item in legend.items:
+                item.visible = any(drawn.get(r.name, True) for r in item.renderers)
         if self._message:
             self.caption.object = f"**Line scan:** {self._message}"
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 
 import holoviews as hv
+from bokeh.models import ColorBar
 import numpy as np
 import panel as pn
 import param
@@ -26,6 +27,7 @@ __all__ = [
     "image_source_data",
     "picked_marks",
     "CANVAS_BACKEND",
+    "residual_label",
     "SliceView",
 ]
 
@@ -45,6 +47,12 @@ ON_PLANE = 0.05
 CANVAS_BACKEND = "canvas"
 
 
+def residual_label(sd) -> str:
+    """What the residual map of ``sd`` shows: ``ELF_corr − ELF_ref`` with the corrected field, else
+    ``ELF_pred − ELF_ref`` (also when the reference or the prediction is the ELF shown)."""
+    return "ELF_corr − ELF_ref" if sd.kind == "corrected" else "ELF_pred − ELF_ref"
+
+
 def _image(x, y, z, vdim: hv.Dimension) -> hv.Image:
     z = np.asarray(z, dtype=np.float64)
     return hv.Image((np.asarray(x), np.asarray(y), z.T), kdims=_KDIMS, vdims=[vdim])
@@ -57,7 +65,7 @@ def _empty_like(sd) -> np.ndarray:
 def residual_image(sd) -> hv.Image:
     """Residual on a diverging map fixed at −0.2 (blue) … +0.2 (red); NaN where there is no reference."""
     z = sd.residual if sd.residual is not None else _empty_like(sd)
-    label = "ELF_corr − ELF_ref" if sd.kind == "corrected" else "ELF_pred − ELF_ref"
+    label = residual_label(sd)
     return _image(sd.x, sd.y, z, hv.Dimension("residual", label=label, range=RESIDUAL_RANGE)).opts(
         cmap=RESIDUAL_CMAP, clim=RESIDUAL_RANGE, colorbar=True, tools=["hover"], clipping_colors={"NaN": "#eeeeee"}
     )
@@ -89,7 +97,7 @@ def slice_png(sd, *, dpi: int = 110) -> bytes:
     extent = (sd.x[0], sd.x[-1], sd.y[0], sd.y[-1])
     panels = [
         (sd.residual if sd.residual is not None else _empty_like(sd), RESIDUAL_CMAP, RESIDUAL_RANGE,
-         "ELF_pred − ELF_ref"),
+         residual_label(sd)),
         (sd.elf if sd.elf is not None else _empty_like(sd), ELF_CMAP, (0.0, 1.0), f"ELF ({sd.kind})"),
     ]
     for ax, (z, cmap, clim, label) in zip(axes, panels):
@@ -227,9 +235,14 @@ class SliceView(pn.viewable.Viewer):
             x0, y0 = data["x"][0], data["y"][0]
             fig.x_range.start, fig.x_range.end = x0, x0 + data["dw"][0]
             fig.y_range.start, fig.y_range.end = y0, y0 + data["dh"][0]
-        label = "ELF_corr − ELF_ref" if sd.kind == "corrected" else "ELF_pred − ELF_ref"
+        label = residual_label(sd)
         self.figures["residual"].title.text = label + ("" if sd.residual is not None else " (no DFT reference)")
         self.figures["elf"].title.text = f"ELF ({sd.kind})"
+        for key, bar in (("residual", label), ("elf", f"ELF ({sd.kind})")):
+            fig = self.figures[key]
+            fig.xaxis.axis_label, fig.yaxis.axis_label = sd.xlabel, sd.ylabel  # plane a: along b, c
+            for colorbar in fig.select(type=ColorBar):  # the colour-bar title follows the field shown
+                colorbar.title = bar
         self.caption.object = self._caption(sd)
         self._draw_marks()
 

@@ -128,3 +128,28 @@ def test_state_warns_on_a_crystal_with_the_fluid_model(tmp_path):
     s.training = "fluid"
     s.apply_preset(0)
     assert s.training == "crystals" and "crystals" in s.message and s.domain_warning() == ""
+
+
+def test_slice_and_line_labels_follow_what_is_shown(state):
+    import app.main  # noqa: F401  (loads the plotting extensions as the served page does)
+    from bokeh.models import ColorBar
+
+    from app.views.linescan import LineScanView
+    from app.views.slice import SliceView
+
+    state.param.update(slice_mode="a", n_shells=2, view_field="corrected")
+    sv, lv = SliceView(state), LineScanView(state)
+    res, elf = sv.figures["residual"], sv.figures["elf"]
+    assert res.xaxis[0].axis_label.startswith("along b") and res.yaxis[0].axis_label.startswith("along c")
+    assert [c.title for c in res.select(type=ColorBar)] == ["ELF_corr − ELF_ref"]
+    assert [c.title for c in elf.select(type=ColorBar)] == ["ELF (corrected)"]
+    state.view_field = "reference"
+    assert [c.title for c in elf.select(type=ColorBar)] == ["ELF (reference)"]
+    assert [c.title for c in res.select(type=ColorBar)] == ["ELF_pred − ELF_ref"]
+
+    def shown():
+        return {item.label["value"] for leg in lv.figure.legend for item in leg.items if item.visible}
+
+    assert shown() == {"reference", "prediction", "corrected", "ensemble ±1σ"}
+    state.n_shells = 0
+    assert shown() == {"reference", "prediction", "ensemble ±1σ"}
