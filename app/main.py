@@ -212,13 +212,27 @@ def build_session(state: AppState | None = None) -> Session:
     ]
     template = pn.template.FastListTemplate(
         title="elfcore — ELF of dense hydrogen", sidebar=sidebar, main=main, sidebar_width=340,
-        accent_base_color="#2a6f97", header_background="#2a6f97",
+        accent_base_color="#2a6f97", header_background="#2a6f97", **offline_fonts(),
     )
     busy = pn.indicators.LoadingSpinner(  # spins while the server works; no label (it showed when idle too)
         value=pn.state.param.busy, size=28, color="light", bgcolor="dark", css_classes=["elf-busy"]
     )
     template.header.append(busy)
     return Session(state, w, viewer, sliceview, lines, template)
+
+
+def offline_fonts() -> dict:
+    """Template settings for a page that needs nothing from the internet (a classroom may be offline).
+
+    Panel's Fast design links the Open Sans web font from Google Fonts; the page uses the
+    system's sans-serif fonts instead. Returns the ``font``/``font_url`` keywords of the
+    template.
+    """
+    from panel.theme.fast import Fast
+
+    if Fast._resources.get("font"):
+        Fast._resources = {**Fast._resources, "font": {}}
+    return {"font": "system-ui, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif", "font_url": ""}
 
 
 if __name__ == "__main__":
