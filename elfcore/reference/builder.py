@@ -715,6 +715,14 @@ def _check_md_scf(out: Path, case: str) -> None:
     raise DFTError(f"case {case}: an MD step's SCF did not converge; see {out}")
 
 
+def _md_cell(md_dir: Path) -> np.ndarray:
+    """The cell (Å, rows A, B, C) of the MD in ``md_dir``, from its ``md.inp``."""
+    inp = (Path(md_dir) / "md.inp").read_text()
+    return np.array(
+        [[float(x) for x in m.split()] for m in re.findall(r"^\s+[ABC] (\S+ \S+ \S+)$", inp, re.M)[:3]]
+    )
+
+
 def md_frame(md_dir: str | os.PathLike, time_fs: float):
     """Structure and MD data at one MD time.
 
@@ -730,10 +738,7 @@ def md_frame(md_dir: str | os.PathLike, time_fs: float):
     from ase import Atoms
 
     md_dir = Path(md_dir)
-    inp = (md_dir / "md.inp").read_text()
-    cell = np.array(
-        [[float(x) for x in m.split()] for m in re.findall(r"^\s+[ABC] (\S+ \S+ \S+)$", inp, re.M)[:3]]
-    )
+    cell = _md_cell(md_dir)
     frames = [(s, t, x) for s, t, x in _cp2k.read_xyz_frames(md_dir / "md-pos-1.xyz") if abs(t - time_fs) < 1e-3]
     if not frames:
         raise DFTError(f"MD in {md_dir} has no frame at {time_fs:g} fs")
@@ -761,10 +766,7 @@ def md_frames(md_dir: str | os.PathLike, t_from: float, t_to: float, every: int 
     from ase import Atoms
 
     md_dir = Path(md_dir)
-    inp = (md_dir / "md.inp").read_text()
-    cell = np.array(
-        [[float(x) for x in m.split()] for m in re.findall(r"^\s+[ABC] (\S+ \S+ \S+)$", inp, re.M)[:3]]
-    )
+    cell = _md_cell(md_dir)
     frames = {}
     for step, t, pos in _cp2k.read_xyz_frames(md_dir / "md-pos-1.xyz"):
         if t_from - 1e-6 <= t <= t_to + 1e-6:
