@@ -29,7 +29,7 @@ def main() -> int:
     from elfcore.descriptor import (DescriptorSettings, compute_descriptor, compute_grid_descriptor,
                                     dscribe_r_include)
     from elfcore.grid import grid_points_frac
-    from elfcore.predict import random_hydrogen
+    from elfcore.reproduce.bench import random_hydrogen
 
     rng = np.random.default_rng(7)
     cell = np.array([[4.0, 0.3, 0.1], [1.2, 3.8, -0.4], [0.5, 0.9, 4.3]])

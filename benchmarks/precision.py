@@ -33,7 +33,8 @@ def main(argv=None) -> int:
 
     from elfcore.descriptor import DescriptorSettings, compute_grid_descriptor
     from elfcore.grid import case_atoms
-    from elfcore.predict import predict_field, timing_model
+    from elfcore.predict import predict_field
+    from elfcore.reproduce.bench import timing_model
 
     files = sorted(glob.glob(os.path.join(args.data, "*.nc")))
     if len(files) <= args.train:

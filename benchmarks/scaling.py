@@ -1,6 +1,6 @@
 """Cost of full-grid ELF prediction versus system size and grid size; prints one JSON object.
 
-Three series, each timed with :func:`elfcore.predict.benchmark` (median of
+Three series, each timed with :func:`elfcore.reproduce.bench.benchmark` (median of
 ``--repeats`` after a warm-up; descriptor + MLP inference, no naive path):
 
 ``atoms``
@@ -54,7 +54,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from elfcore.predict import benchmark, grid_shape_for_spacing
+    from elfcore.predict import grid_shape_for_spacing
+    from elfcore.reproduce.bench import benchmark
 
     if args.threads:
         torch.set_num_threads(args.threads)

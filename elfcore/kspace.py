@@ -26,8 +26,10 @@ units that do not depend on the grid resolution, and ``n_basis = 1 + #{G ≠ 0}`
 * :func:`sparse_correction` / :func:`fit_coefficients` — fit the same coefficients
   by (ridge-regularised) least squares from M reference values only, then apply
   them to the whole field.
-* :func:`power_spectrum`, :func:`autocorrelation`, :func:`correlation_length`,
-  :func:`residual_analysis`, :func:`shell_scan`, :func:`sparse_scan` — the analysis.
+* :func:`power_spectrum`, :func:`low_k_fraction`, :func:`autocorrelation`,
+  :func:`correlation_length` — the spectral primitives. The reports and scans built on
+  them (``residual_analysis``, ``shell_scan``, ``sparse_scan``, ``ensemble_shell_scan``)
+  live in :mod:`elfcore.reproduce.kscans`.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, field as dc_field
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import xarray as xr
@@ -68,11 +70,9 @@ __all__ = [
     "low_k_fraction",
     "autocorrelation",
     "correlation_length",
-    "residual_analysis",
-    "shell_scan",
-    "sparse_scan",
-    "ensemble_shell_scan",
     "correction_metrics",
+    "check_same_grid",
+    "k_magnitudes",
 ]
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,8 @@ def sigmoid(z) -> np.ndarray:
     return out
 
 
-def _same_grid(pred: xr.DataArray, ref: xr.DataArray) -> None:
+def check_same_grid(pred: xr.DataArray, ref: xr.DataArray) -> None:
+    """Raise :class:`GridError` unless both are valid fields on one grid shape and cell."""
     validate_field(pred)
     validate_field(ref)
     if pred.shape != ref.shape:
@@ -207,7 +208,7 @@ def logit_residual(pred: xr.DataArray, ref: xr.DataArray, *, eps: float = DEFAUL
     xarray.DataArray
         float64, dims (a, b, c), attrs of ``pred`` plus ``eps`` and ``space="logit"``.
     """
-    _same_grid(pred, ref)
+    check_same_grid(pred, ref)
     delta = logit(ref.values, eps) - logit(pred.values, eps)
     attrs = {k: v for k, v in pred.attrs.items() if k not in ("cell", "positions", "numbers")}
     attrs.update(eps=float(eps), space="logit")
@@ -643,7 +644,7 @@ def oracle_correction(
         ``n_shells``, ``k_last``, cell lengths, and ``captured_fraction`` (share of the mean
         square of Δ carried by the basis).
     """
-    _same_grid(pred, ref)
+    check_same_grid(pred, ref)
     basis = _basis_for(pred, basis, n_shells, k_max, shell_tol)
     delta = logit(ref.values, eps) - logit(pred.values, eps)
     c = project(delta, basis)
@@ -790,7 +791,7 @@ def sparse_correction(
         ``condition_number``, ``ridge``, ``fit_rmse`` and ``r2_after_unsampled`` (R² on the
         voxels not used in the fit).
     """
-    _same_grid(pred, ref)
+    check_same_grid(pred, ref)
     basis = _basis_for(pred, basis, n_shells, k_max, shell_tol)
     idx = _sample_indices(pred.shape, n_samples, indices, seed)
     ijk = np.stack(np.unravel_index(idx, pred.shape), axis=1)
@@ -815,7 +816,7 @@ def sparse_correction(
 
 
 # --------------------------------------------------------------------------- spectrum
-def _k_grid(cell: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+def k_magnitudes(cell: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """``|G|`` (Å⁻¹) of every FFT frequency of the grid, shape ``shape``."""
     B = reciprocal_cell(cell)
     g = B @ B.T
@@ -855,7 +856,7 @@ def power_spectrum(field: xr.DataArray, *, dk: float | None = None) -> xr.Datase
     cell = field_cell(field)
     arr = np.asarray(field.values, dtype=np.float64)
     p = np.abs(np.fft.fftn(arr)) ** 2 / arr.size**2
-    kg = _k_grid(cell, arr.shape)
+    kg = k_magnitudes(cell, arr.shape)
     k_first = float(np.min(kg[kg > 0])) if np.any(kg > 0) else 0.0
     if dk is None:
         dk = 0.5 * float(np.min(np.linalg.norm(reciprocal_cell(cell), axis=1)))
@@ -901,7 +902,7 @@ def low_k_fraction(field: xr.DataArray, k_cut: float = 1.0) -> dict:
     validate_field(field)
     arr = np.asarray(field.values, dtype=np.float64)
     p = np.abs(np.fft.fftn(arr)) ** 2 / arr.size**2
-    kg = _k_grid(field_cell(field), arr.shape)
+    kg = k_magnitudes(field_cell(field), arr.shape)
     low = kg <= k_cut * (1 + 1e-9)
     total = float(p.sum())
     var = total - float(p.flat[0])
@@ -996,236 +997,3 @@ def correlation_length(field: xr.DataArray, *, dr: float | None = None) -> float
         return 0.0  # pragma: no cover - C(0) = 1
     t = (v[i - 1] - 1.0 / math.e) / (v[i - 1] - v[i])
     return float(r[i - 1] + t * (r[i] - r[i - 1]))
-
-
-def residual_analysis(
-    pred: xr.DataArray, ref: xr.DataArray, *, eps: float = DEFAULT_EPS, k_cut: float = 1.0, space: str = "logit"
-) -> dict:
-    """Spectral summary of a residual: where its power lies and how far it is correlated.
-
-    Parameters
-    ----------
-    pred, ref : xarray.DataArray
-        Predicted and reference ELF on one grid.
-    eps : float
-        Logit clip.
-    k_cut : float
-        Cut for the low-k power fraction, Å⁻¹.
-    space : {"logit", "elf"}
-        Analyse the logit residual Δ (default) or the ELF residual ``pred − ref``.
-
-    Returns
-    -------
-    dict
-        ``cell_lengths`` (Å), ``volume`` (Å³), ``grid``, ``k_first`` (Å⁻¹), ``rms``,
-        ``mean``, ``low_k_fraction`` / ``low_k_fraction_fluct`` (power at ``|G| ≤ k_cut``,
-        with / without ``G = 0``), ``k_centroid`` (power-weighted mean ``|G|`` over
-        ``G ≠ 0``, Å⁻¹), ``wavelength_centroid = 2π / k_centroid`` (Å),
-        ``correlation_length`` (1/e of the autocorrelation, Å; nan if beyond ``r_max``),
-        ``r_max`` (Å), and ``spectrum`` (the :func:`power_spectrum` Dataset).
-    """
-    if space == "logit":
-        res = logit_residual(pred, ref, eps=eps)
-    elif space == "elf":
-        _same_grid(pred, ref)
-        res = make_field(np.asarray(pred.values, np.float64) - np.asarray(ref.values, np.float64),
-                         field_cell(pred), name="residual", attrs={"space": "elf"})
-    else:
-        raise ValueError(f"space={space!r}; must be 'logit' or 'elf'")
-    cell = field_cell(res)
-    arr = res.values
-    p = np.abs(np.fft.fftn(arr)) ** 2 / arr.size**2
-    kg = _k_grid(cell, arr.shape)
-    nz = kg > 0
-    pz = float(p[nz].sum())
-    kc = float((kg[nz] * p[nz]).sum() / pz) if pz > 0 else float("nan")
-    lk = low_k_fraction(res, k_cut)
-    ac = autocorrelation(res) if float(np.var(arr)) > 0 else None
-    return {
-        "space": space,
-        "cell_lengths": [float(x) for x in np.linalg.norm(cell, axis=1)],
-        "volume": float(abs(np.linalg.det(cell))),
-        "grid": [int(n) for n in arr.shape],
-        "k_first": lk["k_first"],
-        "mean": float(arr.mean()),
-        "rms": float(np.sqrt(np.mean(arr**2))),
-        "k_cut": float(k_cut),
-        "low_k_fraction": lk["fraction"],
-        "low_k_fraction_fluct": lk["fraction_fluct"],
-        "n_modes_below_cut": lk["n_modes"],
-        "k_centroid": kc,
-        "wavelength_centroid": 2 * math.pi / kc if kc > 0 else float("nan"),
-        "correlation_length": correlation_length(res) if ac is not None else float("nan"),
-        "r_max": float(ac.attrs["r_max"]) if ac is not None else float("nan"),
-        "spectrum": power_spectrum(res),
-    }
-
-
-def shell_scan(
-    pred: xr.DataArray,
-    ref: xr.DataArray,
-    *,
-    shells: Iterable[int] = range(9),
-    eps: float = DEFAULT_EPS,
-    shell_tol: float = DEFAULT_SHELL_TOL,
-) -> xr.Dataset:
-    """Oracle correction for several numbers of shells.
-
-    Returns
-    -------
-    xarray.Dataset
-        dim ``n_shells``; variables ``k_last`` (Å⁻¹), ``n_basis``, ``r2_after``,
-        ``mae_after``, ``rmse_after``, ``captured_fraction``; attrs ``r2_before``,
-        ``mae_before``, ``rmse_before``, ``cell_lengths``, ``grid``. Shell counts beyond
-        the grid's Nyquist limit are left out.
-    """
-    _same_grid(pred, ref)
-    shells = sorted(int(s) for s in shells)
-    delta = logit(ref.values, eps) - logit(pred.values, eps)
-    ms = float(np.mean(delta**2))
-    F = np.fft.fftn(delta)
-    lp = logit(pred.values, eps)
-    rows = []
-    for n in shells:
-        try:
-            basis = lowk_basis(field_cell(pred), pred.shape, n_shells=n, shell_tol=shell_tol)
-        except GridError as exc:
-            log.info("shell_scan: stopping at n_shells=%d (%s)", n, exc)
-            break
-        mask = np.zeros(pred.shape, bool)
-        mask.flat[0] = True
-        i = _fft_index(basis)
-        mask[i] = True
-        neg = np.mod(-basis.miller, np.asarray(pred.shape))
-        mask[neg[:, 0], neg[:, 1], neg[:, 2]] = True
-        corr = np.fft.ifftn(np.where(mask, F, 0)).real
-        m = _metrics(sigmoid(lp + corr), ref.values)
-        cap = float(np.sum(np.abs(F[mask]) ** 2) / delta.size**2 / ms) if ms > 0 else float("nan")
-        rows.append((n, basis.k_last, basis.n_basis, m["r2"], m["mae"], m["rmse"], cap))
-    before = _metrics(pred.values, ref.values)
-    cols = list(zip(*rows)) if rows else [[]] * 7
-    return xr.Dataset(
-        {
-            "k_last": ("n_shells", np.asarray(cols[1], float)),
-            "n_basis": ("n_shells", np.asarray(cols[2], int)),
-            "r2_after": ("n_shells", np.asarray(cols[3], float)),
-            "mae_after": ("n_shells", np.asarray(cols[4], float)),
-            "rmse_after": ("n_shells", np.asarray(cols[5], float)),
-            "captured_fraction": ("n_shells", np.asarray(cols[6], float)),
-        },
-        coords={"n_shells": np.asarray(cols[0], int)},
-        attrs={
-            "r2_before": before["r2"], "mae_before": before["mae"], "rmse_before": before["rmse"],
-            "cell_lengths": np.linalg.norm(field_cell(pred), axis=1), "grid": np.asarray(pred.shape),
-            "eps": float(eps), "mode": "oracle",
-        },
-    )
-
-
-def sparse_scan(
-    pred: xr.DataArray,
-    ref: xr.DataArray,
-    *,
-    shells: Iterable[int] = (1, 2, 3),
-    n_samples: Iterable[int] = (100, 300, 1000, 3000),
-    seed: int = 0,
-    repeats: int = 3,
-    eps: float = DEFAULT_EPS,
-    ridge: float | str = "auto",
-) -> xr.Dataset:
-    """R² of the sparse correction versus number of samples M and of shells.
-
-    Each (n_shells, M) is fitted ``repeats`` times with voxel draws seeded by
-    ``numpy.random.SeedSequence(seed)`` children; ill-conditioned fits are regularised
-    (``ridge="auto"``) and their warnings are collected into ``n_regularised``.
-
-    Returns
-    -------
-    xarray.Dataset
-        dims ``(n_shells, n_samples)``; variables ``r2_after`` (mean over repeats),
-        ``r2_after_std``, ``mae_after``, ``condition_number`` (median), ``n_regularised``,
-        ``n_basis`` (per shell), ``r2_oracle`` (per shell); attrs ``r2_before``.
-    """
-    _same_grid(pred, ref)
-    shells = list(shells)
-    n_samples = list(n_samples)
-    if repeats < 1:
-        raise ValueError(f"repeats={repeats}; must be ≥ 1")
-    seeds = np.random.SeedSequence(seed).spawn(len(shells) * len(n_samples) * repeats)
-    shp = (len(shells), len(n_samples))
-    r2 = np.full(shp, np.nan)
-    r2s = np.full(shp, np.nan)
-    mae = np.full(shp, np.nan)
-    cond = np.full(shp, np.nan)
-    nreg = np.zeros(shp, int)
-    nb = np.zeros(len(shells), int)
-    r2o = np.zeros(len(shells))
-    t = 0
-    for i, ns in enumerate(shells):
-        basis = lowk_basis(field_cell(pred), pred.shape, n_shells=ns)
-        nb[i] = basis.n_basis
-        r2o[i] = oracle_correction(pred, ref, basis=basis, eps=eps).info["r2_after"]
-        for j, M in enumerate(n_samples):
-            vals, maes, conds = [], [], []
-            for _ in range(repeats):
-                with warnings.catch_warnings(record=True) as w:
-                    warnings.simplefilter("always", IllConditionedWarning)
-                    res = sparse_correction(pred, ref, n_samples=M, seed=seeds[t], basis=basis,
-                                            eps=eps, ridge=ridge)
-                t += 1
-                nreg[i, j] += sum(issubclass(x.category, IllConditionedWarning) for x in w)
-                vals.append(res.info["r2_after"])
-                maes.append(res.info["mae_after"])
-                conds.append(res.info["condition_number"])
-            r2[i, j] = np.mean(vals)
-            r2s[i, j] = np.std(vals)
-            mae[i, j] = np.mean(maes)
-            cond[i, j] = np.median(conds)
-    before = _metrics(pred.values, ref.values)
-    return xr.Dataset(
-        {
-            "r2_after": (("n_shells", "n_samples"), r2),
-            "r2_after_std": (("n_shells", "n_samples"), r2s),
-            "mae_after": (("n_shells", "n_samples"), mae),
-            "condition_number": (("n_shells", "n_samples"), cond),
-            "n_regularised": (("n_shells", "n_samples"), nreg),
-            "n_basis": ("n_shells", nb),
-            "r2_oracle": ("n_shells", r2o),
-        },
-        coords={"n_shells": np.asarray(shells, int), "n_samples": np.asarray(n_samples, int)},
-        attrs={"r2_before": before["r2"], "mae_before": before["mae"], "repeats": int(repeats),
-               "seed": int(seed), "eps": float(eps), "grid": np.asarray(pred.shape)},
-    )
-
-
-def ensemble_shell_scan(
-    preds: Sequence[xr.DataArray],
-    ref: xr.DataArray,
-    *,
-    shells: Iterable[int] = range(9),
-    eps: float = DEFAULT_EPS,
-) -> xr.Dataset:
-    """:func:`shell_scan` for every member of an ensemble of predictions.
-
-    Parameters
-    ----------
-    preds : sequence of xarray.DataArray
-        One predicted field per ensemble member (same grid as ``ref``).
-
-    Returns
-    -------
-    xarray.Dataset
-        The :func:`shell_scan` variables with an extra leading dim ``member``, plus
-        ``r2_before`` and ``mae_before`` over ``member``; take ``.mean("member")`` /
-        ``.std("member")`` for the ensemble spread.
-    """
-    preds = list(preds)
-    if not preds:
-        raise ValueError("no ensemble members given")
-    scans = [shell_scan(p, ref, shells=shells, eps=eps) for p in preds]
-    n = min(len(s["n_shells"]) for s in scans)
-    ds = xr.concat([s.isel(n_shells=slice(0, n)) for s in scans], dim="member", combine_attrs="drop")
-    ds["r2_before"] = ("member", np.array([s.attrs["r2_before"] for s in scans]))
-    ds["mae_before"] = ("member", np.array([s.attrs["mae_before"] for s in scans]))
-    ds.attrs.update(eps=float(eps), mode="oracle", n_members=len(preds))
-    return ds

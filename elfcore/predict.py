@@ -27,10 +27,8 @@ __all__ = [
     "predict_grid",
     "grid_shape_for_spacing",
     "estimate_memory_gb",
-    "random_hydrogen",
-    "timing_model",
-    "benchmark",
     "make_evaluator",
+    "model_settings",
     "PRECISIONS",
 ]
 
@@ -89,12 +87,12 @@ def estimate_memory_gb(shape: Sequence[int], settings: DescriptorSettings, n_mem
     return (out + slab) / 1e9
 
 
-class _Clock:
+class PhaseClock:
     """Wall clock (CUDA synchronised) plus process CPU time of one phase.
 
-    ``stop()`` returns the wall seconds and adds the CPU seconds of all threads of
-    the process to ``cpu`` (on a shared CPU the wall time depends on other jobs;
-    the CPU time much less).
+    ``stop()`` returns the wall seconds since ``start()`` and sets ``cpu`` to the CPU
+    seconds of all threads of the process over the same span (on a shared CPU the wall
+    time depends on other jobs; the CPU time much less).
     """
 
     def __init__(self, device: torch.device):
@@ -246,7 +244,8 @@ def make_evaluator(model, precision: str = "float32"):
     return evaluate, n_outputs
 
 
-def _model_settings(model) -> DescriptorSettings:
+def model_settings(model) -> DescriptorSettings:
+    """The descriptor settings a model carries; :class:`SettingsMismatchError` if none."""
     settings = getattr(model, "descriptor_settings", None)
     if settings is None:
         raise SettingsMismatchError("the model carries no descriptor_settings; set model.descriptor_settings")
@@ -302,7 +301,7 @@ def predict_grid(
 
         bar = tqdm(total=n_vox, unit="voxel", unit_scale=True, desc="predict", leave=False)
     t_desc = t_inf = c_desc = c_inf = 0.0
-    clock = _Clock(dev) if timings is not None else None
+    clock = PhaseClock(dev) if timings is not None else None
     try:
         it = iter(chunks)
         while True:
@@ -403,7 +402,7 @@ def predict_field(
     """
     if len(atoms) == 0:
         raise StructureError("the structure has no atoms; nothing to predict")
-    settings = _model_settings(model)
+    settings = model_settings(model)
     from .io.validate import check_prediction_structure
 
     check_prediction_structure(atoms, settings.sigma)  # overlapping atoms, cells shorter than σ, NaN, unknown Z
@@ -443,192 +442,3 @@ def predict_field(
         field_from_atoms(mean.numpy(), atoms, name="elf", attrs=attrs),
         field_from_atoms(std.numpy(), atoms, name="elf_std", attrs=attrs),
     )
-
-
-# --------------------------------------------------------------------------- benchmark
-def random_hydrogen(
-    n_atoms: int, *, volume_per_atom: float = 2.7, min_distance: float = 0.8, seed: int = 0
-):
-    """Random dense-hydrogen structure in a cubic cell (for benchmarks and tests).
-
-    Atoms are placed by random sequential addition with a minimum periodic
-    distance, so no two atoms overlap.
-
-    Parameters
-    ----------
-    n_atoms : int
-        Number of H atoms (≥ 1).
-    volume_per_atom : float
-        Å³ per atom (2.7 ≈ 100 GPa fluid, ``docs/science.md`` §8).
-    min_distance : float
-        Smallest allowed H–H distance in Å.
-    seed : int
-        Seed of the numpy Generator.
-
-    Returns
-    -------
-    ase.Atoms
-    """
-    from ase import Atoms
-
-    if n_atoms < 1:
-        raise StructureError(f"n_atoms={n_atoms}; must be ≥ 1")
-    length = (n_atoms * volume_per_atom) ** (1.0 / 3.0)
-    rng = np.random.default_rng(seed)
-    placed = np.zeros((0, 3))
-    tries = 0
-    while len(placed) < n_atoms:
-        cand = rng.random(3) * length
-        tries += 1
-        if tries > 1000 * n_atoms:
-            raise StructureError(f"could not place {n_atoms} atoms {min_distance} Å apart at {volume_per_atom} Å³/atom")
-        if len(placed):
-            d = placed - cand
-            d -= length * np.round(d / length)
-            if np.min(np.einsum("ij,ij->i", d, d)) < min_distance**2:
-                continue
-        placed = np.vstack([placed, cand])
-    return Atoms(f"H{n_atoms}", positions=placed, cell=np.eye(3) * length, pbc=True)
-
-
-def timing_model(settings: DescriptorSettings, *, width: int = 128, hidden_layers: int = 2, seed: int = 0):
-    """Freshly initialised ELF MLP (paper architecture) for timing runs; weights from ``seed``."""
-    from .models.mlp import MLP
-
-    model = MLP(settings.n_features, width=width, hidden_layers=hidden_layers)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            bound = 1.0 / math.sqrt(p.shape[-1])
-            p.uniform_(-bound, bound, generator=gen)
-    model.descriptor_settings = settings
-    return model
-
-
-def _peak_memory_gb(dev: torch.device) -> float:
-    if dev.type == "cuda":
-        return torch.cuda.max_memory_allocated(dev) / 1e9
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
-
-
-def benchmark(
-    n_atoms: int = 500,
-    grid: int | Sequence[int] = 192,
-    *,
-    device: str | torch.device = "auto",
-    repeats: int = 3,
-    naive_voxels: int | None = None,
-    model=None,
-    settings: DescriptorSettings | None = None,
-    precision: str = "float32",
-    slab: int | None = None,
-    seed: int = 0,
-) -> dict:
-    """Time full-grid ELF prediction and a naive per-voxel path side by side.
-
-    Parameters
-    ----------
-    n_atoms : int
-        Size of the random dense-hydrogen structure (:func:`random_hydrogen`, ``seed``).
-    grid : int or (Na, Nb, Nc)
-        Grid shape (an int means a cube).
-    device : str or torch.device
-    repeats : int
-        Timed repeats after one warm-up run; medians are reported.
-    naive_voxels : int, optional
-        Voxels timed with the naive path (direct neighbour sum + the same model);
-        default 1000 on CPU, 20000 on CUDA; 0 skips it (``speedup`` is then NaN).
-    model : torch.nn.Module, optional
-        Default: :func:`timing_model` with the baseline descriptor settings.
-    settings : DescriptorSettings, optional
-        Descriptor settings when no model is given.
-    precision : {"float32", "bfloat16", "float16"}
-        Precision of the network's matrix products.
-    slab : int, optional
-        a-planes per chunk.
-    seed : int
-        Seed of the structure, the naive voxel sample and the timing model.
-
-    Returns
-    -------
-    dict
-        ``descriptor_s, inference_s, total_s`` (medians of wall time),
-        ``descriptor_cpu_s, inference_cpu_s, total_cpu_s`` (medians of process CPU
-        time, all threads), ``cold_total_s`` (first run), ``peak_mem_gb`` (CUDA: max allocated; CPU: peak RSS of the process),
-        ``device, atoms, grid, voxels, naive_s_per_voxel, naive_voxels, speedup``
-        (naive time for the whole grid / total_s), ``descriptor_speedup``,
-        ``naive_cpu_s_per_voxel, speedup_cpu`` (the same in CPU time),
-        ``threads, load_avg`` (1-min load before and after), ``precision, settings, torch``.
-    """
-    import os
-    import platform
-
-    from .descriptor import compute_descriptor
-    from .grid import grid_points_frac
-
-    dev = resolve(device)
-    shape = (int(grid),) * 3 if np.isscalar(grid) else tuple(int(n) for n in grid)
-    atoms = random_hydrogen(n_atoms, seed=seed)
-    if model is None:
-        model = timing_model(settings or DescriptorSettings(), seed=seed)
-    settings = _model_settings(model)
-    model = model.to(dev).eval()
-    evaluate, n_members = make_evaluator(model, precision)
-    load_before = os.getloadavg()[0]
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    runs = []
-    with torch.inference_mode():
-        for _ in range(max(1, int(repeats)) + 1):
-            t = {}
-            t0, c0 = time.perf_counter(), time.process_time()
-            predict_grid(atoms, shape, settings, evaluate, n_outputs=n_members, device=dev, slab=slab, timings=t)
-            t["total_s"] = time.perf_counter() - t0
-            t["total_cpu_s"] = time.process_time() - c0
-            runs.append(t)
-        peak = _peak_memory_gb(dev)
-        # naive path: direct neighbour sum per voxel + the same model, on a random voxel sample
-        n_naive = (20000 if dev.type == "cuda" else 1000) if naive_voxels is None else int(naive_voxels)
-        n_naive = min(n_naive, int(np.prod(shape)))
-        naive_s = naive_cpu = float("nan")
-        if n_naive > 0:
-            rng = np.random.default_rng(seed)
-            idx = rng.choice(int(np.prod(shape)), size=n_naive, replace=False)
-            pts = grid_points_frac(shape)[idx] @ np.asarray(atoms.cell[:])
-            clock = _Clock(dev)
-            clock.start()
-            feats = compute_descriptor(atoms, pts, settings, device=dev, dtype=torch.float32)
-            model(feats)
-            naive_s = clock.stop() / n_naive
-            naive_cpu = clock.cpu / n_naive
-    timed = runs[1:]
-    med = {k: float(np.median([r[k] for r in timed])) for k in (
-        "descriptor_s", "inference_s", "total_s", "descriptor_cpu_s", "inference_cpu_s", "total_cpu_s")}
-    n_vox = int(np.prod(shape))
-    if dev.type == "cuda":
-        dev_name = torch.cuda.get_device_name(dev)
-    else:
-        dev_name = f"cpu ({platform.processor() or platform.machine()})"
-    return {
-        **med,
-        "cold_total_s": float(runs[0]["total_s"]),
-        "peak_mem_gb": peak,
-        "device": dev_name,
-        "atoms": int(n_atoms),
-        "grid": list(shape),
-        "voxels": n_vox,
-        "naive_s_per_voxel": naive_s,
-        "naive_voxels": n_naive,
-        "naive_cpu_s_per_voxel": naive_cpu,
-        "speedup": naive_s * n_vox / med["total_s"],
-        "descriptor_speedup": naive_s * n_vox / max(med["descriptor_s"], 1e-12),
-        "speedup_cpu": naive_cpu * n_vox / max(med["total_cpu_s"], 1e-12),
-        "repeats": len(timed),
-        "threads": torch.get_num_threads(),
-        "load_avg": [load_before, os.getloadavg()[0]],
-        "precision": precision,
-        "settings": settings.to_dict(),
-        "torch": torch.__version__,
-    }

@@ -1,4 +1,4 @@
-"""Tests of the k-space residual analysis and correction (elfcore.kspace)."""
+"""Tests of the k-space residual analysis and correction (elfcore.kspace, elfcore.reproduce.kscans)."""
 import math
 import warnings
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from elfcore import kspace as K
+from elfcore.reproduce import kscans
 from elfcore.errors import ElfcoreError, GridError
 from elfcore.grid import grid_points_frac, make_field
 
@@ -306,10 +307,10 @@ def test_residual_analysis_and_shell_scan(rng):
     b = K.lowk_basis(cell, shape, n_shells=2)
     c_true = 0.4 * rng.normal(size=b.n_basis)
     ref = perturbed_ref(pred, b, c_true)
-    ra = K.residual_analysis(pred, ref, k_cut=b.k_last)
+    ra = kscans.residual_analysis(pred, ref, k_cut=b.k_last)
     assert ra["low_k_fraction"] == pytest.approx(1.0)
     assert ra["k_centroid"] <= b.k_last + 1e-12 and ra["cell_lengths"][2] == pytest.approx(np.linalg.norm(cell[2]))
-    scan = K.shell_scan(pred, ref, shells=range(0, 5))
+    scan = kscans.shell_scan(pred, ref, shells=range(0, 5))
     assert scan["n_shells"].values.tolist() == [0, 1, 2, 3, 4]
     assert np.all(np.diff(scan["captured_fraction"].values) >= -1e-12)
     np.testing.assert_allclose(scan["r2_after"].values[2:], 1.0, atol=1e-12)
@@ -324,7 +325,7 @@ def test_sparse_scan_shape_and_trend(rng):
     b = K.lowk_basis(cell, shape, n_shells=1)
     c_true = 0.4 * rng.normal(size=b.n_basis)
     ref = make_field(K.sigmoid(K.logit(pred.values) + K.synthesize(c_true, b) + 0.1 * rng.normal(size=shape)), cell)
-    ds = K.sparse_scan(pred, ref, shells=(1,), n_samples=(5, 30, 600), seed=3, repeats=2)
+    ds = kscans.sparse_scan(pred, ref, shells=(1,), n_samples=(5, 30, 600), seed=3, repeats=2)
     assert ds["r2_after"].shape == (1, 3)
     assert int(ds["n_regularised"].sel(n_samples=5)[0]) == 2  # 5 < 7 basis functions
     r2 = ds["r2_after"].values[0]
@@ -335,9 +336,9 @@ def test_ensemble_shell_scan(rng):
     cell, shape = CUBIC, (10, 10, 10)
     ref = smooth_pred(rng, shape, cell)
     preds = [smooth_pred(rng, shape, cell) for _ in range(3)]
-    ds = K.ensemble_shell_scan(preds, ref, shells=range(3))
+    ds = kscans.ensemble_shell_scan(preds, ref, shells=range(3))
     assert ds["r2_after"].dims == ("member", "n_shells") and ds["r2_after"].shape == (3, 3)
-    one = K.shell_scan(preds[1], ref, shells=range(3))
+    one = kscans.shell_scan(preds[1], ref, shells=range(3))
     np.testing.assert_allclose(ds["r2_after"].isel(member=1), one["r2_after"], atol=1e-14)
     assert float(ds["r2_before"][1]) == pytest.approx(one.attrs["r2_before"])
 
@@ -395,7 +396,8 @@ def test_kcorrect_predicts_when_pred_is_a_model(rng, tmp_path, capsys):
     from elfcore.grid import field_atoms
     from elfcore.io import write_field
     from elfcore.models import save_model
-    from elfcore.predict import predict_field, timing_model
+    from elfcore.predict import predict_field
+    from elfcore.reproduce.bench import timing_model
     from elfcore.train import metrics
 
     cell, shape = np.diag([3.0, 3.2, 3.4]), (8, 8, 8)

@@ -16,9 +16,8 @@ from elfcore.predict import (
     grid_shape_for_spacing,
     make_evaluator,
     predict_field,
-    random_hydrogen,
-    timing_model,
 )
+from elfcore.reproduce.bench import random_hydrogen, timing_model
 
 SETTINGS = DescriptorSettings(r_cut=3.0, n_radial=4, l_max=2, sigma=0.5)
 CELL = np.array([[4.2, 0.0, 0.0], [0.8, 4.0, 0.0], [0.3, 0.5, 3.9]])

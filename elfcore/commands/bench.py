@@ -38,7 +38,7 @@ def run(args) -> int:
     import torch
 
     from ..errors import ElfcoreError
-    from ..predict import benchmark
+    from ..reproduce.bench import benchmark
 
     if args.threads is not None:
         if args.threads < 1:

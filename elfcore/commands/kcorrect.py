@@ -131,6 +131,7 @@ def _rows(ds) -> dict:
 def run(args) -> int:
     from .. import kspace
     from ..io.validate import check_output_path
+    from ..reproduce import kscans
 
     if args.out:
         check_output_path(args.out, what="--out", field=True)
@@ -157,14 +158,14 @@ def run(args) -> int:
     info["shell_counts"] = basis.shell_counts.tolist()
     if args.analysis:
         for key, space in (("residual", "logit"), ("residual_elf", "elf")):
-            ana = kspace.residual_analysis(pred, ref, eps=eps, k_cut=1.0, space=space)
+            ana = kscans.residual_analysis(pred, ref, eps=eps, k_cut=1.0, space=space)
             ana.pop("spectrum")
             info[key] = {k: v for k, v in ana.items() if k not in ("cell_lengths", "volume", "grid")}
     if args.scan:
-        info["shell_scan"] = _rows(kspace.shell_scan(pred, ref, shells=range(9), eps=eps))
+        info["shell_scan"] = _rows(kscans.shell_scan(pred, ref, shells=range(9), eps=eps))
         fractions = (0.001, 0.003, 0.01, 0.03)
         counts = [max(1, int(round(f * pred.size))) for f in fractions]
-        sp = kspace.sparse_scan(pred, ref, shells=(1, 2, 3), n_samples=counts, seed=args.seed, repeats=3, eps=eps)
+        sp = kscans.sparse_scan(pred, ref, shells=(1, 2, 3), n_samples=counts, seed=args.seed, repeats=3, eps=eps)
         info["sparse_scan"] = {
             "n_shells": sp["n_shells"].values.tolist(),
             "n_samples": counts,
