@@ -358,7 +358,7 @@ def upload_cases(file_cases: list[Case]) -> list[Case]:
 def _model_bytes() -> tuple[dict, dict, bytes]:
     from elfcore.descriptor import DescriptorSettings
     from elfcore.models import save_model
-    from elfcore.predict import timing_model
+    from elfcore.reproduce.bench import timing_model
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "m.safetensors")
@@ -587,7 +587,7 @@ def run_case(case: Case, tmp: str, model_path: str, state, buf: _Capture) -> dic
 def _model(tmp: str) -> str:
     from elfcore.descriptor import DescriptorSettings
     from elfcore.models import save_model
-    from elfcore.predict import timing_model
+    from elfcore.reproduce.bench import timing_model
 
     path = os.path.join(tmp, "valid.safetensors")
     save_model(timing_model(DescriptorSettings(r_cut=2.0, n_radial=2, l_max=1), width=8), path)

@@ -78,7 +78,7 @@ def test_file_size_limit_is_a_one_line_error_without_part_files(tmp_path):
     """A write that hits RLIMIT_FSIZE (as a full disk would) ends in one line and leaves no temporary file."""
     from elfcore.descriptor import DescriptorSettings
     from elfcore.models import save_model
-    from elfcore.predict import timing_model
+    from elfcore.reproduce.bench import timing_model
 
     save_model(timing_model(DescriptorSettings(r_cut=2.0, n_radial=2, l_max=1), width=8), tmp_path / "m.safetensors")
     (tmp_path / "POSCAR").write_text("h\n1.0\n3 0 0\n0 3 0\n0 0 3\nH\n2\nCartesian\n0 0 0\n0.74 0 0\n")
