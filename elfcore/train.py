@@ -1,4 +1,4 @@
-"""Voxel sampling, training, ensembles and metrics of the ELF model.
+"""Training and evaluation of the ELF MLP and its ensembles (the user-facing protocol).
 
 The protocol follows ``docs/science.md`` §2 and §4: from each training snapshot draw
 50,000 random voxels (fixed seed), compute the grid-point SOAP descriptor
@@ -7,39 +7,51 @@ The protocol follows ``docs/science.md`` §2 and §4: from each training snapsho
 Adam for 80 epochs. A random fraction of the sampled voxels is held out for
 validation. Evaluation uses 150,000 random voxels per snapshot.
 
-This module holds the single implementation of the accuracy metrics
-(:func:`metrics`: MAE, RMSE, R²) used everywhere in elfcore.
+The parts live in modules of their own:
+
+* :mod:`elfcore.metrics` — the accuracy metrics (MAE, RMSE, R²);
+* :mod:`elfcore.sampling` — reference fields, voxel sampling and the descriptor cache;
+* :mod:`elfcore.fitting` — the one minibatch fit loop (``torch.optim.Adam``, cosine
+  learning rate), also used by the CNN (:func:`elfcore.models.cnn.train_cnn`).
+
+This module holds :class:`TrainSettings` and the functions that put them together
+(:func:`train_model`, :func:`train_on_fields`, :func:`evaluate_field`,
+:func:`evaluate_many`); the names of the modules above that callers used to import
+from here are re-exported.
 
 Randomness comes only from explicit ``seed`` arguments turned into
 :class:`torch.Generator` objects; nothing is seeded globally. On the CPU the same
 seeds and the same thread count give bit-identical weights.
-
-Descriptors of sampled voxels can be cached on disk (``cache_dir``): the key is a
-hash of the descriptor settings, the descriptor implementation, the structure,
-the grid, the reference values, the number of voxels and the sampling seed, so a
-cached file can never be reused for other inputs.
 """
 from __future__ import annotations
 
-import hashlib
-import inspect
-import json
 import logging
 import math
 import os
-import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 import torch
 import xarray as xr
 
 from ._settings import settings_from_dict
-from .errors import GridError, StructureError
-from .grid import case_field, field_atoms, field_cell, validate_field
+from .errors import SettingsError
+from . import fitting
+from .fitting import huber_loss, seed_generators, split_indices
+from .grid import field_atoms  # noqa: F401  (re-export, used by callers of this module)
+from .metrics import member_metrics, metrics, summarise
 from .models.mlp import MLP, Ensemble
+from .sampling import (  # noqa: F401  (re-exports: these lived here before the split)
+    MAX_DESCRIPTOR_BYTES,
+    STORAGE_DTYPES,
+    check_structure,
+    load_reference,
+    reference_field,
+    sample_voxels,
+    voxel_points_cart,
+    voxel_samples,
+)
 
 __all__ = [
     "TrainSettings",
@@ -60,13 +72,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Memory budget for one block of descriptors held in memory (bytes). Requests
-#: that would need more (e.g. evaluating every voxel of a huge grid at once)
-#: raise :class:`~elfcore.errors.GridError`.
-MAX_DESCRIPTOR_BYTES = 4 * 1024**3
-
-_STORAGE = {"float32": torch.float32, "float16": torch.float16}
 
 
 # --------------------------------------------------------------------------- settings
@@ -96,6 +101,11 @@ class TrainSettings:
     storage_dtype : {"float32", "float16"}
         Precision in which sampled descriptors are stored (and cached); training
         itself runs in float32.
+
+    Raises
+    ------
+    SettingsError
+        If a value is outside its allowed range (also a ``ValueError``).
     """
 
     n_voxels: int = 50_000
@@ -113,17 +123,17 @@ class TrainSettings:
         for name in ("n_voxels", "epochs", "batch_size", "width", "hidden_layers"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}={v!r}; must be an integer ≥ 1")
+                raise SettingsError(f"{name}={v!r}; must be an integer ≥ 1")
         for name in ("learning_rate", "huber_delta"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"{name}={v!r}; must be > 0")
+                raise SettingsError(f"{name}={v!r}; must be > 0")
         if not (0 < self.lr_final_factor <= 1):
-            raise ValueError(f"lr_final_factor={self.lr_final_factor!r}; must be in (0, 1]")
+            raise SettingsError(f"lr_final_factor={self.lr_final_factor!r}; must be in (0, 1]")
         if not (0 <= self.val_fraction < 1):
-            raise ValueError(f"val_fraction={self.val_fraction!r}; must be in [0, 1)")
-        if self.storage_dtype not in _STORAGE:
-            raise ValueError(f"storage_dtype={self.storage_dtype!r}; must be one of {sorted(_STORAGE)}")
+            raise SettingsError(f"val_fraction={self.val_fraction!r}; must be in [0, 1)")
+        if self.storage_dtype not in STORAGE_DTYPES:
+            raise SettingsError(f"storage_dtype={self.storage_dtype!r}; must be one of {sorted(STORAGE_DTYPES)}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""
@@ -135,354 +145,10 @@ class TrainSettings:
         return settings_from_dict(cls, data, "training")
 
 
-# --------------------------------------------------------------------------- metrics
-def metrics(pred, ref) -> dict[str, float | int]:
-    """Accuracy of a predicted ELF against the reference.
-
-    Parameters
-    ----------
-    pred, ref : array_like or torch.Tensor, same shape (any)
-        Predicted and reference values (dimensionless ELF).
-
-    Returns
-    -------
-    dict
-        ``mae`` (mean absolute error), ``rmse`` (root mean square error), ``r2``
-        (coefficient of determination ``1 - Σ(p-r)² / Σ(r-mean r)²``, computed in
-        float64) and ``n_voxels`` (number of values).
-
-    Examples
-    --------
-    >>> m = metrics([0.1, 0.5, 0.9], [0.1, 0.5, 0.7])
-    >>> round(m["mae"], 4), round(m["rmse"], 4), round(m["r2"], 4), m["n_voxels"]
-    (0.0667, 0.1155, 0.7857, 3)
-    """
-    p = np.asarray(pred.detach().cpu() if isinstance(pred, torch.Tensor) else pred, dtype=np.float64).ravel()
-    r = np.asarray(ref.detach().cpu() if isinstance(ref, torch.Tensor) else ref, dtype=np.float64).ravel()
-    if p.shape != r.shape:
-        raise ValueError(f"prediction has {p.size} values, reference {r.size}")
-    if p.size == 0:
-        raise ValueError("metrics of zero values")
-    d = p - r
-    ss_tot = float(np.sum((r - r.mean()) ** 2))
-    ss_res = float(np.sum(d * d))
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
-    return {
-        "mae": float(np.mean(np.abs(d))),
-        "rmse": float(math.sqrt(ss_res / p.size)),
-        "r2": float(r2),
-        "n_voxels": int(p.size),
-    }
-
-
-# --------------------------------------------------------------------------- inputs
-def check_structure(atoms, *, where: str = "structure") -> None:
-    """Refuse structures the hydrogen models cannot describe.
-
-    Raises
-    ------
-    StructureError
-        If the structure has no atoms, non-finite positions, or elements other
-        than hydrogen.
-    """
-    numbers = np.asarray(atoms.get_atomic_numbers())
-    if numbers.size == 0:
-        raise StructureError(f"{where} has no atoms; the ELF model needs hydrogen atoms")
-    pos = np.asarray(atoms.get_positions(), dtype=np.float64)
-    bad = ~np.all(np.isfinite(pos), axis=1)
-    if bad.any():
-        raise StructureError(f"{where}: positions of atoms {np.flatnonzero(bad)[:10].tolist()} are NaN or inf")
-    other = sorted(set(numbers.tolist()) - {1})
-    if other:
-        from ase.data import chemical_symbols
-
-        names = ", ".join(chemical_symbols[z] if 0 <= z < len(chemical_symbols) else str(z) for z in other)
-        raise StructureError(
-            f"{where} contains {names} ({int(np.sum(numbers != 1))} of {numbers.size} atoms); "
-            "elfcore models are trained for pure hydrogen only"
-        )
-
-
-def reference_field(data: xr.Dataset | xr.DataArray, *, name: str = "elf_ref") -> xr.DataArray:
-    """The reference ELF field of a case Dataset (``elf_ref``) or a field itself.
-
-    Raises
-    ------
-    GridError
-        If a case has no ``elf_ref`` field.
-    StructureError
-        If the field carries no usable hydrogen structure.
-    """
-    field = case_field(data, name) if isinstance(data, xr.Dataset) else validate_field(data)
-    check_structure(field_atoms(field), where=str(field.attrs.get("name", "field")))
-    return field
-
-
-def load_reference(path: str | os.PathLike) -> tuple[str, xr.DataArray]:
-    """Read a reference ELF from a netCDF case or any field file that carries atoms.
-
-    Returns
-    -------
-    name : str
-        The file stem (used as the case name in reports).
-    field : xarray.DataArray
-        The reference ELF with the case attrs (pressure_gpa, role, ...).
-    """
-    from . import io as eio
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(str(path))
-    fmt = eio.sniff_format(path)
-    if eio.FORMATS[fmt].case:
-        data = eio.read_case(path, format=fmt)
-    else:
-        data = eio.read_field(path, format=fmt)
-    field = reference_field(data)
-    field.attrs.setdefault("name", path.stem)
-    return path.stem, field
-
-
-# --------------------------------------------------------------------------- sampling
-def sample_voxels(shape: Sequence[int], n_voxels: int | None, *, seed: int) -> torch.Tensor:
-    """Random distinct voxels of a grid.
-
-    Parameters
-    ----------
-    shape : (Na, Nb, Nc)
-        Grid shape.
-    n_voxels : int or None
-        How many; ``None`` or more than the grid holds → every voxel (in C order).
-    seed : int
-        Seed of the :class:`torch.Generator` used.
-
-    Returns
-    -------
-    torch.Tensor, shape (n,), int64
-        Flat C-order indices into the grid (``c`` fastest).
-    """
-    total = int(np.prod(shape))
-    if n_voxels is None or n_voxels >= total:
-        return torch.arange(total)
-    if n_voxels < 1:
-        raise ValueError(f"n_voxels={n_voxels}; must be ≥ 1")
-    gen = torch.Generator().manual_seed(int(seed))
-    return torch.randperm(total, generator=gen)[:n_voxels]
-
-
-def voxel_points_cart(shape: Sequence[int], index: torch.Tensor | np.ndarray, cell) -> np.ndarray:
-    """Cartesian positions (n, 3) in Å of flat C-order voxel ``index`` on a grid of ``shape``."""
-    ijk = np.stack(np.unravel_index(np.asarray(index, dtype=np.int64), tuple(shape)), axis=1)
-    return (ijk / np.asarray(shape, dtype=np.float64)) @ np.asarray(cell, dtype=np.float64)
-
-
-def _descriptor_revision() -> str:
-    from . import descriptor
-
-    try:
-        src = inspect.getsource(descriptor)
-    except (OSError, TypeError):
-        from . import __version__
-
-        src = __version__
-    return hashlib.sha256(src.encode()).hexdigest()[:16]
-
-
-def _cache_key(field: xr.DataArray, settings, n_voxels, seed: int, storage: str, method: str = "fft") -> str:
-    h = hashlib.sha256()
-    h.update(method.encode())
-    h.update(json.dumps(settings.to_dict(), sort_keys=True).encode())
-    h.update(_descriptor_revision().encode())
-    h.update(json.dumps([list(field.shape), n_voxels, int(seed), storage]).encode())
-    h.update(np.ascontiguousarray(field_cell(field), dtype=np.float64).tobytes())
-    h.update(np.ascontiguousarray(field.attrs["positions"], dtype=np.float64).tobytes())
-    h.update(np.ascontiguousarray(field.attrs["numbers"], dtype=np.int64).tobytes())
-    h.update(np.ascontiguousarray(field.values, dtype=np.float32).tobytes())
-    return h.hexdigest()[:24]
-
-
-def _check_budget(n_points: int, n_features: int, bytes_per_value: int) -> None:
-    need = n_points * n_features * bytes_per_value
-    if need > MAX_DESCRIPTOR_BYTES:
-        raise GridError(
-            f"{n_points} voxels × {n_features} features need {need / 1024**3:.1f} GiB of descriptors, "
-            f"above the budget of {MAX_DESCRIPTOR_BYTES / 1024**3:.1f} GiB; sample fewer voxels"
-        )
-
-
-def voxel_samples(
-    field: xr.DataArray,
-    settings,
-    n_voxels: int | None,
-    *,
-    seed: int,
-    storage_dtype: str = "float32",
-    cache_dir: str | os.PathLike | None = None,
-    device: str | torch.device = "auto",
-    method: str = "fft",
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Descriptors and reference values of random voxels of a field.
-
-    Parameters
-    ----------
-    field : xarray.DataArray
-        Reference ELF field carrying a hydrogen structure.
-    settings : DescriptorSettings
-        Descriptor hyperparameters.
-    n_voxels : int or None
-        Number of random voxels (``None``: all).
-    seed : int
-        Sampling seed (see :func:`sample_voxels`).
-    storage_dtype : {"float32", "float16"}
-        Precision of the returned (and cached) descriptors.
-    cache_dir : path-like, optional
-        Directory of the descriptor cache; ``None`` disables caching.
-    device : str or torch.device
-        Where descriptors are computed (``"auto"``: CUDA if available).
-    method : {"fft", "direct"}
-        ``"fft"`` computes the descriptor on the whole grid slab by slab
-        (:func:`elfcore.descriptor.iter_grid_descriptor`, fast, memory bounded by
-        the slab) and keeps the sampled voxels; ``"direct"`` evaluates only the
-        sampled points (:func:`elfcore.descriptor.compute_descriptor`). They agree
-        to ~1e-6 relative.
-
-    Returns
-    -------
-    X : torch.Tensor, shape (n, n_features), ``storage_dtype``, CPU
-    y : torch.Tensor, shape (n,), float32, CPU
-        Reference ELF at the voxels.
-    index : torch.Tensor, shape (n,), int64
-        Flat C-order voxel indices.
-    """
-    from .descriptor import compute_descriptor, iter_grid_descriptor
-
-    if method not in ("fft", "direct"):
-        raise ValueError(f"method={method!r}; must be 'fft' or 'direct'")
-    if storage_dtype not in _STORAGE:
-        raise ValueError(f"storage_dtype={storage_dtype!r}; must be one of {sorted(_STORAGE)}")
-    field = validate_field(field)
-    atoms = field_atoms(field)
-    check_structure(atoms)
-    total = int(np.prod(field.shape))
-    n_eff = total if n_voxels is None else min(int(n_voxels), total)
-    _check_budget(n_eff, settings.n_features, 4)
-    path = None
-    if cache_dir is not None:
-        key = _cache_key(field, settings, n_voxels, seed, storage_dtype, method)
-        path = Path(cache_dir) / f"desc-{key}.safetensors"
-        if path.exists():
-            from safetensors.torch import load_file
-
-            try:
-                t = load_file(str(path))
-                log.debug("descriptor cache hit %s", path.name)
-                return t["X"], t["y"], t["index"]
-            except Exception as exc:  # corrupt/partial cache file: recompute
-                log.warning("ignoring unreadable cache file %s (%s)", path, exc)
-    if cache_dir is not None:
-        hit = _superset_from_cache(field, settings, n_voxels, seed, storage_dtype, method, Path(cache_dir))
-        if hit is not None:
-            return hit
-    index = sample_voxels(field.shape, n_voxels, seed=seed)
-    t0 = time.perf_counter()
-    if method == "fft":
-        X = torch.empty((len(index), settings.n_features), dtype=_STORAGE[storage_dtype])
-        order = torch.argsort(index)
-        sorted_idx = index[order]
-        for start, stop, feats in iter_grid_descriptor(atoms, field.shape, settings, device=device,
-                                                       dtype=torch.float32):
-            lo = int(torch.searchsorted(sorted_idx, start))
-            hi = int(torch.searchsorted(sorted_idx, stop))
-            if hi > lo:
-                rows = (sorted_idx[lo:hi] - start).to(feats.device)
-                X[order[lo:hi]] = feats[rows].to("cpu", _STORAGE[storage_dtype])
-    else:
-        pts = voxel_points_cart(field.shape, index, field_cell(field))
-        X = compute_descriptor(atoms, pts, settings, device=device, dtype=torch.float32)
-        X = X.detach().to("cpu", _STORAGE[storage_dtype]).contiguous()
-    y = torch.as_tensor(np.asarray(field.values, dtype=np.float32).reshape(-1)[index.numpy()])
-    log.info("descriptors of %d voxels (%d features) in %.1f s", len(index), X.shape[1], time.perf_counter() - t0)
-    if path is not None:
-        from safetensors.torch import save_file
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({"X": X, "y": y.contiguous(), "index": index.contiguous()}, str(tmp))
-        os.replace(tmp, path)
-    return X, y, index
-
-
-def _superset_from_cache(field, settings, n_voxels, seed, storage_dtype, method, cache_dir: Path):
-    """Cached descriptors of the same voxels with a larger l_max, cut down to ``settings``.
-
-    Valid because feature ``(n, n', l)`` does not depend on l_max (the radial basis
-    of each l is built from r_cut, n_radial and l only; ``feature_labels`` gives the
-    columns). ``tests/test_train.py`` checks the equality against a direct computation.
-    """
-    from dataclasses import replace
-
-    from safetensors.torch import load_file
-
-    from .descriptor import feature_labels
-
-    for l_big in range(settings.l_max + 1, 9):
-        big = replace(settings, l_max=l_big)
-        path = cache_dir / f"desc-{_cache_key(field, big, n_voxels, seed, storage_dtype, method)}.safetensors"
-        if not path.exists():
-            continue
-        try:
-            t = load_file(str(path))
-        except Exception:  # unreadable cache file: ignore
-            continue
-        pos = {lab: i for i, lab in enumerate(feature_labels(big))}
-        cols = torch.tensor([pos[lab] for lab in feature_labels(settings)])
-        log.debug("descriptor cache hit %s (l_max %d → %d)", path.name, l_big, settings.l_max)
-        return t["X"][:, cols].contiguous(), t["y"], t["index"]
-    return None
-
-
 # --------------------------------------------------------------------------- training
-class _Adam:
-    """Adam (Kingma & Ba 2015; β = (0.9, 0.999), ε = 1e-8, no weight decay).
-
-    The same update as ``torch.optim.Adam`` with default options, written out so
-    that training does not import ``torch._dynamo`` (which ``torch.optim`` does on
-    first use, costing seconds per process).
-    """
-
-    def __init__(self, params: list[torch.Tensor], betas=(0.9, 0.999), eps: float = 1e-8):
-        self.params = params
-        self.b1, self.b2 = betas
-        self.eps = eps
-        self.t = 0
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self, lr: float) -> None:
-        self.t += 1
-        c1 = 1 - self.b1**self.t
-        c2 = 1 - self.b2**self.t
-        for p, m, v in zip(self.params, self.m, self.v):
-            if p.grad is None:
-                continue
-            g = p.grad
-            m.mul_(self.b1).add_(g, alpha=1 - self.b1)
-            v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
-            denom = (v / c2).sqrt_().add_(self.eps)
-            p.addcdiv_(m, denom, value=-lr / c1)
-
-
-def _member_generators(seed: int, n_members: int) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(int(seed) + m) for m in range(n_members)]
-
-
 @torch.no_grad()
 def _init_members(model: Ensemble, gens: list[torch.Generator]) -> None:
+    """PyTorch's default uniform(±1/sqrt(fan_in)) initialisation, member ``m`` from ``gens[m]``."""
     for m, g in enumerate(gens):
         for w, b in zip(model.weights, model.biases):
             bound = 1.0 / math.sqrt(w.shape[-1])
@@ -490,8 +156,69 @@ def _init_members(model: Ensemble, gens: list[torch.Generator]) -> None:
             b[m].copy_(torch.empty(b.shape[1:]).uniform_(-bound, bound, generator=g))
 
 
-def _member_metrics(pred: torch.Tensor, y: torch.Tensor) -> list[dict]:
-    return [metrics(p, y) for p in pred]
+def _check_training_data(X: torch.Tensor, y: torch.Tensor, descriptor_settings) -> None:
+    if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
+        raise SettingsError(f"X {tuple(X.shape)} and y {tuple(y.shape)} do not match")
+    if X.shape[1] != descriptor_settings.n_features:
+        raise SettingsError(f"X has {X.shape[1]} features; settings give {descriptor_settings.n_features}")
+
+
+def _feature_masks(feature_masks, n_members: int, n_features: int) -> torch.Tensor | None:
+    if feature_masks is None:
+        return None
+    masks = torch.as_tensor(feature_masks, dtype=torch.bool)
+    if masks.shape != (n_members, n_features) or not bool(masks.any(dim=1).all()):
+        raise SettingsError(f"feature_masks must be (n_members, n_features) = ({n_members}, {n_features}) "
+                            "with at least one feature per member")
+    return masks
+
+
+def _new_ensemble(Xtr: torch.Tensor, settings: TrainSettings, gens: list[torch.Generator],
+                  masks: torch.Tensor | None) -> Ensemble:
+    """Ensemble standardised on ``Xtr``, initialised from ``gens`` (fan-in of each member's own features)."""
+    model = Ensemble(Xtr.shape[1], len(gens), settings.width, settings.hidden_layers)
+    x64 = Xtr.to(torch.float64)
+    model.set_normalization(x64.mean(0).float().cpu(), x64.std(0, correction=0).float().cpu())
+    del x64
+    _init_members(model, gens)
+    if masks is not None:
+        with torch.no_grad():
+            fan = masks.sum(dim=1).to(torch.float32)
+            model.weights[0].mul_(torch.sqrt(Xtr.shape[1] / fan)[:, None, None])
+    return model
+
+
+def _validation_record(model: Ensemble, Xval: torch.Tensor, yval: torch.Tensor,
+                       masks: torch.Tensor | None) -> dict[str, Any]:
+    """Validation MAE/RMSE/R² (mean over members; per member too for an ensemble)."""
+    mm = member_metrics(_predict_batches(model, Xval, masks).cpu(), yval)
+    rec: dict[str, Any] = {f"val_{k}": float(np.mean([m[k] for m in mm])) for k in ("mae", "rmse", "r2")}
+    if len(mm) > 1:
+        rec["val_r2_members"] = [m["r2"] for m in mm]
+        rec["val_mae_members"] = [m["mae"] for m in mm]
+    return rec
+
+
+def _training_metadata(settings: TrainSettings, result, *, seed: int, split_seed: int, n_members: int,
+                       n_train: int, n_val: int) -> dict[str, Any]:
+    """``metadata`` of a trained model (protocol, seeds, voxel counts, history); logs a summary."""
+    last = result.history[-1] if result.history else {}
+    log.info(
+        "trained %d member(s) on %d voxels (%d validation) for %d epochs in %.1f s%s",
+        n_members, n_train, n_val, settings.epochs, result.seconds,
+        f"; validation R² {last['val_r2']:.4f}, MAE {last['val_mae']:.4f}" if "val_r2" in last else "",
+    )
+    return {
+        "train_settings": settings.to_dict(),
+        "seed": seed,
+        "split_seed": split_seed,
+        "n_members": n_members,
+        "n_train_voxels": n_train,
+        "n_val_voxels": n_val,
+        "train_seconds": round(result.seconds, 2),
+        "torch_version": torch.__version__,
+        "history": result.history,
+    }
 
 
 def train_model(
@@ -507,7 +234,7 @@ def train_model(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> MLP | Ensemble:
-    """Fit the ELF MLP (or an ensemble) to descriptor/ELF pairs.
+    """Fit the ELF MLP (or an ensemble) to descriptor/ELF pairs with :func:`elfcore.fitting.fit`.
 
     Parameters
     ----------
@@ -520,8 +247,7 @@ def train_model(
     settings : TrainSettings
         Protocol (epochs, batch size, learning rate, Huber δ, validation split).
     seed : int
-        Member ``m`` uses seed ``seed + m`` for its initial weights and its voxel
-        order.
+        Member ``m`` uses seed ``seed + m`` for its initial weights and its voxel order.
     n_members : int
         1 → an :class:`MLP`; more → an :class:`Ensemble` whose members are trained
         independently (Adam is element-wise and the loss is a sum over members, so
@@ -532,10 +258,7 @@ def train_model(
     feature_masks : torch.Tensor, shape (n_members, n_features), bool, optional
         Member ``m`` sees only the features where ``feature_masks[m]`` is true (the
         others are held at their training mean, i.e. 0 after standardisation, so
-        their weights get no gradient). Lets models of nested descriptors (e.g.
-        every l_max ≤ the one of ``X``) train in one pass; cut a member down with
-        :func:`masked_member`. The first-layer initialisation uses each member's
-        own fan-in.
+        their weights get no gradient); cut a member down with :func:`masked_member`.
     device : str or torch.device
         Training device (``"auto"``: CUDA if available).
     progress : bool
@@ -546,108 +269,38 @@ def train_model(
     MLP or Ensemble
         In eval mode, on ``device``; ``metadata["history"]`` holds the per-epoch
         training loss and validation metrics (mean over members).
-    """
-    from tqdm.auto import tqdm
 
+    Raises
+    ------
+    SettingsError
+        If ``X``, ``y``, the descriptor settings or the masks do not fit together,
+        or the validation split leaves no training voxel.
+    """
     from .device import resolve
 
     dev = resolve(device)
-    if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
-        raise ValueError(f"X {tuple(X.shape)} and y {tuple(y.shape)} do not match")
-    if X.shape[1] != descriptor_settings.n_features:
-        raise ValueError(f"X has {X.shape[1]} features; settings give {descriptor_settings.n_features}")
-    n = len(X)
-    split_gen = torch.Generator().manual_seed(int(seed if split_seed is None else split_seed))
-    perm = torch.randperm(n, generator=split_gen)
-    n_val = int(round(settings.val_fraction * n))
-    val_idx, tr_idx = perm[:n_val], perm[n_val:]
-    if len(tr_idx) < 1:
-        raise ValueError(f"no training voxels left after a validation split of {settings.val_fraction}")
-    Xtr = X[tr_idx].to(dev)
-    ytr = y[tr_idx].to(dev, torch.float32)
-    Xval = X[val_idx].to(dev)
-    yval = y[val_idx].to(torch.float32)
-
-    x64 = Xtr.to(torch.float64)
-    model = Ensemble(X.shape[1], n_members, settings.width, settings.hidden_layers)
-    model.set_normalization(x64.mean(0).float().cpu(), x64.std(0, correction=0).float().cpu())
-    del x64
-    gens = _member_generators(seed, n_members)
-    _init_members(model, gens)
-    masks = None
-    if feature_masks is not None:
-        masks = torch.as_tensor(feature_masks, dtype=torch.bool)
-        if masks.shape != (n_members, X.shape[1]) or not bool(masks.any(dim=1).all()):
-            raise ValueError(f"feature_masks must be (n_members, n_features) = ({n_members}, {X.shape[1]}) "
-                             "with at least one feature per member")
-        with torch.no_grad():
-            fan = masks.sum(dim=1).to(torch.float32)
-            model.weights[0].mul_(torch.sqrt(X.shape[1] / fan)[:, None, None])
-        masks = masks.to(dev)
-    model = model.to(dev)
+    _check_training_data(X, y, descriptor_settings)
+    masks = _feature_masks(feature_masks, n_members, X.shape[1])
+    split = int(seed if split_seed is None else split_seed)
+    val_idx, tr_idx = split_indices(len(X), settings.val_fraction, torch.Generator().manual_seed(split))
+    Xtr, ytr = X[tr_idx].to(dev), y[tr_idx].to(dev, torch.float32)
+    Xval, yval = X[val_idx].to(dev), y[val_idx].to(torch.float32)
+    gens = seed_generators(seed, n_members)
+    model = _new_ensemble(Xtr, settings, gens, masks).to(dev)
     model.descriptor_settings = descriptor_settings
+    masks = None if masks is None else masks.to(dev)
 
-    opt = _Adam(list(model.parameters()))
-    n_tr = len(tr_idx)
-    bs = min(settings.batch_size, n_tr)
-    steps_per_epoch = n_tr // bs
-    total_steps = steps_per_epoch * settings.epochs
-    lr0, lr1 = settings.learning_rate, settings.learning_rate * settings.lr_final_factor
-    loss_fn = torch.nn.HuberLoss(delta=settings.huber_delta, reduction="none")
-    history: list[dict] = []
-    step = 0
-    t0 = time.perf_counter()
-    bar = tqdm(range(settings.epochs), desc="train", unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
-        orders = torch.stack([torch.randperm(n_tr, generator=g) for g in gens]).to(dev)
-        total = torch.zeros((), device=dev, dtype=torch.float64)
-        for k in range(steps_per_epoch):
-            lr = lr1 + 0.5 * (lr0 - lr1) * (1 + math.cos(math.pi * step / max(total_steps, 1)))
-            idx = orders[:, k * bs : (k + 1) * bs]
-            xb = Xtr[idx].float()
-            if masks is not None:
-                xb = torch.where(masks[:, None, :], xb, model.feature_shift)
-            yb = ytr[idx]
-            pred = model(xb)
-            loss = loss_fn(pred, yb).mean(dim=1).sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step(lr)
-            total += loss.detach()
-            step += 1
-        rec = {"epoch": epoch + 1, "train_loss": float(total) / max(steps_per_epoch, 1) / n_members}
-        if n_val:
-            model.eval()
-            pv = _predict_batches(model, Xval, masks).cpu()
-            mm = _member_metrics(pv, yval)
-            rec.update({f"val_{k}": float(np.mean([m[k] for m in mm])) for k in ("mae", "rmse", "r2")})
-            if n_members > 1:
-                rec["val_r2_members"] = [m["r2"] for m in mm]
-                rec["val_mae_members"] = [m["mae"] for m in mm]
-            bar.set_postfix(loss=f"{rec['train_loss']:.2e}", val_r2=f"{rec['val_r2']:.4f}")
-        history.append(rec)
-        log.debug("epoch %s", rec)
-    bar.close()
-    elapsed = time.perf_counter() - t0
-    last = history[-1] if history else {}
-    log.info(
-        "trained %d member(s) on %d voxels (%d validation) for %d epochs in %.1f s%s",
-        n_members, n_tr, n_val, settings.epochs, elapsed,
-        f"; validation R² {last['val_r2']:.4f}, MAE {last['val_mae']:.4f}" if "val_r2" in last else "",
-    )
-    model.eval()
-    model.metadata = {
-        "train_settings": settings.to_dict(),
-        "seed": int(seed),
-        "split_seed": int(seed if split_seed is None else split_seed),
-        "n_members": n_members,
-        "n_train_voxels": n_tr,
-        "n_val_voxels": n_val,
-        "train_seconds": round(elapsed, 2),
-        "torch_version": torch.__version__,
-        "history": history,
-    }
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        xb = Xtr[idx].float()
+        if masks is not None:
+            xb = torch.where(masks[:, None, :], xb, model.feature_shift)
+        return huber_loss(model(xb), ytr[idx], settings.huber_delta)
+
+    validate = (lambda: _validation_record(model, Xval, yval, masks)) if len(val_idx) else None
+    result = fitting.fit(model, batch_loss, len(tr_idx), settings, generators=gens, validate=validate,
+                         loss_divisor=n_members, index_device=dev, progress=progress, desc="train")
+    model.metadata = _training_metadata(settings, result, seed=int(seed), split_seed=split, n_members=n_members,
+                                        n_train=len(tr_idx), n_val=len(val_idx))
     if n_members == 1:
         single = model.member(0)
         single.metadata.pop("member", None)
@@ -687,7 +340,7 @@ def masked_member(model: Ensemble, i: int, columns, descriptor_settings) -> MLP:
     """
     cols = torch.as_tensor(list(columns), dtype=torch.long)
     if len(cols) != descriptor_settings.n_features:
-        raise ValueError(f"{len(cols)} columns for {descriptor_settings.n_features} features")
+        raise SettingsError(f"{len(cols)} columns for {descriptor_settings.n_features} features")
     full = model.member(i).cpu()
     m = MLP(len(cols), full.width, full.hidden_layers)
     m.load_state_dict({k: v for k, v in full.state_dict().items() if not k.startswith(("feature_", "hidden.0.weight"))},
@@ -748,7 +401,7 @@ def train_on_fields(
             **{k: _plain(field.attrs[k]) for k in ("pressure_gpa", "family", "role", "md_step") if k in field.attrs},
         })
     if not Xs:
-        raise ValueError("no training data given")
+        raise SettingsError("no training data given")
     model = train_model(torch.cat(Xs), torch.cat(ys), descriptor_settings, settings, seed=seed,
                         n_members=n_members, device=device, progress=progress)
     model.metadata["training_cases"] = cases
@@ -803,21 +456,7 @@ def evaluate_field(
     X, y, _ = voxel_samples(field, model.descriptor_settings, n_voxels, seed=seed,
                             storage_dtype=storage_dtype, cache_dir=cache_dir, device=device)
     pred = predict_voxels(model, X)
-    return _summarise(pred, y)
-
-
-def _summarise(pred: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-    per = _member_metrics(pred, y)
-    if len(per) == 1:
-        return dict(per[0])
-    out: dict[str, Any] = {"n_voxels": per[0]["n_voxels"], "n_members": len(per)}
-    for k in ("mae", "rmse", "r2"):
-        vals = np.array([m[k] for m in per])
-        out[k] = float(vals.mean())
-        out[f"{k}_std"] = float(vals.std(ddof=1))
-    out["ensemble_mean"] = metrics(pred.mean(0), y)
-    out["mean_member_std"] = float(pred.std(0, correction=0).mean())
-    return out
+    return summarise(pred, y)
 
 
 def evaluate_many(
@@ -842,7 +481,7 @@ def evaluate_many(
         X, y, _ = voxel_samples(field, model.descriptor_settings, n_voxels, seed=seed,
                                 cache_dir=cache_dir, device=device)
         pred = predict_voxels(model, X)
-        row = {"name": name, **_summarise(pred, y)}
+        row = {"name": name, **summarise(pred, y)}
         for k in ("pressure_gpa", "family", "role"):
             if k in field.attrs:
                 row[k] = _plain(field.attrs[k])
@@ -850,6 +489,6 @@ def evaluate_many(
         preds.append(pred)
         refs.append(y)
     if not rows:
-        raise ValueError("no evaluation data given")
-    overall = _summarise(torch.cat(preds, dim=1), torch.cat(refs))
+        raise SettingsError("no evaluation data given")
+    overall = summarise(torch.cat(preds, dim=1), torch.cat(refs))
     return {"cases": rows, "overall": overall}

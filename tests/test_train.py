@@ -166,7 +166,9 @@ def test_cache_reuses_larger_lmax(field, tmp_path):
 
 
 def test_memory_budget(field, monkeypatch):
-    monkeypatch.setattr(T, "MAX_DESCRIPTOR_BYTES", 1000)
+    import elfcore.sampling as S
+
+    monkeypatch.setattr(S, "MAX_DESCRIPTOR_BYTES", 1000)
     with pytest.raises(GridError, match="budget"):
         T.voxel_samples(field, SETTINGS, None, seed=0, device="cpu")
 
@@ -357,14 +359,24 @@ def test_feature_masked_members_cut_down_exactly():
         T.train_model(X, y, SETTINGS, SMALL, n_members=2, feature_masks=masks[:1], progress=False)
 
 
-def test_adam_matches_torch_optim():
-    torch_p = torch.nn.Parameter(torch.linspace(-1, 1, 7))
-    own_p = torch.nn.Parameter(torch_p.detach().clone())
-    ref = torch.optim.Adam([torch_p], lr=0.01)
-    own = T._Adam([own_p])
-    for i in range(20):
-        for p in (torch_p, own_p):
-            p.grad = torch.sin(p.detach() * (i + 1)) + 0.1 * i
-        ref.step()
-        own.step(0.01)
-    torch.testing.assert_close(own_p.detach(), torch_p.detach(), rtol=1e-6, atol=1e-7)
+def test_training_steps_are_torch_optim_adam(monkeypatch):
+    """The fit loop's optimiser is torch.optim.Adam (β = (0.9, 0.999), ε = 1e-8), one instance per run."""
+    import elfcore.fitting as F
+
+    made = []
+    real = torch.optim.Adam
+
+    class Spy(real):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(F.torch.optim, "Adam", Spy)
+    X, y = _toy_data()
+    m = T.train_model(X, y, SETTINGS, SMALL, seed=0, progress=False)
+    assert len(made) == 1
+    group = made[0].param_groups[0]
+    assert group["betas"] == (0.9, 0.999) and group["eps"] == 1e-8 and group["weight_decay"] == 0
+    steps = m.metadata["n_train_voxels"] // SMALL.batch_size * SMALL.epochs
+    lr1 = SMALL.learning_rate * SMALL.lr_final_factor
+    assert group["lr"] == pytest.approx(F.cosine_lr(steps - 1, steps, SMALL.learning_rate, lr1))  # cosine decay

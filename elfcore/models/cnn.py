@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from ..device import resolve
-from ..errors import FormatError, SettingsMismatchError, StructureError
+from ..errors import FormatError, SettingsError, SettingsMismatchError, StructureError
 from .io import check_finite_weights, check_tensor_shapes, read_raw_header, write_model_file
 
 __all__ = [
@@ -76,7 +76,7 @@ def _from_dict(cls, data: Mapping[str, Any]):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; allowed: {sorted(known)}")
+        raise SettingsError(f"unknown {cls.__name__} key(s) {unknown}; allowed: {sorted(known)}")
     return cls(**dict(data))
 
 
@@ -105,11 +105,11 @@ class PatchSettings:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.r_cut, (int, float)) and math.isfinite(self.r_cut) and 0 < self.r_cut <= 10):
-            raise ValueError(f"r_cut={self.r_cut!r}; must be in (0, 10] Å")
+            raise SettingsError(f"r_cut={self.r_cut!r}; must be in (0, 10] Å")
         if int(self.patch_size) != self.patch_size or not 2 <= self.patch_size <= 64:
-            raise ValueError(f"patch_size={self.patch_size!r}; must be an integer in [2, 64]")
+            raise SettingsError(f"patch_size={self.patch_size!r}; must be an integer in [2, 64]")
         if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma) and self.sigma > 0):
-            raise ValueError(f"sigma={self.sigma!r}; must be > 0 Å")
+            raise SettingsError(f"sigma={self.sigma!r}; must be > 0 Å")
         object.__setattr__(self, "r_cut", float(self.r_cut))
         object.__setattr__(self, "patch_size", int(self.patch_size))
         object.__setattr__(self, "sigma", float(self.sigma))
@@ -130,7 +130,7 @@ class PatchSettings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PatchSettings":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ``SettingsError``."""
         return _from_dict(cls, data)
 
 
@@ -149,7 +149,7 @@ class CNNSettings:
     def __post_init__(self) -> None:
         ch = tuple(self.channels)
         if len(ch) != 3 or any(int(c) != c or c < 1 for c in ch):
-            raise ValueError(f"channels={self.channels!r}; must be three integers ≥ 1")
+            raise SettingsError(f"channels={self.channels!r}; must be three integers ≥ 1")
         object.__setattr__(self, "channels", tuple(int(c) for c in ch))
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,7 +158,7 @@ class CNNSettings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CNNSettings":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ``SettingsError``."""
         return _from_dict(cls, data)
 
 
@@ -291,13 +291,22 @@ def compute_patches(
     dk_all, wk_all = _neighbours(pos, pts, cell, settings.r_cut)  # (n, K, 3), (n, K)
     if dk_all.shape[1] == 0:
         return out
+    _add_gaussians(out, dk_all, wk_all, settings, chunk_size=chunk_size, memory_elements=memory_elements)
+    return out
+
+
+def _add_gaussians(out: torch.Tensor, dk_all: np.ndarray, wk_all: np.ndarray, settings: PatchSettings, *,
+                   chunk_size: int, memory_elements: int) -> None:
+    """Fill ``out`` (n, P, P, P) with the patches of neighbour offsets ``dk_all`` (n, K, 3) and weights (n, K)."""
+    dtype, dev = out.dtype, out.device
+    P = settings.patch_size
     # distances in float64; the Gaussians in the output precision (at least float32)
     work = torch.float64 if dtype == torch.float64 else torch.float32
     axis_w = torch.as_tensor(patch_axis(settings), dtype=work, device=dev)  # (P,)
     inv2s2 = 1.0 / (2.0 * settings.sigma**2)
     K = dk_all.shape[1]
     block = max(1, min(int(chunk_size), int(memory_elements) // max(1, K * P * P)))
-    for start in range(0, n_pts, block):
+    for start in range(0, len(out), block):
         dk = torch.as_tensor(dk_all[start : start + block], dtype=work, device=dev)  # (m, K, 3)
         wk = torch.as_tensor(wk_all[start : start + block], dtype=work, device=dev)  # (m, K)
         m = len(dk)
@@ -305,7 +314,6 @@ def compute_patches(
         gxy = (g[:, :, 0, :, None] * wk[..., None, None]) * g[:, :, 1, None, :]  # (m, K, P, P)
         patch = torch.bmm(gxy.reshape(m, K, P * P).transpose(1, 2), g[:, :, 2])  # (m, P², P)
         out[start : start + m] = patch.reshape(m, P, P, P).to(dtype)
-    return out
 
 
 # --------------------------------------------------------------------------- network
@@ -339,7 +347,7 @@ class CNN(nn.Module):
         super().__init__()
         arch = CNNSettings(channels=tuple(channels))
         if int(patch_size) != patch_size or patch_size < 2:
-            raise ValueError(f"patch_size={patch_size!r}; must be an integer ≥ 2")
+            raise SettingsError(f"patch_size={patch_size!r}; must be an integer ≥ 2")
         self.patch_size = int(patch_size)
         self.channels = arch.channels
         layers: list[nn.Module] = []
@@ -562,20 +570,43 @@ def cnn_voxel_samples(
         Flat C-order voxel indices.
     """
     from ..grid import field_atoms, field_cell, validate_field
-    from ..train import check_structure, sample_voxels, voxel_points_cart
+    from ..sampling import check_storage_dtype, check_structure, sample_voxels, voxel_points_cart
 
-    dtypes = {"float32": torch.float32, "float16": torch.float16}
-    if storage_dtype not in dtypes:
-        raise ValueError(f"storage_dtype={storage_dtype!r}; must be one of {sorted(dtypes)}")
+    dtype = check_storage_dtype(storage_dtype)
     field = validate_field(field)
     atoms = field_atoms(field)
     check_structure(atoms)
     index = sample_voxels(field.shape, n_voxels, seed=seed)
     pts = voxel_points_cart(field.shape, index, field_cell(field))
     X = compute_patches(atoms, pts, settings, device=device).reshape(len(index), -1)
-    X = X.to("cpu", dtypes[storage_dtype]).contiguous()
+    X = X.to("cpu", dtype).contiguous()
     y = torch.as_tensor(np.asarray(field.values, dtype=np.float32).reshape(-1)[index.numpy()])
     return X, y, index
+
+
+def _new_cnn(patch_size: int, channels: tuple[int, int, int], gen: torch.Generator,
+             Xtr: torch.Tensor, ytr: torch.Tensor) -> CNN:
+    """A CNN initialised from ``gen`` (no global seeding) and standardised on ``Xtr``."""
+    model = CNN(patch_size, channels)
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, (nn.Conv3d, nn.Linear)):
+                bound = 1.0 / math.sqrt(layer.weight[0].numel())  # 1/sqrt(fan_in), as PyTorch's default
+                layer.weight.copy_(torch.empty_like(layer.weight).uniform_(-bound, bound, generator=gen))
+                layer.bias.copy_(torch.empty_like(layer.bias).uniform_(-bound, bound, generator=gen))
+        # start the sigmoid in its linear range at the mean ELF (no saturated start)
+        model.output.weight.mul_(0.01)
+        p = float(ytr.mean().clamp(0.01, 0.99))
+        model.output.bias.fill_(math.log(p / (1 - p)))
+    x64 = Xtr.to(torch.float64)
+    model.set_normalization(x64.mean(), x64.std())
+    return model
+
+
+def _default_train_settings():
+    from ..train import TrainSettings  # the user-facing protocol settings; only for the default
+
+    return TrainSettings()
 
 
 def train_cnn(
@@ -589,7 +620,7 @@ def train_cnn(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> CNN:
-    """Fit a :class:`CNN` with the MLP protocol of :func:`elfcore.train.train_model`.
+    """Fit a :class:`CNN` with the MLP protocol, through the shared loop :func:`elfcore.fitting.fit`.
 
     Parameters
     ----------
@@ -606,7 +637,8 @@ def train_cnn(
     channels : tuple of three int
         Architecture (:class:`CNNSettings`).
     seed : int
-        Seed of the initial weights, the validation split and the batch order.
+        Seed of the validation split, the initial weights and the batch order (one
+        generator, drawn in that order).
     device : str or torch.device
         Training device (``"auto"``: CUDA if available).
 
@@ -615,90 +647,46 @@ def train_cnn(
     CNN
         In eval mode on ``device``; ``metadata["history"]`` holds per-epoch training
         loss and validation MAE/RMSE/R².
+
+    Raises
+    ------
+    SettingsError
+        If ``X`` and ``y`` do not fit patches of ``patch_settings`` or the validation
+        split leaves no training voxel.
     """
-    import time
+    from .. import fitting
+    from ..fitting import huber_loss, split_indices
+    from ..metrics import metrics
 
-    from tqdm.auto import tqdm
-
-    from ..train import TrainSettings, metrics
-
-    settings = settings or TrainSettings()
+    settings = settings if settings is not None else _default_train_settings()
     dev = resolve(device)
     P = patch_settings.patch_size
     X = X.reshape(len(X), -1)
     if X.shape[1] != P**3 or y.ndim != 1 or len(X) != len(y):
-        raise ValueError(f"X {tuple(X.shape)} and y {tuple(y.shape)} do not fit patches of size {P}")
+        raise SettingsError(f"X {tuple(X.shape)} and y {tuple(y.shape)} do not fit patches of size {P}")
     gen = torch.Generator().manual_seed(int(seed))
-    perm = torch.randperm(len(X), generator=gen)
-    n_val = int(round(settings.val_fraction * len(X)))
-    val_idx, tr_idx = perm[:n_val], perm[n_val:]
-    if len(tr_idx) < 1:
-        raise ValueError(f"no training voxels left after a validation split of {settings.val_fraction}")
+    val_idx, tr_idx = split_indices(len(X), settings.val_fraction, gen)
     Xtr, ytr = X[tr_idx], y[tr_idx].to(torch.float32)
     Xval, yval = X[val_idx], y[val_idx].to(torch.float32)
-
-    # initial weights from the explicit generator (no global seeding)
-    model = CNN(P, channels)
-    with torch.no_grad():
-        for layer in model.modules():
-            if isinstance(layer, (nn.Conv3d, nn.Linear)):
-                bound = 1.0 / math.sqrt(layer.weight[0].numel())  # 1/sqrt(fan_in), as PyTorch's default
-                layer.weight.copy_(torch.empty_like(layer.weight).uniform_(-bound, bound, generator=gen))
-                layer.bias.copy_(torch.empty_like(layer.bias).uniform_(-bound, bound, generator=gen))
-        # start the sigmoid in its linear range at the mean ELF (no saturated start)
-        model.output.weight.mul_(0.01)
-        p = float(ytr.mean().clamp(0.01, 0.99))
-        model.output.bias.fill_(math.log(p / (1 - p)))
-    x64 = Xtr.to(torch.float64)
-    model.set_normalization(x64.mean(), x64.std())
-    del x64
+    model = _new_cnn(P, channels, gen, Xtr, ytr)
     model.descriptor_settings = patch_settings
     model = model.to(dev)
 
-    opt = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
-    loss_fn = torch.nn.HuberLoss(delta=settings.huber_delta)
-    n_tr = len(tr_idx)
-    bs = min(settings.batch_size, n_tr)
-    steps = n_tr // bs
-    total_steps = steps * settings.epochs
-    lr0, lr1 = settings.learning_rate, settings.learning_rate * settings.lr_final_factor
-    history: list[dict] = []
-    step = 0
-    t0 = time.perf_counter()
-    bar = tqdm(range(settings.epochs), desc="train cnn", unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
-        order = torch.randperm(n_tr, generator=gen)
-        total = 0.0
-        for k in range(steps):
-            lr = lr1 + 0.5 * (lr0 - lr1) * (1 + math.cos(math.pi * step / max(total_steps, 1)))
-            for group in opt.param_groups:
-                group["lr"] = lr
-            idx = order[k * bs : (k + 1) * bs]
-            loss = loss_fn(model(Xtr[idx].to(dev, torch.float32)), ytr[idx].to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-            step += 1
-        rec = {"epoch": epoch + 1, "train_loss": total / max(steps, 1)}
-        if n_val:
-            model.eval()
-            m = metrics(model.predict(Xval), yval)
-            rec.update(val_mae=m["mae"], val_rmse=m["rmse"], val_r2=m["r2"])
-            bar.set_postfix(loss=f"{rec['train_loss']:.2e}", val_r2=f"{m['r2']:.4f}")
-        history.append(rec)
-    bar.close()
-    model.eval()
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        i = idx[0]  # one index stream
+        return huber_loss(model(Xtr[i].to(dev, torch.float32)), ytr[i].to(dev), settings.huber_delta)
+
+    def validate() -> dict[str, float]:
+        m = metrics(model.predict(Xval), yval)
+        return {"val_mae": m["mae"], "val_rmse": m["rmse"], "val_r2": m["r2"]}
+
+    result = fitting.fit(model, batch_loss, len(tr_idx), settings, generators=[gen],
+                         validate=validate if len(val_idx) else None, progress=progress, desc="train cnn")
     model.metadata = {
-        "train_settings": settings.to_dict(),
-        "channels": list(model.channels),
-        "seed": int(seed),
-        "n_train_voxels": n_tr,
-        "n_val_voxels": n_val,
-        "train_seconds": round(time.perf_counter() - t0, 2),
-        "torch_version": torch.__version__,
-        "history": history,
+        "train_settings": settings.to_dict(), "channels": list(model.channels), "seed": int(seed),
+        "n_train_voxels": len(tr_idx), "n_val_voxels": len(val_idx),
+        "train_seconds": round(result.seconds, 2), "torch_version": torch.__version__,
+        "history": result.history,
     }
     return model
 

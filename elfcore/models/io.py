@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ..errors import FormatError, SettingsMismatchError
+from ..errors import FormatError, SettingsError, SettingsMismatchError
 from .mlp import MLP, Ensemble
 
 __all__ = ["SCHEMA_VERSION", "MODEL_CLASSES", "MODEL_LIMITS", "save_model", "load_model", "read_header",
@@ -77,12 +77,12 @@ def save_model(model: MLP | Ensemble, path: str | os.PathLike, *, weights_dtype:
     from .. import __version__
 
     if weights_dtype not in _DTYPES:
-        raise ValueError(f"weights_dtype={weights_dtype!r}; must be one of {sorted(_DTYPES)}")
+        raise SettingsError(f"weights_dtype={weights_dtype!r}; must be one of {sorted(_DTYPES)}")
     if model.descriptor_settings is None:
         raise SettingsMismatchError("model has no descriptor_settings; set them before saving")
     name = next((k for k, v in MODEL_CLASSES.items() if type(model) is v), None)
     if name is None:
-        raise ValueError(f"cannot save a {type(model).__name__}; known classes: {sorted(MODEL_CLASSES)}")
+        raise SettingsError(f"cannot save a {type(model).__name__}; known classes: {sorted(MODEL_CLASSES)}")
     header = {
         "schema_version": SCHEMA_VERSION,
         "elfcore_version": __version__,

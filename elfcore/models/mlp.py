@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .._settings import settings_from_dict
-from ..errors import SettingsMismatchError
+from ..errors import SettingsError, SettingsMismatchError
 
 __all__ = ["ModelSettings", "MLP", "Ensemble"]
 
@@ -51,9 +51,9 @@ class ModelSettings:
 
     def __post_init__(self):
         if not isinstance(self.width, int) or self.width < 1:
-            raise ValueError(f"width={self.width!r}; must be an integer ≥ 1")
+            raise SettingsError(f"width={self.width!r}; must be an integer ≥ 1")
         if not isinstance(self.hidden_layers, int) or self.hidden_layers < 1:
-            raise ValueError(f"hidden_layers={self.hidden_layers!r}; must be an integer ≥ 1")
+            raise SettingsError(f"hidden_layers={self.hidden_layers!r}; must be an integer ≥ 1")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-serialisable)."""
@@ -88,7 +88,7 @@ class _Base(nn.Module):
     def _init_common(self, n_features: int, width: int, hidden_layers: int) -> None:
         ModelSettings(width=width, hidden_layers=hidden_layers)  # validates
         if not isinstance(n_features, int) or n_features < 1:
-            raise ValueError(f"n_features={n_features!r}; must be an integer ≥ 1")
+            raise SettingsError(f"n_features={n_features!r}; must be an integer ≥ 1")
         self.n_features = n_features
         self.width = width
         self.hidden_layers = hidden_layers
@@ -117,7 +117,7 @@ class _Base(nn.Module):
         shift = torch.as_tensor(shift, dtype=self.feature_shift.dtype).reshape(-1)
         scale = torch.as_tensor(scale, dtype=self.feature_scale.dtype).reshape(-1)
         if shift.numel() != self.n_features or scale.numel() != self.n_features:
-            raise ValueError(f"normalisation has {shift.numel()} entries; model has {self.n_features} features")
+            raise SettingsError(f"normalisation has {shift.numel()} entries; model has {self.n_features} features")
         scale = torch.where(scale > 1e-12, scale, torch.ones_like(scale))
         self.feature_shift.copy_(shift)
         self.feature_scale.copy_(scale)
@@ -235,7 +235,7 @@ class Ensemble(_Base):
         super().__init__()
         self._init_common(n_features, width, hidden_layers)
         if not isinstance(n_members, int) or n_members < 1:
-            raise ValueError(f"n_members={n_members!r}; must be an integer ≥ 1")
+            raise SettingsError(f"n_members={n_members!r}; must be an integer ≥ 1")
         self._n_members = n_members
         sizes = [n_features] + [width] * hidden_layers + [1]
         self.weights = nn.ParameterList(
@@ -319,15 +319,15 @@ class Ensemble(_Base):
     def from_members(cls, members: list[MLP]) -> "Ensemble":
         """Stack MLPs of identical architecture and normalisation into an ensemble."""
         if not members:
-            raise ValueError("need at least one member")
+            raise SettingsError("need at least one member")
         first = members[0]
         for m in members[1:]:
             if (m.n_features, m.width, m.hidden_layers) != (first.n_features, first.width, first.hidden_layers):
-                raise ValueError("members have different architectures")
+                raise SettingsError("members have different architectures")
             if m.descriptor_settings != first.descriptor_settings:
                 raise SettingsMismatchError("members were trained with different descriptor settings")
             if not (torch.equal(m.feature_shift, first.feature_shift) and torch.equal(m.feature_scale, first.feature_scale)):
-                raise ValueError("members have different input normalisations")
+                raise SettingsError("members have different input normalisations")
         e = cls(first.n_features, len(members), first.width, first.hidden_layers)
         for k in range(len(e.weights)):
             lins = [list(m.hidden) + [m.output] for m in members]
