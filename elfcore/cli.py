@@ -1,9 +1,17 @@
 """The ``elfcore`` command line: one subcommand per public function.
 
 Each subcommand lives in ``elfcore/commands/<name>.py`` and defines
-``add_arguments(parser)`` and ``run(args) -> int``. ``--json`` prints exactly one
-JSON object on stdout; logs go to stderr. An :class:`~elfcore.errors.ElfcoreError`
-gives exit code 1 and a one-line message (traceback only with ``--debug``).
+``add_arguments(parser)`` and ``run(args) -> dict``: the command computes and returns
+a plain dict; :func:`main` prints it, in one way for all commands (:func:`emit`):
+
+* with ``--json``: exactly one JSON object on stdout (:func:`elfcore.jsonsafe.dumps`:
+  numpy values, paths and NaN cleaned);
+* otherwise: the command's ``render(result, args) -> str | None`` (``None``: nothing
+  on stdout, e.g. when the output is a file), or :func:`render_text` if it has none.
+
+A command may also define ``exit_code(result) -> int`` (default 0). Logs and progress
+bars go to stderr. An :class:`~elfcore.errors.ElfcoreError` gives exit code 1 and a
+one-line message (traceback only with ``--debug``).
 """
 from __future__ import annotations
 
@@ -13,10 +21,12 @@ import logging
 import signal
 import sys
 import threading
+from types import ModuleType
+from typing import Any
 
 from .errors import ElfcoreError
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["main", "COMMANDS", "emit", "render_text"]
 
 # name -> (module under elfcore.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -45,8 +55,56 @@ def build_parser() -> argparse.ArgumentParser:
         mod = importlib.import_module(f"elfcore.commands.{module}")
         p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip())
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_command=mod)
     return parser
+
+
+def render_text(result: Any, indent: int = 0) -> str:
+    """Readable ``key  value`` lines of a result dict (nested dicts indented; lists of
+    numbers on one line, of dicts one block per item)."""
+    from .jsonsafe import to_jsonable
+
+    obj = to_jsonable(result)
+    pad = "  " * indent
+    if not isinstance(obj, dict):
+        return pad + _inline(obj)
+    width = max((len(k) for k in obj), default=0)
+    lines = []
+    for key, value in obj.items():
+        nested = isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, dict) for v in value))
+        if not nested:
+            lines.append(f"{pad}{key:<{width}}  {_inline(value)}")
+            continue
+        lines.append(f"{pad}{key}")
+        for item in value if isinstance(value, list) else [value]:
+            lines.append(render_text(item, indent + 1))
+    return "\n".join(lines)
+
+
+def _inline(value: Any) -> str:
+    """One JSON-ish value on one line (``None`` → ``-``; floats to 6 significant digits)."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_inline(v) for v in value) + "]"
+    return str(value)
+
+
+def emit(result: dict, args: argparse.Namespace, command: ModuleType | None = None) -> int:
+    """Print a command's result (JSON with ``args.json``, else its readable form); return the exit code."""
+    from .jsonsafe import dumps
+
+    if getattr(args, "json", False):
+        print(dumps(result))
+    else:
+        render = getattr(command, "render", None)
+        text = render(result, args) if render is not None else render_text(result)
+        if text:
+            print(text)
+    status = getattr(command, "exit_code", None)
+    return int(status(result)) if status is not None else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,12 +120,13 @@ def main(argv: list[str] | None = None) -> int:
 
         print(__version__)
         return 0
-    if not getattr(args, "_run", None):
+    command = getattr(args, "_command", None)
+    if command is None:
         parser.print_help()
         return 2
     previous = _on_sigterm(_terminate)
     try:
-        return int(args._run(args) or 0)
+        return emit(command.run(args), args, command)
     except ElfcoreError as exc:
         if args.debug:
             raise

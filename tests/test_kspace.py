@@ -345,13 +345,9 @@ def test_ensemble_shell_scan(rng):
 
 # --------------------------------------------------------------------------- command line
 def _kcorrect(argv):
-    import argparse
+    from elfcore.cli import main
 
-    from elfcore.commands import kcorrect
-
-    parser = argparse.ArgumentParser()
-    kcorrect.add_arguments(parser)
-    return kcorrect.run(parser.parse_args(argv))
+    return main(["kcorrect", *argv])
 
 
 def test_kcorrect_command_json_and_out(rng, tmp_path, capsys):

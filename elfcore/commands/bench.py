@@ -11,10 +11,9 @@ weights), unless ``--model`` names a trained one.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "render"]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> dict:
+    """Time prediction as the arguments say; the :func:`~elfcore.reproduce.bench.benchmark` dict."""
     import torch
 
     from ..errors import ElfcoreError
@@ -52,16 +52,19 @@ def run(args) -> int:
 
         model = resolve_model(args.model)
     log.info("benchmark: %d H atoms, %d³ grid, device %s", args.atoms, args.grid, args.device)
-    result = benchmark(args.atoms, args.grid, device=args.device, repeats=args.repeats,
-                       naive_voxels=args.naive_voxels, model=model, precision=args.precision, seed=args.seed)
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(f"device        {result['device']} ({result['threads']} threads, load {result['load_avg'][0]:.1f})")
-    print(f"structure     {result['atoms']} H atoms, grid {'×'.join(map(str, result['grid']))}")
-    print(f"descriptor    {result['descriptor_s']:.3f} s")
-    print(f"inference     {result['inference_s']:.3f} s ({result['precision']})")
-    print(f"total         {result['total_s']:.3f} s (median of {result['repeats']}; cold {result['cold_total_s']:.3f} s)")
-    print(f"peak memory   {result['peak_mem_gb']:.2f} GB")
-    print(f"naive path    {result['naive_s_per_voxel'] * 1e6:.1f} µs/voxel → speed-up {result['speedup']:.0f}×")
-    return 0
+    return benchmark(args.atoms, args.grid, device=args.device, repeats=args.repeats,
+                     naive_voxels=args.naive_voxels, model=model, precision=args.precision, seed=args.seed)
+
+
+def render(result: dict, args: argparse.Namespace) -> str:
+    """Device, structure, phase times, peak memory and the naive-path speed-up."""
+    r = result
+    return "\n".join([
+        f"device        {r['device']} ({r['threads']} threads, load {r['load_avg'][0]:.1f})",
+        f"structure     {r['atoms']} H atoms, grid {'×'.join(map(str, r['grid']))}",
+        f"descriptor    {r['descriptor_s']:.3f} s",
+        f"inference     {r['inference_s']:.3f} s ({r['precision']})",
+        f"total         {r['total_s']:.3f} s (median of {r['repeats']}; cold {r['cold_total_s']:.3f} s)",
+        f"peak memory   {r['peak_mem_gb']:.2f} GB",
+        f"naive path    {r['naive_s_per_voxel'] * 1e6:.1f} µs/voxel → speed-up {r['speedup']:.0f}×",
+    ])

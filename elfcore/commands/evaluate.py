@@ -7,11 +7,10 @@ over members ± their standard deviation.
 from __future__ import annotations
 
 import argparse
-import json
 
 from .train import add_data_arguments, cache_dir_from_args, load_data
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "render"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,20 +34,21 @@ def _fmt(row: dict) -> str:
     return f"{one('mae'):>16} {one('rmse'):>16} {one('r2'):>16} {row['n_voxels']:>9}"
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> dict:
+    """Score the model on the data; the :func:`elfcore.train.evaluate_many` report."""
     from ..train import evaluate_many
     from ..zoo import resolve_model
 
     model = resolve_model(args.model)
     data = load_data(args.data, args.role)
-    report = evaluate_many(model, data, n_voxels=args.voxels or None, seed=args.seed,
-                           cache_dir=cache_dir_from_args(args), device=args.device)
-    if args.json:
-        print(json.dumps(report))
-        return 0
+    return evaluate_many(model, data, n_voxels=args.voxels or None, seed=args.seed,
+                         cache_dir=cache_dir_from_args(args), device=args.device)
+
+
+def render(report: dict, args: argparse.Namespace) -> str:
+    """One row per case and an ``overall`` row: MAE, RMSE, R², voxels."""
     width = max(8, *(len(r["name"]) for r in report["cases"]))
-    print(f"{'case':<{width}} {'MAE':>16} {'RMSE':>16} {'R²':>16} {'voxels':>9}")
-    for row in report["cases"]:
-        print(f"{row['name']:<{width}} {_fmt(row)}")
-    print(f"{'overall':<{width}} {_fmt(report['overall'])}")
-    return 0
+    lines = [f"{'case':<{width}} {'MAE':>16} {'RMSE':>16} {'R²':>16} {'voxels':>9}"]
+    lines += [f"{row['name']:<{width}} {_fmt(row)}" for row in report["cases"]]
+    lines.append(f"{'overall':<{width}} {_fmt(report['overall'])}")
+    return "\n".join(lines)

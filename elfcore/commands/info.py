@@ -7,12 +7,11 @@ compressed with .gz/.bz2/.xz). For a netCDF case every field is described.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 
 import numpy as np
 
-__all__ = ["add_arguments", "run", "describe"]
+__all__ = ["add_arguments", "run", "render", "describe"]
 
 _AXES = "abc"
 
@@ -21,16 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="field or case file")
     parser.add_argument("--format", default=None, help="file format (default: from name and content)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def _scalar(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (str, int, float, bool, list, dict)) or value is None:
-        return value
-    return str(value)
 
 
 def describe(path: str, format: str | None = None) -> dict:
@@ -48,6 +37,7 @@ def describe(path: str, format: str | None = None) -> dict:
     from ..io import read_case
     from ..io._text import duplicate_plane_axes
     from ..io.validate import ELF_TOLERANCE, is_elf_name
+    from ..jsonsafe import to_jsonable
 
     ds = read_case(path, format=format, elf_range=None)  # an out-of-range ELF is reported in "warnings"
     fields = [str(k) for k, v in ds.data_vars.items() if tuple(v.dims) == ("a", "b", "c")]
@@ -76,7 +66,7 @@ def describe(path: str, format: str | None = None) -> dict:
                 for name, st in stats.items()
                 if is_elf_name(name) and (st["min"] < -ELF_TOLERANCE or st["max"] > 1 + ELF_TOLERANCE)]
     dropped = [a for a in str(ds.attrs.get("duplicate_plane_dropped", "")).split(",") if a]
-    attrs = {k: _scalar(v) for k, v in ds.attrs.items() if k not in ("duplicate_plane_dropped",)}
+    attrs = to_jsonable({k: v for k, v in ds.attrs.items() if k != "duplicate_plane_dropped"})
     return {
         "path": str(path),
         "format": str(ds.attrs.get("source_format", format or "")),
@@ -132,10 +122,11 @@ def _text(info: dict) -> str:
     return "\n".join(lines)
 
 
-def run(args) -> int:
-    info = describe(args.file, format=args.format)
-    if args.json:
-        print(json.dumps(info, default=str))
-    else:
-        print(_text(info))
-    return 0
+def run(args: argparse.Namespace) -> dict:
+    """The :func:`describe` dict of FILE."""
+    return describe(args.file, format=args.format)
+
+
+def render(info: dict, args: argparse.Namespace) -> str:
+    """The readable form of :func:`describe`'s dict."""
+    return _text(info)

@@ -14,11 +14,10 @@ space and mapped back through the sigmoid. ``--out`` writes the corrected field.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "render"]
 
 log = logging.getLogger(__name__)
 
@@ -103,108 +102,106 @@ def _predict(model_spec: str, ref, device: str):
     return predict_field(field_atoms(ref), model, shape=ref.shape, device=device, progress=False).elf
 
 
-def _clean(obj):
-    """JSON-safe copy: numpy scalars → float, inf/nan → None."""
-    import numpy as np
+def _scan_rows(pred, ref, eps: float, seed: int) -> dict:
+    """``shell_scan`` (oracle, 0…8 shells) and ``sparse_scan`` (1–3 shells, 0.1–3 % of the voxels) as lists."""
+    from ..reproduce import kscans
 
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
+    sc = kscans.shell_scan(pred, ref, shells=range(9), eps=eps)
+    fractions = (0.001, 0.003, 0.01, 0.03)
+    counts = [max(1, int(round(f * pred.size))) for f in fractions]
+    sp = kscans.sparse_scan(pred, ref, shells=(1, 2, 3), n_samples=counts, seed=seed, repeats=3, eps=eps)
+    sparse_keys = ("r2_after", "r2_after_std", "mae_after", "condition_number", "n_regularised", "n_basis",
+                   "r2_oracle")
+    return {
+        "shell_scan": {"n_shells": sc["n_shells"].values.tolist(),
+                       **{k: sc[k].values.tolist() for k in sc.data_vars}},
+        "sparse_scan": {"n_shells": sp["n_shells"].values.tolist(), "n_samples": counts,
+                        "fraction": list(fractions), **{k: sp[k].values.tolist() for k in sparse_keys}},
+    }
 
 
-def _rows(ds) -> dict:
-    """Columns of a 1-D scan Dataset as lists (JSON)."""
-    out = {"n_shells": ds["n_shells"].values.tolist()}
-    out.update({k: ds[k].values.tolist() for k in ds.data_vars})
+def _residual_rows(pred, ref, eps: float) -> dict:
+    """Spectral summary of the logit residual (``residual``) and of ELF_pred − ELF_ref (``residual_elf``)."""
+    from ..reproduce import kscans
+
+    out = {}
+    for key, space in (("residual", "logit"), ("residual_elf", "elf")):
+        ana = kscans.residual_analysis(pred, ref, eps=eps, k_cut=1.0, space=space)
+        out[key] = {k: v for k, v in ana.items() if k not in ("spectrum", "cell_lengths", "volume", "grid")}
     return out
 
 
-def run(args) -> int:
+def _correct(pred, ref, args: argparse.Namespace, eps: float):
+    """Oracle or (with ``--sample``) sparse correction, and its basis."""
+    from .. import kspace
+
+    n_shells = args.shells if args.shells is not None or args.kmax is not None else 3
+    basis = kspace.lowk_basis(pred.attrs["cell"], pred.shape, n_shells=n_shells, k_max=args.kmax)
+    if args.sample is None:
+        return kspace.oracle_correction(pred, ref, basis=basis, eps=eps), basis
+    m = int(round(args.sample * pred.size)) if args.sample < 1 else int(args.sample)
+    m = max(1, min(m, pred.size))
+    result = kspace.sparse_correction(pred, ref, n_samples=m, seed=args.seed, basis=basis, eps=eps, ridge=args.ridge)
+    return result, basis
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Correct PRED against REF; the correction's ``info`` plus basis, analysis and scans as asked."""
     from .. import kspace
     from ..io.validate import check_output_path
-    from ..reproduce import kscans
 
     if args.out:
         check_output_path(args.out, what="--out", field=True)
     eps = kspace.DEFAULT_EPS if args.eps is None else args.eps
-    n_shells = args.shells if args.shells is not None or args.kmax is not None else 3
     ref = _read(args.ref, args.ref_name, "elf_ref")
-    if _is_model(args.pred):
-        pred = _predict(args.pred, ref, args.device)
-    else:
-        pred = _read(args.pred, args.pred_name, "elf_pred")
-    basis = kspace.lowk_basis(pred.attrs["cell"], pred.shape, n_shells=n_shells, k_max=args.kmax)
-    if args.sample is None:
-        result = kspace.oracle_correction(pred, ref, basis=basis, eps=eps)
-    else:
-        m = int(round(args.sample * pred.size)) if args.sample < 1 else int(args.sample)
-        m = max(1, min(m, pred.size))
-        result = kspace.sparse_correction(pred, ref, n_samples=m, seed=args.seed, basis=basis,
-                                          eps=eps, ridge=args.ridge)
+    pred = _predict(args.pred, ref, args.device) if _is_model(args.pred) else _read(args.pred, args.pred_name, "elf_pred")
+    result, basis = _correct(pred, ref, args, eps)
     info = dict(result.info)
-    info["pred"] = args.pred
-    info["ref"] = args.ref
-    info["k_max"] = args.kmax
-    info["shell_k"] = basis.shell_k.tolist()
-    info["shell_counts"] = basis.shell_counts.tolist()
+    info.update(pred=args.pred, ref=args.ref, k_max=args.kmax, shell_k=basis.shell_k.tolist(),
+                shell_counts=basis.shell_counts.tolist())
     if args.analysis:
-        for key, space in (("residual", "logit"), ("residual_elf", "elf")):
-            ana = kscans.residual_analysis(pred, ref, eps=eps, k_cut=1.0, space=space)
-            ana.pop("spectrum")
-            info[key] = {k: v for k, v in ana.items() if k not in ("cell_lengths", "volume", "grid")}
+        info.update(_residual_rows(pred, ref, eps))
     if args.scan:
-        info["shell_scan"] = _rows(kscans.shell_scan(pred, ref, shells=range(9), eps=eps))
-        fractions = (0.001, 0.003, 0.01, 0.03)
-        counts = [max(1, int(round(f * pred.size))) for f in fractions]
-        sp = kscans.sparse_scan(pred, ref, shells=(1, 2, 3), n_samples=counts, seed=args.seed, repeats=3, eps=eps)
-        info["sparse_scan"] = {
-            "n_shells": sp["n_shells"].values.tolist(),
-            "n_samples": counts,
-            "fraction": list(fractions),
-            **{k: sp[k].values.tolist() for k in ("r2_after", "r2_after_std", "mae_after", "condition_number",
-                                                   "n_regularised", "n_basis", "r2_oracle")},
-        }
+        info.update(_scan_rows(pred, ref, eps, args.seed))
     if args.out:
         from ..io import write_field
 
         write_field(result.corrected, args.out)
         info["out"] = args.out
         log.info("wrote %s", args.out)
-    if args.json:
-        print(json.dumps(_clean(info)))
-        return 0
+    return info
+
+
+def _scan_text(info: dict) -> list[str]:
+    sc = info["shell_scan"]
+    lines = ["oracle scan   n_shells  k_last/Å⁻¹  n_basis      R²       MAE"]
+    lines += [f"{'':14}{n:>8} {sc['k_last'][i]:>11.3f} {sc['n_basis'][i]:>8} "
+              f"{sc['r2_after'][i]:>8.5f} {sc['mae_after'][i]:>8.5f}" for i, n in enumerate(sc["n_shells"])]
+    sp = info["sparse_scan"]
+    lines.append("sparse scan   n_shells  " + "  ".join(f"{100 * f:>6.1f}%" for f in sp["fraction"]) + "   oracle")
+    lines += [f"{'':14}{n:>8}  " + "  ".join(f"{v:>7.5f}" for v in sp["r2_after"][i]) + f"  {sp['r2_oracle'][i]:>7.5f}"
+              for i, n in enumerate(sp["n_shells"])]
+    return lines
+
+
+def render(info: dict, args: argparse.Namespace) -> str:
+    """Cell, basis, before/after metrics, and the residual summary and scans when present."""
     lengths = " × ".join(f"{x:.3f}" for x in info["cell_lengths"])
-    print(f"cell        {lengths} Å, grid {'×'.join(map(str, info['grid']))}")
-    print(f"basis       {info['n_shells']} shells + mean, {info['n_basis']} functions, "
-          f"|k| ≤ {info['k_last']:.3f} Å⁻¹ (first shell {info['k_first_shell']:.3f} Å⁻¹)")
+    lines = [
+        f"cell        {lengths} Å, grid {'×'.join(map(str, info['grid']))}",
+        f"basis       {info['n_shells']} shells + mean, {info['n_basis']} functions, "
+        f"|k| ≤ {info['k_last']:.3f} Å⁻¹ (first shell {info['k_first_shell']:.3f} Å⁻¹)",
+    ]
     if info["mode"] == "sparse":
-        print(f"sparse fit  {info['n_samples']} voxels ({100 * info['sample_fraction']:.2f} %), "
-              f"condition number {info['condition_number']:.3g}, ridge {info['ridge']:g}")
-    print(f"{'':12}{'R²':>10} {'MAE':>10} {'RMSE':>10}")
-    print(f"{'before':<12}{info['r2_before']:>10.5f} {info['mae_before']:>10.5f} {info['rmse_before']:>10.5f}")
-    print(f"{'after':<12}{info['r2_after']:>10.5f} {info['mae_after']:>10.5f} {info['rmse_after']:>10.5f}")
-    if args.analysis:
+        lines.append(f"sparse fit  {info['n_samples']} voxels ({100 * info['sample_fraction']:.2f} %), "
+                     f"condition number {info['condition_number']:.3g}, ridge {info['ridge']:g}")
+    lines.append(f"{'':12}{'R²':>10} {'MAE':>10} {'RMSE':>10}")
+    for when in ("before", "after"):
+        lines.append(f"{when:<12}{info[f'r2_{when}']:>10.5f} {info[f'mae_{when}']:>10.5f} {info[f'rmse_{when}']:>10.5f}")
+    if "residual" in info:
         r = info["residual"]
-        print(f"residual    {100 * r['low_k_fraction_fluct']:.1f} % of its variance at |k| ≤ 1 Å⁻¹, "
-              f"correlation length {r['correlation_length']:.3f} Å")
-    if args.scan:
-        sc = info["shell_scan"]
-        print("oracle scan   n_shells  k_last/Å⁻¹  n_basis      R²       MAE")
-        for i, n in enumerate(sc["n_shells"]):
-            print(f"{'':14}{n:>8} {sc['k_last'][i]:>11.3f} {sc['n_basis'][i]:>8} "
-                  f"{sc['r2_after'][i]:>8.5f} {sc['mae_after'][i]:>8.5f}")
-        sp = info["sparse_scan"]
-        print("sparse scan   n_shells  " + "  ".join(f"{100 * f:>6.1f}%" for f in sp["fraction"]) + "   oracle")
-        for i, n in enumerate(sp["n_shells"]):
-            print(f"{'':14}{n:>8}  " + "  ".join(f"{v:>7.5f}" for v in sp["r2_after"][i])
-                  + f"  {sp['r2_oracle'][i]:>7.5f}")
-    return 0
+        lines.append(f"residual    {100 * r['low_k_fraction_fluct']:.1f} % of its variance at |k| ≤ 1 Å⁻¹, "
+                     f"correlation length {r['correlation_length']:.3f} Å")
+    if "shell_scan" in info:
+        lines += _scan_text(info)
+    return "\n".join(lines)

@@ -15,11 +15,10 @@ to 2 decimals.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "render"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> dict:
+    """``{"results": [...]}``: the :func:`~elfcore.topology.topology_summary` of every FILE."""
     from ..io import read_field
     from ..topology import TopologySettings, topology_summary
 
@@ -83,20 +83,20 @@ def run(args: argparse.Namespace) -> int:
             bonds=args.bonds,
             molecularity=not args.phi_only,
         )
-        res = {"file": str(path), **res, "seconds_read": round(t_read, 4)}
-        results.append(res)
-        if not args.json:
-            _print_human(res)
-    if args.json:
-        print(json.dumps({"results": results}))
-    return 0
+        results.append({"file": str(path), **res, "seconds_read": round(t_read, 4)})
+    return {"results": results}
+
+
+def render(result: dict, args: argparse.Namespace) -> str:
+    """A few lines per file: φ, percolation thresholds, molecularity, critical points, time."""
+    return "\n".join(_human(res) for res in result["results"])
 
 
 def _fmt(x, nd=4):
     return "none" if x is None else f"{x:.{nd}f}"
 
 
-def _print_human(res: dict) -> None:
+def _human(res: dict) -> str:
     p = res["percolation"]
     lines = [
         f"{res['file']}  grid {'x'.join(str(n) for n in res['grid'])}",
@@ -123,4 +123,4 @@ def _print_human(res: dict) -> None:
                 f" all {a['max']}/{a['bond']}/{a['ring']}/{a['cage']}"
             )
     lines.append(f"  {res['seconds']:.2f} s")
-    print("\n".join(lines))
+    return "\n".join(lines)

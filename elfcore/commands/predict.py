@@ -9,11 +9,10 @@ standard deviation over members is written next to it (``<stem>_std<suffix>``).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
-__all__ = ["add_arguments", "run", "parse_grid", "std_path"]
+__all__ = ["add_arguments", "run", "render", "parse_grid", "std_path"]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,8 @@ def std_path(out: str) -> Path:
     return p.with_name(name + "_std")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> dict:
+    """Predict, write the field (and the ensemble std next to it); a summary of the result."""
     import time
 
     import numpy as np
@@ -96,6 +96,7 @@ def run(args) -> int:
     if std is not None:
         write_field(std, std_path(args.out), format=args.format)
         written.append(str(std_path(args.out)))
+    log.info("wrote %s (%s grid, %.1f s)", ", ".join(written), "×".join(map(str, mean.shape)), elapsed)
     summary = {
         "structure": str(args.structure),
         "atoms": len(atoms),
@@ -111,8 +112,9 @@ def run(args) -> int:
     }
     if std is not None:
         summary["std_mean"] = float(np.mean(std.values))
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        log.info("wrote %s (%s grid, %.1f s)", ", ".join(written), "×".join(map(str, mean.shape)), elapsed)
-    return 0
+    return summary
+
+
+def render(summary: dict, args: argparse.Namespace) -> None:
+    """Nothing on stdout: the output is the field file (the log line on stderr names it)."""
+    return None

@@ -20,14 +20,12 @@ CP2K runs in WORK (default ``.cache/reference``); case files go to OUT (default
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "render"]
 
 log = logging.getLogger(__name__)
 
@@ -55,139 +53,174 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replicas: MD time between the frames checked, fs (default: 5)")
 
 
-def _print(args, obj: dict, text: str) -> None:
-    if args.json:
-        print(json.dumps(obj, default=str))
-    else:
-        print(text)
+def _list(args, plan, out: Path) -> dict:
+    """The cases of the plan and whether their files exist."""
+    from ..reference import builder
+
+    return {"cases": [{"name": spec.name, "family": spec.family, "role": spec.role,
+                       "done": (out / f"{spec.name}.nc").exists()} for spec in builder.plan_cases(plan)]}
 
 
-def run(args) -> int:
+def _md(args, plan, out: Path) -> dict:
+    """Run (or continue) the MD of the named pressures or large cells."""
     from ..errors import DFTError
     from ..reference import builder
 
-    plan = builder.ReferencePlan()
-    out = Path(args.out)
-    if args.action == "list":
-        rows = []
-        for spec in builder.plan_cases(plan):
-            rows.append({"name": spec.name, "family": spec.family, "role": spec.role,
-                         "done": (out / f"{spec.name}.nc").exists()})
-        text = "\n".join(
-            f"{r['name']:22s} {r['family']:19s} {r['role']:6s} {'done' if r['done'] else '-'}" for r in rows
-        )
-        _print(args, {"cases": rows}, text)
-        return 0
-    if args.action == "md":
-        wanted = args.cases or [t.name for t in plan.fluids]
-        done = []
-        for target in plan.all_fluids:
-            keys = {target.name}
-            if not target.tag:  # a bare pressure names the 64-atom MD; large cells go by name
-                keys |= {f"{target.pressure_gpa:g}", str(int(round(target.pressure_gpa)))}
-            if keys & set(wanted):
-                if args.cont:
-                    md_dir = builder.continue_md(plan, target, args.work, executable=args.cp2k, threads=args.threads,
-                                                 ranks=args.ranks)
-                else:
-                    md_dir = builder.run_md(plan, target, args.work, executable=args.cp2k, threads=args.threads,
-                                            ranks=args.ranks)
-                done.append({"name": target.name, "dir": str(md_dir)})
-        if not done:
-            raise DFTError(f"no fluid target matches {wanted}; targets: {[t.name for t in plan.fluids]}")
-        _print(args, {"md": done}, "\n".join(f"{d['name']}: {d['dir']}" for d in done))
-        return 0
-    if args.action == "build":
-        res = builder.build(plan, out, args.work, only=args.cases or None, executable=args.cp2k,
-                            threads=args.threads, ranks=args.ranks, progress=not args.no_progress)
-        _print(args, res, f"written: {len(res['written'])}, skipped (already done): {len(res['skipped'])}")
-        return 0
-    if args.action == "converge":
-        from ..reference.checks import convergence_check
+    wanted = args.cases or [t.name for t in plan.fluids]
+    step = builder.continue_md if args.cont else builder.run_md
+    done = []
+    for target in plan.all_fluids:
+        keys = {target.name}
+        if not target.tag:  # a bare pressure names the 64-atom MD; large cells go by name
+            keys |= {f"{target.pressure_gpa:g}", str(int(round(target.pressure_gpa)))}
+        if keys & set(wanted):
+            md_dir = step(plan, target, args.work, executable=args.cp2k, threads=args.threads, ranks=args.ranks)
+            done.append({"name": target.name, "dir": str(md_dir)})
+    if not done:
+        raise DFTError(f"no fluid target matches {wanted}; targets: {[t.name for t in plan.fluids]}")
+    return {"md": done}
 
-        if len(args.cases) != 1:
-            raise DFTError("converge needs exactly one case name")
-        res = convergence_check(plan, args.cases[0], args.work, executable=args.cp2k, threads=args.threads)
-        text = "\n".join(f"{k}: {v}" for k, v in res.items())
-        _print(args, res, text)
-        return 0
-    if args.action == "qe":
-        from ..reference.qe import cross_check
 
-        if len(args.cases) != 1:
-            raise DFTError("qe needs exactly one case name")
-        name = args.cases[0]
-        case = out / f"{name}.nc"
-        if not case.exists():
-            # the structure of the base run of `elfcore reference converge NAME`
-            from ..reference.qe import case_from_run
+def _build(args, plan, out: Path) -> dict:
+    """Compute every missing case of the plan (or of ``args.cases``)."""
+    from ..reference import builder
 
-            run_dir = Path(args.work) / "converge" / name / "base"
-            if not (run_dir / "sp.out").exists():
-                raise DFTError(f"no case file {case} and no converge run {run_dir}")
-            case = case_from_run(run_dir, name=name, settings=plan.elf_dft)
-        res = cross_check(case, Path(args.work) / "qe" / name, threads=args.threads)
-        text = "\n".join(f"{k}: {v}" for k, v in res.items())
-        _print(args, res, text)
-        return 0
-    if args.action == "replicas":
-        from ..reference.decorrelation import REPLICA_RATIO_MAX, replica_decorrelation
+    return builder.build(plan, out, args.work, only=args.cases or None, executable=args.cp2k,
+                         threads=args.threads, ranks=args.ranks, progress=not args.no_progress)
 
-        names = args.cases or [t.name for t in plan.large_fluids]
-        result = []
-        for name in names:
-            target = plan.fluid(name)
-            if target.replicas < 2:
-                raise DFTError(f"{name} is not a replicated large cell")
-            md_dir = Path(args.work) / "md" / name
-            if not (md_dir / "md-pos-1.xyz").exists():
-                raise DFTError(f"{name}: no MD trajectory in {md_dir} yet")
-            every = max(1, int(round(args.every_fs / (target.timestep_fs or plan.production_timestep_fs))))
-            for t, atoms in builder.md_frames(md_dir, 0.0, float("inf"), every=every):
-                r = replica_decorrelation(atoms, target.replicas)
-                result.append({"md": name, "time_fs": t, "sk_ratio": r["ratio"], "decorrelated": r["decorrelated"]})
-        text = (f"S(k) at the small cell's reciprocal vectors / same |k| elsewhere "
-                f"(fluid: ~1, accepted <= {REPLICA_RATIO_MAX})\n")
-        text += _table(["MD", "t (fs)", "S(k) ratio", "decorrelated"],
-                       [[r["md"], f"{r['time_fs']:g}", f"{r['sk_ratio']:.3g}", "yes" if r["decorrelated"] else "no"]
-                        for r in result])
-        _print(args, {"replicas": result}, text)
-        return 0
-    if args.action == "checkpoint":
-        names = args.cases or [t.name for t in plan.all_fluids]
-        for name in names:
-            plan.fluid(name)  # unknown names are refused
-        if args.restore:
-            res = builder.restore_md_checkpoints(args.checkpoints, args.work, names)
-            verb = "restored"
-        else:
-            res = builder.save_md_checkpoints(args.work, args.checkpoints, names)
-            verb = "saved"
-        text = "\n".join(f"{r['name']}: {verb} up to {r['time_fs']:g} fs" for r in res) or "nothing to do"
-        _print(args, {verb: res}, text)
-        return 0
-    if args.action == "summary":
-        from ..reference.checks import set_pressures, summary_table
 
-        rows = summary_table(out)
-        md = _md_rows(plan, Path(args.work))
-        sets = set_pressures(rows)
-        if args.json:
-            print(json.dumps({"cases": rows, "md": md, "sets": sets}, default=str))
-        else:
-            print(_markdown(rows))
-            large = [r for r in rows if np.isfinite(r.get("replica_sk_ratio", float("nan")))]
-            if large:
-                print()
-                print(_large_markdown(large))
-            if md:
-                print()
-                print(_md_markdown(md))
-            if sets:
-                print()
-                print(_sets_markdown(sets))
-        return 0
-    raise DFTError(f"unknown action {args.action}")  # pragma: no cover
+def _one_case(args, action: str) -> str:
+    from ..errors import DFTError
+
+    if len(args.cases) != 1:
+        raise DFTError(f"{action} needs exactly one case name")
+    return args.cases[0]
+
+
+def _converge(args, plan, out: Path) -> dict:
+    """ELF RMSE of one case against one step up in cutoff and in basis."""
+    from ..reference.checks import convergence_check
+
+    name = _one_case(args, "converge")
+    return convergence_check(plan, name, args.work, executable=args.cp2k, threads=args.threads)
+
+
+def _qe(args, plan, out: Path) -> dict:
+    """Quantum ESPRESSO ELF of one case (its file, or the base run of ``converge``), compared with CP2K."""
+    from ..errors import DFTError
+    from ..reference.qe import case_from_run, cross_check
+
+    name = _one_case(args, "qe")
+    case = out / f"{name}.nc"
+    if not case.exists():
+        run_dir = Path(args.work) / "converge" / name / "base"
+        if not (run_dir / "sp.out").exists():
+            raise DFTError(f"no case file {case} and no converge run {run_dir}")
+        case = case_from_run(run_dir, name=name, settings=plan.elf_dft)
+    return cross_check(case, Path(args.work) / "qe" / name, threads=args.threads)
+
+
+def _replicas(args, plan, out: Path) -> dict:
+    """S(k) replica ratio along the MD of each large replicated cell."""
+    from ..errors import DFTError
+    from ..reference import builder
+    from ..reference.decorrelation import replica_decorrelation
+
+    result = []
+    for name in args.cases or [t.name for t in plan.large_fluids]:
+        target = plan.fluid(name)
+        if target.replicas < 2:
+            raise DFTError(f"{name} is not a replicated large cell")
+        md_dir = Path(args.work) / "md" / name
+        if not (md_dir / "md-pos-1.xyz").exists():
+            raise DFTError(f"{name}: no MD trajectory in {md_dir} yet")
+        every = max(1, int(round(args.every_fs / (target.timestep_fs or plan.production_timestep_fs))))
+        for t, atoms in builder.md_frames(md_dir, 0.0, float("inf"), every=every):
+            r = replica_decorrelation(atoms, target.replicas)
+            result.append({"md": name, "time_fs": t, "sk_ratio": r["ratio"], "decorrelated": r["decorrelated"]})
+    return {"replicas": result}
+
+
+def _checkpoint(args, plan, out: Path) -> dict:
+    """Save the MD checkpoints (or, with ``--restore``, copy them back into WORK)."""
+    from ..reference import builder
+
+    names = args.cases or [t.name for t in plan.all_fluids]
+    for name in names:
+        plan.fluid(name)  # unknown names are refused
+    if args.restore:
+        return {"restored": builder.restore_md_checkpoints(args.checkpoints, args.work, names)}
+    return {"saved": builder.save_md_checkpoints(args.work, args.checkpoints, names)}
+
+
+def _summary(args, plan, out: Path) -> dict:
+    """Per-case table, MD drift rows and per-set pressures."""
+    from ..reference.checks import set_pressures, summary_table
+
+    rows = summary_table(out)
+    return {"cases": rows, "md": _md_rows(plan, Path(args.work)), "sets": set_pressures(rows)}
+
+
+_ACTIONS = {"list": _list, "md": _md, "build": _build, "converge": _converge, "qe": _qe,
+            "replicas": _replicas, "checkpoint": _checkpoint, "summary": _summary}
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Do ``args.action``; its result as a dict (see :func:`render` for the readable form)."""
+    from ..errors import DFTError
+    from ..reference import builder
+
+    action = _ACTIONS.get(args.action)
+    if action is None:  # pragma: no cover - argparse restricts the choices
+        raise DFTError(f"unknown action {args.action}")
+    return action(args, builder.ReferencePlan(), Path(args.out))
+
+
+def _summary_text(res: dict) -> str:
+    rows, md, sets = res["cases"], res["md"], res["sets"]
+    parts = [_markdown(rows)]
+    large = [r for r in rows if np.isfinite(r.get("replica_sk_ratio", float("nan")))]
+    if large:
+        parts.append(_large_markdown(large))
+    if md:
+        parts.append(_md_markdown(md))
+    if sets:
+        parts.append(_sets_markdown(sets))
+    return "\n\n".join(parts)
+
+
+def _replicas_text(res: dict) -> str:
+    from ..reference.decorrelation import REPLICA_RATIO_MAX
+
+    text = (f"S(k) at the small cell's reciprocal vectors / same |k| elsewhere "
+            f"(fluid: ~1, accepted <= {REPLICA_RATIO_MAX})\n")
+    return text + _table(["MD", "t (fs)", "S(k) ratio", "decorrelated"],
+                         [[r["md"], f"{r['time_fs']:g}", f"{r['sk_ratio']:.3g}", "yes" if r["decorrelated"] else "no"]
+                          for r in res["replicas"]])
+
+
+def _checkpoint_text(res: dict) -> str:
+    ((verb, rows),) = res.items()
+    return "\n".join(f"{r['name']}: {verb} up to {r['time_fs']:g} fs" for r in rows) or "nothing to do"
+
+
+def render(res: dict, args: argparse.Namespace) -> str:
+    """The readable form of each action's result (tables as markdown)."""
+    action = args.action
+    if action == "list":
+        return "\n".join(f"{r['name']:22s} {r['family']:19s} {r['role']:6s} {'done' if r['done'] else '-'}"
+                         for r in res["cases"])
+    if action == "md":
+        return "\n".join(f"{d['name']}: {d['dir']}" for d in res["md"])
+    if action == "build":
+        return f"written: {len(res['written'])}, skipped (already done): {len(res['skipped'])}"
+    if action == "replicas":
+        return _replicas_text(res)
+    if action == "checkpoint":
+        return _checkpoint_text(res)
+    if action == "summary":
+        return _summary_text(res)
+    return "\n".join(f"{k}: {v}" for k, v in res.items())  # converge, qe
 
 
 def _md_rows(plan, work: Path) -> list[dict]:

@@ -8,10 +8,9 @@ block of --results. ``--quick`` runs reduced sizes in a few minutes (for CI).
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "render", "exit_code"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,40 +28,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
-def run(args) -> int:
-    from ..reproduce import ReproduceSettings, find_cases, run_reproduce
+def _command_line(args: argparse.Namespace) -> str:
+    """The ``elfcore reproduce`` command line these arguments stand for (recorded in the outputs)."""
+    parts = ["elfcore", "reproduce"] + (["--quick"] if args.quick else []) + ["--out", args.out]
+    parts += ["--cases", *args.cases] if args.cases else (["--data", args.data] if args.data else [])
+    parts += ["--results", args.results, "--seed", str(args.seed)]
+    parts += ["--threads", str(args.threads)] if args.threads else []
+    return " ".join(shlex.quote(str(p)) for p in parts)
 
+
+def run(args: argparse.Namespace) -> dict:
+    """Run every part; the :func:`~elfcore.reproduce.run_reproduce` summary."""
     import torch
 
+    from ..assets import data_dir
     from ..errors import ElfcoreError
+    from ..reproduce import ReproduceSettings, find_cases, run_reproduce
 
     if args.threads < 0:
         raise ElfcoreError(f"--threads={args.threads}; must be ≥ 0")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from ..assets import data_dir
-
     paths = args.cases if args.cases else find_cases(args.data or data_dir())
     settings = ReproduceSettings.quick(args.seed) if args.quick else ReproduceSettings.full(args.seed)
-    parts = ["elfcore", "reproduce"] + (["--quick"] if args.quick else []) + ["--out", args.out]
-    parts += ["--cases", *args.cases] if args.cases else (["--data", args.data] if args.data else [])
-    parts += ["--results", args.results, "--seed", str(args.seed)]
-    parts += ["--threads", str(args.threads)] if args.threads else []
-    command = " ".join(shlex.quote(str(p)) for p in parts)
-    summary = run_reproduce(
+    return run_reproduce(
         paths, args.out, settings,
         results_md=None if args.results == "-" else args.results,
         mode="quick" if args.quick else "full",
-        command=command,
+        command=_command_line(args),
         device=args.device,
     )
-    if args.json:
-        print(json.dumps(summary))
-        return 0
-    print(f"reproduce ({summary['mode']}): {summary['n_cases']} cases in {summary['seconds']:.0f} s")
-    for f in summary["figures"]:
-        print(f"  figure {f}")
-    print(f"  tables in {summary['results_md']}")
-    for k, v in summary["errors"].items():
-        print(f"  part {k} did not run: {v}")
-    return 0 if not summary["errors"] else 1
+
+
+def render(summary: dict, args: argparse.Namespace) -> str:
+    """Cases and time, the figures written, where the tables went, and the parts that failed."""
+    lines = [f"reproduce ({summary['mode']}): {summary['n_cases']} cases in {summary['seconds']:.0f} s"]
+    lines += [f"  figure {f}" for f in summary["figures"]]
+    lines.append(f"  tables in {summary['results_md']}")
+    lines += [f"  part {k} did not run: {v}" for k, v in summary["errors"].items()]
+    return "\n".join(lines)
+
+
+def exit_code(summary: dict) -> int:
+    """1 when a part failed, else 0."""
+    return 1 if summary["errors"] else 0

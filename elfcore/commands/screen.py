@@ -18,11 +18,10 @@ draws φ (with its ensemble band) and the thresholds of a database as PNG.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 
-__all__ = ["add_arguments", "run", "parse_cell"]
+__all__ = ["add_arguments", "run", "render", "parse_cell"]
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +85,8 @@ def parse_cell(text: str | None):
     raise ElfcoreError(f"--cell {text!r}; expected 1, 3 or 9 numbers in Å, got {len(values)}")
 
 
-def _plot(args) -> int:
+def _plot(args: argparse.Namespace) -> dict:
+    """``screen plot DB``: draw the database; ``{"db", "plot"}``."""
     from ..errors import ElfcoreError
     from ..screen import plot_results
 
@@ -97,14 +97,23 @@ def _plot(args) -> int:
         raise FileNotFoundError(2, "No such file or directory", db)
     out = args.out or os.path.splitext(os.path.basename(db))[0] + "_phi.png"
     path = plot_results(db, out, x=args.x)
-    if args.json:
-        print(json.dumps({"db": str(db), "plot": path}))
-    else:
-        log.info("wrote %s", path)
-    return 0
+    log.info("wrote %s", path)
+    return {"db": str(db), "plot": path}
 
 
-def run(args) -> int:
+def _log_summary(summary: dict) -> None:
+    rate = summary["frames_per_s"]
+    log.info(
+        "%d frame(s): %d ok, %d skipped, %d failed, %d already in %s; %.1f s%s",
+        summary["frames"], summary["ok"], summary["skipped"], summary["failed"], summary["already_done"],
+        summary["db"], summary["seconds"], "" if rate is None else f" ({rate:.3g} frames/s computing)",
+    )
+    if summary["csv"]:
+        log.info("wrote %s", summary["csv"])
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Screen the INPUTs into ``--db`` (the run summary), or ``plot DB`` (``{"db", "plot"}``)."""
     from ..errors import ElfcoreError
     from ..screen import ScreenSettings, screen
 
@@ -131,15 +140,10 @@ def run(args) -> int:
         cell=parse_cell(args.cell),
         progress=not args.no_progress,
     )
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        rate = summary["frames_per_s"]
-        log.info(
-            "%d frame(s): %d ok, %d skipped, %d failed, %d already in %s; %.1f s%s",
-            summary["frames"], summary["ok"], summary["skipped"], summary["failed"], summary["already_done"],
-            summary["db"], summary["seconds"], "" if rate is None else f" ({rate:.3g} frames/s computing)",
-        )
-        if summary["csv"]:
-            log.info("wrote %s", summary["csv"])
-    return 0
+    _log_summary(summary)
+    return summary
+
+
+def render(result: dict, args: argparse.Namespace) -> None:
+    """Nothing on stdout: the results are in the database (the log lines on stderr sum them up)."""
+    return None

@@ -7,12 +7,11 @@ file with the descriptor settings in its header.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from pathlib import Path
 
-__all__ = ["add_arguments", "run", "add_data_arguments", "load_data", "cache_dir_from_args"]
+__all__ = ["add_arguments", "run", "render", "add_data_arguments", "load_data", "cache_dir_from_args"]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> dict:
+    """Train and write the model; a summary (file, members, settings, validation metrics)."""
     from ..descriptor import DescriptorSettings
     from ..models import save_model
     from ..train import TrainSettings, train_on_fields
@@ -98,7 +98,7 @@ def run(args) -> int:
                             cache_dir=cache_dir_from_args(args), device=args.device, progress=True)
     path = save_model(model.cpu(), args.out, weights_dtype=args.weights_dtype)
     last = model.metadata["history"][-1]
-    summary = {
+    return {
         "model": str(path),
         "bytes": path.stat().st_size,
         "n_members": model.n_members,
@@ -108,12 +108,13 @@ def run(args) -> int:
         "train_seconds": model.metadata["train_seconds"],
         "validation": {k[4:]: v for k, v in last.items() if k.startswith("val_")},
     }
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        v = summary["validation"]
-        print(f"wrote {path} ({summary['bytes']} bytes, {model.n_members} member(s)) "
-              f"trained on {len(data)} case(s) in {summary['train_seconds']:.0f} s")
-        if v:
-            print(f"validation: MAE {v['mae']:.4f}  RMSE {v['rmse']:.4f}  R² {v['r2']:.4f}")
-    return 0
+
+
+def render(summary: dict, args: argparse.Namespace) -> str:
+    """The model written, its size and training time, and the validation metrics."""
+    lines = [f"wrote {summary['model']} ({summary['bytes']} bytes, {summary['n_members']} member(s)) "
+             f"trained on {len(summary['training_cases'])} case(s) in {summary['train_seconds']:.0f} s"]
+    v = summary["validation"]
+    if v:
+        lines.append(f"validation: MAE {v['mae']:.4f}  RMSE {v['rmse']:.4f}  R² {v['r2']:.4f}")
+    return "\n".join(lines)

@@ -6,11 +6,10 @@ trains the missing or outdated entries into ``assets/models`` (resumable).
 from __future__ import annotations
 
 import argparse
-import json
 
 from .train import add_data_arguments, cache_dir_from_args, load_data
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "render"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,23 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p_build.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> dict:
+    """``list``: ``{"directory", "entries"}``; ``build``: ``{"entries"}`` with each entry's status."""
     from .. import zoo
 
     if args.zoo_command == "list":
-        rows = zoo.zoo_entries(args.dir)
-        if args.json:
-            print(json.dumps({"directory": str(args.dir or zoo.default_zoo_dir()), "entries": rows}))
-            return 0
-        print(f"{'r_cut':>5} {'l_max':>5} {'file':<36} {'kB':>6} {'epochs':>6} {'val R²':>8}")
-        for r in rows:
-            if r["present"]:
-                r2 = f"{r['val_r2']:.4f}" if r.get("val_r2") is not None else "-"
-                print(f"{r['r_cut']:>5} {r['l_max']:>5} {r['file']:<36} {r['bytes'] / 1000:>6.0f} "
-                      f"{r.get('epochs') or '-':>6} {r2:>8}")
-            else:
-                print(f"{r['r_cut']:>5} {r['l_max']:>5} {r['file']:<36} {'missing':>6}")
-        return 0
+        return {"directory": str(args.dir or zoo.default_zoo_dir()), "entries": zoo.zoo_entries(args.dir)}
     from ..train import TrainSettings
 
     data = load_data(args.data, args.role)
@@ -57,10 +45,23 @@ def run(args) -> int:
     rows = zoo.build_zoo(data, directory=args.dir, entries=entries, base=TrainSettings(),
                          seed=args.seed, cache_dir=cache_dir_from_args(args), device=args.device,
                          resume=not args.no_resume, override=override or None)
-    if args.json:
-        print(json.dumps({"entries": rows}))
-    else:
-        for r in rows:
-            r2 = f"{r['val_r2']:.4f}" if r.get("val_r2") is not None else "-"
-            print(f"{r['file']:<36} {r['status']:<8} val R² {r2}")
-    return 0
+    return {"entries": rows}
+
+
+def _r2(row: dict) -> str:
+    return f"{row['val_r2']:.4f}" if row.get("val_r2") is not None else "-"
+
+
+def render(result: dict, args: argparse.Namespace) -> str:
+    """``list``: a table of the entries; ``build``: one line per entry with its status."""
+    rows = result["entries"]
+    if args.zoo_command != "list":
+        return "\n".join(f"{r['file']:<36} {r['status']:<8} val R² {_r2(r)}" for r in rows)
+    lines = [f"{'r_cut':>5} {'l_max':>5} {'file':<36} {'kB':>6} {'epochs':>6} {'val R²':>8}"]
+    for r in rows:
+        head = f"{r['r_cut']:>5} {r['l_max']:>5} {r['file']:<36}"
+        if r["present"]:
+            lines.append(f"{head} {r['bytes'] / 1000:>6.0f} {r.get('epochs') or '-':>6} {_r2(r):>8}")
+        else:
+            lines.append(f"{head} {'missing':>6}")
+    return "\n".join(lines)

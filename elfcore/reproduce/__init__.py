@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from ..errors import ElfcoreError
+from ..jsonsafe import to_jsonable
 from .settings import ReproduceSettings
 
 __all__ = ["ReproduceSettings", "run_reproduce", "find_cases"]
@@ -53,20 +53,6 @@ def _machine(device=None) -> str:
     if device is not None and torch.device(device).type == "cuda":
         text += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
     return text
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def run_reproduce(
@@ -185,7 +171,7 @@ def write_outputs(summary: dict, out: Path, results_md, t0: float, *, finished: 
     """
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     summary["finished"] = finished
-    summary = _jsonable(summary)
+    summary = to_jsonable(summary)
     (out / "reproduce.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
     target = Path(results_md) if results_md is not None else out / "reproduce.md"
     rel = os.path.relpath(out.resolve(), target.resolve().parent)
