@@ -26,9 +26,10 @@ Public API
     safetensors weights plus a JSON header (same layout as :mod:`elfcore.models.io`,
     ``model_class = "CNN"``); no pickles.
 ``cnn_voxel_samples`` / ``train_cnn`` / ``predict_cnn_points``
-    the MLP protocol of :mod:`elfcore.train` (same voxel sampler, seeds,
-    :class:`~elfcore.train.TrainSettings`, Huber loss, cosine learning-rate decay,
-    validation split, metrics) applied to patches.
+    the MLP protocol applied to patches: the voxel sampler of :mod:`elfcore.sampling`,
+    :class:`~elfcore.train.TrainSettings`, the shared fit loop :func:`elfcore.fitting.fit`
+    (Adam, Huber loss, cosine learning-rate decay, seeded batch order), the validation
+    split and :func:`elfcore.metrics.metrics`.
 
 References
 ----------
@@ -546,7 +547,7 @@ def cnn_voxel_samples(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Patches and reference ELF of random voxels of a field.
 
-    The voxels are those :func:`elfcore.train.sample_voxels` draws with the same
+    The voxels are those :func:`elfcore.sampling.sample_voxels` draws with the same
     ``seed`` (so the CNN and the MLP see the same voxels).
 
     Parameters
