@@ -403,18 +403,7 @@ def predict_field(
     if len(atoms) == 0:
         raise StructureError("the structure has no atoms; nothing to predict")
     settings = model_settings(model)
-    from .io.validate import check_prediction_structure
-
-    check_prediction_structure(atoms, settings.sigma)  # overlapping atoms, cells shorter than σ, NaN, unknown Z
-    cell = np.asarray(atoms.cell[:], dtype=np.float64)
-    if shape is None:
-        if abs(np.linalg.det(cell)) < 1e-8:
-            raise StructureError("the structure needs a periodic cell of non-zero volume")
-        shape = grid_shape_for_spacing(cell, spacing)
-    shape = tuple(int(n) for n in shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise GridError(f"grid shape {shape}; expected three positive integers")
-    dev = resolve(device)
+    shape = _checked_shape(atoms, settings, shape, spacing)
     n_members = int(getattr(model, "n_members", 1))
     need = estimate_memory_gb(shape, settings, n_members)
     if need > memory_budget_gb:
@@ -422,9 +411,8 @@ def predict_field(
             f"grid {shape} needs ≈{need:.1f} GB, more than the memory budget of {memory_budget_gb:.1f} GB; "
             "use a coarser spacing or raise memory_budget_gb"
         )
-    slab = None
-    if batch_size is not None:
-        slab = max(1, int(batch_size) // (shape[1] * shape[2]))
+    slab = None if batch_size is None else max(1, int(batch_size) // (shape[1] * shape[2]))
+    dev = resolve(device)
     model = model.to(dev).eval()
     evaluate, n_members = make_evaluator(model, precision)
     log.info("predicting ELF on a %s grid (%d voxels) on %s", shape, int(np.prod(shape)), dev)
@@ -432,13 +420,33 @@ def predict_field(
         values = predict_grid(
             atoms, shape, settings, evaluate, n_outputs=n_members, device=dev, slab=slab, progress=progress,
         )
+    return _prediction(values, atoms, settings)
+
+
+def _checked_shape(atoms, settings: DescriptorSettings, shape, spacing: float) -> tuple[int, int, int]:
+    """Check the structure for prediction and return the grid (``shape`` or from ``spacing``)."""
+    from .io.validate import check_prediction_structure
+
+    check_prediction_structure(atoms, settings.sigma)  # overlapping atoms, cells shorter than σ, NaN, unknown Z
+    if shape is None:
+        cell = np.asarray(atoms.cell[:], dtype=np.float64)
+        if abs(np.linalg.det(cell)) < 1e-8:
+            raise StructureError("the structure needs a periodic cell of non-zero volume")
+        shape = grid_shape_for_spacing(cell, spacing)
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise GridError(f"grid shape {shape}; expected three positive integers")
+    return shape
+
+
+def _prediction(values: torch.Tensor, atoms, settings: DescriptorSettings) -> Prediction:
+    """:class:`Prediction` from the (n_outputs, Na, Nb, Nc) grid values: member mean and std."""
     attrs = {"model_descriptor": str(settings.to_dict()), "method": "elfcore.predict_field"}
+    n_members = values.shape[0]
     if n_members == 1:
         return Prediction(field_from_atoms(values[0].numpy(), atoms, name="elf", attrs=attrs), None)
-    mean = values.mean(0)
-    std = values.std(0, correction=0)
     attrs["n_members"] = n_members
     return Prediction(
-        field_from_atoms(mean.numpy(), atoms, name="elf", attrs=attrs),
-        field_from_atoms(std.numpy(), atoms, name="elf_std", attrs=attrs),
+        field_from_atoms(values.mean(0).numpy(), atoms, name="elf", attrs=attrs),
+        field_from_atoms(values.std(0, correction=0).numpy(), atoms, name="elf_std", attrs=attrs),
     )

@@ -91,8 +91,7 @@ def run_reproduce(
     dict
         The summary written to ``reproduce.json`` (all numbers, file names, errors).
     """
-    from . import figures, report, runs
-
+    from . import runs
     from ..device import resolve
 
     s = settings or ReproduceSettings.full()
@@ -116,51 +115,73 @@ def run_reproduce(
         "errors": {},
     }
     log.info("reproduce (%s): %d cases %s", mode, len(cases), counts)
+    parts = _Parts(summary, out, results_md, t0)
+    got = parts.run("baseline", lambda: runs.run_baseline(split, s, device=device))
+    if got:
+        summary["baseline"], base_arrays = got
+        parts.flush()
+        if base_arrays is not None:
+            _run_model_parts(parts, split, s, base_arrays, out, device)
+    _run_sweeps(parts, split, s, out, device)
+    return write_outputs(summary, out, results_md, t0, finished=True)
 
-    def part(name: str, fn):
+
+class _Parts:
+    """Runs the parts of a reproduction: a failing part is logged and recorded in
+    ``summary["errors"]`` and the others go on; :meth:`flush` writes the outputs so far."""
+
+    def __init__(self, summary: dict[str, Any], out: Path, results_md, t0: float):
+        self.summary, self.out, self.results_md, self.t0 = summary, out, results_md, t0
+
+    def run(self, name: str, fn):
+        """``fn()``, or None when it raises one of the errors a part may end with."""
         t = time.perf_counter()
         try:
             value = fn()
         except (ElfcoreError, ImportError, ValueError, RuntimeError, KeyError) as exc:
             log.error("part %s failed: %s", name, exc)
-            summary["errors"][name] = f"{type(exc).__name__}: {exc}"
+            self.summary["errors"][name] = f"{type(exc).__name__}: {exc}"
             return None
         log.info("part %s done in %.0f s", name, time.perf_counter() - t)
         return value
 
-    def flush() -> None:
-        write_outputs(dict(summary), out, results_md, t0, finished=False)
+    def flush(self) -> None:
+        write_outputs(dict(self.summary), self.out, self.results_md, self.t0, finished=False)
 
-    got = part("baseline", lambda: runs.run_baseline(split, s, device=device))
-    base_arrays = None
+
+def _run_model_parts(parts: _Parts, split: dict, s: ReproduceSettings, base_arrays, out: Path, device) -> None:
+    """The parts that need the baseline: k-correction (Fig. S3), larger training set, CNN (Fig. S1)."""
+    from . import figures, runs
+
+    summary = parts.summary
+    got = parts.run("kcorrection", lambda: runs.run_kcorrection(split, s, base_arrays))
     if got:
-        summary["baseline"], base_arrays = got
-        flush()
-    if base_arrays is not None:
-        got = part("kcorrection", lambda: runs.run_kcorrection(split, s, base_arrays))
+        summary["kcorrection"], k_arrays = got
+        summary["figures"].append(str(figures.figure_s3(summary["kcorrection"], k_arrays, out / "fig_s3_kcorrection.png")))
+        parts.flush()
+    if runs.pool_split(split) is not None:
+        got = parts.run("pool", lambda: runs.run_pool_variant(split, s, base_arrays, device=device))
         if got:
-            summary["kcorrection"], k_arrays = got
-            summary["figures"].append(str(figures.figure_s3(summary["kcorrection"], k_arrays, out / "fig_s3_kcorrection.png")))
-            flush()
-        if runs.pool_split(split) is not None:
-            got = part("pool", lambda: runs.run_pool_variant(split, s, base_arrays, device=device))
-            if got:
-                summary["pool"] = got
-                flush()
-        else:
-            summary["notes"].append("larger-training-set variant skipped: fewer than two independent snapshots "
-                                    "per pressure")
-        got = part("cnn", lambda: runs.run_cnn(split, s, base_arrays, device=device))
-        if got:
-            summary["cnn"], c_arrays = got
-            summary["figures"].append(str(figures.figure_s1(summary["cnn"], c_arrays, out / "fig_s1_cnn.png")))
-            flush()
-    sw = part("sweeps", lambda: runs.run_sweeps(split, s, device=device))
+            summary["pool"] = got
+            parts.flush()
+    else:
+        summary["notes"].append("larger-training-set variant skipped: fewer than two independent snapshots "
+                                "per pressure")
+    got = parts.run("cnn", lambda: runs.run_cnn(split, s, base_arrays, device=device))
+    if got:
+        summary["cnn"], c_arrays = got
+        summary["figures"].append(str(figures.figure_s1(summary["cnn"], c_arrays, out / "fig_s1_cnn.png")))
+        parts.flush()
+
+
+def _run_sweeps(parts: _Parts, split: dict, s: ReproduceSettings, out: Path, device) -> None:
+    """The convergence sweeps (Fig. S2)."""
+    from . import figures, runs
+
+    sw = parts.run("sweeps", lambda: runs.run_sweeps(split, s, device=device))
     if sw:
-        summary["sweeps"] = sw
-        summary["figures"].append(str(figures.figure_s2(sw, out / "fig_s2_convergence.png")))
-    summary = write_outputs(summary, out, results_md, t0, finished=True)
-    return summary
+        parts.summary["sweeps"] = sw
+        parts.summary["figures"].append(str(figures.figure_s2(sw, out / "fig_s2_convergence.png")))
 
 
 def write_outputs(summary: dict, out: Path, results_md, t0: float, *, finished: bool) -> dict:
@@ -169,6 +190,8 @@ def write_outputs(summary: dict, out: Path, results_md, t0: float, *, finished: 
     Called after every part, so a run that is stopped early (time limit) leaves its
     finished parts on disk; ``summary["finished"]`` says whether all parts ran.
     """
+    from . import report
+
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     summary["finished"] = finished
     summary = to_jsonable(summary)

@@ -182,16 +182,14 @@ def benchmark(
     shape = (int(grid),) * 3 if np.isscalar(grid) else tuple(int(n) for n in grid)
     n_vox = int(np.prod(shape))
     atoms = random_hydrogen(n_atoms, seed=seed)
-    if model is None:
-        model = timing_model(settings or DescriptorSettings(), seed=seed)
+    model = timing_model(settings or DescriptorSettings(), seed=seed) if model is None else model
     settings = model_settings(model)
     model = model.to(dev).eval()
     evaluate, n_members = make_evaluator(model, precision)
     load_before = os.getloadavg()[0]
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    n_naive = (20000 if dev.type == "cuda" else 1000) if naive_voxels is None else int(naive_voxels)
-    n_naive = min(n_naive, n_vox)
+    n_naive = min(n_vox, (20000 if dev.type == "cuda" else 1000) if naive_voxels is None else int(naive_voxels))
     with torch.inference_mode():
         runs = _time_full_grid(atoms, shape, settings, evaluate, n_members, dev, slab, max(1, int(repeats)) + 1)
         peak = _peak_memory_gb(dev)
@@ -205,16 +203,23 @@ def benchmark(
         "atoms": int(n_atoms),
         "grid": list(shape),
         "voxels": n_vox,
-        "naive_s_per_voxel": naive_s,
-        "naive_voxels": n_naive,
-        "naive_cpu_s_per_voxel": naive_cpu,
-        "speedup": naive_s * n_vox / med["total_s"],
-        "descriptor_speedup": naive_s * n_vox / max(med["descriptor_s"], 1e-12),
-        "speedup_cpu": naive_cpu * n_vox / max(med["total_cpu_s"], 1e-12),
+        **_naive_summary(naive_s, naive_cpu, n_naive, n_vox, med),
         "repeats": len(runs) - 1,
         "threads": torch.get_num_threads(),
         "load_avg": [load_before, os.getloadavg()[0]],
         "precision": precision,
         "settings": settings.to_dict(),
         "torch": torch.__version__,
+    }
+
+
+def _naive_summary(naive_s: float, naive_cpu: float, n_naive: int, n_vox: int, med: dict) -> dict:
+    """Naive-path cost per voxel and the speed-ups of the full-grid path (wall and CPU time)."""
+    return {
+        "naive_s_per_voxel": naive_s,
+        "naive_voxels": n_naive,
+        "naive_cpu_s_per_voxel": naive_cpu,
+        "speedup": naive_s * n_vox / med["total_s"],
+        "descriptor_speedup": naive_s * n_vox / max(med["descriptor_s"], 1e-12),
+        "speedup_cpu": naive_cpu * n_vox / max(med["total_cpu_s"], 1e-12),
     }

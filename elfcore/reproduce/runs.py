@@ -319,36 +319,11 @@ def run_baseline(split: dict, s, *, device="auto") -> tuple[dict, dict]:
         if c.name in shown_names:
             arrays["shown"][c.name] = pm.mean(0)
         if full and (c.name in crystals or c.name in shown_names):
-            try:
-                ref_phi = _networking_value(c.field)
-                mem_phi = [_networking_value(_pred_field(p, c.field)) for p in pm[: s.phi_members]]
-                phi[c.name] = {"ref": ref_phi, "members": mem_phi,
-                               "ensemble": _networking_value(_pred_field(pm.mean(0), c.field))}
-            except ImportError as exc:  # topology module not installed in this tree
-                phi[c.name] = {"error": f"elfcore.topology unavailable: {exc}"}
+            phi[c.name] = _case_phi(c, pm, s.phi_members)
         log.info("evaluated %s (%s): R² %.4f", c.name, c.family, per_case[c.name]["r2"])
 
-    rows_s1 = []
-    rows_s1.append(_pooled_row("training snapshots, ELF", split["train"], arrays["eval"]))
-    if split["test"]:
-        rows_s1.append(_pooled_row("independent fluid snapshots, ELF", split["test"], arrays["eval"]))
-    for fam in FAMILIES:
-        if split[fam]:
-            rows_s1.append(_pooled_row(f"random {fam} crystals, ELF", split[fam], arrays["eval"]))
-    for fam in FAMILIES:
-        if split[fam]:
-            rows_s1.append(_phi_row(f"random {fam} crystals, networking value", split[fam], phi))
-    if len(split["shown"]) >= 2:
-        rows_s1.append(_phi_row("shown fluid snapshots (one per pressure), networking value", split["shown"], phi))
-    rows_s2 = []
-    by_p: dict[Any, list[Case]] = {}
-    for c in split["test"]:
-        by_p.setdefault(c.target_pressure, []).append(c)
-        rows_s2.append({"set": c.name, "pressure_gpa": c.pressure, "md_step": c.md_step,
-                        **{k: per_case[c.name][k] for k in ("mae", "mae_std", "rmse", "rmse_std", "r2", "r2_std", "n")}})
-    for p, cs in by_p.items():
-        rows_s2.append({**_pooled_row(f"all independent snapshots of the {p:g} GPa MD", cs, arrays["eval"]),
-                        "pressure_gpa": p, "md_step": None})
+    rows_s1 = _table_s1_rows(split, arrays["eval"], phi)
+    rows_s2 = _table_s2_rows(split, per_case, arrays["eval"])
     results = {
         "train": {
             "cases": [c.describe() for c in train_cases],
@@ -364,6 +339,42 @@ def run_baseline(split: dict, s, *, device="auto") -> tuple[dict, dict]:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     return results, arrays
+
+
+def _case_phi(c: Case, pm: np.ndarray, n_members: int) -> dict:
+    """Networking value of the reference, of the first ``n_members`` members and of their mean."""
+    try:
+        return {"ref": _networking_value(c.field),
+                "members": [_networking_value(_pred_field(p, c.field)) for p in pm[:n_members]],
+                "ensemble": _networking_value(_pred_field(pm.mean(0), c.field))}
+    except ImportError as exc:  # topology module not installed in this tree
+        return {"error": f"elfcore.topology unavailable: {exc}"}
+
+
+def _table_s1_rows(split: dict, evals: dict, phi: dict) -> list[dict]:
+    """Table S1 analogue: pooled ELF errors per set, then the networking value per crystal family."""
+    rows = [_pooled_row("training snapshots, ELF", split["train"], evals)]
+    if split["test"]:
+        rows.append(_pooled_row("independent fluid snapshots, ELF", split["test"], evals))
+    rows += [_pooled_row(f"random {fam} crystals, ELF", split[fam], evals) for fam in FAMILIES if split[fam]]
+    rows += [_phi_row(f"random {fam} crystals, networking value", split[fam], phi) for fam in FAMILIES if split[fam]]
+    if len(split["shown"]) >= 2:
+        rows.append(_phi_row("shown fluid snapshots (one per pressure), networking value", split["shown"], phi))
+    return rows
+
+
+def _table_s2_rows(split: dict, per_case: dict, evals: dict) -> list[dict]:
+    """Table S2 analogue: every independent snapshot, then all snapshots of each MD pooled."""
+    rows = []
+    by_p: dict[Any, list[Case]] = {}
+    for c in split["test"]:
+        by_p.setdefault(c.target_pressure, []).append(c)
+        rows.append({"set": c.name, "pressure_gpa": c.pressure, "md_step": c.md_step,
+                     **{k: per_case[c.name][k] for k in ("mae", "mae_std", "rmse", "rmse_std", "r2", "r2_std", "n")}})
+    for p, cs in by_p.items():
+        rows.append({**_pooled_row(f"all independent snapshots of the {p:g} GPa MD", cs, evals),
+                     "pressure_gpa": p, "md_step": None})
+    return rows
 
 
 def pool_split(split: dict) -> dict[str, list[Case]] | None:
