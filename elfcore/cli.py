@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``elfcore`` parser with one subparser per entry of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(prog="elfcore", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -108,6 +109,7 @@ def emit(result: dict, args: argparse.Namespace, command: ModuleType | None = No
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command line; return its exit code (0 ok, 1 user error, 2 usage, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

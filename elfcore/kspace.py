@@ -41,6 +41,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 import xarray as xr
+from numpy.typing import ArrayLike
 
 from .errors import ElfcoreError, GridError
 from .grid import field_cell, make_field, validate_field
@@ -159,7 +160,7 @@ def _check_eps(eps: float) -> float:
     return eps
 
 
-def logit(x, eps: float = DEFAULT_EPS) -> np.ndarray:
+def logit(x: ArrayLike, eps: float = DEFAULT_EPS) -> np.ndarray:
     """``ln(x / (1 − x))`` of ``x`` clipped to ``[eps, 1 − eps]`` (float64).
 
     >>> float(np.round(logit(0.5), 12)), float(np.round(logit(1.0, eps=1e-4), 4))
@@ -170,7 +171,7 @@ def logit(x, eps: float = DEFAULT_EPS) -> np.ndarray:
     return np.log(x) - np.log1p(-x)
 
 
-def sigmoid(z) -> np.ndarray:
+def sigmoid(z: ArrayLike) -> np.ndarray:
     """``1 / (1 + exp(−z))`` (float64, overflow-safe)."""
     z = np.asarray(z, dtype=np.float64)
     out = np.empty_like(z)
@@ -219,7 +220,7 @@ def logit_residual(pred: xr.DataArray, ref: xr.DataArray, *, eps: float = DEFAUL
 
 
 # --------------------------------------------------------------------------- lattice
-def reciprocal_cell(cell) -> np.ndarray:
+def reciprocal_cell(cell: ArrayLike) -> np.ndarray:
     """Reciprocal lattice vectors as rows, ``B = 2π (cell⁻¹)ᵀ`` so ``aᵢ·bⱼ = 2π δᵢⱼ`` (Å⁻¹).
 
     >>> np.round(reciprocal_cell(np.eye(3) * 2 * np.pi), 12)[0]
@@ -263,7 +264,7 @@ def _group_shells(k: np.ndarray, tol: float) -> np.ndarray:
 
 
 def reciprocal_shells(
-    cell, *, n_shells: int | None = None, k_max: float | None = None, shell_tol: float = DEFAULT_SHELL_TOL
+    cell: ArrayLike, *, n_shells: int | None = None, k_max: float | None = None, shell_tol: float = DEFAULT_SHELL_TOL
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reciprocal-lattice vectors of the first shells, ordered by ``|G|``.
 
@@ -387,7 +388,7 @@ class LowKBasis:
 
 
 def lowk_basis(
-    cell,
+    cell: ArrayLike,
     shape: Sequence[int],
     *,
     n_shells: int | None = None,
@@ -444,7 +445,7 @@ def lowk_basis(
     return LowKBasis(cell=cell, shape=shape, miller=m, k=k, shell=shell, n_shells=n, settings=settings)
 
 
-def basis_matrix(basis: LowKBasis, points_frac) -> np.ndarray:
+def basis_matrix(basis: LowKBasis, points_frac: ArrayLike) -> np.ndarray:
     """Evaluate every basis function at fractional points.
 
     Parameters
@@ -485,7 +486,7 @@ def _check_grid(delta: np.ndarray, basis: LowKBasis) -> None:
         raise GridError(f"field grid {delta.shape} differs from the basis grid {basis.shape}")
 
 
-def project(delta, basis: LowKBasis) -> np.ndarray:
+def project(delta: xr.DataArray | ArrayLike, basis: LowKBasis) -> np.ndarray:
     """Coefficients of the orthogonal projection of a grid field onto the basis (exact, FFT).
 
     Parameters
@@ -512,7 +513,7 @@ def project(delta, basis: LowKBasis) -> np.ndarray:
     return c
 
 
-def synthesize(coefficients, basis: LowKBasis) -> np.ndarray:
+def synthesize(coefficients: xr.DataArray | ArrayLike, basis: LowKBasis) -> np.ndarray:
     """Grid field ``Σ_j c_j φ_j`` of shape ``basis.shape`` (inverse of :func:`project`, via FFT)."""
     c = np.asarray(getattr(coefficients, "values", coefficients), dtype=np.float64).reshape(-1)
     if len(c) != basis.n_basis:
@@ -548,7 +549,8 @@ def _metrics(pred: np.ndarray, ref: np.ndarray) -> dict:
     return {"r2": m["r2"], "mae": m["mae"], "rmse": m["rmse"]}
 
 
-def correction_metrics(pred, ref, corrected) -> dict:
+def correction_metrics(pred: xr.DataArray | ArrayLike, ref: xr.DataArray | ArrayLike,
+                       corrected: xr.DataArray | ArrayLike) -> dict:
     """``r2/mae/rmse_before`` (pred vs ref) and ``..._after`` (corrected vs ref), ELF units."""
     b = _metrics(np.asarray(getattr(pred, "values", pred)), np.asarray(getattr(ref, "values", ref)))
     a = _metrics(np.asarray(getattr(corrected, "values", corrected)), np.asarray(getattr(ref, "values", ref)))
@@ -583,7 +585,9 @@ def _basis_for(field: xr.DataArray, basis, n_shells, k_max, shell_tol) -> LowKBa
     return lowk_basis(field_cell(field), field.shape, n_shells=n_shells, k_max=k_max, shell_tol=shell_tol)
 
 
-def apply_correction(pred: xr.DataArray, coefficients, basis: LowKBasis, *, eps: float = DEFAULT_EPS) -> xr.DataArray:
+def apply_correction(
+    pred: xr.DataArray, coefficients: xr.DataArray | ArrayLike, basis: LowKBasis, *, eps: float = DEFAULT_EPS
+) -> xr.DataArray:
     """Corrected ELF ``sigmoid(logit(pred) + Σ_j c_j φ_j)`` on the grid of ``pred``.
 
     Returns a field named ``"elf_corr"`` with the attrs of ``pred`` plus the correction settings.
@@ -659,8 +663,8 @@ def oracle_correction(
 
 
 def fit_coefficients(
-    points_frac,
-    values,
+    points_frac: ArrayLike,
+    values: ArrayLike,
     basis: LowKBasis,
     *,
     ridge: float | str = "auto",
@@ -758,7 +762,7 @@ def sparse_correction(
     ref: xr.DataArray,
     *,
     n_samples: int | None = None,
-    indices=None,
+    indices: ArrayLike | None = None,
     seed: int | None = None,
     n_shells: int | None = None,
     k_max: float | None = None,

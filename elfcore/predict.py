@@ -10,16 +10,20 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Callable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 import xarray as xr
+from numpy.typing import ArrayLike
 
 from .descriptor import DescriptorSettings, iter_grid_descriptor
 from .device import resolve
 from .errors import ElfcoreError, GridError, SettingsMismatchError, StructureError
 from .grid import field_from_atoms
+
+if TYPE_CHECKING:
+    from ase import Atoms
 
 __all__ = [
     "Prediction",
@@ -53,7 +57,7 @@ def _smooth_size(n: int) -> int:
 
 
 def grid_shape_for_spacing(
-    cell, spacing: float = 0.08, *, min_points: int = 1, max_points: int | None = None
+    cell: ArrayLike, spacing: float = 0.08, *, min_points: int = 1, max_points: int | None = None
 ) -> tuple[int, int, int]:
     """Grid shape with spacing ≤ ``spacing`` Å along each lattice vector.
 
@@ -105,11 +109,13 @@ class PhaseClock:
             torch.cuda.synchronize()
 
     def start(self) -> None:
+        """Begin timing (after the device has finished its queued work)."""
         self._sync()
         self.t0 = time.perf_counter()
         self.c0 = time.process_time()
 
     def stop(self) -> float:
+        """Wall seconds since :meth:`start`; sets ``cpu`` to the process CPU seconds."""
         self._sync()
         self.cpu = time.process_time() - self.c0
         return time.perf_counter() - self.t0
@@ -207,7 +213,9 @@ def _evaluator(model, dtype: torch.dtype = torch.float32, *, block: int | None =
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def make_evaluator(model, precision: str = "float32"):
+def make_evaluator(
+    model: torch.nn.Module, precision: str = "float32"
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
     """Inference callable for full-grid prediction and its number of outputs.
 
     Parameters
@@ -244,7 +252,7 @@ def make_evaluator(model, precision: str = "float32"):
     return evaluate, n_outputs
 
 
-def model_settings(model) -> DescriptorSettings:
+def model_settings(model: torch.nn.Module) -> DescriptorSettings:
     """The descriptor settings a model carries; :class:`SettingsMismatchError` if none."""
     settings = getattr(model, "descriptor_settings", None)
     if settings is None:
@@ -253,7 +261,7 @@ def model_settings(model) -> DescriptorSettings:
 
 
 def predict_grid(
-    atoms,
+    atoms: Atoms,
     shape: Sequence[int],
     settings: DescriptorSettings,
     evaluate: Callable[[torch.Tensor], torch.Tensor],
@@ -347,8 +355,8 @@ class Prediction(NamedTuple):
 
 
 def predict_field(
-    atoms,
-    model,
+    atoms: Atoms,
+    model: torch.nn.Module,
     *,
     shape: Sequence[int] | None = None,
     spacing: float = 0.08,
@@ -423,7 +431,7 @@ def predict_field(
     return _prediction(values, atoms, settings)
 
 
-def _checked_shape(atoms, settings: DescriptorSettings, shape, spacing: float) -> tuple[int, int, int]:
+def _checked_shape(atoms: Atoms, settings: DescriptorSettings, shape, spacing: float) -> tuple[int, int, int]:
     """Check the structure for prediction and return the grid (``shape`` or from ``spacing``)."""
     from .io.validate import check_prediction_structure
 
@@ -439,7 +447,7 @@ def _checked_shape(atoms, settings: DescriptorSettings, shape, spacing: float) -
     return shape
 
 
-def _prediction(values: torch.Tensor, atoms, settings: DescriptorSettings) -> Prediction:
+def _prediction(values: torch.Tensor, atoms: Atoms, settings: DescriptorSettings) -> Prediction:
     """:class:`Prediction` from the (n_outputs, Na, Nb, Nc) grid values: member mean and std."""
     attrs = {"model_descriptor": str(settings.to_dict()), "method": "elfcore.predict_field"}
     n_members = values.shape[0]

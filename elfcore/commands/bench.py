@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's arguments and options."""
     parser.add_argument("--atoms", type=int, default=500, help="number of H atoms (default 500)")
     parser.add_argument("--grid", type=int, default=192, help="grid points per axis (default 192)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")

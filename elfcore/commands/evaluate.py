@@ -14,6 +14,7 @@ __all__ = ["add_arguments", "run", "render"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's arguments and options."""
     parser.add_argument("model", metavar="MODEL",
                         help="model file or zoo spec, e.g. zoo:rcut=3.0,lmax=2 (fluid zoo) or zoo:crystals "
                         "(fluid + atomic crystals)")

@@ -17,6 +17,7 @@ _AXES = "abc"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's arguments and options."""
     parser.add_argument("file", metavar="FILE", help="field or case file")
     parser.add_argument("--format", default=None, help="file format (default: from name and content)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

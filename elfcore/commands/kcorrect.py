@@ -47,6 +47,7 @@ def _ridge_arg(text: str):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's arguments and options."""
     parser.add_argument("pred", metavar="PRED",
                         help="predicted ELF field file, or a model (zoo:rcut=…,lmax=… or .safetensors) to predict it")
     parser.add_argument("ref", metavar="REF", help="reference ELF field file (same grid and cell)")
@@ -154,7 +155,10 @@ def run(args: argparse.Namespace) -> dict:
         check_output_path(args.out, what="--out", field=True)
     eps = kspace.DEFAULT_EPS if args.eps is None else args.eps
     ref = _read(args.ref, args.ref_name, "elf_ref")
-    pred = _predict(args.pred, ref, args.device) if _is_model(args.pred) else _read(args.pred, args.pred_name, "elf_pred")
+    if _is_model(args.pred):
+        pred = _predict(args.pred, ref, args.device)
+    else:
+        pred = _read(args.pred, args.pred_name, "elf_pred")
     result, basis = _correct(pred, ref, args, eps)
     info = dict(result.info)
     info.update(pred=args.pred, ref=args.ref, k_max=args.kmax, shell_k=basis.shell_k.tolist(),
@@ -197,7 +201,8 @@ def render(info: dict, args: argparse.Namespace) -> str:
                      f"condition number {info['condition_number']:.3g}, ridge {info['ridge']:g}")
     lines.append(f"{'':12}{'R²':>10} {'MAE':>10} {'RMSE':>10}")
     for when in ("before", "after"):
-        lines.append(f"{when:<12}{info[f'r2_{when}']:>10.5f} {info[f'mae_{when}']:>10.5f} {info[f'rmse_{when}']:>10.5f}")
+        r2, mae, rmse = (info[f"{m}_{when}"] for m in ("r2", "mae", "rmse"))
+        lines.append(f"{when:<12}{r2:>10.5f} {mae:>10.5f} {rmse:>10.5f}")
     if "residual" in info:
         r = info["residual"]
         lines.append(f"residual    {100 * r['low_k_fraction_fluct']:.1f} % of its variance at |k| ≤ 1 Å⁻¹, "

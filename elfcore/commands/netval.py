@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's arguments and options."""
     parser.add_argument("files", nargs="+", metavar="FILE", help="ELF field or case files")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's arguments and options."""
     parser.add_argument("structure", metavar="STRUCTURE", help="periodic structure file")
     parser.add_argument("--model", default="zoo:rcut=3.0,lmax=2",
                         help="model file or zoo spec (default zoo:rcut=3.0,lmax=2; zoo:crystals for atomic or "

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's arguments and options."""
     parser.add_argument("action", choices=["list", "md", "build", "converge", "qe", "summary", "replicas", "checkpoint"],
                         help="what to do")
     parser.add_argument("cases", nargs="*", metavar="CASE",

@@ -14,6 +14,7 @@ __all__ = ["add_arguments", "run", "render", "exit_code"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's arguments and options."""
     parser.add_argument("--quick", action="store_true", help="reduced voxels/epochs/ensemble/sweeps (minutes)")
     parser.add_argument("--out", default="docs/figures", help="directory of the figures and reproduce.json")
     parser.add_argument("--data", default=None,

@@ -20,6 +20,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["add_arguments", "run", "render", "parse_cell"]
 
@@ -27,6 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's arguments and options."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="structure files (file@start:stop:step selects frames), directories or globs; "
                         "or 'plot DB' to draw a results database")
@@ -58,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object (the run summary)")
 
 
-def parse_cell(text: str | None):
+def parse_cell(text: str | None) -> np.ndarray | None:
     """``"5.8"`` → cube, ``"5,6,7"`` → orthorhombic, 9 numbers → rows of the cell (Å).
 
     Examples

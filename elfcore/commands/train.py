@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 __all__ = ["add_arguments", "run", "render", "add_data_arguments", "load_data", "cache_dir_from_args"]
 
@@ -31,13 +32,14 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda[:N]")
 
 
-def cache_dir_from_args(args) -> Path | None:
+def cache_dir_from_args(args: argparse.Namespace) -> Path | None:
+    """The descriptor cache the arguments name; None with ``--no-cache``."""
     if args.no_cache:
         return None
     return Path(args.cache_dir) if args.cache_dir else default_cache_dir()
 
 
-def load_data(paths, role: str | None = None):
+def load_data(paths: list[str], role: str | None = None) -> list[tuple[str, Any]]:
     """Read reference fields; keep those with ``role`` (when given). Returns [(name, field)]."""
     from ..errors import ElfcoreError
     from ..train import load_reference
@@ -55,6 +57,7 @@ def load_data(paths, role: str | None = None):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's arguments and options."""
     add_data_arguments(parser)
     parser.add_argument("--out", required=True, help="output model file (.safetensors)")
     parser.add_argument("--rcut", type=float, default=3.0, help="descriptor cutoff r_cut in Å (default 3.0)")

@@ -13,6 +13,7 @@ __all__ = ["add_arguments", "run", "render"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``list`` and ``build`` actions and their options."""
     sub = parser.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
     p_list = sub.add_parser("list", help="list zoo entries")
     p_list.add_argument("--dir", default=None, help="zoo directory (default assets/models)")

@@ -27,7 +27,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -130,10 +130,10 @@ class _Parts:
     """Runs the parts of a reproduction: a failing part is logged and recorded in
     ``summary["errors"]`` and the others go on; :meth:`flush` writes the outputs so far."""
 
-    def __init__(self, summary: dict[str, Any], out: Path, results_md, t0: float):
+    def __init__(self, summary: dict[str, Any], out: Path, results_md: str | os.PathLike | None, t0: float):
         self.summary, self.out, self.results_md, self.t0 = summary, out, results_md, t0
 
-    def run(self, name: str, fn):
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
         """``fn()``, or None when it raises one of the errors a part may end with."""
         t = time.perf_counter()
         try:
@@ -146,6 +146,7 @@ class _Parts:
         return value
 
     def flush(self) -> None:
+        """Write ``reproduce.json`` and the markdown block for the parts done so far."""
         write_outputs(dict(self.summary), self.out, self.results_md, self.t0, finished=False)
 
 
@@ -157,7 +158,8 @@ def _run_model_parts(parts: _Parts, split: dict, s: ReproduceSettings, base_arra
     got = parts.run("kcorrection", lambda: runs.run_kcorrection(split, s, base_arrays))
     if got:
         summary["kcorrection"], k_arrays = got
-        summary["figures"].append(str(figures.figure_s3(summary["kcorrection"], k_arrays, out / "fig_s3_kcorrection.png")))
+        fig = figures.figure_s3(summary["kcorrection"], k_arrays, out / "fig_s3_kcorrection.png")
+        summary["figures"].append(str(fig))
         parts.flush()
     if runs.pool_split(split) is not None:
         got = parts.run("pool", lambda: runs.run_pool_variant(split, s, base_arrays, device=device))
@@ -184,7 +186,7 @@ def _run_sweeps(parts: _Parts, split: dict, s: ReproduceSettings, out: Path, dev
         parts.summary["figures"].append(str(figures.figure_s2(sw, out / "fig_s2_convergence.png")))
 
 
-def write_outputs(summary: dict, out: Path, results_md, t0: float, *, finished: bool) -> dict:
+def write_outputs(summary: dict, out: Path, results_md: str | os.PathLike | None, t0: float, *, finished: bool) -> dict:
     """Write ``reproduce.json`` and the markdown block for the parts done so far.
 
     Called after every part, so a run that is stopped early (time limit) leaves its

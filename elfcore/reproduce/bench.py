@@ -11,7 +11,7 @@ import math
 import os
 import platform
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +21,11 @@ from ..device import resolve
 from ..errors import StructureError
 from ..predict import PhaseClock, make_evaluator, model_settings, predict_grid
 
+if TYPE_CHECKING:
+    from ase import Atoms
+
+    from ..models.mlp import MLP
+
 __all__ = ["random_hydrogen", "timing_model", "benchmark"]
 
 _PHASES = ("descriptor_s", "inference_s", "total_s", "descriptor_cpu_s", "inference_cpu_s", "total_cpu_s")
@@ -28,7 +33,7 @@ _PHASES = ("descriptor_s", "inference_s", "total_s", "descriptor_cpu_s", "infere
 
 def random_hydrogen(
     n_atoms: int, *, volume_per_atom: float = 2.7, min_distance: float = 0.8, seed: int = 0
-):
+) -> Atoms:
     """Random dense-hydrogen structure in a cubic cell (for benchmarks and tests).
 
     Atoms are placed by random sequential addition with a minimum periodic
@@ -71,7 +76,7 @@ def random_hydrogen(
     return Atoms(f"H{n_atoms}", positions=placed, cell=np.eye(3) * length, pbc=True)
 
 
-def timing_model(settings: DescriptorSettings, *, width: int = 128, hidden_layers: int = 2, seed: int = 0):
+def timing_model(settings: DescriptorSettings, *, width: int = 128, hidden_layers: int = 2, seed: int = 0) -> MLP:
     """Freshly initialised ELF MLP (paper architecture) for timing runs; weights from ``seed``."""
     from ..models.mlp import MLP
 
@@ -136,7 +141,7 @@ def benchmark(
     device: str | torch.device = "auto",
     repeats: int = 3,
     naive_voxels: int | None = None,
-    model=None,
+    model: torch.nn.Module | None = None,
     settings: DescriptorSettings | None = None,
     precision: str = "float32",
     slab: int | None = None,

@@ -21,6 +21,7 @@ from ..descriptor import DescriptorSettings, compute_grid_descriptor
 from ..errors import ElfcoreError
 from ..grid import field_atoms, field_cell, make_field
 from ..train import TrainSettings, metrics, sample_voxels, train_model
+from .settings import ReproduceSettings
 
 __all__ = [
     "Case",
@@ -79,9 +80,11 @@ class Case:
 
     @property
     def n_atoms(self) -> int:
+        """Number of atoms of the case's structure."""
         return int(np.asarray(self.field.attrs["positions"]).reshape(-1, 3).shape[0])
 
     def describe(self) -> dict[str, Any]:
+        """Name, family, role, pressures, MD step, atoms and grid (JSON-ready)."""
         return {
             "name": self.name,
             "family": self.family,
@@ -222,7 +225,7 @@ def training_samples(
     *,
     seed: int,
     stride: int = 1,
-    device="auto",
+    device: str | torch.device = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Descriptors and ELF of random voxels of each training case.
 
@@ -241,7 +244,7 @@ def training_samples(
 
 
 @torch.no_grad()
-def predict_members(model, field: xr.DataArray, *, device="auto") -> np.ndarray:
+def predict_members(model: torch.nn.Module, field: xr.DataArray, *, device: str | torch.device = "auto") -> np.ndarray:
     """Member predictions of an MLP/Ensemble on every voxel of ``field``'s grid.
 
     Returns
@@ -275,7 +278,7 @@ def _networking_value(field: xr.DataArray) -> float | None:
 
 
 # --------------------------------------------------------------------------- baseline
-def run_baseline(split: dict, s, *, device="auto") -> tuple[dict, dict]:
+def run_baseline(split: dict, s: ReproduceSettings, *, device: str | torch.device = "auto") -> tuple[dict, dict]:
     """Train the baseline ensemble and evaluate it everywhere (Tables S1, S2).
 
     Returns
@@ -398,7 +401,9 @@ def pool_split(split: dict) -> dict[str, list[Case]] | None:
     return {"train": list(split["train"]) + extra, "held_out": held}
 
 
-def run_pool_variant(split: dict, s, baseline_arrays: dict, *, device="auto") -> dict:
+def run_pool_variant(
+    split: dict, s: ReproduceSettings, baseline_arrays: dict, *, device: str | torch.device = "auto"
+) -> dict:
     """Train the larger-training-set variant and score it beside the baseline.
 
     Both are scored on the same held-out snapshots (see :func:`pool_split`) with the
@@ -481,7 +486,7 @@ def _sweep_eval_cases(split: dict, per_pressure: int) -> tuple[list[Case], str]:
     return list(split["train"]), "training snapshots (no independent snapshots available)"
 
 
-def run_sweeps(split: dict, s, *, device="auto") -> dict:
+def run_sweeps(split: dict, s: ReproduceSettings, *, device: str | torch.device = "auto") -> dict:
     """R² vs width, hidden layers, Huber δ, r_cut, n_radial, l_max (one at a time).
 
     Each point is one MLP trained with ``s.sweep_train`` on the training snapshots and
@@ -544,7 +549,9 @@ def run_sweeps(split: dict, s, *, device="auto") -> dict:
 
 
 # --------------------------------------------------------------------------- CNN (Fig. S1)
-def run_cnn(split: dict, s, baseline_arrays: dict, *, device="auto") -> tuple[dict, dict]:
+def run_cnn(
+    split: dict, s: ReproduceSettings, baseline_arrays: dict, *, device: str | torch.device = "auto"
+) -> tuple[dict, dict]:
     """Train the 3D CNN for every r_cut of the sweep and compare with the MLP.
 
     Returns
@@ -627,7 +634,7 @@ def run_cnn(split: dict, s, baseline_arrays: dict, *, device="auto") -> tuple[di
 
 
 # --------------------------------------------------------------------------- k-correction (Fig. S3)
-def run_kcorrection(split: dict, s, baseline_arrays: dict) -> tuple[dict, dict]:
+def run_kcorrection(split: dict, s: ReproduceSettings, baseline_arrays: dict) -> tuple[dict, dict]:
     """Oracle k-correction of the ensemble-mean prediction of each shown snapshot.
 
     Returns
