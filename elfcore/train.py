@@ -29,7 +29,7 @@ import logging
 import math
 import os
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -39,7 +39,6 @@ from ._settings import settings_from_dict
 from .errors import SettingsError
 from . import fitting
 from .fitting import huber_loss, seed_generators, split_indices
-from .grid import field_atoms  # noqa: F401  (re-export, used by callers of this module)
 from .metrics import member_metrics, metrics, summarise
 from .models.mlp import MLP, Ensemble
 from .sampling import (  # noqa: F401  (re-exports: these lived here before the split)
@@ -199,6 +198,19 @@ def _validation_record(model: Ensemble, Xval: torch.Tensor, yval: torch.Tensor,
     return rec
 
 
+def _ensemble_loss(model: Ensemble, Xtr: torch.Tensor, ytr: torch.Tensor, masks: torch.Tensor | None,
+                   delta: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``batch_loss(index)`` of :func:`elfcore.fitting.fit`: member ``m`` trains on row ``m`` of ``index``."""
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        xb = Xtr[idx].float()  # (n_members, batch, n_features)
+        if masks is not None:
+            xb = torch.where(masks[:, None, :], xb, model.feature_shift)
+        return huber_loss(model(xb), ytr[idx], delta)
+
+    return batch_loss
+
+
 def _training_metadata(settings: TrainSettings, result, *, seed: int, split_seed: int, n_members: int,
                        n_train: int, n_val: int) -> dict[str, Any]:
     """``metadata`` of a trained model (protocol, seeds, voxel counts, history); logs a summary."""
@@ -290,12 +302,7 @@ def train_model(
     model.descriptor_settings = descriptor_settings
     masks = None if masks is None else masks.to(dev)
 
-    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-        xb = Xtr[idx].float()
-        if masks is not None:
-            xb = torch.where(masks[:, None, :], xb, model.feature_shift)
-        return huber_loss(model(xb), ytr[idx], settings.huber_delta)
-
+    batch_loss = _ensemble_loss(model, Xtr, ytr, masks, settings.huber_delta)
     validate = (lambda: _validation_record(model, Xval, yval, masks)) if len(val_idx) else None
     result = fitting.fit(model, batch_loss, len(tr_idx), settings, generators=gens, validate=validate,
                          loss_divisor=n_members, index_device=dev, progress=progress, desc="train")

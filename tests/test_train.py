@@ -13,7 +13,7 @@ from ase import Atoms
 
 from elfcore.descriptor import DescriptorSettings, compute_descriptor
 from elfcore.errors import GridError, StructureError
-from elfcore.grid import field_from_atoms, grid_points_cart, grid_points_frac, make_case, minimum_image
+from elfcore.grid import field_atoms, field_from_atoms, grid_points_cart, grid_points_frac, make_case, minimum_image
 from elfcore.models import Ensemble, MLP
 import elfcore.train as T
 
@@ -89,7 +89,7 @@ def test_non_hydrogen_field_refused():
 
 
 def test_reference_field_from_case(field):
-    atoms = T.field_atoms(field)
+    atoms = field_atoms(field)
     case = make_case(atoms, {"elf_ref": field, "rho_ref": field * 2}, attrs={"role": "test"})
     ref = T.reference_field(case)
     np.testing.assert_array_equal(ref.values, field.values)
@@ -120,7 +120,7 @@ def test_voxel_samples_are_descriptor_and_reference(field):
     X, y, idx = T.voxel_samples(field, SETTINGS, 50, seed=2, device="cpu")
     assert X.shape == (50, SETTINGS.n_features) and X.dtype == torch.float32
     np.testing.assert_array_equal(y.numpy(), field.values.reshape(-1)[idx.numpy()].astype(np.float32))
-    direct = compute_descriptor(T.field_atoms(field), grid_points_cart(field)[idx.numpy()], SETTINGS, device="cpu")
+    direct = compute_descriptor(field_atoms(field), grid_points_cart(field)[idx.numpy()], SETTINGS, device="cpu")
     scale = float(direct.abs().max())
     torch.testing.assert_close(X, direct, rtol=0, atol=1e-5 * scale)  # fft path vs direct sum
     Xd, _, idx_d = T.voxel_samples(field, SETTINGS, 50, seed=2, device="cpu", method="direct")
