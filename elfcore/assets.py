@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from .errors import SettingsError
 
 __all__ = ["ASSETS_ENV", "KIND_ENV", "KINDS", "assets_dirs", "asset_dir", "models_dir", "data_dir"]
 
@@ -61,7 +62,7 @@ def assets_dirs(kind: str) -> list[Path]:
         For an unknown kind.
     """
     if kind not in KIND_ENV:
-        raise ValueError(f"asset kind {kind!r}; must be one of {list(KINDS)}")
+        raise SettingsError(f"asset kind {kind!r}; must be one of {list(KINDS)}")
     out = []
     env = os.environ.get(ASSETS_ENV)
     if env:

@@ -53,13 +53,14 @@ import functools
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from .device import resolve
-from .errors import ElfcoreError, GridError, StructureError
+from .errors import ElfcoreError, GridError, SettingsError, StructureError
+from .settings import Settings
 
 __all__ = [
     "COMPRESSION_MODES",
@@ -103,7 +104,7 @@ def _canonical_species(species) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class DescriptorSettings:
+class DescriptorSettings(Settings):
     """Hyperparameters of the grid-point SOAP descriptor.
 
     Parameters
@@ -141,6 +142,8 @@ class DescriptorSettings:
     (('H', 'La'), 630)
     """
 
+    settings_name: ClassVar[str] = "descriptor"
+
     r_cut: float = 3.0
     n_radial: int = 10
     l_max: int = 2
@@ -152,24 +155,24 @@ class DescriptorSettings:
         for name in ("r_cut", "sigma"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ElfcoreError(f"{name}={value!r}; must be a number in Å")
+                raise SettingsError(f"{name}={value!r}; must be a number in Å")
         for name in ("n_radial", "l_max"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ElfcoreError(f"{name}={value!r}; must be an integer")
+                raise SettingsError(f"{name}={value!r}; must be an integer")
         if not (math.isfinite(self.r_cut) and self.r_cut > 1.0):
-            raise ElfcoreError(f"r_cut={self.r_cut}; must be > 1 Å")
+            raise SettingsError(f"r_cut={self.r_cut}; must be > 1 Å")
         if self.n_radial < 1:
-            raise ElfcoreError(f"n_radial={self.n_radial}; must be ≥ 1")
+            raise SettingsError(f"n_radial={self.n_radial}; must be ≥ 1")
         if self.l_max < 0:
-            raise ElfcoreError(f"l_max={self.l_max}; must be ≥ 0")
+            raise SettingsError(f"l_max={self.l_max}; must be ≥ 0")
         if self.l_max > 8:
-            raise ElfcoreError(f"l_max={self.l_max}; must be ≤ 8")
+            raise SettingsError(f"l_max={self.l_max}; must be ≤ 8")
         if not (math.isfinite(self.sigma) and self.sigma > 0):
-            raise ElfcoreError(f"sigma={self.sigma}; must be > 0 Å")
+            raise SettingsError(f"sigma={self.sigma}; must be > 0 Å")
         object.__setattr__(self, "species", _canonical_species(self.species))
         if self.compression not in COMPRESSION_MODES:
-            raise ElfcoreError(f"compression={self.compression!r}; must be one of {list(COMPRESSION_MODES)}")
+            raise SettingsError(f"compression={self.compression!r}; must be one of {list(COMPRESSION_MODES)}")
 
     @property
     def n_features(self) -> int:
@@ -206,15 +209,6 @@ class DescriptorSettings:
         if self.compression == "off":
             del out["compression"]
         return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DescriptorSettings":
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ElfcoreError`."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ElfcoreError(f"unknown descriptor setting(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**dict(data))
 
 
 def dscribe_r_include(settings: DescriptorSettings) -> float:

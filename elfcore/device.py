@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from .errors import SettingsError
 
 __all__ = ["resolve"]
 
@@ -25,7 +26,7 @@ def resolve(device: str | torch.device | None = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device={device!r}; expected 'auto', 'cpu' or 'cuda[:N]'") from exc
+        raise SettingsError(f"device={device!r}; expected 'auto', 'cpu' or 'cuda[:N]'") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+        raise SettingsError(f"device={device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
     return dev

@@ -360,7 +360,7 @@ def interpolate(field: xr.DataArray, points_cart, *, order: int = 3, frac: bool 
     from scipy import ndimage
 
     if order not in (0, 1, 3):
-        raise ValueError(f"order={order}; must be 0, 1 or 3")
+        raise SettingsError(f"order={order}; must be 0, 1 or 3")
     pts = np.asarray(points_cart, dtype=np.float64)
     if pts.shape[-1] != 3:
         raise GridError(f"points have last dimension {pts.shape[-1]}; expected 3")
@@ -390,7 +390,7 @@ def lattice_slice(field: xr.DataArray, axis: str = "c", position: float = 0.0) -
 def _plane_from_atoms(field: xr.DataArray, atoms: Sequence[int]):
     pos = np.asarray(field.attrs.get("positions", np.zeros((0, 3)))).reshape(-1, 3)
     if len(atoms) != 3:
-        raise ValueError(f"need three atom indices for a plane, got {len(atoms)}")
+        raise SettingsError(f"need three atom indices for a plane, got {len(atoms)}")
     for i in atoms:
         if not 0 <= int(i) < len(pos):
             raise StructureError(f"atom index {i} out of range (field has {len(pos)} atoms)")
@@ -438,10 +438,10 @@ def plane_slice(
         centre = np.mean(pts, axis=0)
     else:
         if normal is None:
-            raise ValueError("give either normal (and offset) or atoms")
+            raise SettingsError("give either normal (and offset) or atoms")
         n = np.asarray(normal, dtype=np.float64)
         if n.shape != (3,) or np.linalg.norm(n) < 1e-12:
-            raise ValueError(f"normal={normal!r}; expected a non-zero 3-vector")
+            raise SettingsError(f"normal={normal!r}; expected a non-zero 3-vector")
         n = n / np.linalg.norm(n)
         centre = 0.5 * cell.sum(axis=0)
         centre = centre + (offset - centre @ n) * n
@@ -452,7 +452,7 @@ def plane_slice(
     if size is None:
         size = float(np.max(np.linalg.norm(cell, axis=1)))
     if resolution <= 0 or size <= 0:
-        raise ValueError(f"size={size}, resolution={resolution}; both must be > 0")
+        raise SettingsError(f"size={size}, resolution={resolution}; both must be > 0")
     m = max(2, int(np.ceil(size / resolution)) + 1)
     t = np.linspace(-size / 2, size / 2, m)
     uu, vv = np.meshgrid(t, t, indexing="ij")
@@ -602,18 +602,18 @@ def line_profile(
         dim ``"s"`` = distance from start in Å; attrs ``start``, ``end`` (Cartesian).
     """
     if n < 2:
-        raise ValueError(f"n={n}; must be ≥ 2")
+        raise SettingsError(f"n={n}; must be ≥ 2")
     cell = field_cell(field)
     if atoms is not None:
         pos = np.asarray(field.attrs.get("positions", np.zeros((0, 3)))).reshape(-1, 3)
         if len(atoms) != 2:
-            raise ValueError(f"need two atom indices for a line, got {len(atoms)}")
+            raise SettingsError(f"need two atom indices for a line, got {len(atoms)}")
         for i in atoms:
             if not 0 <= int(i) < len(pos):
                 raise StructureError(f"atom index {i} out of range (field has {len(pos)} atoms)")
         start, end = pos[atoms[0]], pos[atoms[1]]
     if start is None or end is None:
-        raise ValueError("give start and end points, or two atom indices")
+        raise SettingsError("give start and end points, or two atom indices")
     start = np.asarray(start, dtype=np.float64)
     end = np.asarray(end, dtype=np.float64)
     if minimum_image_path:

@@ -43,7 +43,8 @@ import numpy as np
 import xarray as xr
 from numpy.typing import ArrayLike
 
-from .errors import ElfcoreError, GridError
+from .errors import ElfcoreError, GridError, SettingsError
+from .settings import Settings
 from .grid import field_cell, make_field, validate_field
 
 __all__ = [
@@ -99,7 +100,7 @@ class IllConditionedWarning(UserWarning):
 
 # --------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
-class KSpaceSettings:
+class KSpaceSettings(Settings):
     """How the low-k basis is truncated and the logit is clipped.
 
     Parameters
@@ -127,36 +128,24 @@ class KSpaceSettings:
 
     def __post_init__(self):
         if (self.n_shells is None) == (self.k_max is None):
-            raise ValueError(
+            raise SettingsError(
                 f"n_shells={self.n_shells}, k_max={self.k_max}; give exactly one of them"
             )
         if self.n_shells is not None and (int(self.n_shells) != self.n_shells or self.n_shells < 0):
-            raise ValueError(f"n_shells={self.n_shells}; must be an integer ≥ 0")
+            raise SettingsError(f"n_shells={self.n_shells}; must be an integer ≥ 0")
         if self.k_max is not None and not (math.isfinite(self.k_max) and self.k_max >= 0):
-            raise ValueError(f"k_max={self.k_max}; must be a finite number ≥ 0 (Å⁻¹)")
+            raise SettingsError(f"k_max={self.k_max}; must be a finite number ≥ 0 (Å⁻¹)")
         if not 0.0 < self.eps < 0.5:
-            raise ValueError(f"eps={self.eps}; must lie in (0, 0.5)")
+            raise SettingsError(f"eps={self.eps}; must lie in (0, 0.5)")
         if not 0.0 <= self.shell_tol < 0.1:
-            raise ValueError(f"shell_tol={self.shell_tol}; must lie in [0, 0.1)")
-
-    def to_dict(self) -> dict:
-        """Plain dict of the settings (JSON-serialisable)."""
-        return {"n_shells": self.n_shells, "k_max": self.k_max, "eps": self.eps, "shell_tol": self.shell_tol}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "KSpaceSettings":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        unknown = set(d) - {"n_shells", "k_max", "eps", "shell_tol"}
-        if unknown:
-            raise ValueError(f"unknown KSpaceSettings keys {sorted(unknown)}")
-        return cls(**d)
+            raise SettingsError(f"shell_tol={self.shell_tol}; must lie in [0, 0.1)")
 
 
 # --------------------------------------------------------------------------- logit
 def _check_eps(eps: float) -> float:
     eps = float(eps)
     if not 0.0 < eps < 0.5:
-        raise ValueError(f"eps={eps}; must lie in (0, 0.5)")
+        raise SettingsError(f"eps={eps}; must lie in (0, 0.5)")
     return eps
 
 
@@ -576,12 +565,12 @@ class KCorrection(NamedTuple):
 def _basis_for(field: xr.DataArray, basis, n_shells, k_max, shell_tol) -> LowKBasis:
     if basis is not None:
         if n_shells is not None or k_max is not None:
-            raise ValueError("give either basis or n_shells/k_max, not both")
+            raise SettingsError("give either basis or n_shells/k_max, not both")
         if tuple(basis.shape) != tuple(field.shape) or not np.allclose(basis.cell, field_cell(field), atol=1e-4):
             raise GridError(f"basis built for grid {basis.shape}, field grid is {field.shape} (or cells differ)")
         return basis
     if n_shells is None and k_max is None:
-        raise ValueError("give n_shells or k_max (or a basis)")
+        raise SettingsError("give n_shells or k_max (or a basis)")
     return lowk_basis(field_cell(field), field.shape, n_shells=n_shells, k_max=k_max, shell_tol=shell_tol)
 
 
@@ -724,7 +713,7 @@ def fit_coefficients(
     else:
         lam = float(ridge)
         if not (math.isfinite(lam) and lam >= 0):
-            raise ValueError(f"ridge={ridge!r}; must be a number ≥ 0 or 'auto'")
+            raise SettingsError(f"ridge={ridge!r}; must be a number ≥ 0 or 'auto'")
         if lam == 0.0 and bad:
             raise IllConditionedError(
                 f"sparse k-fit is ill-posed: {M} samples for {P} basis functions, condition "
@@ -747,12 +736,12 @@ def _sample_indices(shape, n_samples, indices, seed) -> np.ndarray:
             raise GridError(f"sample indices out of range [0, {n_total})")
         return idx
     if n_samples is None:
-        raise ValueError("give n_samples (with a seed) or indices")
+        raise SettingsError("give n_samples (with a seed) or indices")
     n = int(n_samples)
     if not 1 <= n <= n_total:
-        raise ValueError(f"n_samples={n_samples}; must lie in [1, {n_total}]")
+        raise SettingsError(f"n_samples={n_samples}; must lie in [1, {n_total}]")
     if seed is None:
-        raise ValueError("random sampling needs an explicit seed")
+        raise SettingsError("random sampling needs an explicit seed")
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n_total, size=n, replace=False))
 
@@ -865,7 +854,7 @@ def power_spectrum(field: xr.DataArray, *, dk: float | None = None) -> xr.Datase
     if dk is None:
         dk = 0.5 * float(np.min(np.linalg.norm(reciprocal_cell(cell), axis=1)))
     if not dk > 0:
-        raise ValueError(f"dk={dk}; must be > 0 (Å⁻¹)")
+        raise SettingsError(f"dk={dk}; must be > 0 (Å⁻¹)")
     b = np.floor(kg / dk + 0.5).astype(np.int64).reshape(-1)
     nb = int(b.max()) + 1
     power = np.bincount(b, weights=p.reshape(-1), minlength=nb)

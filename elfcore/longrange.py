@@ -27,15 +27,16 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field as dc_field
+from dataclasses import dataclass, field as dc_field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import ClassVar, Iterable
 
 import numpy as np
 import xarray as xr
 
 from .errors import FormatError, GridError, SettingsError
 from .grid import field_atoms, field_cell
+from .settings import Settings
 from .kspace import (
     DEFAULT_EPS,
     KCorrection,
@@ -65,7 +66,7 @@ FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
-class LongRangeSettings:
+class LongRangeSettings(Settings):
     """What a long-range model uses and how it is fitted.
 
     Parameters
@@ -85,8 +86,10 @@ class LongRangeSettings:
         Logit clip, as in :mod:`elfcore.kspace`.
     """
 
+    settings_name: ClassVar[str] = "long-range"
+
     k_max: float = 1.2
-    channels: tuple = ("atoms", "bonds", "pred")
+    channels: tuple = ("atoms",)
     n_radial: int = 3
     bond_cutoff: float = 1.0
     ridge: float = 1e-2
@@ -107,21 +110,6 @@ class LongRangeSettings:
             raise SettingsError(f"ridge={self.ridge}; must be a finite number ≥ 0")
         if not 0.0 < self.eps < 0.5:
             raise SettingsError(f"eps={self.eps}; must lie in (0, 0.5)")
-
-    def to_dict(self) -> dict:
-        """Plain JSON-ready dict."""
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LongRangeSettings":
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`SettingsError`."""
-        known = {f for f in cls.__dataclass_fields__}
-        extra = set(d) - known
-        if extra:
-            raise SettingsError(f"unknown long-range settings {sorted(extra)}; allowed: {sorted(known)}")
-        return cls(**d)
 
     @property
     def centres(self) -> np.ndarray:

@@ -28,15 +28,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 import xarray as xr
 
-from ._settings import settings_from_dict
 from .errors import SettingsError
+from .settings import Settings
 from . import fitting
 from .fitting import huber_loss, seed_generators, split_indices
 from .metrics import member_metrics, metrics, summarise
@@ -75,7 +75,7 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(Settings):
     """Training protocol (defaults: the paper's, ``docs/science.md`` §4).
 
     Parameters
@@ -133,15 +133,6 @@ class TrainSettings:
             raise SettingsError(f"val_fraction={self.val_fraction!r}; must be in [0, 1)")
         if self.storage_dtype not in STORAGE_DTYPES:
             raise SettingsError(f"storage_dtype={self.storage_dtype!r}; must be one of {sorted(STORAGE_DTYPES)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainSettings":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        return settings_from_dict(cls, data, "training")
 
 
 # --------------------------------------------------------------------------- training

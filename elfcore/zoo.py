@@ -29,7 +29,7 @@ import torch
 import xarray as xr
 
 from .assets import models_dir
-from .errors import ElfcoreError
+from .errors import ElfcoreError, SettingsError
 from .models import load_model, read_header, save_model
 from .models.mlp import MLP, Ensemble
 
@@ -282,7 +282,7 @@ def build_zoo(
 
     cases = list(cases)
     if not cases:
-        raise ValueError("no training data given")
+        raise SettingsError("no training data given")
     base = base or TrainSettings()
     out_dir = Path(directory or default_zoo_dir())
     key = _data_key(cases, seed, base, override)

@@ -33,6 +33,7 @@ from ase.units import Bohr
 
 from ..grid import make_field
 from ._text import HeaderLines, duplicate_plane_axes, format_block, parse_numbers
+from ..errors import SettingsError
 
 __all__ = ["read_cube", "write_cube", "is_density_name"]
 
@@ -98,7 +99,7 @@ def read_cube(
         Header or data do not follow the format (with line number).
     """
     if periodic_plane not in ("auto", "keep", "drop"):
-        raise ValueError(f"periodic_plane={periodic_plane!r}; must be 'auto', 'keep' or 'drop'")
+        raise SettingsError(f"periodic_plane={periodic_plane!r}; must be 'auto', 'keep' or 'drop'")
     text = fileobj.read()
     h = HeaderLines(text, source)
     title = h.next("the title line")
@@ -187,7 +188,7 @@ def write_cube(fileobj: IO[str], field: xr.DataArray, *, precision: int = 5) -> 
         relative precision of 5e-6). Header lengths use 8 decimals (Bohr).
     """
     if not 1 <= precision <= 17:
-        raise ValueError(f"precision={precision}; must be 1..17")
+        raise SettingsError(f"precision={precision}; must be 1..17")
     name = re.sub(r"[^A-Za-z0-9_.+-]", "_", str(field.name or "field"))
     cell = np.asarray(field.attrs["cell"], dtype=np.float64)
     shape = field.shape

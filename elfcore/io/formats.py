@@ -33,7 +33,7 @@ from typing import IO, Iterator, Mapping, Union
 
 import xarray as xr
 
-from ..errors import FormatError, GridError, OutputError, StructureError, UnknownFormatError
+from ..errors import FormatError, GridError, OutputError, SettingsError, StructureError, UnknownFormatError
 
 __all__ = [
     "FormatSpec",
@@ -105,13 +105,13 @@ def register(spec: FormatSpec) -> None:
         If the name, an extension or a glob is already registered.
     """
     if spec.name in FORMATS:
-        raise ValueError(f"format {spec.name!r} is already registered")
+        raise SettingsError(f"format {spec.name!r} is already registered")
     for ext in spec.extensions:
         if ext in _EXTENSIONS:
-            raise ValueError(f"extension {ext!r} of {spec.name!r} is already registered by {_EXTENSIONS[ext]!r}")
+            raise SettingsError(f"extension {ext!r} of {spec.name!r} is already registered by {_EXTENSIONS[ext]!r}")
     for glob in spec.globs:
         if glob in _GLOBS:
-            raise ValueError(f"name pattern {glob!r} of {spec.name!r} is already registered by {_GLOBS[glob]!r}")
+            raise SettingsError(f"name pattern {glob!r} of {spec.name!r} is already registered by {_GLOBS[glob]!r}")
     FORMATS[spec.name] = spec
     _EXTENSIONS.update({ext: spec.name for ext in spec.extensions})
     _GLOBS.update({g: spec.name for g in spec.globs})

@@ -39,7 +39,7 @@ import tempfile
 
 import numpy as np
 
-from ..errors import FormatError, GridError, OutputError, StructureError
+from ..errors import FormatError, GridError, OutputError, SettingsError, StructureError
 
 __all__ = [
     "DEFAULT_MAX_VOXELS",
@@ -309,7 +309,7 @@ def check_values(values, name, source: str | None = None, *, elf_range: str = "w
             message = (f"field {name!r} spans {lo:.4g} … {hi:.4g}; an ELF lies in [0, 1] (a density file? "
                        "read it as CHGCAR or name the field rho)")
             if elf_range not in ("warn", "error"):
-                raise ValueError(f"elf_range={elf_range!r}; must be 'warn' or 'error'")
+                raise SettingsError(f"elf_range={elf_range!r}; must be 'warn' or 'error'")
             if elf_range == "error":
                 raise FormatError(message, source)
             log.warning("%s: warning: %s", source or "<field>", message)

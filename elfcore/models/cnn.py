@@ -39,13 +39,11 @@ the defaults here (σ = 0.25 Å; 8, 16, 32 channels) are our choice.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,6 +51,7 @@ from torch import nn
 
 from ..device import resolve
 from ..errors import FormatError, SettingsError, SettingsMismatchError, StructureError
+from ..settings import Settings
 from .io import check_finite_weights, check_tensor_shapes, read_raw_header, write_model_file
 
 __all__ = [
@@ -73,16 +72,8 @@ __all__ = [
 SCHEMA_VERSION = 1
 
 
-def _from_dict(cls, data: Mapping[str, Any]):
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise SettingsError(f"unknown {cls.__name__} key(s) {unknown}; allowed: {sorted(known)}")
-    return cls(**dict(data))
-
-
 @dataclass(frozen=True)
-class PatchSettings:
+class PatchSettings(Settings):
     """Hyperparameters of the Gaussian density patch.
 
     Parameters
@@ -125,18 +116,9 @@ class PatchSettings:
         """Distance between patch nodes, Å: ``2 r_cut / (P − 1)``."""
         return 2.0 * self.r_cut / (self.patch_size - 1)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PatchSettings":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``SettingsError``."""
-        return _from_dict(cls, data)
-
 
 @dataclass(frozen=True)
-class CNNSettings:
+class CNNSettings(Settings):
     """Architecture of the 3D CNN.
 
     Parameters
@@ -152,15 +134,6 @@ class CNNSettings:
         if len(ch) != 3 or any(int(c) != c or c < 1 for c in ch):
             raise SettingsError(f"channels={self.channels!r}; must be three integers ≥ 1")
         object.__setattr__(self, "channels", tuple(int(c) for c in ch))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict."""
-        return {"channels": list(self.channels)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "CNNSettings":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``SettingsError``."""
-        return _from_dict(cls, data)
 
 
 # --------------------------------------------------------------------------- patches

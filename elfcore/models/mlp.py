@@ -22,20 +22,20 @@ prediction is the member mean and standard deviation (the uncertainty field).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._settings import settings_from_dict
 from ..errors import SettingsError, SettingsMismatchError
+from ..settings import Settings
 
 __all__ = ["ModelSettings", "MLP", "Ensemble"]
 
 
 @dataclass(frozen=True)
-class ModelSettings:
+class ModelSettings(Settings):
     """Architecture of the ELF MLP.
 
     Parameters
@@ -54,15 +54,6 @@ class ModelSettings:
             raise SettingsError(f"width={self.width!r}; must be an integer ≥ 1")
         if not isinstance(self.hidden_layers, int) or self.hidden_layers < 1:
             raise SettingsError(f"hidden_layers={self.hidden_layers!r}; must be an integer ≥ 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-serialisable)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelSettings":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        return settings_from_dict(cls, data, "model")
 
 
 def _check_features(settings_model, settings_given, n_model: int, n_given: int) -> None:

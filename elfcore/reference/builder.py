@@ -25,18 +25,17 @@ is reused by all its snapshots.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import DFTError, StructureError
+from ..errors import DFTError, SettingsError
 from . import cp2k as _cp2k
 from .cp2k import CP2KSettings, MDSettings
 from .structures import CUBIC_GROUPS, HEXAGONAL_GROUPS, fluid_start, gamma_supercell, random_crystal
@@ -130,15 +129,15 @@ class FluidTarget:
 
     def __post_init__(self) -> None:
         if self.pressure_gpa <= 0 or self.volume_per_atom <= 0:
-            raise ValueError(f"pressure and volume must be > 0, got {self.pressure_gpa}, {self.volume_per_atom}")
+            raise SettingsError(f"pressure and volume must be > 0, got {self.pressure_gpa}, {self.volume_per_atom}")
         if self.replicas < 1 or (self.replicas > 1 and self.start_from is None):
-            raise ValueError("replicas must be >= 1, and > 1 only with start_from")
+            raise SettingsError("replicas must be >= 1, and > 1 only with start_from")
         if not re.fullmatch(r"[A-Za-z0-9]*", self.tag):
-            raise ValueError(f"tag must be letters and digits, got {self.tag!r}")
+            raise SettingsError(f"tag must be letters and digits, got {self.tag!r}")
         if self.timestep_fs is not None and not 0 < self.timestep_fs <= 5:
-            raise ValueError(f"timestep_fs must be in (0, 5], got {self.timestep_fs}")
+            raise SettingsError(f"timestep_fs must be in (0, 5], got {self.timestep_fs}")
         if self.n_snapshots is not None and self.n_snapshots < 1:
-            raise ValueError("n_snapshots must be >= 1")
+            raise SettingsError("n_snapshots must be >= 1")
 
     @property
     def name(self) -> str:
@@ -293,19 +292,19 @@ class ReferencePlan:
 
     def __post_init__(self) -> None:
         if self.n_snapshots < 1 or self.sample_interval_fs <= 0 or self.equilibration_fs < 0:
-            raise ValueError("need n_snapshots >= 1, sample_interval_fs > 0, equilibration_fs >= 0")
+            raise SettingsError("need n_snapshots >= 1, sample_interval_fs > 0, equilibration_fs >= 0")
         if not 0 < self.production_timestep_fs <= 5:
-            raise ValueError(f"production_timestep_fs must be in (0, 5], got {self.production_timestep_fs}")
+            raise SettingsError(f"production_timestep_fs must be in (0, 5], got {self.production_timestep_fs}")
         names = {t.name for t in self.all_fluids}
         if len(names) < len(self.all_fluids):
-            raise ValueError(f"two fluid targets share a name: {[t.name for t in self.all_fluids]}")
+            raise SettingsError(f"two fluid targets share a name: {[t.name for t in self.all_fluids]}")
         for t in self.all_fluids:
             if t.start_from is not None and t.start_from not in names:
-                raise ValueError(f"fluid target {t.name} starts from {t.start_from!r}, which is not in the plan "
+                raise SettingsError(f"fluid target {t.name} starts from {t.start_from!r}, which is not in the plan "
                                  f"(with fluids=() pass large_fluids=() too)")
         for n in (*self.crystal_atoms, *(n for r in self.train_round_atoms for n in r)):
             if n < 2 or n % 2:
-                raise ValueError(f"crystal_atoms must be even and >= 2, got {n}")
+                raise SettingsError(f"crystal_atoms must be even and >= 2, got {n}")
 
     @property
     def first_segment_fs(self) -> float:
@@ -360,7 +359,7 @@ class ReferencePlan:
         for t in self.all_fluids:
             if t.name == name:
                 return t
-        raise ValueError(f"no fluid target {name!r} in the plan ({[t.name for t in self.all_fluids]})")
+        raise SettingsError(f"no fluid target {name!r} in the plan ({[t.name for t in self.all_fluids]})")
 
 
 @dataclass(frozen=True)
@@ -452,10 +451,10 @@ def md_start(plan: ReferencePlan, target: FluidTarget, work_dir: str | os.PathLi
     if target.start_from is None:
         return fluid_start(target.volume_per_atom, repeat=plan.repeat, seed=target.seed)
     if work_dir is None:
-        raise ValueError(f"{target.name} starts from {target.start_from}: give the work directory of its MD")
+        raise SettingsError(f"{target.name} starts from {target.start_from}: give the work directory of its MD")
     source = plan.fluid(target.start_from)
     if source.start_from == target.name:
-        raise ValueError(f"{target.name} and {source.name} start from each other")
+        raise SettingsError(f"{target.name} and {source.name} start from each other")
     t_src = plan.length_for(source) if target.start_time_fs is None else target.start_time_fs
     src_dir = run_md(plan, source, work_dir, min_time_fs=t_src, **md_kwargs)
     atoms, _ = md_frame(src_dir, t_src)
@@ -801,7 +800,7 @@ def replica_checks(plan: ReferencePlan, target: FluidTarget, work_dir: str | os.
     from .decorrelation import rdf_difference, replica_decorrelation
 
     if target.replicas < 2 or target.start_from is None:
-        raise ValueError(f"{target.name} is not a replicated cell")
+        raise SettingsError(f"{target.name} is not a replicated cell")
     work_dir = Path(work_dir)
     atoms, _ = md_frame(_md_dir(work_dir, target), time_fs)
     sk = replica_decorrelation(atoms, target.replicas)

@@ -10,7 +10,6 @@ Units: CP2K inputs take Å, fs, K and Ry; its cubes are in bohr and e/bohr³
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -21,11 +20,11 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from ..errors import DFTError, FormatError, StructureError
+from ..errors import DFTError, FormatError, SettingsError, StructureError
+from ..settings import Settings
 
 __all__ = [
     "CP2KSettings",
@@ -56,7 +55,7 @@ EV_PER_A3_GPA = 160.21766208  # 1 eV/Å³ in GPa
 
 
 @dataclass(frozen=True)
-class CP2KSettings:
+class CP2KSettings(Settings):
     """Electronic-structure settings of one kind of CP2K run.
 
     Parameters
@@ -104,29 +103,25 @@ class CP2KSettings:
         if self.kpoints is not None:
             k = tuple(int(x) for x in self.kpoints)
             if len(k) != 3 or min(k) < 1:
-                raise ValueError(f"kpoints must be 3 positive integers, got {self.kpoints}")
+                raise SettingsError(f"kpoints must be 3 positive integers, got {self.kpoints}")
             object.__setattr__(self, "kpoints", k)
         if self.cutoff_ry <= 0 or self.rel_cutoff_ry <= 0:
-            raise ValueError(f"cutoffs must be > 0, got {self.cutoff_ry}, {self.rel_cutoff_ry}")
+            raise SettingsError(f"cutoffs must be > 0, got {self.cutoff_ry}, {self.rel_cutoff_ry}")
         if self.ngrids < 1:
-            raise ValueError(f"ngrids must be >= 1, got {self.ngrids}")
+            raise SettingsError(f"ngrids must be >= 1, got {self.ngrids}")
         if not 0 < self.eps_scf < 1:
-            raise ValueError(f"eps_scf must be in (0, 1), got {self.eps_scf}")
+            raise SettingsError(f"eps_scf must be in (0, 1), got {self.eps_scf}")
         if self.max_scf < 1:
-            raise ValueError(f"max_scf must be >= 1, got {self.max_scf}")
+            raise SettingsError(f"max_scf must be >= 1, got {self.max_scf}")
         if self.smearing_k < 0 or self.added_mos < 0:
-            raise ValueError("smearing_k and added_mos must be >= 0")
+            raise SettingsError("smearing_k and added_mos must be >= 0")
         for name in ("basis", "potential", "xc"):
             if not re.fullmatch(r"[A-Za-z0-9_.+-]+", getattr(self, name)):
-                raise ValueError(f"{name} {getattr(self, name)!r} is not a plain CP2K name")
-
-    def to_dict(self) -> dict:
-        """Plain dict of the settings (for JSON metadata)."""
-        return dataclasses.asdict(self)
+                raise SettingsError(f"{name} {getattr(self, name)!r} is not a plain CP2K name")
 
 
 @dataclass(frozen=True)
-class MDSettings:
+class MDSettings(Settings):
     """Born–Oppenheimer NVT MD settings.
 
     Parameters
@@ -154,15 +149,11 @@ class MDSettings:
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.traj_every < 1:
-            raise ValueError("steps and traj_every must be >= 1")
+            raise SettingsError("steps and traj_every must be >= 1")
         if not 0 < self.timestep_fs <= 5:
-            raise ValueError(f"timestep_fs must be in (0, 5], got {self.timestep_fs}")
+            raise SettingsError(f"timestep_fs must be in (0, 5], got {self.timestep_fs}")
         if self.temperature_k <= 0 or self.thermostat_timecon_fs <= 0:
-            raise ValueError("temperature_k and thermostat_timecon_fs must be > 0")
-
-    def to_dict(self) -> dict:
-        """Plain dict of the settings (for JSON metadata)."""
-        return dataclasses.asdict(self)
+            raise SettingsError("temperature_k and thermostat_timecon_fs must be > 0")
 
 
 # --------------------------------------------------------------------------- input writers
@@ -403,7 +394,7 @@ def single_point_input(
     """
     _check_atoms(atoms)
     if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
+        raise SettingsError(f"stride must be >= 1, got {stride}")
     stress_lines = ""
     print_lines = "  &PRINT\n    &FORCES ON\n    &END FORCES\n"
     if stress:

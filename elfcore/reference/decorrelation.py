@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 import numpy as np
+from ..errors import SettingsError
 
 __all__ = [
     "structure_factor",
@@ -39,7 +40,7 @@ RDF_RMS_MAX = 0.10
 def _cell_and_positions(atoms) -> tuple[np.ndarray, np.ndarray]:
     cell = np.asarray(atoms.cell[:], dtype=float)
     if abs(np.linalg.det(cell)) < 1e-9:
-        raise ValueError("the structure has no periodic cell")
+        raise SettingsError("the structure has no periodic cell")
     return cell, np.asarray(atoms.get_positions(), dtype=float)
 
 
@@ -107,7 +108,7 @@ def replica_decorrelation(atoms, replicas: int | Sequence[int] = 2, k_max: float
     cell, _ = _cell_and_positions(atoms)
     reps = np.broadcast_to(np.asarray(replicas, dtype=int), (3,))
     if np.any(reps < 1):
-        raise ValueError(f"replicas must be >= 1, got {replicas}")
+        raise SettingsError(f"replicas must be >= 1, got {replicas}")
     recip = 2.0 * np.pi * np.linalg.inv(cell).T
     # candidates somewhat beyond k_max, so the shells near k_max have neighbours on both sides
     hkl = _reciprocal_vectors(cell, 1.5 * k_max)
@@ -116,11 +117,11 @@ def replica_decorrelation(atoms, replicas: int | Sequence[int] = 2, k_max: float
     norm = np.linalg.norm(g, axis=1)
     used = on_small & (norm <= k_max + 1e-9)
     if not used.any():
-        raise ValueError(f"no reciprocal vector of the small cell below k_max = {k_max} Å⁻¹")
+        raise SettingsError(f"no reciprocal vector of the small cell below k_max = {k_max} Å⁻¹")
     s = structure_factor(atoms, g)
     other_norm, other_s = norm[~on_small], s[~on_small]
     if len(other_s) < n_neighbours:
-        raise ValueError("too few reciprocal vectors besides the small cell's; raise k_max")
+        raise SettingsError("too few reciprocal vectors besides the small cell's; raise k_max")
     level = np.array([other_s[np.argsort(np.abs(other_norm - gn))[:n_neighbours]].mean() for gn in norm[used]])
     s_rep = float(s[used].mean())
     s_flu = float(level.mean())
@@ -164,14 +165,14 @@ def radial_distribution(frames: Iterable, r_max: float, bins: int = 100) -> tupl
         vol = abs(np.linalg.det(cell))
         widths = vol / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
         if r_max > widths.min() / 2 + 1e-9:
-            raise ValueError(f"r_max = {r_max} Å exceeds half the narrowest cell width ({widths.min() / 2:.3f} Å)")
+            raise SettingsError(f"r_max = {r_max} Å exceeds half the narrowest cell width ({widths.min() / 2:.3f} Å)")
         d = neighbor_list("d", atoms, r_max)
         hist, _ = np.histogram(d, bins=edges)
         n = len(pos)
         total += hist / (n * (n / vol) * shell)  # each pair counted twice, per atom
         n_frames += 1
     if n_frames == 0:
-        raise ValueError("no frames")
+        raise SettingsError("no frames")
     return 0.5 * (edges[1:] + edges[:-1]), total / n_frames
 
 

@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import xarray as xr
 
-from ..errors import GridError
+from ..errors import GridError, SettingsError
 from ..grid import field_cell, make_field
 from ..kspace import (
     DEFAULT_EPS,
@@ -53,7 +53,7 @@ def _residual(pred: xr.DataArray, ref: xr.DataArray, eps: float, space: str) -> 
         check_same_grid(pred, ref)
         diff = np.asarray(pred.values, np.float64) - np.asarray(ref.values, np.float64)
         return make_field(diff, field_cell(pred), name="residual", attrs={"space": "elf"})
-    raise ValueError(f"space={space!r}; must be 'logit' or 'elf'")
+    raise SettingsError(f"space={space!r}; must be 'logit' or 'elf'")
 
 
 def _k_centroid(res: xr.DataArray) -> float:
@@ -209,7 +209,7 @@ def sparse_scan(
     shells = list(shells)
     n_samples = list(n_samples)
     if repeats < 1:
-        raise ValueError(f"repeats={repeats}; must be ≥ 1")
+        raise SettingsError(f"repeats={repeats}; must be ≥ 1")
     seeds = iter(np.random.SeedSequence(seed).spawn(len(shells) * len(n_samples) * repeats))
     grid = {k: np.full((len(shells), len(n_samples)), np.nan)
             for k in ("r2_after", "r2_after_std", "mae_after", "condition_number")}
@@ -258,7 +258,7 @@ def ensemble_shell_scan(
     """
     preds = list(preds)
     if not preds:
-        raise ValueError("no ensemble members given")
+        raise SettingsError("no ensemble members given")
     shells = list(shells)
     scans = [shell_scan(p, ref, shells=shells, eps=eps) for p in preds]
     n = min(len(s["n_shells"]) for s in scans)

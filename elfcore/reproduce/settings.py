@@ -1,11 +1,11 @@
 """Sizes of the ``elfcore reproduce`` runs (full and ``--quick`` presets)."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 from ..descriptor import DescriptorSettings
+from ..errors import SettingsError
+from ..settings import Settings
 from ..models.cnn import PatchSettings
 from ..train import TrainSettings
 
@@ -15,12 +15,12 @@ __all__ = ["ReproduceSettings"]
 def _positive_ints(name: str, values) -> tuple:
     vals = tuple(values)
     if not vals or any(int(v) != v or v < 1 for v in vals):
-        raise ValueError(f"{name}={values!r}; must be a non-empty sequence of integers ≥ 1")
+        raise SettingsError(f"{name}={values!r}; must be a non-empty sequence of integers ≥ 1")
     return tuple(int(v) for v in vals)
 
 
 @dataclass(frozen=True)
-class ReproduceSettings:
+class ReproduceSettings(Settings):
     """Everything that sets the size of a reproduction run.
 
     Parameters
@@ -94,22 +94,22 @@ class ReproduceSettings:
                      "phi_members", "pool_members"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}={v!r}; must be an integer ≥ 1")
+                raise SettingsError(f"{name}={v!r}; must be an integer ≥ 1")
         if not isinstance(self.k_shells, int) or self.k_shells < 0:
-            raise ValueError(f"k_shells={self.k_shells!r}; must be an integer ≥ 0")
+            raise SettingsError(f"k_shells={self.k_shells!r}; must be an integer ≥ 0")
         for name in ("sweep_width", "sweep_hidden_layers", "sweep_n_radial"):
             object.__setattr__(self, name, _positive_ints(name, getattr(self, name)))
         object.__setattr__(self, "sweep_l_max", tuple(int(v) for v in self.sweep_l_max))
         if any(v < 0 for v in self.sweep_l_max):
-            raise ValueError(f"sweep_l_max={self.sweep_l_max!r}; must be ≥ 0")
+            raise SettingsError(f"sweep_l_max={self.sweep_l_max!r}; must be ≥ 0")
         for name in ("sweep_huber_delta", "sweep_r_cut", "cnn_r_cuts"):
             vals = tuple(float(v) for v in getattr(self, name))
             if not vals or any(not v > 0 for v in vals):
-                raise ValueError(f"{name}={getattr(self, name)!r}; must be a non-empty sequence of numbers > 0")
+                raise SettingsError(f"{name}={getattr(self, name)!r}; must be a non-empty sequence of numbers > 0")
             object.__setattr__(self, name, vals)
         object.__setattr__(self, "cnn_channels", _positive_ints("cnn_channels", self.cnn_channels))
         if len(self.cnn_channels) != 3:
-            raise ValueError(f"cnn_channels={self.cnn_channels!r}; must be three integers")
+            raise SettingsError(f"cnn_channels={self.cnn_channels!r}; must be three integers")
 
     @classmethod
     def full(cls, seed: int = 0) -> "ReproduceSettings":
@@ -140,11 +140,3 @@ class ReproduceSettings:
             pool_members=2,
             seed=seed,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (nested settings as dicts)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = v.to_dict() if hasattr(v, "to_dict") else (list(v) if isinstance(v, tuple) else v)
-        return out

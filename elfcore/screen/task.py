@@ -10,17 +10,19 @@ import hashlib
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from ..errors import ElfcoreError, StructureError
+from ..errors import ElfcoreError, SettingsError, StructureError
+from ..settings import Settings
 
 __all__ = ["ScreenSettings", "screen_frame", "model_identity", "field_path"]
 
 
 @dataclass(frozen=True)
-class ScreenSettings:
+class ScreenSettings(Settings):
     """Settings of a screening run (the same for every frame).
 
     Parameters
@@ -49,6 +51,8 @@ class ScreenSettings:
         1 = the predicted grid as is (fastest, coarser thresholds).
     """
 
+    settings_name: ClassVar[str] = "screen"
+
     spacing: float = 0.08
     device: str = "auto"
     precision: str = "float32"
@@ -63,27 +67,18 @@ class ScreenSettings:
         from ..predict import PRECISIONS
 
         if not self.spacing > 0:
-            raise ElfcoreError(f"spacing={self.spacing}; must be > 0 Å")
+            raise SettingsError(f"spacing={self.spacing}; must be > 0 Å")
         if self.precision not in PRECISIONS:
-            raise ElfcoreError(f"precision={self.precision!r}; must be one of {sorted(PRECISIONS)}")
+            raise SettingsError(f"precision={self.precision!r}; must be one of {sorted(PRECISIONS)}")
         if self.exclude_radius < 0:
-            raise ElfcoreError(f"exclude_radius={self.exclude_radius}; must be ≥ 0 Å")
+            raise SettingsError(f"exclude_radius={self.exclude_radius}; must be ≥ 0 Å")
         if self.torch_threads < 0:
-            raise ElfcoreError(f"torch_threads={self.torch_threads}; must be ≥ 0")
+            raise SettingsError(f"torch_threads={self.torch_threads}; must be ≥ 0")
         if self.upsample < 0:
-            raise ElfcoreError(f"upsample={self.upsample}; must be ≥ 0 (0 = automatic)")
+            raise SettingsError(f"upsample={self.upsample}; must be ≥ 0 (0 = automatic)")
         if not self.memory_budget_gb > 0:
-            raise ElfcoreError(f"memory_budget_gb={self.memory_budget_gb}; must be > 0")
+            raise SettingsError(f"memory_budget_gb={self.memory_budget_gb}; must be > 0")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ScreenSettings":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ElfcoreError(f"unknown screen settings {sorted(unknown)}; allowed: {[f.name for f in fields(cls)]}")
-        return cls(**d)
 
 
 def model_identity(model, name: str) -> dict:

@@ -40,12 +40,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field as dc_field
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 import xarray as xr
 
-from ..errors import GridError
+from ..errors import GridError, SettingsError
+from ..settings import Settings
 from ..grid import cart_to_frac, field_cell, make_field, validate_field
 from . import _kernels as K
 
@@ -75,7 +76,7 @@ DEFAULT_CENSUS_MAX_POINTS = 2_500_000
 
 
 @dataclass(frozen=True)
-class TopologySettings:
+class TopologySettings(Settings):
     """Options of the topology analysis.
 
     Parameters
@@ -110,6 +111,8 @@ class TopologySettings:
         (GUDHI needs about 200 bytes per cell of the (2N)³-cell complex: 3 GB at 128³).
     """
 
+    settings_name: ClassVar[str] = "topology"
+
     exclude_radius: float = 0.0
     hydrogen_number: int = 1
     refine: bool = True
@@ -122,41 +125,21 @@ class TopologySettings:
 
     def __post_init__(self):
         if not np.isfinite(self.exclude_radius) or self.exclude_radius < 0:
-            raise ValueError(f"exclude_radius={self.exclude_radius}; must be a finite number ≥ 0 (Å)")
+            raise SettingsError(f"exclude_radius={self.exclude_radius}; must be a finite number ≥ 0 (Å)")
         if int(self.hydrogen_number) < 1:
-            raise ValueError(f"hydrogen_number={self.hydrogen_number}; must be an atomic number ≥ 1")
+            raise SettingsError(f"hydrogen_number={self.hydrogen_number}; must be an atomic number ≥ 1")
         if int(self.band_voxels) < 1:
-            raise ValueError(f"band_voxels={self.band_voxels}; must be ≥ 1")
+            raise SettingsError(f"band_voxels={self.band_voxels}; must be ≥ 1")
         if int(self.upsample) < 0 or int(self.upsample) > 8:
-            raise ValueError(f"upsample={self.upsample}; must be 0 (automatic) or 1..8")
+            raise SettingsError(f"upsample={self.upsample}; must be 0 (automatic) or 1..8")
         if not self.target_spacing > 0:
-            raise ValueError(f"target_spacing={self.target_spacing}; must be > 0 (Å)")
+            raise SettingsError(f"target_spacing={self.target_spacing}; must be > 0 (Å)")
         if int(self.max_voxels) < 1:
-            raise ValueError(f"max_voxels={self.max_voxels}; must be ≥ 1")
+            raise SettingsError(f"max_voxels={self.max_voxels}; must be ≥ 1")
         if not np.isfinite(self.min_persistence) or self.min_persistence < 0:
-            raise ValueError(f"min_persistence={self.min_persistence}; must be a finite number ≥ 0")
+            raise SettingsError(f"min_persistence={self.min_persistence}; must be a finite number ≥ 0")
         if int(self.census_max_points) < 0:
-            raise ValueError(f"census_max_points={self.census_max_points}; must be ≥ 0")
-
-    def to_dict(self) -> dict:
-        return {
-            "exclude_radius": float(self.exclude_radius),
-            "hydrogen_number": int(self.hydrogen_number),
-            "refine": bool(self.refine),
-            "band_voxels": int(self.band_voxels),
-            "upsample": int(self.upsample),
-            "target_spacing": float(self.target_spacing),
-            "max_voxels": int(self.max_voxels),
-            "min_persistence": float(self.min_persistence),
-            "census_max_points": int(self.census_max_points),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TopologySettings":
-        unknown = set(data) - set(cls().to_dict())
-        if unknown:
-            raise ValueError(f"unknown TopologySettings keys {sorted(unknown)}")
-        return cls(**data)
+            raise SettingsError(f"census_max_points={self.census_max_points}; must be ≥ 0")
 
 
 # --------------------------------------------------------------------------- results
@@ -480,7 +463,7 @@ def percolation_thresholds(
     settings = settings or TopologySettings()
     for k in dims:
         if k not in (1, 2, 3):
-            raise ValueError(f"dims contains {k}; allowed 1, 2, 3")
+            raise SettingsError(f"dims contains {k}; allowed 1, 2, 3")
     field = upsampled(validate_field(field), upsample_factor(field, settings))
     values = _values(field)
     excluded = None

@@ -34,6 +34,7 @@ import xarray as xr
 from ..grid import validate_field
 from .critical import KIND_NAMES, KindCounts, morse_sum
 from .mergetree import DEFAULT_CENSUS_MAX_POINTS, DEFAULT_PERSISTENCE
+from ..errors import SettingsError
 
 __all__ = ["PersistenceDiagram", "CriticalCensus", "persistence_diagram", "critical_census", "DEFAULT_PERSISTENCE"]
 
@@ -157,7 +158,7 @@ def persistence_diagram(field: xr.DataArray) -> PersistenceDiagram:
     validate_field(field)
     values = np.ascontiguousarray(np.asarray(field.values, dtype=np.float64))
     if values.ndim != 3 or min(values.shape) < 2:
-        raise ValueError(f"need a 3D grid with at least 2 points per axis, got shape {values.shape}")
+        raise SettingsError(f"need a 3D grid with at least 2 points per axis, got shape {values.shape}")
     shape = tuple(int(n) for n in values.shape)
     if values.size > DEFAULT_CENSUS_MAX_POINTS:
         log.warning("critical-point census of a %s grid: GUDHI stores %.0f M cells, expect minutes and GBs",
@@ -205,10 +206,10 @@ def critical_census(
         Its counts satisfy n_max − n_bond + n_ring − n_cage = 0.
     """
     if not np.isfinite(min_persistence) or min_persistence < 0:
-        raise ValueError(f"min_persistence={min_persistence}; must be a finite number ≥ 0")
+        raise SettingsError(f"min_persistence={min_persistence}; must be a finite number ≥ 0")
     dg = diagram if diagram is not None else persistence_diagram(field)
     if tuple(dg.shape) != tuple(field.shape):
-        raise ValueError(f"diagram of a {dg.shape} grid given for a {tuple(field.shape)} field")
+        raise SettingsError(f"diagram of a {dg.shape} grid given for a {tuple(field.shape)} field")
     flat, kinds, pers, partner = [], [], [], []
     for d in range(3):
         p = dg.pairs[d]
