@@ -11,6 +11,8 @@ name, family, role, measured and target pressure), so it is tested as plain Pyth
   pressures, lowest first, then a few atomic test crystals with the model trained on crystals;
 - :func:`preferred_training` / :func:`domain_warning` — the model that fits a case, and the warning
   shown when the chosen model was not trained on that kind of structure;
+- :func:`correction_warning` — the warning shown when the k-correction makes a case worse, read
+  from the metrics the engine reports with the correction (``KCorrection.info``);
 - :func:`default_line_atoms` — the default line scan: atom 0 to its second-nearest atom, across an
   intermolecular contact rather than along its own H₂ bond.
 """
@@ -34,6 +36,7 @@ __all__ = [
     "preferred_training",
     "domain_warning",
     "default_line_atoms",
+    "correction_warning",
 ]
 
 #: Target pressures (GPa) of the fluid MD runs the paper discusses; the tour visits one test snapshot at each.
@@ -212,3 +215,32 @@ def default_line_atoms(positions_cart: Sequence, cell) -> tuple[int, int]:
     d[0] = np.inf
     order = np.argsort(d, kind="stable")
     return 0, int(order[1])
+
+
+#: The engine's before/after metrics (``KCorrection.info`` keys ``<name>_before``/``<name>_after``) the
+#: correction warning reads, with whether a larger value is better.
+_CORRECTION_METRICS = (("mae", "MAE", False), ("rmse", "RMSE", False), ("r2", "R²", True))
+
+
+def correction_warning(info: dict, correction: str = "") -> str:
+    """A warning when the k-correction made the case worse by any metric the engine reports, else ``""``.
+
+    ``info`` is the ``info`` dict of the engine's correction (:class:`elfcore.kspace.KCorrection`);
+    the metrics are compared as reported, nothing is recomputed.
+
+    >>> correction_warning({"mae_before": 0.036, "mae_after": 0.040, "r2_before": 0.9, "r2_after": 0.92}, "2 shells")
+    'The k-correction (2 shells) makes this case worse: MAE 0.0360 → 0.0400.'
+    >>> correction_warning({"mae_before": 0.04, "mae_after": 0.03})
+    ''
+    """
+    worse = []
+    for key, name, larger_is_better in _CORRECTION_METRICS:
+        b, a = info.get(f"{key}_before"), info.get(f"{key}_after")
+        if b is None or a is None or not (np.isfinite(a) and np.isfinite(b)):
+            continue
+        if (a < b) if larger_is_better else (a > b):
+            worse.append(f"{name} {b:.4f} → {a:.4f}")
+    if not worse:
+        return ""
+    what = f"The k-correction ({correction})" if correction else "The k-correction"
+    return f"{what} makes this case worse: {', '.join(worse)}."

@@ -12,6 +12,7 @@ import importlib.util
 import io
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,17 +40,76 @@ import panel as pn  # noqa: E402
 
 from app.pipeline import MAX_UPLOAD_BYTES, WEBSOCKET_MAX_MESSAGE_BYTES, upload_capacity  # noqa: E402
 from app.state import FIELD_EXTENSIONS, STRUCTURE_EXTENSIONS, AppState  # noqa: E402
+from app.views.browser import DrawTracker  # noqa: E402
 from app.views.linescan import LineScanView  # noqa: E402
 from app.views.metrics import metrics_pane  # noqa: E402
 from app.views.slice import SliceView  # noqa: E402
 from app.views.teaching import TEACHING_DEPS, teaching_text  # noqa: E402
 from app.views.viewer3d import Viewer3D  # noqa: E402
 
-__all__ = ["build_app", "build_session", "controls", "Session"]
+__all__ = ["build_app", "build_session", "controls", "Session", "THROTTLE_S", "link_throttled"]
 
 log = logging.getLogger(__name__)
 
 pn.extension("vtk", loading_indicator=True, notifications=False, sizing_mode="stretch_width")
+
+
+#: A slider's value reaches the state when the handle is released (``value_throttled``), and at most
+#: once per this many seconds: key presses or releases that arrive while the page is still busy
+#: are merged into one change (the last value) instead of being drawn one after the other.
+THROTTLE_S = 0.3
+
+
+def link_throttled(widget, state: AppState, name: str, delay_s: float = THROTTLE_S) -> None:
+    """Link a slider to ``state.<name>``: released values, at most one per ``delay_s``; state → slider always.
+
+    A released value is applied at once when the last one was applied (and drawn) more than
+    ``delay_s`` ago; otherwise it waits, and only the latest of the values that came meanwhile is
+    applied ``delay_s`` later. Without a server document (tests), values apply at once.
+    """
+    pending: dict = {"done": float("-inf")}
+
+    def apply() -> None:
+        pending.pop("timer", None)
+        if "value" not in pending:
+            return
+        value = pending.pop("value")
+        if getattr(state, name) != value:
+            setattr(state, name, value)
+        pending["done"] = time.monotonic()
+
+    def on_release(event) -> None:
+        if event.new is None:
+            return
+        pending["value"] = event.new
+        if "timer" in pending:
+            return
+        doc = pn.state.curdoc
+        if doc is None or doc.session_context is None or time.monotonic() - pending["done"] >= delay_s:
+            apply()
+            return
+        pending["timer"] = doc.add_timeout_callback(apply, int(delay_s * 1000))
+
+    def from_state(event) -> None:
+        if widget.value != event.new:
+            widget.value = event.new
+
+    widget.param.watch(on_release, "value_throttled")
+    state.param.watch(from_state, name)
+
+
+def _slider(state: AppState, name: str, label: str, kind=None, **kw):
+    """A slider over the state parameter ``name`` linked by :func:`link_throttled`."""
+    p = state.param[name]
+    value = getattr(state, name)
+    if kind is pn.widgets.DiscreteSlider:
+        widget = kind(label=label, options=list(p.objects), value=value, **kw)
+    else:
+        kind = kind or pn.widgets.FloatSlider
+        step = p.step if getattr(p, "step", None) else 1
+        widget = kind(label=label, start=p.bounds[0], end=p.bounds[1], step=step, value=value, **kw)
+    link_throttled(widget, state, name)
+    return widget
 
 
 def controls(state: AppState) -> dict[str, pn.viewable.Viewable]:
@@ -57,26 +117,26 @@ def controls(state: AppState) -> dict[str, pn.viewable.Viewable]:
     w = {
         "case": pn.widgets.Select.from_param(state.param.case, name="Case"),
         "view_field": pn.widgets.RadioButtonGroup.from_param(state.param.view_field, name="ELF shown"),
-        "r_cut": pn.widgets.DiscreteSlider.from_param(state.param.r_cut, name="r_cut (Å)"),
-        "l_max": pn.widgets.DiscreteSlider.from_param(state.param.l_max, name="l_max"),
+        "r_cut": _slider(state, "r_cut", "r_cut (Å)", pn.widgets.DiscreteSlider),
+        "l_max": _slider(state, "l_max", "l_max", pn.widgets.DiscreteSlider),
         "training": pn.widgets.RadioButtonGroup.from_param(state.param.training, name="Model trained on"),
-        "n_shells": pn.widgets.IntSlider.from_param(state.param.n_shells, name="k-shells (0 = no correction)"),
-        "k_max": pn.widgets.FloatSlider.from_param(state.param.k_max, name="k_max (Å⁻¹, 0 = no correction)"),
+        "n_shells": _slider(state, "n_shells", "k-shells (0 = no correction)", pn.widgets.IntSlider),
+        "k_max": _slider(state, "k_max", "k_max (Å⁻¹, 0 = no correction)"),
         "k_basis": pn.widgets.RadioButtonGroup.from_param(state.param.k_basis, name="k-basis by"),
-        "iso": pn.widgets.FloatSlider.from_param(state.param.iso, name="Iso value"),
+        "iso": _slider(state, "iso", "Iso value"),
         "show_residual": pn.widgets.Checkbox.from_param(state.param.show_residual, name="Residual isosurfaces"),
-        "residual_iso": pn.widgets.FloatSlider.from_param(state.param.residual_iso, name="Residual iso ±"),
+        "residual_iso": _slider(state, "residual_iso", "Residual iso ±"),
         "show_atoms": pn.widgets.Checkbox.from_param(state.param.show_atoms, name="Atoms"),
         "show_cell": pn.widgets.Checkbox.from_param(state.param.show_cell, name="Cell box"),
         "slice_mode": pn.widgets.RadioButtonGroup.from_param(state.param.slice_mode, name="Slice plane"),
-        "slice_position": pn.widgets.FloatSlider.from_param(state.param.slice_position, name="Slice position"),
+        "slice_position": _slider(state, "slice_position", "Slice position"),
         "plane_atom_1": pn.widgets.Select.from_param(state.param.plane_atom_1, name="Plane atom 1", width=80),
         "plane_atom_2": pn.widgets.Select.from_param(state.param.plane_atom_2, name="atom 2", width=80),
         "plane_atom_3": pn.widgets.Select.from_param(state.param.plane_atom_3, name="atom 3", width=80),
         "line_atom_1": pn.widgets.Select.from_param(state.param.line_atom_1, name="Line from atom", width=110),
         "line_atom_2": pn.widgets.Select.from_param(state.param.line_atom_2, name="to atom", width=110),
         "line_source": pn.widgets.RadioButtonGroup.from_param(state.param.line_source, name="Line between"),
-        "squeeze": pn.widgets.FloatSlider.from_param(state.param.squeeze, name="Squeeze cell × (prediction only)"),
+        "squeeze": _slider(state, "squeeze", "Squeeze cell × (prediction only)"),
         "teaching": pn.widgets.Toggle.from_param(state.param.teaching, label="Teaching mode", color="primary"),
     }
     w["next_preset"] = pn.widgets.Button(label="Guided tour ▶", color="primary")
@@ -142,6 +202,7 @@ class Session:
     slice: SliceView
     line: LineScanView
     template: object
+    tracker: DrawTracker | None = None
 
 
 def build_app(state: AppState | None = None):
@@ -154,6 +215,11 @@ def build_session(state: AppState | None = None) -> Session:
     state = state or AppState()
     w = controls(state)
     _upload_watcher(state, w["upload"])
+    tracker = DrawTracker(css_classes=["elf-busy-indicator"], width=110)
+    # "working…" from the first state change until the browser has drawn the last view: begin() is
+    # registered before the views' watchers (runs first), bump() with a higher precedence (runs last)
+    watched = [p for p in state.param if p not in ("name", "pipeline")]
+    state.param.watch(lambda *_: tracker.begin(), watched)  # registered before the views: runs first
     viewer = Viewer3D(state)
     sliceview = SliceView(state)
     lines = LineScanView(state)
@@ -204,21 +270,19 @@ def build_session(state: AppState | None = None) -> Session:
             teaching,
             pn.Row(
                 pn.Column(viewer, sizing_mode="stretch_width", css_classes=["elf-3d"]),
-                pn.Column(pn.pane.Markdown("### Metrics"), metrics_pane(state), width=420, css_classes=["elf-metrics"]),
+                pn.Column(pn.pane.Markdown("### Metrics"), metrics_pane(state, tracker), width=420, css_classes=["elf-metrics"]),
             ),
         ),
         pn.Column(sliceview, css_classes=["elf-slice"]),
         pn.Column(lines, css_classes=["elf-line"]),
     ]
+    state.param.watch(lambda *_: tracker.bump(), watched, precedence=100)
     template = pn.template.FastListTemplate(
         title="elfcore — ELF of dense hydrogen", sidebar=sidebar, main=main, sidebar_width=340,
         accent_base_color="#2a6f97", header_background="#2a6f97", **offline_fonts(),
     )
-    busy = pn.indicators.LoadingSpinner(  # spins while the server works; no label (it showed when idle too)
-        value=pn.state.param.busy, size=28, color="light", bgcolor="dark", css_classes=["elf-busy"]
-    )
-    template.header.append(busy)
-    return Session(state, w, viewer, sliceview, lines, template)
+    template.header.append(tracker)
+    return Session(state, w, viewer, sliceview, lines, template, tracker)
 
 
 def offline_fonts() -> dict:

@@ -259,17 +259,25 @@ class ElfcoreEngine:
         out = predict.predict_field(atoms, model, shape=tuple(shape), device=self.device, progress=False)
         return out.elf, out.std
 
-    def correct(self, pred: xr.DataArray, ref: xr.DataArray, n_shells: int, k_max: float = 0.0) -> xr.DataArray:
-        """Oracle k-space correction of ``pred`` towards ``ref``.
+    def correction(self, pred: xr.DataArray, ref: xr.DataArray, n_shells: int, k_max: float = 0.0):
+        """Oracle k-space correction of ``pred`` towards ``ref`` (:func:`elfcore.kspace.oracle_correction`).
 
         The basis is the first ``n_shells`` reciprocal shells, or, when
         ``k_max`` > 0, every ``G`` with ``|G| ≤ k_max`` (Å⁻¹).
+
+        Returns
+        -------
+        elfcore.kspace.KCorrection
+            ``corrected`` field, ``coefficients`` and ``info`` (metrics before/after:
+            ``mae_before``, ``mae_after``, ``rmse_*``, ``r2_*``...).
         """
         if k_max > 0:
-            out = kspace.oracle_correction(pred, ref, k_max=float(k_max))
-        else:
-            out = kspace.oracle_correction(pred, ref, n_shells=int(n_shells))
-        return out.corrected
+            return kspace.oracle_correction(pred, ref, k_max=float(k_max))
+        return kspace.oracle_correction(pred, ref, n_shells=int(n_shells))
+
+    def correct(self, pred: xr.DataArray, ref: xr.DataArray, n_shells: int, k_max: float = 0.0) -> xr.DataArray:
+        """The corrected field of :meth:`correction`."""
+        return self.correction(pred, ref, n_shells, k_max=k_max).corrected
 
     def metrics(self, pred: xr.DataArray, ref: xr.DataArray) -> dict[str, float]:
         """MAE, RMSE and R² of ``pred`` against ``ref`` over all voxels."""
@@ -416,10 +424,10 @@ class Pipeline:
 
         return self.cache.get(k, compute)
 
-    def corrected(
+    def correction(
         self, key: str, r_cut: float, l_max: int, n_shells: int, *, k_max: float = 0.0, training: str = "fluid"
-    ) -> xr.DataArray | None:
-        """Cached oracle-corrected prediction.
+    ):
+        """Cached oracle k-correction (:meth:`ElfcoreEngine.correction`: ``corrected`` and ``info``).
 
         ``k_max`` > 0 (Å⁻¹) selects the basis by ``|G| ≤ k_max`` instead of by
         ``n_shells``. ``None`` without a reference or when both are 0.
@@ -434,8 +442,22 @@ class Pipeline:
             k = ("corr", key, float(r_cut), int(l_max), training, int(n_shells))
         pred, _ = self.prediction(key, r_cut, l_max, training=training)
         if k_max > 0:
-            return self.cache.get(k, lambda: self.engine.correct(pred, ref, 0, k_max=k_max))
-        return self.cache.get(k, lambda: self.engine.correct(pred, ref, int(n_shells)))
+            return self.cache.get(k, lambda: self.engine.correction(pred, ref, 0, k_max=k_max))
+        return self.cache.get(k, lambda: self.engine.correction(pred, ref, int(n_shells)))
+
+    def corrected(
+        self, key: str, r_cut: float, l_max: int, n_shells: int, *, k_max: float = 0.0, training: str = "fluid"
+    ) -> xr.DataArray | None:
+        """The cached oracle-corrected prediction of :meth:`correction` (``None`` without a correction)."""
+        out = self.correction(key, r_cut, l_max, n_shells, k_max=k_max, training=training)
+        return None if out is None else out.corrected
+
+    def correction_info(
+        self, key: str, r_cut: float, l_max: int, n_shells: int, *, k_max: float = 0.0, training: str = "fluid"
+    ) -> dict:
+        """The engine's ``info`` of the cached k-correction (``{}`` without a correction)."""
+        out = self.correction(key, r_cut, l_max, n_shells, k_max=k_max, training=training)
+        return {} if out is None else dict(out.info)
 
     def metrics(
         self, key: str, r_cut: float, l_max: int, n_shells: int, *, k_max: float = 0.0, training: str = "fluid"

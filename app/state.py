@@ -22,7 +22,7 @@ import xarray as xr
 
 from elfcore.errors import ElfcoreError
 
-from .catalog import default_line_atoms, domain_warning, guided_tour, sort_cases
+from .catalog import correction_warning, default_line_atoms, domain_warning, guided_tour, sort_cases
 from .pipeline import MAX_UPLOAD_BYTES, CaseInfo, Pipeline, default_pipeline
 
 __all__ = [
@@ -493,7 +493,11 @@ class AppState(param.Parameterized):
 
     @param.depends(*FIELD_DEPS)
     def metrics(self) -> dict:
-        """MAE/RMSE/R² before/after correction and φ/molecularity of reference, prediction and correction."""
+        """MAE/RMSE/R² before/after correction and φ/molecularity of reference, prediction and correction.
+
+        ``correction_warning`` is a sentence when the k-correction makes any metric the engine reports
+        with it worse (:func:`app.catalog.correction_warning`), else ``""``.
+        """
         fs = self.fields()
         out: dict[str, Any] = {"errors": {}, "topology": {}, "note": ""}
         if fs.error:
@@ -508,6 +512,12 @@ class AppState(param.Parameterized):
                                           training=self.training)
             except ElfcoreError as exc:
                 out["note"] = f"No metrics: {exc}"
+            try:
+                info = p.correction_info(self.case, self.r_cut, self.l_max, n_shells, k_max=k_max,
+                                         training=self.training)
+            except ElfcoreError:
+                info = {}
+            out["correction_warning"] = correction_warning(info, self.correction_label())
         keys = {
             "reference": (self.case, "ref"),
             "prediction": (self.case, "pred", self.r_cut, self.l_max, self.training, round(self.squeeze, 4)),
@@ -526,7 +536,20 @@ class AppState(param.Parameterized):
 
     @param.depends(*SLICE_DEPS)
     def slice_data(self) -> SliceData | str:
-        """The 2D cut of the shown ELF and of the residual, or a message string."""
+        """The 2D cut of the shown ELF and of the residual, or a message string.
+
+        The last result is kept for the same choices: the slice view and the slice plane of
+        the 3D view both ask for it after one change.
+        """
+        key = tuple(getattr(self, name) for name in SLICE_DEPS)
+        last = getattr(self, "_slice_memo", None)
+        if last is not None and last[0] == key:
+            return last[1]
+        out = self._slice_data()
+        self._slice_memo = (key, out)
+        return out
+
+    def _slice_data(self) -> SliceData | str:
         from elfcore.grid import field_cell, lattice_slice, plane_slice, slice_atoms, slice_geometry
 
         fs = self.fields()
@@ -621,6 +644,7 @@ class AppState(param.Parameterized):
         pr = presets[i]
         moved = pr["training"] == "crystals" and self._crystals_off_baseline_for(pr["training"])
         self.param.update(case=pr["case"], training=pr["training"], squeeze=1.0, preset=i)
+        self._touring = True
         model = ("model trained on fluid + atomic crystals" if pr["training"] == "crystals"
                  else "model trained on the fluid")
         note = " (r_cut and l_max moved to 3.0 Å and 2, the only ones it has)" if moved else ""
@@ -633,8 +657,8 @@ class AppState(param.Parameterized):
         return training == "crystals" and (float(self.r_cut), int(self.l_max)) != BASELINE
 
     def next_preset(self) -> dict | None:
-        """Step to the next step of the guided tour."""
-        return self.apply_preset(self.preset + 1)
+        """Step to the next step of the guided tour; the first call of a session shows step 1."""
+        return self.apply_preset(self.preset + 1 if getattr(self, "_touring", False) else 0)
 
     # ---------------------------------------------------------------- export
     def export_field(self, kind: str, suffix: str) -> tuple[str, bytes]:

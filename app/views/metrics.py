@@ -41,6 +41,8 @@ def metrics_markdown(m: dict, *, n_shells: int = 0, correction: str | None = Non
         else:
             lines.append("| k-corrected | k-shells / k_max = 0: no correction | | |")
         lines.append("")
+        if m.get("correction_warning"):  # the engine's own before/after numbers say the correction hurts
+            lines += [f"**⚠ {m['correction_warning']}**", ""]
     topo = m.get("topology") or {}
     if topo:
         lines += ["| field | networking value φ | molecularity |", "|---|---|---|"]
@@ -53,7 +55,7 @@ def metrics_markdown(m: dict, *, n_shells: int = 0, correction: str | None = Non
     return "\n".join(lines) if lines else "*No metrics for this case.*"
 
 
-def metrics_pane(state) -> pn.pane.Markdown:
+def metrics_pane(state, tracker=None) -> pn.pane.Markdown:
     """A Markdown pane that follows the state's model, shell and case choices.
 
     The numbers (the topology in particular) are computed in a worker thread,
@@ -78,6 +80,8 @@ def metrics_pane(state) -> pn.pane.Markdown:
         mine = latest[0]
         correction = state.correction_label()
         pane.loading = True
+        if tracker is not None:
+            tracker.work_started()
         loop = asyncio.get_running_loop()
         try:
             m = await loop.run_in_executor(None, state.metrics)
@@ -87,6 +91,8 @@ def metrics_pane(state) -> pn.pane.Markdown:
         if mine == latest[0]:
             pane.object = text
             pane.loading = False
+        if tracker is not None:  # after the pane: the numbers are in the page before "working…" ends
+            tracker.work_done()
 
     state.param.watch(refresh, list(METRIC_DEPS))
     param.parameterized.async_executor(refresh)

@@ -15,14 +15,27 @@ import pyvista as pv
 import xarray as xr
 from panel.pane.vtk.vtk import VTKRenderWindowSynchronized
 
-from app.state import FIELD_DEPS
+from app.state import FIELD_DEPS, SLICE_DEPS
 
-__all__ = ["display_strides", "isosurface", "atom_spheres", "cell_box", "array_bytes", "browser_camera", "SyncedVTK", "Viewer3D", "FIELD_COLOURS"]
+__all__ = [
+    "display_strides", "isosurface", "atom_spheres", "cell_box", "slice_quad", "axes_ticks", "legend_html",
+    "array_bytes", "browser_camera", "SyncedVTK", "Viewer3D", "FIELD_COLOURS", "ATOM_COLOUR", "PLANE_COLOUR",
+    "SURFACE_OPACITY", "VIEW_DEPS",
+]
 
 #: Surface colour per ELF kind.
 FIELD_COLOURS = {"prediction": "#f2a541", "reference": "#4fa3a5", "corrected": "#9b6fd1"}
 _RESIDUAL_POS = "#d7301f"
 _RESIDUAL_NEG = "#2166ac"
+#: Hydrogen atoms: light (as in the usual CPK colours), opaque, seen through the translucent surfaces.
+ATOM_COLOUR = "#f4f6fa"
+ATOM_RADIUS = 0.3
+#: Opacity of the ELF isosurface: low enough for the atoms inside to show through it.
+SURFACE_OPACITY = 0.4
+#: Colour of the current slice plane drawn in 3D.
+PLANE_COLOUR = "#2a6f97"
+#: State parameters the 3D view redraws on (the slice plane alone follows the slice choices).
+VIEW_DEPS = (*FIELD_DEPS, "view_field", "iso", "show_residual", "residual_iso", "show_atoms", "show_cell")
 
 
 def _index_to_cart(shape, cell) -> np.ndarray:
@@ -102,6 +115,65 @@ def cell_box(cell) -> pv.PolyData:
                 edges.append((a, b))
     lines = np.hstack([[2, a, b] for a, b in edges])
     return pv.PolyData(corners, lines=lines)
+
+
+def slice_quad(sd) -> tuple[pv.PolyData, pv.PolyData]:
+    """The drawn area of a slice (:class:`~app.state.SliceData`) in space: a filled quad and its outline.
+
+    The corners are the slice's in-plane extent (pixel origins to one pixel past the last,
+    which for a lattice plane is the whole cell face) placed by the slice's own geometry
+    (:meth:`SliceData.to_cartesian`, from :func:`elfcore.grid.slice_geometry`).
+    """
+    x, y = np.asarray(sd.x, float), np.asarray(sd.y, float)
+    dx = (x[-1] - x[0]) / max(len(x) - 1, 1)
+    dy = (y[-1] - y[0]) / max(len(y) - 1, 1)
+    x0, x1, y0, y1 = x[0], x[-1] + dx, y[0], y[-1] + dy
+    corners = np.array([sd.to_cartesian(u, v) for u, v in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))])
+    quad = pv.PolyData(corners, faces=np.array([4, 0, 1, 2, 3]))
+    outline = pv.PolyData(corners, lines=np.array([5, 0, 1, 2, 3, 0]))
+    return quad, outline
+
+
+def axes_ticks(cell) -> dict:
+    """Axes of the 3D pane (``pn.pane.VTK.axes``): Cartesian x, y, z in Å over the cell's extent.
+
+    Ticks every 1 Å (2 Å beyond 12 Å); the last tick of each axis names it, e.g. ``"4 Å x"``.
+    """
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], float) @ np.asarray(cell, float)
+    lo, hi = corners.min(axis=0), corners.max(axis=0)
+    out = {}
+    for axis, name in enumerate("xyz"):
+        span = hi[axis] - lo[axis]
+        step = 1.0 if span <= 12 else 2.0
+        ticks = np.arange(np.ceil(lo[axis] / step) * step, hi[axis] + 1e-6, step)
+        if len(ticks) < 2:
+            ticks = np.array([lo[axis], hi[axis]])
+        labels = [f"{t:g}" for t in ticks]
+        labels[-1] = f"{ticks[-1]:g} Å {name}"
+        out[f"{name}ticker"] = {"ticks": [float(t) for t in ticks], "labels": labels}
+    out.update(origin=[float(v) for v in lo], digits=0, show_grid=False, axes_opacity=0.6, fontsize=13)
+    return out
+
+
+def _swatch(colour: str, opacity: float = 1.0, border: str = "#555") -> str:
+    return (f'<span style="display:inline-block;width:14px;height:14px;vertical-align:-2px;margin-right:4px;'
+            f'background:{colour};opacity:{max(opacity, 0.35)};border:1px solid {border};border-radius:2px"></span>')
+
+
+def legend_html(kind: str, iso: float, *, residual: float | None = None, atoms: bool = True,
+                plane: str = "", cell: bool = True) -> str:
+    """The 3D view's legend: which field the surface colour means, the residual colours, atoms, plane, cell."""
+    items = [f'{_swatch(FIELD_COLOURS[kind], SURFACE_OPACITY + 0.3)}surface: <b>ELF ({kind})</b> = {iso:.2f}']
+    if residual is not None:
+        items.append(f"{_swatch(_RESIDUAL_POS)}{_swatch(_RESIDUAL_NEG)}residual ±{residual:.2f} "
+                     "(red: over-, blue: under-predicted)")
+    if atoms:
+        items.append(f'{_swatch(ATOM_COLOUR, border="#888")}H atoms (hover: index)')
+    if plane:
+        items.append(f"{_swatch(PLANE_COLOUR, 0.5)}slice: {plane}")
+    if cell:
+        items.append(f'{_swatch("#ffffff", border="#000")}cell')
+    return '<div class="elf-3d-legend-items">' + " &nbsp;·&nbsp; ".join(items) + "</div>"
 
 
 def array_bytes(array) -> bytes:
@@ -203,14 +275,20 @@ class Viewer3D(pn.viewable.Viewer):
 
     def __init__(self, state, *, defer: bool = False, **params):
         super().__init__(state=state, **params)
+        from app.views.browser import AtomHover
+
         self.plotter = pv.Plotter(off_screen=True, window_size=(640, 520))
         self.plotter.set_background("white")
-        self._meshes = {k: _placeholder() for k in ("iso", "res_pos", "res_neg", "atoms", "box")}
-        styles = {
-            "iso": dict(color=FIELD_COLOURS["prediction"], opacity=0.85, smooth_shading=False),
-            "res_pos": dict(color=_RESIDUAL_POS, opacity=0.55),
-            "res_neg": dict(color=_RESIDUAL_NEG, opacity=0.55),
-            "atoms": dict(color="#404040"),
+        self._meshes = {
+            k: _placeholder() for k in ("atoms", "iso", "res_pos", "res_neg", "plane", "plane_edge", "box")
+        }
+        styles = {  # opaque atoms first, then the translucent surfaces: every atom shows through
+            "atoms": dict(color=ATOM_COLOUR, specular=0.4, ambient=0.25, smooth_shading=True),
+            "iso": dict(color=FIELD_COLOURS["prediction"], opacity=SURFACE_OPACITY, smooth_shading=False),
+            "res_pos": dict(color=_RESIDUAL_POS, opacity=0.5),
+            "res_neg": dict(color=_RESIDUAL_NEG, opacity=0.5),
+            "plane": dict(color=PLANE_COLOUR, opacity=0.18),
+            "plane_edge": dict(color=PLANE_COLOUR, line_width=3),
             "box": dict(color="black", line_width=2),
         }
         self._actors = {}
@@ -221,14 +299,16 @@ class Viewer3D(pn.viewable.Viewer):
             enable_keybindings=False,
         )
         self.caption = pn.pane.Markdown("*Computing…*", margin=(0, 10))
+        self.legend = pn.pane.HTML("", margin=(0, 10), css_classes=["elf-3d-legend"], sizing_mode="stretch_width")
+        self.hover = AtomHover()
         self._last_case = None
         self._atoms_key = None
+        self._axes_key = None
+        self._plane_label = ""
         if not defer:  # deferred: the page calls update() once the browser is connected
             self.update()
-        state.param.watch(
-            lambda *_: self.update(),
-            [*FIELD_DEPS, "view_field", "iso", "show_residual", "residual_iso", "show_atoms", "show_cell"],
-        )
+        state.param.watch(lambda *_: self.update(), list(VIEW_DEPS))
+        state.param.watch(lambda *_: self.update_plane(), [d for d in SLICE_DEPS if d not in VIEW_DEPS])
 
     def _set(self, key: str, mesh: pv.PolyData | None, visible: bool = True) -> None:
         target = self._meshes[key]
@@ -239,6 +319,36 @@ class Viewer3D(pn.viewable.Viewer):
             target.copy_from(mesh)
             self._actors[key].SetVisibility(True)
 
+    def _draw_plane(self) -> None:
+        """The current slice plane (the slice view's own geometry) as a translucent quad with an outline."""
+        sd = self.state.slice_data()
+        if isinstance(sd, str):
+            self._set("plane", None)
+            self._set("plane_edge", None)
+            self._plane_label = ""
+            return
+        quad, outline = slice_quad(sd)
+        self._set("plane", quad)
+        self._set("plane_edge", outline)
+        self._plane_label = sd.title
+
+    def update_plane(self) -> None:
+        """Move the slice plane only (a slice choice changed) and push it to the browser."""
+        self._draw_plane()
+        self._legend()
+        self.pane.synchronize()
+
+    def _legend(self) -> None:
+        s = self.state
+        kind = getattr(self, "_kind", None)
+        if kind is None:
+            self.legend.object = ""
+            return
+        self.legend.object = legend_html(
+            kind, s.iso, residual=s.residual_iso if getattr(self, "_residual_shown", False) else None,
+            atoms=s.show_atoms, plane=self._plane_label, cell=s.show_cell,
+        )
+
     def update(self) -> None:
         """Rebuild the meshes from the state and push them to the browser."""
         s = self.state
@@ -248,10 +358,12 @@ class Viewer3D(pn.viewable.Viewer):
         notes = []
         if fld is None:
             self._set("iso", None)
+            self._kind = None
             notes.append(fs.error or "No field to draw.")
         else:
             self._set("iso", isosurface(fld, s.iso))
             self._actors["iso"].GetProperty().SetColor(pv.Color(FIELD_COLOURS[kind]).float_rgb)
+            self._kind = kind
             label = f"**{kind}** ELF = {s.iso:.2f}"
             if fs.squeezed:
                 label += f" — cell scaled ×{s.squeeze:.2f}, prediction only (no DFT reference)"
@@ -263,6 +375,7 @@ class Viewer3D(pn.viewable.Viewer):
                 notes.append(f"({s.view_field} not available)")
         res = fs.residual_corrected if kind == "corrected" and fs.residual_corrected is not None else fs.residual
         show_res = s.show_residual and res is not None
+        self._residual_shown = show_res
         self._set("res_pos", isosurface(res, s.residual_iso) if show_res else None, show_res)
         self._set("res_neg", isosurface(res, -s.residual_iso) if show_res else None, show_res)
         if show_res:
@@ -271,12 +384,20 @@ class Viewer3D(pn.viewable.Viewer):
             notes.append("no residual (needs a DFT reference)")
         atoms = fs.atoms
         if atoms is not None:
-            key = (atoms.get_positions().tobytes(), np.asarray(atoms.cell[:]).tobytes(), s.show_atoms, s.show_cell)
+            cell = np.asarray(atoms.cell[:])
+            key = (atoms.get_positions().tobytes(), cell.tobytes(), s.show_atoms, s.show_cell)
             if key != self._atoms_key:  # rebuild atoms and box only when they change
-                self._set("atoms", atom_spheres(atoms.get_positions()), s.show_atoms)
-                self._set("box", cell_box(np.asarray(atoms.cell[:])), s.show_cell)
+                self._set("atoms", atom_spheres(atoms.get_positions(), ATOM_RADIUS), s.show_atoms)
+                self._set("box", cell_box(cell), s.show_cell)
+                self.hover.positions = atoms.get_positions().round(4).tolist() if s.show_atoms else []
+                self.hover.symbols = list(atoms.get_chemical_symbols())
                 self._atoms_key = key
+            if cell.tobytes() != self._axes_key:
+                self.pane.axes = axes_ticks(cell)
+                self._axes_key = cell.tobytes()
+        self._draw_plane()
         self.caption.object = " · ".join(notes)
+        self._legend()
         if s.case != self._last_case:
             # The browser re-applies the pane's ``camera`` (the last view it reported) to
             # every re-synchronized scene, so framing the new cell needs an explicit camera;
@@ -296,4 +417,4 @@ class Viewer3D(pn.viewable.Viewer):
         return buf.getvalue()
 
     def __panel__(self):
-        return pn.Column(self.caption, self.pane, sizing_mode="stretch_width")
+        return pn.Column(self.caption, self.legend, self.pane, self.hover, sizing_mode="stretch_width")

@@ -57,13 +57,17 @@ class StandInEngine(ElfcoreEngine):
         std = field_from_atoms(np.full(shape, 0.02), atoms, name="elf_std")
         return mean, std
 
-    def correct(self, pred, ref, n_shells, k_max=0.0):
+    def correction(self, pred, ref, n_shells, k_max=0.0):
+        from elfcore.kspace import KCorrection
+
         self.calls["correct"] += 1
         strength = k_max if k_max > 0 else n_shells  # more basis functions: closer to the reference
         w = 1.0 - 1.0 / (1 + strength)
         out = pred + w * (ref - pred)
         out.attrs = dict(pred.attrs)
-        return out
+        before, after = self.metrics(pred, ref), self.metrics(out, ref)
+        info = {f"{k}_before": v for k, v in before.items()} | {f"{k}_after": v for k, v in after.items()}
+        return KCorrection(out, None, info)
 
     def metrics(self, pred, ref):
         p, r = np.asarray(pred.values).ravel(), np.asarray(ref.values).ravel()

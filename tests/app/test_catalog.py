@@ -153,3 +153,17 @@ def test_slice_and_line_labels_follow_what_is_shown(state):
     assert shown() == {"reference", "prediction", "corrected", "ensemble ±1σ"}
     state.n_shells = 0
     assert shown() == {"reference", "prediction", "ensemble ±1σ"}
+
+
+def test_correction_warning_reads_the_engines_numbers():
+    from app.catalog import correction_warning
+
+    worse = {"mae_before": 0.036, "mae_after": 0.040, "rmse_before": 0.05, "rmse_after": 0.049,
+             "r2_before": 0.90, "r2_after": 0.89}
+    text = correction_warning(worse, "2 shells")
+    assert text.startswith("The k-correction (2 shells) makes this case worse")
+    assert "MAE 0.0360 → 0.0400" in text and "R² 0.9000 → 0.8900" in text and "RMSE" not in text
+    better = {"mae_before": 0.04, "mae_after": 0.03, "rmse_before": 0.05, "rmse_after": 0.04,
+              "r2_before": 0.8, "r2_after": 0.9}
+    assert correction_warning(better) == ""
+    assert correction_warning({}) == ""

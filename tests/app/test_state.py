@@ -183,6 +183,13 @@ def test_presets_step_through_pressures(state):
     assert state.case == first  # wraps around
 
 
+def test_first_tour_click_shows_step_one(state):
+    state.next_preset()
+    assert state.message.startswith("Tour 1/2") and state.case == state.presets()[0]["case"]
+    state.next_preset()
+    assert state.message.startswith("Tour 2/2")
+
+
 def test_upload_field_file(state, tmp_path):
     from elfcore.grid import case_field
 

@@ -276,3 +276,82 @@ def test_2d_figures_do_not_use_webgl(state):
     view = SliceView(state)
     assert {f.output_backend for f in view.figures.values()} == {"canvas"}
     assert LineScanView(state).figure.output_backend == "canvas"
+
+
+def test_slice_plane_in_3d_matches_the_slice(state):
+    """The plane drawn in 3D spans the slice's area: a whole cell face for a lattice plane."""
+    from app.views.viewer3d import slice_quad
+
+    state.param.update(slice_mode="c", slice_position=0.5)
+    sd = state.slice_data()
+    quad, outline = slice_quad(sd)
+    cell = np.asarray(state.fields().atoms.cell[:])
+    z = quad.points[:, 2]
+    assert np.allclose(z, z[0])  # a plane c = const of a cubic cell
+    lo, hi = quad.points[:, :2].min(axis=0), quad.points[:, :2].max(axis=0)
+    assert np.allclose(lo, 0.0, atol=1e-9) and np.allclose(hi, np.diag(cell)[:2])
+    assert quad.n_cells == 1 and outline.n_lines == 1
+
+
+def test_3d_view_draws_light_atoms_translucent_surface_plane_and_legend(page, state):
+    from app.views.viewer3d import ATOM_COLOUR, SURFACE_OPACITY
+
+    viewer = page.viewer
+    assert viewer._actors["iso"].GetProperty().GetOpacity() == pytest.approx(SURFACE_OPACITY) and SURFACE_OPACITY <= 0.5
+    rgb = np.array(viewer._actors["atoms"].GetProperty().GetColor())
+    assert rgb.min() > 0.9 and np.allclose(rgb, np.array([int(ATOM_COLOUR[i:i + 2], 16) for i in (1, 3, 5)]) / 255)
+    assert viewer._actors["plane"].GetVisibility() and viewer._actors["plane_edge"].GetVisibility()
+    assert "surface: <b>ELF (prediction)</b>" in viewer.legend.object and "slice: plane c" in viewer.legend.object
+    assert len(viewer.hover.positions) == len(state.fields().atoms)
+    axes = viewer.pane.axes
+    assert [axes[f"{a}ticker"]["labels"][-1].split()[-1] for a in "xyz"] == ["x", "y", "z"]
+    z0 = viewer._meshes["plane"].points[:, 2].copy()
+    state.slice_position = 0.1  # the plane follows the slice
+    assert not np.allclose(z0, viewer._meshes["plane"].points[:, 2])
+    state.view_field = "reference"
+    assert "ELF (reference)" in viewer.legend.object
+
+
+def test_metrics_table_warns_when_the_correction_hurts():
+    from app.views.metrics import metrics_markdown
+
+    m = {"errors": {"before": {"mae": 0.036, "rmse": 0.05, "r2": 0.9}, "after": {"mae": 0.04, "rmse": 0.05, "r2": 0.89}},
+         "correction_warning": "The k-correction (2 shells) makes this case worse: MAE 0.0360 → 0.0400."}
+    assert "⚠ The k-correction (2 shells) makes this case worse" in metrics_markdown(m)
+    assert "⚠" not in metrics_markdown({**m, "correction_warning": ""})
+
+
+def test_state_metrics_carry_the_correction_warning(state, monkeypatch):
+    state.n_shells = 2
+    assert state.metrics()["correction_warning"] == ""  # the stand-in correction always helps
+    from tests.app.conftest import StandInEngine
+
+    real = StandInEngine.correction
+
+    def worse(self, pred, ref, n_shells, k_max=0.0):
+        out = real(self, pred, ref, n_shells, k_max)
+        out.info["mae_after"] = out.info["mae_before"] * 1.1
+        return out
+
+    monkeypatch.setattr(StandInEngine, "correction", worse)
+    state.pipeline.cache.clear()
+    assert "makes this case worse: MAE" in state.metrics()["correction_warning"]
+
+
+def test_sliders_apply_released_values_and_follow_the_state(page, state):
+    w = page.controls["iso"]
+    assert w.value == state.iso
+    w._process_events({"value": 0.45})  # dragging: not applied yet
+    assert state.iso != 0.45
+    w._process_events({"value": 0.5, "value_throttled": 0.5})  # released
+    assert state.iso == 0.5
+    state.iso = 0.6  # a change from the state (a tour step...) moves the slider
+    assert w.value == 0.6
+    assert page.controls["r_cut"].value == state.r_cut
+
+
+def test_busy_tracker_counts_a_change(page, state):
+    t = page.tracker
+    seq = t.seq
+    state.iso = 0.42
+    assert t.seq > seq and t.started <= t.seq

@@ -1,0 +1,219 @@
+"""Browser-side helpers of the page (small ReactiveHTML components, no science).
+
+- :class:`AtomHover` — the index of the atom under the mouse in the 3D view (a tooltip),
+  from the atom positions the 3D view gives it and the browser's own camera;
+- :class:`DrawTracker` — the busy state of the page: on from the user's input until the
+  browser has drawn the last view of the resulting change (the server bumps :attr:`seq` after
+  it has sent every view; the browser answers with :attr:`drawn` once the 3D scene is
+  synchronized and two frames are painted).
+"""
+from __future__ import annotations
+
+import param
+from panel.reactive import ReactiveHTML
+
+__all__ = ["AtomHover", "DrawTracker"]
+
+# The 3D pane's browser render window: Panel's VTK view sets it as the model's ``renderer_el``.
+_FIND_RENWIN = """
+state.find = () => {
+  for (const doc of (window.Bokeh ? Bokeh.documents : [])) {
+    for (const m of doc._all_models.values()) {
+      if (m.renderer_el && m.renderer_el.getContainer) return m.renderer_el;
+    }
+  }
+  return null;
+};
+"""
+
+
+class AtomHover(ReactiveHTML):
+    """Shows ``<symbol> atom <index>`` next to the mouse when it is over an atom of the 3D view.
+
+    The atoms are projected with the browser camera's current state (perspective or parallel);
+    the nearest atom within 14 px of the mouse, front-most first, is named.
+    """
+
+    positions = param.List(default=[], doc="Cartesian atom positions (Å), as drawn")
+    symbols = param.List(default=[], doc="chemical symbol of each atom")
+
+    _template = '<div id="anchor" style="display:none"></div>'
+
+    _scripts = {
+        "render": _FIND_RENWIN + """
+state.tip = document.createElement('div');
+state.tip.className = 'elf-atom-tip';
+Object.assign(state.tip.style, {position: 'fixed', display: 'none', zIndex: 1000, pointerEvents: 'none',
+  background: 'rgba(20,20,20,0.85)', color: 'white', padding: '2px 6px', borderRadius: '3px',
+  font: '13px system-ui, sans-serif'});
+document.body.appendChild(state.tip);
+state.pick = (ev, rw) => {
+  const pos = data.positions || [];
+  if (ev.buttons || !pos.length) { state.tip.style.display = 'none'; return; }
+  const rect = rw.getContainer().getBoundingClientRect();
+  const ren = rw.getRenderer();
+  if (!ren || rect.width <= 0 || rect.height <= 0) return;
+  const cam = ren.getActiveCamera();
+  const eye = cam.getPosition(), fp = cam.getFocalPoint(), up0 = cam.getViewUp();
+  const sub = (a, b) => [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
+  const dot = (a, b) => a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+  const cross = (a, b) => [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]];
+  const unit = (a) => { const n = Math.hypot(a[0], a[1], a[2]) || 1; return [a[0] / n, a[1] / n, a[2] / n]; };
+  const d = unit(sub(fp, eye)), right = unit(cross(d, up0)), up = cross(right, d);
+  const aspect = rect.width / rect.height;
+  const f = 1 / Math.tan((cam.getViewAngle() * Math.PI / 180) / 2);
+  const scale = cam.getParallelScale();
+  const mx = ev.clientX - rect.left, my = ev.clientY - rect.top;
+  let best = -1, bestDepth = Infinity;
+  for (let i = 0; i < pos.length; i++) {
+    const v = sub(pos[i], eye), z = dot(v, d);
+    if (z <= 0) continue;
+    let nx, ny;
+    if (cam.getParallelProjection()) { nx = dot(v, right) / (scale * aspect); ny = dot(v, up) / scale; }
+    else { nx = dot(v, right) / z * f / aspect; ny = dot(v, up) / z * f; }
+    const px = (nx + 1) / 2 * rect.width, py = (1 - ny) / 2 * rect.height;
+    if (Math.hypot(px - mx, py - my) <= 14 && z < bestDepth) { best = i; bestDepth = z; }
+  }
+  if (best < 0) { state.tip.style.display = 'none'; return; }
+  const sym = (data.symbols || [])[best] || 'H';
+  state.tip.textContent = `${sym} atom ${best}`;
+  state.tip.dataset.atom = String(best);
+  state.tip.style.left = `${ev.clientX + 12}px`;
+  state.tip.style.top = `${ev.clientY + 12}px`;
+  state.tip.style.display = 'block';
+};
+state.attach = () => {
+  const rw = state.find();
+  if (!rw) return;
+  const el = rw.getContainer();
+  if (!el || state.el === el) return;
+  state.el = el;
+  el.addEventListener('mousemove', (ev) => state.pick(ev, rw));
+  el.addEventListener('mouseleave', () => { state.tip.style.display = 'none'; });
+};
+state.attach();
+state.timer = setInterval(state.attach, 1000);  // the 3D view may be rebuilt by Panel
+""",
+        "positions": "if (state.tip) state.tip.style.display = 'none';",
+        "remove": "clearInterval(state.timer); if (state.tip) state.tip.remove();",
+    }
+
+
+class DrawTracker(ReactiveHTML):
+    """A busy indicator that lasts until the browser has drawn the last view of a change.
+
+    The server calls :meth:`begin` when the session's state starts changing (before any view
+    is recomputed), :meth:`bump` once every view has been sent, and :meth:`work_started` /
+    :meth:`work_done` around background work (the metrics). The browser shows "working…"
+    from the user's input (or :attr:`started`) until :attr:`seq` is drawn: the 3D scene
+    synchronized, no page update for 120 ms, then two painted frames; it then sets
+    :attr:`drawn`. Its element (class ``elf-busy``) carries ``data-busy``, ``data-seq`` and
+    ``data-drawn`` for tests and benchmarks.
+    """
+
+    seq = param.Integer(default=0, doc="server: bumped once the views of a change were sent")
+    started = param.Integer(default=0, doc="server: the seq a change in progress will end with")
+    drawn = param.Integer(default=0, doc="browser: the last seq whose views are drawn")
+    pending = param.Integer(default=0, doc="server: background computations still running (metrics)")
+
+    _template = """
+<div id="box" class="elf-busy" data-busy="0" data-seq="0" data-drawn="0"
+     style="display:flex;align-items:center;gap:6px;color:white;font-size:14px;min-width:96px">
+  <span id="spin" class="elf-spinner" style="visibility:hidden;width:14px;height:14px;border-radius:50%;
+        border:2px solid rgba(255,255,255,0.35);border-top-color:white;display:inline-block;
+        animation:elfspin 0.8s linear infinite"></span>
+  <span id="label">ready</span>
+  <style>@keyframes elfspin { to { transform: rotate(360deg); } }</style>
+</div>
+"""
+
+    _scripts = {
+        "render": _FIND_RENWIN + """
+state.user = false; state.drawing = false; state.lastChange = performance.now(); state.inputSeq = data.seq;
+state.show = () => {
+  const busy = state.user || state.drawing || data.started > data.drawn || data.pending > 0;
+  box.dataset.busy = busy ? '1' : '0';
+  box.dataset.seq = String(data.seq);
+  box.dataset.drawn = String(data.drawn);
+  spin.style.visibility = busy ? 'visible' : 'hidden';
+  label.textContent = busy ? 'working…' : 'ready';
+};
+state.wrap = () => {  // count the 3D scene synchronizations in flight
+  const rw = state.find();
+  if (!rw || !rw.getRenderWindow) return;
+  const win = rw.getRenderWindow();
+  if (win.__elfWrapped) return;
+  win.__elfWrapped = true; win.__elfSyncing = 0;
+  const orig = win.synchronize;
+  win.synchronize = (st) => {
+    win.__elfSyncing += 1; state.lastChange = performance.now();
+    const done = () => { win.__elfSyncing -= 1; state.lastChange = performance.now(); };
+    const out = orig(st);
+    if (out && out.then) out.then(done, done); else done();
+    return out;
+  };
+};
+state.syncing = () => { const rw = state.find(); const w = rw && rw.getRenderWindow && rw.getRenderWindow();
+  return w && w.__elfSyncing > 0; };
+for (const doc of (window.Bokeh ? Bokeh.documents : [])) {
+  doc.on_change((ev) => { if (ev.model !== data && ev.model !== model) state.lastChange = performance.now(); });
+}
+state.waitDrawn = () => {
+  const target = data.seq;
+  const step = () => {
+    if (data.seq !== target) return;  // a newer change takes over
+    state.wrap();
+    if (state.syncing() || performance.now() - state.lastChange < 120) { setTimeout(step, 30); return; }
+    requestAnimationFrame(() => requestAnimationFrame(() => {
+      if (data.seq !== target) return;
+      state.drawing = false;
+      if (target > state.inputSeq) state.user = false;
+      data.drawn = target;
+      state.show();
+    }));
+  };
+  setTimeout(step, 0);
+};
+state.onInput = (ev) => {
+  const path = ev.composedPath ? ev.composedPath() : [];
+  const inSidebar = path.some((n) => n.id === 'sidebar');
+  const control = path.some((n) => n.tagName && (['INPUT', 'SELECT', 'BUTTON'].includes(n.tagName) ||
+      (n.classList && (n.classList.contains('noUi-handle') || n.classList.contains('noUi-base')))));
+  if (!inSidebar || !control) return;
+  if (ev.type === 'keydown' && !['ArrowLeft', 'ArrowRight', 'ArrowUp', 'ArrowDown', 'Home', 'End',
+      'PageUp', 'PageDown', 'Enter', ' '].includes(ev.key)) return;
+  state.user = true; state.inputSeq = data.seq; state.show();
+  clearTimeout(state.userTimer);
+  // an input that changes nothing (same value again) gets no answer: give up after 4 s without one
+  state.userTimer = setTimeout(() => { if (data.started <= data.drawn && data.seq <= state.inputSeq) {
+    state.user = false; state.show(); } }, 4000);
+};
+for (const type of ['change', 'click', 'keydown', 'pointerup']) {
+  document.addEventListener(type, state.onInput, true);
+}
+state.wrap();
+state.show();
+""",
+        "seq": "state.drawing = true; state.show(); state.waitDrawn();",
+        "started": "state.show();",
+        "pending": "state.show();",
+        "drawn": "state.show();",
+        "remove": """for (const type of ['change', 'click', 'keydown', 'pointerup']) {
+  document.removeEventListener(type, state.onInput, true);
+}""",
+    }
+
+    def begin(self) -> None:
+        """A change of the session's state starts (the browser shows "working…" right away)."""
+        if self.started <= self.seq:
+            self.started = self.seq + 1
+
+    def bump(self) -> None:
+        """Every view of the change has been sent: the browser reports when it has drawn them."""
+        self.seq = max(self.seq + 1, self.started)
+
+    def work_started(self) -> None:
+        self.pending += 1
+
+    def work_done(self) -> None:
+        self.pending = max(0, self.pending - 1)
