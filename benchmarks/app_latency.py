@@ -16,7 +16,9 @@ resampled field is not written anywhere).
 
 Usage::
 
-    python benchmarks/app_latency.py [--case assets/data/X.nc] [--grid 96] [--repeats 5]
+    PYTHONPATH=. python benchmarks/app_latency.py [--case assets/data/X.nc] [--grid 96] [--repeats 5]
+
+(run from the repository root: the app's package ``app`` is imported from there).
 """
 from __future__ import annotations
 
@@ -30,7 +32,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _case(path: str | None, grid: int):

@@ -5,9 +5,14 @@ Starts the server on a free localhost port with the bundled cases
 until the 3D view, the slices, the line scan and the metrics have drawn, and
 saves the whole page as a small PNG (256-colour palette).
 
+With ``--tour N`` the page steps through the first N steps of the guided tour ("Guided tour ▶")
+and saves one screenshot per step (``--out`` with ``{step}`` in its name, e.g.
+``docs/figures/app_tour_{step}.png``), each once the busy indicator reports the step drawn.
+
 Usage::
 
     python scripts/app_screenshot.py [--out docs/figures/app.png] [--case cubic_sg195] [--k-shells 2]
+    python scripts/app_screenshot.py --tour 6 --out "docs/figures/app_tour_{step}.png"
 """
 from __future__ import annotations
 
@@ -83,6 +88,19 @@ def _wait_drawn(page, timeout_s: float) -> None:
         time.sleep(1)
 
 
+def _wait_tracker(page, timeout_s: float) -> None:
+    """Wait until the page's busy indicator (``.elf-busy``) says the last change is drawn."""
+    deadline = time.time() + timeout_s
+    while True:
+        box = page.locator(".elf-busy").first
+        busy, seq, drawn = (box.get_attribute(k) for k in ("data-busy", "data-seq", "data-drawn"))
+        if busy == "0" and int(drawn or 0) >= int(seq or 0):
+            return
+        if time.time() > deadline:
+            raise SystemExit("the page stayed busy")
+        time.sleep(0.3)
+
+
 def _small_png(png: bytes, max_width: int) -> bytes:
     from PIL import Image
 
@@ -112,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-width", type=int, default=1400, help="the saved PNG is at most this wide")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for each drawing")
     ap.add_argument("--raw", default=None, help="also save the unreduced screenshot here")
+    ap.add_argument("--tour", type=int, default=0,
+                    help="step through this many guided-tour steps, one screenshot each ('{step}' in --out)")
+    ap.add_argument("--teaching", action="store_true", help="switch teaching mode on first")
     args = ap.parse_args(argv)
 
     from playwright.sync_api import sync_playwright
@@ -132,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         env["ELFCORE_DATA_DIR"] = tmp.name
     panel = Path(sys.executable).with_name("panel")
     proc = subprocess.Popen(
-        [str(panel), "serve", "app/main.py", "--port", str(port), "--address", "127.0.0.1"],
+        [str(panel), "serve", "app/main.py", "--port", str(port), "--address", "127.0.0.1",
+         "--session-token-expiration", "3600", "--unused-session-lifetime", "900000"],  # slow first session
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -159,8 +181,23 @@ def main(argv: list[str] | None = None) -> int:
                 page.locator(".elf-show-residual input").first.check()
                 _wait_text(page, ".elf-3d", "residual ±", args.timeout)
             _wait_text(page, ".elf-metrics", "MAE", args.timeout)
-            time.sleep(3)  # let the last canvas frames settle
-            png = page.screenshot(full_page=True)
+            if args.teaching:
+                page.locator(".elf-teaching button").first.click()
+                _wait_text(page, ".elf-teaching-text", "Guided tour", args.timeout)
+            shots = []
+            for step in range(1, args.tour + 1):
+                page.locator(".elf-next-preset button").first.click()
+                _wait_text(page, ".elf-message", f"Tour {step}/", args.timeout)
+                _wait_tracker(page, args.timeout)
+                _wait_text(page, ".elf-metrics", "MAE", args.timeout)
+                _wait_tracker(page, args.timeout)
+                time.sleep(2)  # let the last canvas frames settle
+                page.mouse.move(0, 0)
+                shots.append((step, page.screenshot(full_page=True)))
+                print(f"tour step {step} captured", flush=True)
+            if not shots:
+                time.sleep(3)  # let the last canvas frames settle
+                shots.append((0, page.screenshot(full_page=True)))
             browser.close()
     finally:
         tmp.cleanup()
@@ -169,12 +206,13 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
-    if args.raw:
-        Path(args.raw).write_bytes(png)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(_small_png(png, args.max_width))
-    print(f"{out} ({out.stat().st_size / 1024:.0f} KiB)")
+    for step, png in shots:
+        if args.raw:
+            Path(args.raw.replace("{step}", str(step))).write_bytes(png)
+        out = Path(args.out.replace("{step}", str(step)))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(_small_png(png, args.max_width))
+        print(f"{out} ({out.stat().st_size / 1024:.0f} KiB)")
     return 0
 
 

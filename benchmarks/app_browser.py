@@ -1,0 +1,369 @@
+"""The app measured in a real browser: time from each control's input to the last view drawn.
+
+Starts ``panel serve app/main.py`` on a free localhost port with two bundled fluid test cases
+(at their native grids) and the shipped models, opens the page in headless Debian Chromium
+(Playwright, ``executable_path=shutil.which("chromium")``; no browser is downloaded) and
+
+- times the first page (from the request to the 3D view, both slices, the line scan and the
+  metrics drawn);
+- for every control, times each input until the page's busy indicator (``.elf-busy``,
+  :class:`app.views.browser.DrawTracker`) reports the resulting change drawn: the 3D scene
+  synchronized in the browser, no page update for 120 ms and two painted frames. A control's
+  first use of a setting (a new model, k-basis or squeeze value, another case) is reported as
+  ``cold``; moves to settings already computed as ``cached``;
+- counts the JavaScript console errors and the requests to any host other than the server.
+
+Prints a table and one JSON object (also written to ``--json``).
+
+Usage::
+
+    python benchmarks/app_browser.py [--cases fluid_p076_t0450,fluid_p115_t0300] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+# The busy indicator lives in a shadow root: find it once, then read its data attributes.
+_TRACKER = """() => {
+  if (!window.__elfBusy || !window.__elfBusy.isConnected) {
+    const find = (root) => {
+      const el = root.querySelector('.elf-busy');
+      if (el) return el;
+      for (const n of root.querySelectorAll('*')) {
+        if (n.shadowRoot) { const f = find(n.shadowRoot); if (f) return f; }
+      }
+      return null;
+    };
+    window.__elfBusy = find(document);
+  }
+  const el = window.__elfBusy;
+  return el ? {busy: el.dataset.busy, seq: Number(el.dataset.seq), drawn: Number(el.dataset.drawn)} : null;
+}"""
+_DONE = """(before) => {
+  const el = window.__elfBusy;
+  return !!el && el.isConnected && el.dataset.busy === '0' && Number(el.dataset.drawn) > before;
+}"""
+_DEEP_TEXT = """(el) => {
+    const parts = [];
+    const walk = (node) => {
+        if (node.nodeType === Node.TEXT_NODE) { parts.push(node.textContent); return; }
+        if (node.nodeName === 'STYLE') return;
+        if (node.shadowRoot) walk(node.shadowRoot);
+        for (const child of node.childNodes) walk(child);
+    };
+    walk(el);
+    return parts.join(' ').replace(/\\s+/g, ' ');
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                return
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                raise SystemExit("panel serve did not start")
+            time.sleep(0.5)
+
+
+class Bench:
+    """One page and the measurements taken on it."""
+
+    def __init__(self, page, timeout_s: float):
+        self.page = page
+        self.timeout_s = timeout_s
+        self.rows: list[dict] = []
+
+    def text(self, css: str) -> str:
+        return self.page.locator(css).first.evaluate(_DEEP_TEXT)
+
+    def tracker(self) -> dict:
+        state = self.page.evaluate(_TRACKER)
+        if state is None:
+            raise SystemExit("no busy indicator (.elf-busy) on the page")
+        return state
+
+    def measure(self, control: str, what: str, action, kind: str = "cached") -> float | None:
+        """Run ``action`` and time it until the page reports the change drawn (None: no change in time)."""
+        before = self.tracker()["seq"]
+        t0 = time.perf_counter()
+        action()
+        try:
+            self.page.wait_for_function(_DONE, arg=before, polling=20, timeout=self.timeout_s * 1000)
+            dt = time.perf_counter() - t0
+        except Exception:  # noqa: BLE001 - a timeout is a result here
+            dt = None
+        self.rows.append({"control": control, "input": what, "kind": kind, "seconds": dt})
+        print(f"  {control:<16} {what:<28} {kind:<6} {'timeout' if dt is None else f'{dt:7.2f} s'}", flush=True)
+        time.sleep(0.3)
+        return dt
+
+    # inputs ---------------------------------------------------------------
+    def key(self, widget: str, key: str):
+        return lambda: self.page.locator(f".elf-{widget} .noUi-handle").first.press(key)
+
+    def button(self, widget: str, label: str):
+        return lambda: self.page.locator(f".elf-{widget} button", has_text=label).first.click()
+
+    def check(self, widget: str, on: bool):
+        def act():
+            box = self.page.locator(f".elf-{widget} input").first
+            box.check() if on else box.uncheck()
+        return act
+
+    def select(self, widget: str, label: str | None = None, value: str | None = None):
+        def act():
+            sel = self.page.locator(f".elf-{widget} select").first
+            if label is not None:
+                sel.select_option(label=label)
+            else:
+                sel.select_option(value)
+        return act
+
+    def options(self, widget: str) -> list[str]:
+        return self.page.locator(f".elf-{widget} select option").all_inner_texts()
+
+    def click_slice(self, fx: float, fy: float):
+        def act():
+            canvas = self.page.locator(".elf-slice-elf canvas").first
+            box = canvas.bounding_box()
+            self.page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+        return act
+
+
+def run_controls(b: Bench, cases: list[str], upload: Path) -> None:
+    m = b.measure
+    for _ in range(2):
+        m("iso", "→ (one step)", b.key("iso", "ArrowRight"))
+        m("iso", "← (one step)", b.key("iso", "ArrowLeft"))
+    m("show_residual", "tick", b.check("show-residual", True))
+    m("residual_iso", "→", b.key("residual-iso", "ArrowRight"))
+    m("residual_iso", "←", b.key("residual-iso", "ArrowLeft"))
+    m("show_residual", "untick", b.check("show-residual", False))
+    m("view_field", "reference", b.button("view-field", "reference"))
+    m("view_field", "prediction", b.button("view-field", "prediction"))
+    m("show_atoms", "untick", b.check("show-atoms", False))
+    m("show_atoms", "tick", b.check("show-atoms", True))
+    m("show_cell", "untick", b.check("show-cell", False))
+    m("show_cell", "tick", b.check("show-cell", True))
+    for mode in ("a", "b", "c"):
+        m("slice_mode", mode, b.button("slice-mode", mode))
+    for key in ("ArrowRight", "ArrowLeft", "ArrowRight"):
+        m("slice_position", key.replace("Arrow", ""), b.key("slice-position", key))
+    m("slice_mode", "atoms", b.button("slice-mode", "atoms"))
+    opts = b.options("plane-atom-3")
+    m("plane_atom_3", f"atom {opts[5]}", b.select("plane-atom-3", label=opts[5]))
+    m("plane_atom_3", f"atom {opts[2]}", b.select("plane-atom-3", label=opts[2]))
+    m("slice_mode", "c", b.button("slice-mode", "c"))
+    opts = b.options("line-atom-2")
+    m("line_atom_2", f"atom {opts[7]}", b.select("line-atom-2", label=opts[7]))
+    m("line_atom_1", f"atom {opts[3]}", b.select("line-atom-1", label=opts[3]))
+    b.click_slice(0.3, 0.3)()
+    time.sleep(1.0)
+    m("slice click", "second point (line)", b.click_slice(0.7, 0.6))
+    m("line_source", "atoms", b.button("line-source", "atoms"))
+    m("n_shells", "0 → 1", b.key("n-shells", "ArrowRight"), "cold")
+    m("n_shells", "1 → 2", b.key("n-shells", "ArrowRight"), "cold")
+    m("n_shells", "2 → 1", b.key("n-shells", "ArrowLeft"))
+    m("n_shells", "1 → 2", b.key("n-shells", "ArrowRight"))
+    m("view_field", "corrected", b.button("view-field", "corrected"))
+    m("view_field", "prediction", b.button("view-field", "prediction"))
+    m("k_max", "→ 4.0 (End)", b.key("k-max", "End"), "cold")
+    m("k_basis", "shells", b.button("k-basis", "shells"))
+    m("k_basis", "k_max", b.button("k-basis", "k_max"))
+    m("k_basis", "shells", b.button("k-basis", "shells"))
+    m("r_cut", "←", b.key("r-cut", "ArrowLeft"), "cold")
+    m("r_cut", "→ (back)", b.key("r-cut", "ArrowRight"))
+    m("r_cut", "←", b.key("r-cut", "ArrowLeft"))
+    m("r_cut", "→ (back)", b.key("r-cut", "ArrowRight"))
+    m("l_max", "←", b.key("l-max", "ArrowLeft"), "cold")
+    m("l_max", "→ (back)", b.key("l-max", "ArrowRight"))
+    m("l_max", "←", b.key("l-max", "ArrowLeft"))
+    m("l_max", "→ (back)", b.key("l-max", "ArrowRight"))
+    m("training", "crystals", b.button("training", "crystals"), "cold")
+    m("training", "fluid", b.button("training", "fluid"))
+    m("training", "crystals", b.button("training", "crystals"))
+    m("training", "fluid", b.button("training", "fluid"))
+    m("squeeze", "← (0.99)", b.key("squeeze", "ArrowLeft"), "cold")
+    m("squeeze", "→ (1.00)", b.key("squeeze", "ArrowRight"))
+    m("squeeze", "← (0.99)", b.key("squeeze", "ArrowLeft"))
+    m("squeeze", "→ (1.00)", b.key("squeeze", "ArrowRight"))
+    m("teaching", "on", b.button("teaching", "Teaching"))
+    m("teaching", "off", b.button("teaching", "Teaching"))
+    labels = b.options("case")
+    other = next(lbl for lbl in labels if lbl.startswith(cases[1]))
+    first = next(lbl for lbl in labels if lbl.startswith(cases[0]))
+    m("case", cases[1], b.select("case", label=other), "cold")
+    m("case", cases[0], b.select("case", label=first))
+    m("case", cases[1], b.select("case", label=other))
+    m("guided tour", "next step", lambda: b.page.locator(".elf-next-preset button").first.click())
+    m("guided tour", "next step", lambda: b.page.locator(".elf-next-preset button").first.click())
+    m("upload", upload.name, lambda: b.page.locator(".elf-upload input[type=file]").first.set_input_files(str(upload)),
+      "cold")
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    out: dict[str, dict] = {}
+    for r in rows:
+        d = out.setdefault(r["control"], {"control": r["control"], "cached": [], "cold": [], "timeouts": 0})
+        if r["seconds"] is None:
+            d["timeouts"] += 1
+        else:
+            d[r["kind"]].append(r["seconds"])
+    table = []
+    for d in out.values():
+        table.append({
+            "control": d["control"],
+            "cached_median_s": round(statistics.median(d["cached"]), 3) if d["cached"] else None,
+            "cached_max_s": round(max(d["cached"]), 3) if d["cached"] else None,
+            "cold_s": [round(x, 2) for x in d["cold"]],
+            "n": len(d["cached"]) + len(d["cold"]),
+            "timeouts": d["timeouts"],
+        })
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", default="fluid_p076_t0450,fluid_p115_t0300",
+                    help="two bundled case names (file stems): the first is measured, the second is the case switch")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for one change")
+    ap.add_argument("--json", default=None, help="also write the JSON result here")
+    ap.add_argument("--width", type=int, default=1500)
+    ap.add_argument("--height", type=int, default=1100)
+    args = ap.parse_args(argv)
+
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        raise SystemExit("Debian chromium is not installed (apt-get install chromium)")
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if len(cases) != 2:
+        raise SystemExit("--cases needs two case names")
+    source_dir = Path(os.environ.get("ELFCORE_DATA_DIR", ROOT / "assets" / "data"))
+    tmp = tempfile.TemporaryDirectory(prefix="elfcore-app-browser-")
+    data = Path(tmp.name) / "data"
+    data.mkdir()
+    for name in cases:
+        src = source_dir / f"{name}.nc"
+        if not src.is_file():
+            raise SystemExit(f"no bundled case {src}")
+        (data / src.name).symlink_to(src.resolve())
+    import ase.io
+
+    from elfcore.grid import case_atoms
+    from elfcore.io import read_case
+
+    upload = Path(tmp.name) / "POSCAR"
+    ase.io.write(upload, case_atoms(read_case(data / f"{cases[0]}.nc")), format="vasp")
+
+    port = _free_port()
+    env = dict(os.environ, ELFCORE_DATA_DIR=str(data), PYTHONPATH=str(ROOT))
+    panel = Path(sys.executable).with_name("panel")
+    log = open(Path(tmp.name) / "serve.log", "wb")
+    t_server = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(panel), "serve", "app/main.py", "--port", str(port), "--address", "127.0.0.1",
+         "--websocket-max-message-size", str(128 * 2**20),
+         # the first session can take minutes on a loaded machine (imports, first prediction): the
+         # page's session token must outlive it (Bokeh's default is 300 s)
+         "--session-token-expiration", "3600", "--unused-session-lifetime", "900000"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    result: dict = {"cases": cases, "machine": f"{os.cpu_count()} CPUs, {platform.platform()}"}
+    try:
+        _wait_port(port, proc, 180)
+        result["server_start_s"] = round(time.perf_counter() - t_server, 1)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
+            page = browser.new_page(viewport={"width": args.width, "height": args.height})
+            errors: list[str] = []
+            external: list[str] = []
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+
+            def on_request(req):
+                host = urlparse(req.url).hostname
+                if req.url.startswith(("data:", "blob:")) or host in ("127.0.0.1", "localhost", None):
+                    return
+                external.append(req.url)
+
+            page.on("request", on_request)
+            t0 = time.perf_counter()
+            page.goto(f"http://127.0.0.1:{port}/main", timeout=args.timeout * 1000)
+            for css in (".elf-3d canvas", ".elf-slice-residual canvas", ".elf-slice-elf canvas",
+                        ".elf-line-plot canvas"):
+                page.wait_for_selector(css, timeout=args.timeout * 1000)
+            b = Bench(page, args.timeout)
+            deadline = time.time() + args.timeout
+            while (page.get_by_text("omputing…").count() > 0 or "MAE" not in b.text(".elf-metrics")
+                   or b.tracker()["busy"] != "0"):
+                if time.time() > deadline:
+                    raise SystemExit("the first page did not finish drawing")
+                time.sleep(0.05)
+            page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+            result["first_page_s"] = round(time.perf_counter() - t0, 2)
+            print(f"first page: {result['first_page_s']} s", flush=True)
+            time.sleep(2)
+            run_controls(b, cases, upload)
+            result["console_errors"] = len(errors)
+            result["console_error_samples"] = errors[:10]
+            result["external_requests"] = len(external)
+            result["external_request_samples"] = external[:10]
+            result["rows"] = b.rows
+            result["table"] = summarize(b.rows)
+            browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        tmp.cleanup()
+    print()
+    print(f"| control | cached median (s) | cached max (s) | cold (s) | inputs | timeouts |")
+    print("|---|---|---|---|---|---|")
+    for r in result["table"]:
+        cold = ", ".join(f"{x:.1f}" for x in r["cold_s"]) or "–"
+        med = "–" if r["cached_median_s"] is None else f"{r['cached_median_s']:.2f}"
+        mx = "–" if r["cached_max_s"] is None else f"{r['cached_max_s']:.2f}"
+        print(f"| {r['control']} | {med} | {mx} | {cold} | {r['n']} | {r['timeouts']} |")
+    print(f"\nfirst page {result['first_page_s']} s; console errors {result['console_errors']}; "
+          f"external requests {result['external_requests']}")
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
