@@ -13,8 +13,9 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-#: source folder → (folder inside the package, file pattern) of the package data the wheel carries
-SHIPPED = {"assets/models": ("_assets/models", "*.safetensors")}
+#: source folder → (folder inside the package, file patterns) of the package data the wheel carries:
+#: the model zoo and the long-range corrections fitted to its entries
+SHIPPED = {"assets/models": ("_assets/models", ("*.safetensors", "longrange_*.json"))}
 
 
 class BuildPyWithAssets(build_py):
@@ -22,12 +23,13 @@ class BuildPyWithAssets(build_py):
 
     def _asset_files(self):
         root = Path(__file__).resolve().parent
-        for source, (target, pattern) in SHIPPED.items():
-            files = sorted((root / source).glob(pattern))
-            if not files:
-                raise FileNotFoundError(f"no {pattern} in {source}: the wheel would ship without its models")
-            for path in files:
-                yield path, Path(self.build_lib) / "elfcore" / target / path.name
+        for source, (target, patterns) in SHIPPED.items():
+            for pattern in patterns:
+                files = sorted((root / source).glob(pattern))
+                if not files:
+                    raise FileNotFoundError(f"no {pattern} in {source}: the wheel would ship without its models")
+                for path in files:
+                    yield path, Path(self.build_lib) / "elfcore" / target / path.name
 
     def run(self):
         super().run()

@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "score a model on reference ELF fields (MAE, RMSE, R²)"),
     "zoo": ("zoo", "list or build the shipped (r_cut, l_max) model zoo"),
     "kcorrect": ("kcorrect", "correct a predicted ELF in k-space against a (sparse) reference"),
+    "longrange": ("longrange", "fit the predicted long-range (no reference) correction of a local model"),
     "reproduce": ("reproduce", "regenerate the paper's tables and figures from the shipped data"),
     "reference": ("reference", "build the CP2K reference ELF data (MD, single points, QE cross-check)"),
     "screen": ("screen", "ELF topology of trajectories and structure sets on Dask, into an ASE database"),

@@ -75,6 +75,7 @@ __all__ = [
     "correction_metrics",
     "check_same_grid",
     "k_magnitudes",
+    "cell_info",
 ]
 
 log = logging.getLogger(__name__)
@@ -594,7 +595,8 @@ def apply_correction(
     )
 
 
-def _cell_info(field: xr.DataArray, basis: LowKBasis) -> dict:
+def cell_info(field: xr.DataArray, basis: LowKBasis) -> dict:
+    """Cell lengths, volume, grid and the basis size (``n_shells``, ``n_basis``, ``k_last``, ``k_first_shell``)."""
     cell = field_cell(field)
     return {
         "cell_lengths": [float(x) for x in np.linalg.norm(cell, axis=1)],
@@ -643,7 +645,7 @@ def oracle_correction(
     c = project(delta, basis)
     corrected = apply_correction(pred, c, basis, eps=eps)
     info = {"mode": "oracle", "eps": float(eps)}
-    info.update(_cell_info(pred, basis))
+    info.update(cell_info(pred, basis))
     info.update(correction_metrics(pred, ref, corrected))
     ms = float(np.mean(delta**2))
     info["residual_logit_ms"] = ms
@@ -795,7 +797,7 @@ def sparse_correction(
     c, fit_info = fit_coefficients(pts, y, basis, ridge=ridge, cond_max=cond_max)
     corrected = apply_correction(pred, c, basis, eps=eps)
     info = {"mode": "sparse", "eps": float(eps)}
-    info.update(_cell_info(pred, basis))
+    info.update(cell_info(pred, basis))
     info.update(correction_metrics(pred, ref, corrected))
     info.update(fit_info)
     info["sample_fraction"] = float(len(idx) / pred.size)

@@ -34,7 +34,7 @@ from typing import ClassVar, Iterable
 import numpy as np
 import xarray as xr
 
-from .errors import FormatError, GridError, SettingsError
+from .errors import ElfcoreError, FormatError, GridError, SettingsError
 from .grid import field_atoms, field_cell
 from .settings import Settings
 from .kspace import (
@@ -43,6 +43,7 @@ from .kspace import (
     LowKBasis,
     _coeff_array,
     apply_correction,
+    cell_info,
     correction_metrics,
     logit,
     lowk_basis,
@@ -56,6 +57,8 @@ __all__ = [
     "channel_densities",
     "fit_longrange",
     "predicted_correction",
+    "shipped_path",
+    "resolve_longrange",
 ]
 
 #: Channels a long-range model can use (see the module docstring).
@@ -393,11 +396,9 @@ def predicted_correction(
         "mode": "predicted",
         "eps": float(model.settings.eps),
         "k_max": float(model.settings.k_max),
-        "n_shells": int(basis.n_shells),
-        "n_basis": int(basis.n_basis),
-        "k_last": float(basis.k_last),
         "local_model": model.meta.get("local_model"),
     }
+    info.update(cell_info(pred, basis))
     if ref is not None:
         if tuple(ref.shape) != tuple(pred.shape):
             raise GridError(f"ref grid {ref.shape} differs from pred grid {pred.shape}")
@@ -408,3 +409,43 @@ def predicted_correction(
         denom = float(np.sum(oracle**2))
         info["coefficient_error"] = float(np.sum((c - oracle) ** 2) / denom) if denom > 0 else float("nan")
     return KCorrection(corrected, _coeff_array(c, basis, mode="predicted", eps=float(model.settings.eps)), info)
+
+
+# --------------------------------------------------------------------------- shipped models
+def shipped_path(model_spec: str) -> Path:
+    """File of the shipped long-range model fitted for a zoo entry (``"zoo:rcut=3.0,lmax=2"``).
+
+    ``longrange_rcut{r_cut:.1f}_lmax{l_max}.json`` in :func:`elfcore.assets.models_dir`.
+    """
+    from .assets import models_dir
+    from .zoo import parse_spec
+
+    if not (isinstance(model_spec, str) and model_spec.startswith("zoo:")):
+        raise ElfcoreError(f"no shipped long-range model for {model_spec!r}: only zoo entries have one; "
+                           "fit one with 'elfcore longrange' and pass its file")
+    r_cut, l_max = parse_spec(model_spec)
+    return models_dir() / f"longrange_rcut{r_cut:.1f}_lmax{l_max}.json"
+
+
+def resolve_longrange(spec: str | os.PathLike, model_spec: str | None = None) -> LongRangeModel:
+    """Load a long-range model: a JSON file, or ``"auto"`` for the one shipped with ``model_spec``.
+
+    Raises
+    ------
+    ElfcoreError
+        ``"auto"`` for a model that has no shipped long-range correction, or a missing file.
+    FormatError
+        A file that is not a long-range model.
+    """
+    path = shipped_path(model_spec) if str(spec) == "auto" else Path(spec)
+    if not path.is_file():
+        hint = " (no long-range correction is shipped for this zoo entry yet)" if str(spec) == "auto" else ""
+        raise ElfcoreError(f"long-range model {str(path)!r} not found{hint}; fit one with 'elfcore longrange'")
+    model = LongRangeModel.load(path)
+    fitted_for = model.meta.get("local_model")
+    if model_spec is not None and fitted_for is not None and str(fitted_for) != str(model_spec):
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "long-range model %s was fitted to the residual of %s, not of %s", path, fitted_for, model_spec)
+    return model

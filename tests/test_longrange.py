@@ -140,3 +140,78 @@ def test_settings_round_trip():
     assert LongRangeSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
     with pytest.raises(SettingsError):
         LongRangeSettings.from_dict({"bogus": 1})
+
+
+# ----------------------------------------------------------------------------- command line
+def _case_file(path, seed: int):
+    from elfcore.grid import make_case
+    from elfcore.io import write_case
+
+    pred, ref = _pair(seed, _kernel_in_basis)
+    atoms = _structure(seed)
+    write_case(make_case(atoms, {"elf_ref": ref.values, "elf_pred": pred.values},
+                         attrs={"family": "fluid", "role": "test"}), path)
+    return path
+
+
+def test_cli_kcorrect_longrange_scores_without_using_the_reference(tmp_path, capsys):
+    from elfcore.cli import main
+
+    model = fit_longrange([_pair(s, _kernel_in_basis) for s in range(4)], SETTINGS)
+    lr_file = model.save(tmp_path / "lr.json")
+    case = _case_file(tmp_path / "case.nc", 42)
+    assert main(["kcorrect", str(case), str(case), "--longrange", str(lr_file), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["mode"] == "predicted" and info["r2_after"] > 0.99999 > info["r2_before"]
+    assert main(["kcorrect", str(case), str(case), "--longrange", str(lr_file), "--sample", "0.1"]) == 1
+    assert "--longrange" in capsys.readouterr().err
+    assert main(["kcorrect", str(case), str(case), "--longrange", str(tmp_path / "missing.json")]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
+def test_cli_predict_longrange_writes_the_corrected_field(tmp_path, capsys):
+    from elfcore.cli import main
+    from elfcore.io import read_field
+
+    model = fit_longrange([_pair(s, _kernel_in_basis) for s in range(3)], SETTINGS, meta={"local_model": "other"})
+    lr_file = model.save(tmp_path / "lr.json")
+    _structure(5).write(tmp_path / "POSCAR", format="vasp")
+    base = ["predict", str(tmp_path / "POSCAR"), "--grid", "12", "--device", "cpu", "--no-progress", "--json"]
+    assert main(base + ["--out", str(tmp_path / "plain.nc")]) == 0
+    capsys.readouterr()
+    assert main(base + ["--out", str(tmp_path / "corr.nc"), "--longrange", str(lr_file)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["kcorrection"]["mode"] == "predicted"
+    plain, corr = read_field(tmp_path / "plain.nc"), read_field(tmp_path / "corr.nc")
+    assert plain.shape == corr.shape == (12, 12, 12)
+    assert 0 < np.max(np.abs(corr.values - plain.values)) < 1
+    assert main(base + ["--out", str(tmp_path / "x.nc"), "--longrange", "--model", "zoo:rcut=2.0,lmax=0"]) == 1
+    assert "no long-range correction is shipped" in capsys.readouterr().err
+
+
+def test_cli_longrange_fits_writes_and_scores(tmp_path, capsys):
+    from elfcore.cli import main
+
+    cases = [str(_case_file(tmp_path / f"c{s}.nc", s)) for s in range(3)]
+    out = tmp_path / "lr.json"
+    assert main(["longrange", *cases[:2], "--eval", cases[2], "--out", str(out), "--kmax", "1.6",
+                 "--device", "cpu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert LongRangeModel.load(out).meta["training_cells"] == ["c0", "c1"]
+    (row,) = result["eval"]
+    # L = 8 Å: shells at 0.79, 1.11, 1.36, 1.57 Å⁻¹ hold 3 + 6 + 4 + 3 ±G pairs below 1.6 Å⁻¹
+    assert row["case"] == "c2" and row["n_basis"] == 1 + 2 * (3 + 6 + 4 + 3)
+    assert main(["longrange", cases[0], "--out", str(tmp_path / "no" / "lr.json")]) == 1
+    assert main(["longrange", cases[0], "--out", str(out), "--channels", "atoms,nope"]) == 1
+    assert "channels" in capsys.readouterr().err
+
+
+def test_shipped_longrange_model_matches_its_zoo_entry():
+    from elfcore.longrange import resolve_longrange, shipped_path
+
+    path = shipped_path("zoo:rcut=3.0,lmax=2")
+    if not path.is_file():
+        pytest.skip("no shipped long-range model")
+    model = resolve_longrange("auto", "zoo:rcut=3.0,lmax=2")
+    assert model.meta["local_model"] == "zoo:rcut=3.0,lmax=2"
+    assert all(not name.startswith("fluid512") or "t0100" in name for name in model.meta["training_cells"])

@@ -73,7 +73,8 @@ def test_wheel_carries_the_models_not_the_data(wheel):
 
     names = zipfile.ZipFile(wheel).namelist()
     models = [n for n in names if n.startswith("elfcore/_assets/models/")]
-    shipped = sorted(p.name for p in (ROOT / "assets" / "models").glob("*.safetensors"))
+    shipped = sorted(p.name for pattern in ("*.safetensors", "longrange_*.json")
+                     for p in (ROOT / "assets" / "models").glob(pattern))
     assert sorted(Path(n).name for n in models) == shipped
     assert not [n for n in names if n.endswith(".nc")]
     assert not [n for n in names if n.split("/")[0] in ("app", "tests", "assets")]

@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="keep every G with |G| ≤ K (Å⁻¹, angular 2π/λ)")
     parser.add_argument("--sample", type=_sample_arg, default=None, metavar="M",
                         help="fit from M random reference voxels only: a count (3000), fraction (0.01) or '1%%'")
+    parser.add_argument("--longrange", nargs="?", const="auto", default=None, metavar="FILE",
+                        help="predicted correction (no reference used; REF only scores it): the long-range model "
+                             "shipped with the zoo model PRED (no FILE) or a file from 'elfcore longrange'")
     parser.add_argument("--seed", type=int, default=0, help="voxel sampling seed for --sample (default 0)")
     parser.add_argument("--ridge", type=_ridge_arg, default="auto",
                         help="ridge λ of the sparse fit, or 'auto' (0 unless ill-conditioned; default)")
@@ -133,8 +136,17 @@ def _residual_rows(pred, ref, eps: float) -> dict:
 
 
 def _correct(pred, ref, args: argparse.Namespace, eps: float):
-    """Oracle or (with ``--sample``) sparse correction, and its basis."""
+    """Oracle, sparse (``--sample``) or predicted (``--longrange``) correction, and its basis."""
     from .. import kspace
+
+    if args.longrange is not None:
+        from ..errors import ElfcoreError
+        from ..longrange import predicted_correction, resolve_longrange
+
+        if args.sample is not None or args.shells is not None or args.kmax is not None:
+            raise ElfcoreError("--longrange uses the basis of its model; drop --sample/--shells/--kmax")
+        lr = resolve_longrange(args.longrange, args.pred if _is_model(args.pred) else None)
+        return predicted_correction(pred, lr, ref=ref), lr.basis_for(pred)
 
     n_shells = args.shells if args.shells is not None or args.kmax is not None else 3
     basis = kspace.lowk_basis(pred.attrs["cell"], pred.shape, n_shells=n_shells, k_max=args.kmax)
@@ -196,6 +208,9 @@ def render(info: dict, args: argparse.Namespace) -> str:
         f"basis       {info['n_shells']} shells + mean, {info['n_basis']} functions, "
         f"|k| ≤ {info['k_last']:.3f} Å⁻¹ (first shell {info['k_first_shell']:.3f} Å⁻¹)",
     ]
+    if info["mode"] == "predicted":
+        lines.append(f"predicted   no reference used (long-range model for {info['local_model']}); "
+                     f"the oracle on the same basis reaches R² {info['r2_oracle']:.5f}")
     if info["mode"] == "sparse":
         lines.append(f"sparse fit  {info['n_samples']} voxels ({100 * info['sample_fraction']:.2f} %), "
                      f"condition number {info['condition_number']:.3g}, ridge {info['ridge']:g}")

@@ -5,6 +5,8 @@ field file of elfcore's formats. The grid is ``--grid N`` (N³) or ``--grid Na,N
 or follows ``--spacing`` (Å, default 0.08). The output format follows the name
 of ``--out`` (``.cube``, ``ELFCAR``, ``.nc``...). With an ensemble model the
 standard deviation over members is written next to it (``<stem>_std<suffix>``).
+``--longrange`` writes the ELF after the predicted long-range correction
+(``docs/longrange.md``; "predicted, no reference").
 """
 from __future__ import annotations
 
@@ -31,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="precision of the MLP's matrix products (default float32)")
+    parser.add_argument("--longrange", nargs="?", const="auto", default=None, metavar="FILE",
+                        help="add the predicted long-range correction (no reference needed): the one shipped with "
+                             "the zoo model (no FILE) or a model written by 'elfcore longrange'")
     parser.add_argument("--format", default=None, help="output format (default: from the name of --out)")
     parser.add_argument("--out", required=True, help="output field file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -91,6 +96,12 @@ def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     mean, std = predict_field(atoms, model, shape=parse_grid(args.grid), spacing=args.spacing, device=args.device,
                               precision=args.precision, progress=not args.no_progress)
+    correction = None
+    if args.longrange is not None:
+        from ..longrange import predicted_correction, resolve_longrange
+
+        correction = predicted_correction(mean, resolve_longrange(args.longrange, str(args.model)))
+        mean = correction.corrected
     elapsed = time.perf_counter() - t0
     write_field(mean, args.out, format=args.format)
     written = [str(args.out)]
@@ -113,6 +124,8 @@ def run(args: argparse.Namespace) -> dict:
     }
     if std is not None:
         summary["std_mean"] = float(np.mean(std.values))
+    if correction is not None:
+        summary["kcorrection"] = {k: correction.info[k] for k in ("mode", "n_basis", "k_last", "local_model")}
     return summary
 
 
