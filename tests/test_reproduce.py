@@ -103,6 +103,19 @@ def test_split_cases_roles(rng):
     assert [c.name for c in sp2["train"]] == ["x1"] and sp2["notes"]
 
 
+def test_split_cases_keeps_large_cells_out_of_the_paper_protocol():
+    def case(name, role, n_atoms):
+        pos = np.random.default_rng(n_atoms).uniform(0, 10, (n_atoms, 3))
+        field = make_field(np.zeros((2, 2, 2)), np.eye(3) * 10, pos, np.ones(n_atoms, int))
+        return runs.Case(name=name, field=field, family="fluid", role=role, pressure=76.0)
+
+    cs = [case("t64", "train", 64), case("x64", "test", 64), case("t512", "train", 512), case("x512", "test", 512)]
+    sp = runs.split_cases(cs)
+    assert [c.name for c in sp["train"]] == ["t64"] and [c.name for c in sp["test"]] == ["x64"]
+    assert [c.name for c in sp["large_train"]] == ["t512"] and [c.name for c in sp["large_test"]] == ["x512"]
+    assert [c.name for c in sp["shown"]] == ["x64"]
+
+
 def test_write_block_replaces_only_its_block(tmp_path):
     md = tmp_path / "results.md"
     md.write_text("# Results\n\n## Other\nkeep me\n")

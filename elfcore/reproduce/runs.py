@@ -81,7 +81,7 @@ class Case:
     @property
     def n_atoms(self) -> int:
         """Number of atoms of the case's structure."""
-        return int(np.asarray(self.field.attrs["positions"]).reshape(-1, 3).shape[0])
+        return int(np.asarray(self.field.attrs.get("positions", np.zeros((0, 3)))).reshape(-1, 3).shape[0])
 
     def describe(self) -> dict[str, Any]:
         """Name, family, role, pressures, MD step, atoms and grid (JSON-ready)."""
@@ -138,6 +138,10 @@ def load_cases(paths: Sequence[str | Path]) -> list[Case]:
     return cases
 
 
+#: fluid cells with at least this many atoms are "large cells", kept out of the paper-protocol sets
+LARGE_CELL_ATOMS = 500
+
+
 def split_cases(cases: Sequence[Case]) -> dict[str, Any]:
     """Group cases into the paper's sets.
 
@@ -145,19 +149,23 @@ def split_cases(cases: Sequence[Case]) -> dict[str, Any]:
     -------
     dict
         ``train`` (fluid snapshots with role "train"; if there are none, the first
-        case), ``test`` (fluid snapshots with role "test"), ``cubic``, ``hexagonal``
+        case), ``test`` (fluid snapshots with role "test"), both of cells below
+        :data:`LARGE_CELL_ATOMS` atoms (the paper's protocol); ``large_train`` and
+        ``large_test`` (the large fluid cells, kept apart), ``cubic``, ``hexagonal``
         (random crystals), ``shown`` (one snapshot per pressure for the figures: the
         first independent snapshot, else the training snapshot) and ``notes``.
     """
     notes = []
-    fluid = [c for c in cases if c.family == "fluid"]
+    large = [c for c in cases if c.family == "fluid" and c.n_atoms >= LARGE_CELL_ATOMS]
+    fluid = [c for c in cases if c.family == "fluid" and c.n_atoms < LARGE_CELL_ATOMS]
     train = [c for c in fluid if c.role == "train"]
     if not train:
         train = [c for c in cases if c.role == "train"] or [cases[0]]
         notes.append(f"no fluid case has role 'train'; training on {[c.name for c in train]}")
     train_names = {c.name for c in train}
     test = [c for c in fluid if c.role == "test" and c.name not in train_names]
-    out = {"train": train, "test": test, "notes": notes}
+    out = {"train": train, "test": test, "notes": notes,
+           "large_train": [c for c in large if c.role == "train"], "large_test": [c for c in large if c.role == "test"]}
     for fam in FAMILIES:
         out[fam] = [c for c in cases if c.family == fam and c.name not in train_names]
     shown: dict[Any, Case] = {}
