@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
 CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None:
@@ -38,6 +37,7 @@ ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 LOAD_S = float(os.environ.get("ELFCORE_BROWSER_LOAD_S", 420))  # first page: server start-up, first prediction (s)
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(max(900, LOAD_S + 600))]
 
 
 def _free_port() -> int:
