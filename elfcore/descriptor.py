@@ -59,7 +59,7 @@ import numpy as np
 import torch
 
 from .device import resolve
-from .errors import ElfcoreError, GridError, SettingsError, StructureError
+from .errors import ElfcoreError, GridError, SettingsError
 from .settings import Settings
 
 __all__ = [
@@ -415,40 +415,28 @@ def _solid_harmonics(xyz: torch.Tensor, l_max: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- input
-def _read_structure(atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validated (cell (3,3), positions (n,3)) in Å and atomic numbers (n,) from an ase.Atoms."""
-    try:
-        cell = np.asarray(atoms.cell[:], dtype=np.float64)
-        positions = np.asarray(atoms.get_positions(), dtype=np.float64).reshape(-1, 3)
-        numbers = np.asarray(atoms.get_atomic_numbers()).reshape(-1)
-    except AttributeError as exc:
-        raise StructureError(f"expected an ase.Atoms structure, got {type(atoms).__name__}") from exc
-    if not np.all(np.isfinite(cell)) or abs(np.linalg.det(cell)) < 1e-8:
-        raise StructureError("the structure needs a periodic cell of non-zero volume")
-    if not np.all(np.isfinite(positions)):
-        raise StructureError("atom positions contain NaN or inf")
-    return cell, positions, numbers
+def _read_structure(atoms, species: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated (cell (3,3), positions (n,3)) in Å and atomic numbers (n,) from an ase.Atoms.
+
+    :func:`elfcore.io.validate.check_atoms`: a periodic cell of non-zero volume, finite
+    positions and, when ``species`` is given, only those elements (any number of atoms).
+    """
+    from .io.validate import check_atoms
+
+    return check_atoms(atoms, species=species, require_cell=True, species_of="descriptor's")
 
 
 def _species_index(numbers: np.ndarray, species: tuple[str, ...]) -> np.ndarray:
-    """Index into ``species`` of every atom; other elements raise :class:`StructureError`."""
-    from ase.data import atomic_numbers, chemical_symbols
+    """Index into ``species`` of every atom (all of them among ``species``: see :func:`_read_structure`)."""
+    from ase.data import atomic_numbers
 
     allowed = np.array([atomic_numbers[sym] for sym in species])
-    bad = sorted(set(int(z) for z in numbers) - set(int(z) for z in allowed))
-    if bad:
-        names = ", ".join(f"{chemical_symbols[z] if 0 < z < len(chemical_symbols) else '?'} (Z={z})" for z in bad)
-        only = " (hydrogen only)" if species == ("H",) else ""
-        raise StructureError(
-            f"the structure contains {names}, not among the descriptor's species {list(species)}{only}"
-        )
     return np.searchsorted(allowed, numbers) if len(numbers) else np.zeros(0, dtype=np.int64)
 
 
 def _structure(atoms, species: tuple[str, ...] = ("H",)) -> tuple[np.ndarray, np.ndarray]:
     """Validated (cell (3,3), positions (n,3)) in Å from an ase.Atoms holding only ``species``."""
-    cell, positions, numbers = _read_structure(atoms)
-    _species_index(numbers, species)
+    cell, positions, _ = _read_structure(atoms, species)
     return cell, positions
 
 
@@ -460,7 +448,7 @@ def _density_weights(atoms, settings: DescriptorSettings) -> tuple[np.ndarray, n
     channel per species (one-hot) or, for ``compression="mu2"``, one channel with
     the atomic number of each atom.
     """
-    cell, positions, numbers = _read_structure(atoms)
+    cell, positions, numbers = _read_structure(atoms, settings.species)
     index = _species_index(numbers, settings.species)
     if len(settings.species) == 1:
         return cell, positions, None
@@ -598,7 +586,6 @@ def _direct_coefficients(
     ``weights`` (n_atoms, C) one density per channel, atom i weighted by
     weights[i, c]: (C, n_radial, (l_max+1)², P).
     """
-    basis = _basis(settings)
     lmax, nr = settings.l_max, settings.n_radial
     nlm = (lmax + 1) ** 2
     n_points = len(points)
@@ -607,7 +594,29 @@ def _direct_coefficients(
     out = torch.zeros(lead + (nr, nlm, n_points), dtype=torch.float64, device=device)
     if len(positions) == 0 or n_points == 0:
         return out
-    f64 = torch.float64
+    images, points_w = _periodic_images(cell, positions, points, r_include)
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(images)
+    factors = _gaussian_factors(settings, device)
+    # neighbours per point ≈ density × sphere volume; one chunk's padded pair tables
+    # (points × neighbours × ((l_max+1)·n_radial + (l_max+1)² + 4) float64) stay under the budget
+    volume = abs(float(np.linalg.det(cell)))
+    per_point = 1.3 * len(positions) / volume * 4.0 / 3.0 * math.pi * r_include**3 + 8
+    row_bytes = 8 * ((lmax + 1) * nr * n_ch + nlm + 4 + n_ch)
+    chunk = _reduce_sum_chunk(n_points, int(per_point * row_bytes), memory_budget)
+    for start in range(0, n_points, chunk):
+        p_np = points_w[start : start + chunk]
+        table = _neighbour_table(p_np, tree, images, r_include, device, weights, len(positions))
+        if table is None:
+            continue
+        _add_chunk_coefficients(out[..., start : start + len(p_np)], table, factors, lmax, weights is not None)
+    return out
+
+
+def _periodic_images(cell: np.ndarray, positions: np.ndarray, points: np.ndarray,
+                     r_include: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cartesian atom images within ``r_include`` of the cell (index = shift·n_atoms + atom), wrapped points."""
     inv = np.linalg.inv(cell)
     atoms_frac = np.mod(positions @ inv, 1.0)
     points_frac = np.mod(points @ inv, 1.0)
@@ -618,65 +627,79 @@ def _direct_coefficients(
         np.meshgrid(*[np.arange(-k, k + 1) for k in reach], indexing="ij"), axis=-1
     ).reshape(-1, 3)
     images = ((atoms_frac[None, :, :] + shifts[:, None, :]).reshape(-1, 3)) @ cell
-    from scipy.spatial import cKDTree
+    return images, points_frac @ cell
 
-    tree = cKDTree(images)
-    points_w = points_frac @ cell
+
+def _gaussian_factors(settings: DescriptorSettings, device: torch.device):
+    """(γ_lk (L, K), prefactor_lk (L, K), β_l (L, N, K)) of the Gaussian–GTO overlap, float64 on ``device``."""
+    f64 = torch.float64
+    basis = _basis(settings)
     eta = basis.eta
     alphas = torch.as_tensor(basis.alphas, dtype=f64, device=device)  # (L, K)
     gam = eta * alphas / (eta + alphas)
     pref = math.pi**1.5 * (eta + alphas) ** -1.5 * (eta / (eta + alphas)) ** torch.arange(
-        lmax + 1, dtype=f64, device=device
+        settings.l_max + 1, dtype=f64, device=device
     )[:, None]
     betas = torch.as_tensor(basis.betas, dtype=f64, device=device)  # (L, N, K)
-    # neighbours per point ≈ density × sphere volume; one chunk's padded pair tables
-    # (points × neighbours × ((l_max+1)·n_radial + (l_max+1)² + 4) float64) stay under the budget
-    volume = abs(float(np.linalg.det(cell)))
-    per_point = 1.3 * len(positions) / volume * 4.0 / 3.0 * math.pi * r_include**3 + 8
-    row_bytes = 8 * ((lmax + 1) * nr * n_ch + nlm + 4 + n_ch)
-    chunk = _reduce_sum_chunk(n_points, int(per_point * row_bytes), memory_budget)
-    for start in range(0, n_points, chunk):
-        p_np = points_w[start : start + chunk]
-        n_p = len(p_np)
-        dist = cKDTree(p_np).sparse_distance_matrix(tree, r_include, output_type="ndarray")
-        if len(dist) == 0:
-            continue
-        order = np.argsort(dist["i"], kind="stable")
-        pi_np = dist["i"][order].astype(np.int64)
-        ai_np = dist["j"][order].astype(np.int64)
-        counts = np.bincount(pi_np, minlength=n_p)
-        slot = np.arange(len(pi_np)) - (np.cumsum(counts) - counts)[pi_np]
-        width = int(counts.max())
-        # padded neighbour table (points, width, 3); padding rows are masked out
-        vec = torch.zeros((n_p, width, 3), dtype=f64, device=device)
-        mask = torch.zeros((n_p, width), dtype=f64, device=device)
-        pi_t = torch.as_tensor(pi_np, device=device)
-        slot_t = torch.as_tensor(slot, device=device)
-        vec[pi_t, slot_t] = torch.as_tensor(images[ai_np] - p_np[pi_np], dtype=f64, device=device)
-        mask[pi_t, slot_t] = 1.0
-        if weights is not None:
-            # channel weights of each neighbour (the images repeat the atoms: index = shift·n + atom)
-            wn = torch.zeros((n_p, width, n_ch), dtype=f64, device=device)
-            wn[pi_t, slot_t] = torch.as_tensor(weights[ai_np % len(positions)], dtype=f64, device=device)
-        rr = (vec * vec).sum(-1)
-        sh = _solid_harmonics(vec, lmax)  # (points, width, nlm)
-        for l in range(lmax + 1):
-            if weights is not None:
-                e = torch.exp(-gam[l] * rr[..., None])  # (points, width, K)
-                e = (wn[..., :, None] * e[..., None, :]).reshape(n_p, width, n_ch * len(gam[l]))
-                acc = torch.bmm(e.transpose(1, 2), sh[:, :, l * l : (l + 1) * (l + 1)])  # (points, C·K, 2l+1)
-                out[..., l * l : (l + 1) * (l + 1), start : start + n_p] = torch.einsum(
-                    "nk,pckm->cnmp", betas[l] * pref[l][None, :], acc.reshape(n_p, n_ch, -1, 2 * l + 1)
-                )
-                continue
-            e = torch.exp(-gam[l] * rr[..., None]) * mask[..., None]  # (points, width, K)
-            # Σ_i e^{−γ_lk R_i²} R_i^l Y_lm(R̂_i) as a batched matrix product
-            acc = torch.bmm(e.transpose(1, 2), sh[:, :, l * l : (l + 1) * (l + 1)])  # (points, K, 2l+1)
-            # c_nlm = Σ_k β_l[n,k] pref_lk acc_km
-            out[:, l * l : (l + 1) * (l + 1), start : start + n_p] = torch.einsum(
-                "nk,pkm->nmp", betas[l] * pref[l][None, :], acc
+    return gam, pref, betas
+
+
+def _neighbour_table(p_np: np.ndarray, tree, images: np.ndarray, r_include: float, device: torch.device,
+                     weights: np.ndarray | None, n_atoms: int):
+    """Padded neighbour table of a chunk of points: (vec (P, W, 3), mask (P, W), channel weights or None).
+
+    None when no atom image lies within ``r_include`` of any point of the chunk.
+    """
+    from scipy.spatial import cKDTree
+
+    f64 = torch.float64
+    n_p = len(p_np)
+    dist = cKDTree(p_np).sparse_distance_matrix(tree, r_include, output_type="ndarray")
+    if len(dist) == 0:
+        return None
+    order = np.argsort(dist["i"], kind="stable")
+    pi_np = dist["i"][order].astype(np.int64)
+    ai_np = dist["j"][order].astype(np.int64)
+    counts = np.bincount(pi_np, minlength=n_p)
+    slot = np.arange(len(pi_np)) - (np.cumsum(counts) - counts)[pi_np]
+    width = int(counts.max())
+    # padded neighbour table (points, width, 3); padding rows are masked out
+    vec = torch.zeros((n_p, width, 3), dtype=f64, device=device)
+    mask = torch.zeros((n_p, width), dtype=f64, device=device)
+    pi_t = torch.as_tensor(pi_np, device=device)
+    slot_t = torch.as_tensor(slot, device=device)
+    vec[pi_t, slot_t] = torch.as_tensor(images[ai_np] - p_np[pi_np], dtype=f64, device=device)
+    mask[pi_t, slot_t] = 1.0
+    wn = None
+    if weights is not None:
+        # channel weights of each neighbour (the images repeat the atoms: index = shift·n + atom)
+        wn = torch.zeros((n_p, width, weights.shape[1]), dtype=f64, device=device)
+        wn[pi_t, slot_t] = torch.as_tensor(weights[ai_np % n_atoms], dtype=f64, device=device)
+    return vec, mask, wn
+
+
+def _add_chunk_coefficients(out: torch.Tensor, table, factors, lmax: int, weighted: bool) -> None:
+    """Write c_nlm of one chunk of points into ``out`` (a view: (…, n_radial, nlm, P))."""
+    vec, mask, wn = table
+    gam, pref, betas = factors
+    n_p, width = mask.shape
+    rr = (vec * vec).sum(-1)
+    sh = _solid_harmonics(vec, lmax)  # (points, width, nlm)
+    for l in range(lmax + 1):
+        if weighted:
+            n_ch = wn.shape[-1]
+            e = torch.exp(-gam[l] * rr[..., None])  # (points, width, K)
+            e = (wn[..., :, None] * e[..., None, :]).reshape(n_p, width, n_ch * len(gam[l]))
+            acc = torch.bmm(e.transpose(1, 2), sh[:, :, l * l : (l + 1) * (l + 1)])  # (points, C·K, 2l+1)
+            out[..., l * l : (l + 1) * (l + 1), :] = torch.einsum(
+                "nk,pckm->cnmp", betas[l] * pref[l][None, :], acc.reshape(n_p, n_ch, -1, 2 * l + 1)
             )
-    return out
+            continue
+        e = torch.exp(-gam[l] * rr[..., None]) * mask[..., None]  # (points, width, K)
+        # Σ_i e^{−γ_lk R_i²} R_i^l Y_lm(R̂_i) as a batched matrix product
+        acc = torch.bmm(e.transpose(1, 2), sh[:, :, l * l : (l + 1) * (l + 1)])  # (points, K, 2l+1)
+        # c_nlm = Σ_k β_l[n,k] pref_lk acc_km
+        out[:, l * l : (l + 1) * (l + 1), :] = torch.einsum("nk,pkm->nmp", betas[l] * pref[l][None, :], acc)
 
 
 def compute_descriptor(
@@ -822,14 +845,28 @@ class _FFTPlan:
         self.shape = tuple(int(n) for n in shape)
         self.settings = settings
         self.device = device
-        Na, Nb, Nc = self.shape
-        lmax, nr = settings.l_max, settings.n_radial
-        nlm = (lmax + 1) ** 2
-        f64, i64 = torch.float64, torch.int64
         cdt = torch.complex64 if dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.complex128
         self.cdt = cdt
-        self.rdt = torch.float32 if cdt == torch.complex64 else f64
+        self.rdt = torch.float32 if cdt == torch.complex64 else torch.float64
         g_cut = _recip_kernel_cutoff(settings, tol)
+        ma, mb, mc, mesh, gvec, gnorm = self._reciprocal_box(cell, g_cut)
+        keep = gnorm <= g_cut
+        sf = self._structure_factor(cell, positions, ma, mb, mc, weights)[..., keep]  # ([C,] K)
+        m, gvec, gnorm = mesh[keep], gvec[keep], gnorm[keep]
+        del mesh
+        flat, sel, n_direct, n_u = self._fold(m, transforms)
+        w = (sf / abs(float(np.linalg.det(cell))))[..., sel]
+        w[..., n_direct:] = w[..., n_direct:].conj()
+        spectrum = self._spectrum(gvec, gnorm, w, sel, n_direct, flat, n_u, weights)
+        if self.transforms[0] == "fft":
+            # (no 1/N: c(r) = Σ_G ĉ(G) e^{iG·r})
+            spectrum = torch.fft.ifft(spectrum, dim=1, norm="forward")
+        self.spectrum = spectrum
+        self._eb = self._ec = None
+
+    def _reciprocal_box(self, cell, g_cut: float):
+        """Integer ranges (m_a, m_b, m_c ≥ 0) of the box holding |G| ≤ g_cut, its mesh, G vectors and |G|."""
+        device, i64 = self.device, torch.int64
         lengths = np.linalg.norm(cell, axis=1)
         # G = 2π m·inv(cell)ᵀ; |m_k| ≤ |G| |a_k| / 2π
         M = np.ceil(g_cut * lengths / (2 * math.pi)).astype(int)
@@ -837,18 +874,24 @@ class _FFTPlan:
         ma = torch.arange(-M[0], M[0] + 1, device=device, dtype=i64)
         mb = torch.arange(-M[1], M[1] + 1, device=device, dtype=i64)
         mc = torch.arange(0, M[2] + 1, device=device, dtype=i64)
-        recip = torch.as_tensor(2 * math.pi * np.linalg.inv(cell).T, dtype=f64, device=device)  # rows b_k
+        recip = torch.as_tensor(2 * math.pi * np.linalg.inv(cell).T, dtype=torch.float64, device=device)  # rows b_k
         mesh = torch.stack(torch.meshgrid(ma, mb, mc, indexing="ij"), dim=-1).reshape(-1, 3)
-        gvec = mesh.to(f64) @ recip
-        gnorm = gvec.norm(dim=-1)
-        keep = gnorm <= g_cut
-        sf = self._structure_factor(cell, positions, ma, mb, mc, weights)[..., keep]  # ([C,] K)
-        m, gvec, gnorm = mesh[keep], gvec[keep], gnorm[keep]
-        del mesh
-        # fold onto grid frequencies; an entry with m_c > 0 also stands for its mirror −m (value ĉ*);
+        gvec = mesh.to(torch.float64) @ recip
+        return ma, mb, mc, mesh, gvec, gvec.norm(dim=-1)
+
+    def _fold(self, m: torch.Tensor, transforms):
+        """Fold the kept G onto grid frequencies; choose the transform per axis.
+
+        Sets ``freqs`` (sorted frequencies that occur per axis) and ``transforms``.
+        Returns ``(flat, sel, n_direct, n_u)``: the flat index of every folded entry in
+        the pruned spectrum, the G it comes from (direct entries first, then mirrors),
+        the number of direct entries and the frequencies per axis.
+        """
+        Na, Nb, Nc = self.shape
+        # an entry with m_c > 0 also stands for its mirror −m (value ĉ*);
         # the real transform along c keeps frequencies 0 … Nc//2
         cf = Nc // 2 + 1
-        n_grid = torch.tensor([Na, Nb, Nc], device=device, dtype=i64)
+        n_grid = torch.tensor([Na, Nb, Nc], device=self.device, dtype=torch.int64)
         j_direct = torch.remainder(m, n_grid)
         j_mirror = torch.remainder(-m, n_grid)
         use_direct = j_direct[:, 2] < cf
@@ -862,18 +905,25 @@ class _FFTPlan:
             raise ElfcoreError(f"transforms={transforms!r}; expected three of 'fft', 'dense'")
         self.transforms = tuple(transforms)
         if self.transforms[0] == "fft":
-            self.freqs[0] = torch.arange(Na, device=device)  # all rows, ready for the FFT along a
+            self.freqs[0] = torch.arange(Na, device=self.device)  # all rows, ready for the FFT along a
             n_u[0] = Na
         pos = [torch.searchsorted(self.freqs[k], j_all[:, k].contiguous()) for k in range(3)]
         flat = (pos[0] * n_u[1] + pos[1]) * n_u[2] + pos[2]
         sel = torch.cat([torch.nonzero(use_direct)[:, 0], torch.nonzero(use_mirror)[:, 0]])
-        n_direct = int(use_direct.sum())
-        # coefficients ĉ_nlm(G) = i^l K_nl(|G|) Y_lm(Ĝ) S(G) / V, channel-major (n, lm)
+        return flat, sel, int(use_direct.sum()), n_u
+
+    def _spectrum(self, gvec, gnorm, w, sel, n_direct: int, flat, n_u, weights) -> torch.Tensor:
+        """Coefficients ĉ_nlm(G) = i^l K_nl(|G|) Y_lm(Ĝ) S(G) / V on the pruned frequencies.
+
+        ``w``: S(G)/V of the folded entries (mirrors conjugated). Returns
+        (C·n_radial·nlm, n_a, n_b, n_c) in ``cdt``, channel-major rows (channel, n).
+        """
+        settings, device, cdt = self.settings, self.device, self.cdt
+        lmax, nr = settings.l_max, settings.n_radial
+        nlm = (lmax + 1) ** 2
         rad = _radial_kernel(settings, gnorm)  # (L, N, K) float64
         unit = gvec / torch.where(gnorm > 0, gnorm, torch.ones_like(gnorm))[:, None]
         ylm = _solid_harmonics(unit, lmax)  # (K, nlm)
-        w = (sf / abs(float(np.linalg.det(cell))))[..., sel]
-        w[..., n_direct:] = w[..., n_direct:].conj()
         n_ch = 1 if weights is None else weights.shape[1]
         # channel-major rows (channel, n); one channel without weights
         spectrum = torch.zeros((n_ch * nr, nlm, n_u[0] * n_u[1] * n_u[2]), dtype=cdt, device=device)
@@ -897,12 +947,7 @@ class _FFTPlan:
                 index = flat[None, None, :, None].expand(n_ch * nr, 2 * l + 1, -1, 2)
                 part.scatter_add_(2, index, torch.view_as_real(vals))
             del vals
-        spectrum = spectrum.reshape(n_ch * nr * nlm, n_u[0], n_u[1], n_u[2])
-        if self.transforms[0] == "fft":
-            # (no 1/N: c(r) = Σ_G ĉ(G) e^{iG·r})
-            spectrum = torch.fft.ifft(spectrum, dim=1, norm="forward")
-        self.spectrum = spectrum
-        self._eb = self._ec = None
+        return spectrum.reshape(n_ch * nr * nlm, n_u[0], n_u[1], n_u[2])
 
     def _phases(self, n: int, j: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """exp(2πi j r / n) for grid indices r (rows, default all n) and frequencies j (columns), exact."""

@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike
 
 from .descriptor import DescriptorSettings, iter_grid_descriptor
 from .device import resolve
-from .errors import ElfcoreError, GridError, SettingsMismatchError, StructureError
+from .errors import ElfcoreError, GridError, SettingsMismatchError
 from .grid import field_from_atoms
 
 if TYPE_CHECKING:
@@ -408,8 +408,6 @@ def predict_field(
     SettingsMismatchError
         The model has no descriptor settings.
     """
-    if len(atoms) == 0:
-        raise StructureError("the structure has no atoms; nothing to predict")
     settings = model_settings(model)
     shape = _checked_shape(atoms, settings, shape, spacing)
     n_members = int(getattr(model, "n_members", 1))
@@ -435,12 +433,10 @@ def _checked_shape(atoms: Atoms, settings: DescriptorSettings, shape, spacing: f
     """Check the structure for prediction and return the grid (``shape`` or from ``spacing``)."""
     from .io.validate import check_prediction_structure
 
-    check_prediction_structure(atoms, settings.sigma)  # overlapping atoms, cells shorter than σ, NaN, unknown Z
+    # no atoms, NaN, unknown Z, no periodic cell, cells shorter than σ, overlapping atoms
+    check_prediction_structure(atoms, settings.sigma, require_atoms=True)
     if shape is None:
-        cell = np.asarray(atoms.cell[:], dtype=np.float64)
-        if abs(np.linalg.det(cell)) < 1e-8:
-            raise StructureError("the structure needs a periodic cell of non-zero volume")
-        shape = grid_shape_for_spacing(cell, spacing)
+        shape = grid_shape_for_spacing(np.asarray(atoms.cell[:], dtype=np.float64), spacing)
     shape = tuple(int(n) for n in shape)
     if len(shape) != 3 or min(shape) < 1:
         raise GridError(f"grid shape {shape}; expected three positive integers")

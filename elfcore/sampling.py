@@ -25,8 +25,9 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .errors import GridError, SettingsError, StructureError
+from .errors import GridError, SettingsError
 from .grid import case_field, field_atoms, field_cell, validate_field
+from .io.validate import check_atoms
 
 __all__ = [
     "MAX_DESCRIPTOR_BYTES",
@@ -54,28 +55,17 @@ STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 def check_structure(atoms, *, where: str = "structure") -> None:
     """Refuse structures the hydrogen models cannot describe.
 
+    :func:`elfcore.io.validate.check_atoms` with at least one atom, finite
+    positions and hydrogen only (the cell is not checked here).
+
     Raises
     ------
     StructureError
         If the structure has no atoms, non-finite positions, or elements other
         than hydrogen.
     """
-    numbers = np.asarray(atoms.get_atomic_numbers())
-    if numbers.size == 0:
-        raise StructureError(f"{where} has no atoms; the ELF model needs hydrogen atoms")
-    pos = np.asarray(atoms.get_positions(), dtype=np.float64)
-    bad = ~np.all(np.isfinite(pos), axis=1)
-    if bad.any():
-        raise StructureError(f"{where}: positions of atoms {np.flatnonzero(bad)[:10].tolist()} are NaN or inf")
-    other = sorted(set(numbers.tolist()) - {1})
-    if other:
-        from ase.data import chemical_symbols
-
-        names = ", ".join(chemical_symbols[z] if 0 <= z < len(chemical_symbols) else str(z) for z in other)
-        raise StructureError(
-            f"{where} contains {names} ({int(np.sum(numbers != 1))} of {numbers.size} atoms); "
-            "elfcore models are trained for pure hydrogen only"
-        )
+    check_atoms(atoms, species=("H",), require_atoms=True, require_cell=False, where=where,
+                species_of="elfcore models'")
 
 
 def reference_field(data: xr.Dataset | xr.DataArray, *, name: str = "elf_ref") -> xr.DataArray:

@@ -19,9 +19,15 @@ or a memory blow-up:
   (dtypes, shapes, offsets) against the file size before any tensor exists;
 * **outputs** — :func:`check_output_path` refuses a missing or read-only
   output directory before any work starts;
-* **prediction input** — :func:`check_prediction_structure` (overlapping atoms,
-  cells shorter than the descriptor's σ) and :func:`check_spacing` (no ``inf``,
-  ``nan`` or spacings coarser than 1 Å, which give degenerate grids).
+* **structures** — :func:`check_atoms`, the one check of an ``ase.Atoms`` for the
+  engine (descriptor, training samples, CP2K inputs, prediction, screening): atoms
+  present, finite positions, allowed species, a periodic cell, optionally the
+  reader's bounds, a cell period ≥ σ and no overlapping atoms, each refusal a
+  :class:`~elfcore.errors.StructureError`;
+* **prediction input** — :func:`check_prediction_structure` (:func:`check_atoms`
+  with overlapping atoms and cells shorter than the descriptor's σ) and
+  :func:`check_spacing` (no ``inf``, ``nan`` or spacings coarser than 1 Å, which
+  give degenerate grids).
 
 Settings: the voxel limit is :data:`DEFAULT_MAX_VOXELS`, raised (or lowered)
 by the environment variable ``ELFCORE_MAX_VOXELS`` or the ``max_voxels=``
@@ -60,6 +66,9 @@ __all__ = [
     "check_output_path",
     "check_spacing",
     "check_prediction_structure",
+    "check_atoms",
+    "MIN_CELL_VOLUME",
+    "WARN_ATOM_DISTANCE",
     "MIN_ATOM_DISTANCE",
     "MAX_SPACING",
 ]
@@ -337,15 +346,172 @@ def check_case(ds, source: str | None = None, *, elf_range: str = "warn"):
     return ds
 
 
-# --------------------------------------------------------------------------- prediction input
+# --------------------------------------------------------------------------- structures (ase.Atoms)
 #: Atoms closer than this (Å, periodic images included) overlap: prediction refuses the structure.
 MIN_ATOM_DISTANCE = 0.1
 #: Atoms closer than this (Å) are far outside the training data (H–H ≥ ≈0.65 Å up to 500 GPa): a warning.
 WARN_ATOM_DISTANCE = 0.5
+#: A cell whose |det| is below this (Å³) has no volume: not a periodic cell.
+MIN_CELL_VOLUME = 1.0e-6
 #: Coarsest grid spacing (Å) a prediction accepts from ``spacing=`` (H–H bonds are ≈0.7 Å long).
 MAX_SPACING = 1.0
 
 
+def check_atoms(atoms, *, species=None, require_atoms: bool = False, require_cell: bool = True,
+                bounds: bool = False, sigma: float | None = None, min_distance: float | None = None,
+                where: str = "the structure", species_of: str = "supported"):
+    """Validate an :class:`ase.Atoms` structure for the engine; return ``(cell, positions, numbers)``.
+
+    The one structure check of elfcore: the descriptor, the sampling of training
+    voxels, the CP2K input writer, prediction and screening all call it (with the
+    options they need), so a structure is refused the same way, with the same
+    :class:`~elfcore.errors.StructureError` messages, wherever it enters. Checks,
+    in this order (each only when its option asks for it):
+
+    1. it is an ase.Atoms (anything without ``cell``/``get_positions`` is refused);
+    2. ``require_atoms``: at least one atom;
+    3. positions are finite (always);
+    4. ``species``: every element is one of them;
+    5. ``require_cell``: a finite cell of |det| ≥ :data:`MIN_CELL_VOLUME`;
+    6. ``bounds``: the reader's checks (:func:`check_structure`: cell lengths between
+       :data:`MIN_CELL_LENGTH` and :data:`MAX_CELL_LENGTH`, coordinates, Z in 1..118);
+    7. ``sigma``: the cell does not repeat with a period shorter than σ;
+    8. ``min_distance``: no two atoms (periodic images included) closer than it; pairs
+       closer than :data:`WARN_ATOM_DISTANCE` are logged as a warning.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        The structure (its cell is taken as periodic for checks 7 and 8).
+    species : sequence of str, optional
+        Chemical symbols allowed (e.g. ``("H",)``); None: any element.
+    require_atoms : bool
+        Refuse a structure without atoms.
+    require_cell : bool
+        Refuse a structure without a periodic cell of non-zero volume.
+    bounds : bool
+        Also run :func:`check_structure` on the arrays (for structures from files and users).
+    sigma : float, optional
+        Gaussian width (Å) of the descriptor's atomic densities (check 7).
+    min_distance : float, optional
+        Smallest interatomic distance accepted, Å (check 8).
+    where, species_of : str
+        How messages name the structure (``"the structure"``, a file or field name) and
+        whose species they cite (``"descriptor's"``: "not among the descriptor's species").
+
+    Returns
+    -------
+    (cell (3, 3) float64, positions (n, 3) float64, numbers (n,) int64)
+
+    Raises
+    ------
+    StructureError
+        Naming the structure, the first problem found and what is needed.
+
+    Examples
+    --------
+    >>> from ase import Atoms
+    >>> check_atoms(Atoms("H", cell=[3, 3, 3]))[2]
+    array([1])
+    >>> check_atoms(Atoms("HO", cell=[3, 3, 3]), species=("H",))
+    Traceback (most recent call last):
+    ...
+    elfcore.errors.StructureError: the structure contains O (Z=8), not among the supported species ['H'] (hydrogen only); 1 of 2 atoms
+    """
+    cell, positions, numbers = _atoms_arrays(atoms)
+    if require_atoms and len(numbers) == 0:
+        raise StructureError(f"{where} has no atoms")
+    _check_positions_finite(positions, where)
+    if species is not None:
+        _check_species(numbers, tuple(species), where, species_of)
+    if require_cell:
+        _check_cell_volume(cell, where)
+    if bounds:
+        try:
+            cell, positions, numbers = check_structure(cell, positions, numbers, require_cell=require_cell)
+        except FormatError as exc:
+            raise StructureError(f"{where}: {exc}") from None
+    if sigma is not None:
+        _check_period(cell, sigma)
+    if min_distance is not None:
+        _check_distances(cell, positions, numbers, min_distance)
+    return cell, positions, numbers
+
+
+def _atoms_arrays(atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cell (3, 3), positions (n, 3), numbers (n,)) of an ase.Atoms; anything else is a StructureError."""
+    try:
+        cell = np.asarray(atoms.cell[:], dtype=np.float64)
+        positions = np.asarray(atoms.get_positions(), dtype=np.float64).reshape(-1, 3)
+        numbers = np.asarray(atoms.get_atomic_numbers()).reshape(-1).astype(np.int64)
+    except AttributeError as exc:
+        raise StructureError(f"expected an ase.Atoms structure, got {type(atoms).__name__}") from exc
+    return cell, positions, numbers
+
+
+def _check_positions_finite(positions: np.ndarray, where: str) -> None:
+    bad = ~np.all(np.isfinite(positions), axis=1)
+    if bad.any():
+        first = (np.flatnonzero(bad)[:10] + 1).tolist()
+        raise StructureError(f"{where}: positions of atoms {first} are NaN or inf (atoms numbered from 1)")
+
+
+def _check_species(numbers: np.ndarray, species: tuple[str, ...], where: str, species_of: str) -> None:
+    from ase.data import atomic_numbers, chemical_symbols
+
+    allowed = {atomic_numbers[sym] for sym in species}
+    bad = sorted(set(int(z) for z in numbers) - allowed)
+    if not bad:
+        return
+    names = ", ".join(f"{chemical_symbols[z] if 0 < z < len(chemical_symbols) else '?'} (Z={z})" for z in bad)
+    only = " (hydrogen only)" if species == ("H",) else ""
+    n_bad = int(np.isin(numbers, bad).sum())
+    raise StructureError(f"{where} contains {names}, not among the {species_of} species {list(species)}{only}; "
+                         f"{n_bad} of {len(numbers)} atoms")
+
+
+def _check_cell_volume(cell: np.ndarray, where: str) -> None:
+    if cell.shape != (3, 3) or not np.all(np.isfinite(cell)):
+        raise StructureError(f"{where} needs a periodic cell of non-zero volume")
+    with np.errstate(over="ignore"):  # a 1e200 Å cell is refused by the bounds, not here
+        volume = abs(float(np.linalg.det(cell)))
+    if volume < MIN_CELL_VOLUME:
+        raise StructureError(f"{where} needs a periodic cell of non-zero volume")
+
+
+def _check_period(cell: np.ndarray, sigma: float) -> None:
+    from ase.geometry import minkowski_reduce
+
+    reduced, _ = minkowski_reduce(cell)
+    period = float(np.linalg.norm(reduced, axis=1).min())
+    if period < sigma:
+        raise StructureError(
+            f"the cell repeats every {period:.3g} Å, less than the descriptor's Gaussian width σ = {sigma:g} Å: "
+            "every grid point would see the same smeared density (a flat, meaningless ELF)")
+
+
+def _check_distances(cell: np.ndarray, positions: np.ndarray, numbers: np.ndarray, min_distance: float) -> None:
+    from ase import Atoms
+    from ase.neighborlist import neighbor_list
+
+    if len(positions) == 0:
+        return
+    cutoff = max(WARN_ATOM_DISTANCE, float(min_distance))
+    periodic = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
+    i, j, d = neighbor_list("ijd", periodic, cutoff, self_interaction=False)
+    if len(d) == 0:
+        return
+    k = int(np.argmin(d))
+    where = f"atoms {int(i[k]) + 1} and {int(j[k]) + 1}" if i[k] != j[k] else f"atom {int(i[k]) + 1} and its image"
+    if d[k] < min_distance:
+        raise StructureError(f"{where} are {d[k]:.3f} Å apart (overlapping atoms; periodic images included); "
+                             f"at least {min_distance:g} Å is needed")
+    if d[k] < WARN_ATOM_DISTANCE:
+        log.warning("%s are %.3f Å apart, closer than any structure the models were trained on (≥ %g Å)",
+                    where, d[k], WARN_ATOM_DISTANCE)
+
+
+# --------------------------------------------------------------------------- prediction input
 def check_spacing(spacing) -> float:
     """A grid spacing in Å that is finite, > 0 and ≤ :data:`MAX_SPACING`; return it as float.
 
@@ -366,8 +532,12 @@ def check_spacing(spacing) -> float:
     return value
 
 
-def check_prediction_structure(atoms, sigma: float) -> None:
+def check_prediction_structure(atoms, sigma: float, *, require_atoms: bool = False) -> None:
     """Refuse (or warn about) a structure no ELF prediction can be meaningful for.
+
+    :func:`check_atoms` with the reader's bounds, the cell period against σ and
+    :data:`MIN_ATOM_DISTANCE` (pairs closer than :data:`WARN_ATOM_DISTANCE` are
+    logged as a warning).
 
     Parameters
     ----------
@@ -375,6 +545,8 @@ def check_prediction_structure(atoms, sigma: float) -> None:
         The structure (its cell is taken as periodic).
     sigma : float
         Gaussian width (Å) of the descriptor's atomic densities.
+    require_atoms : bool
+        Also refuse a structure without atoms.
 
     Raises
     ------
@@ -383,39 +555,9 @@ def check_prediction_structure(atoms, sigma: float) -> None:
         direction with a period shorter than ``sigma`` (every grid point would see
         the same smeared density: a flat, meaningless ELF); two atoms (or an atom and
         its periodic image) are closer than :data:`MIN_ATOM_DISTANCE`.
-
-    Notes
-    -----
-    Pairs closer than :data:`WARN_ATOM_DISTANCE` are logged as a warning.
     """
-    from ase import Atoms
-    from ase.geometry import minkowski_reduce
-    from ase.neighborlist import neighbor_list
-
-    try:
-        cell, pos, num = check_structure(np.asarray(atoms.cell[:]), atoms.get_positions(),
-                                         atoms.get_atomic_numbers())
-    except FormatError as exc:
-        raise StructureError(str(exc)) from None
-    reduced, _ = minkowski_reduce(cell)
-    period = float(np.linalg.norm(reduced, axis=1).min())
-    if period < sigma:
-        raise StructureError(
-            f"the cell repeats every {period:.3g} Å, less than the descriptor's Gaussian width σ = {sigma:g} Å: "
-            "every grid point would see the same smeared density (a flat, meaningless ELF)")
-    if len(pos) < 2 and period >= WARN_ATOM_DISTANCE:
-        return
-    periodic = Atoms(numbers=num, positions=pos, cell=cell, pbc=True)
-    i, j, d = neighbor_list("ijd", periodic, WARN_ATOM_DISTANCE, self_interaction=False)
-    if len(d) == 0:
-        return
-    k = int(np.argmin(d))
-    where = f"atoms {int(i[k]) + 1} and {int(j[k]) + 1}" if i[k] != j[k] else f"atom {int(i[k]) + 1} and its image"
-    if d[k] < MIN_ATOM_DISTANCE:
-        raise StructureError(f"{where} are {d[k]:.3f} Å apart (overlapping atoms; periodic images included); "
-                             f"at least {MIN_ATOM_DISTANCE:g} Å is needed")
-    log.warning("%s are %.3f Å apart, closer than any structure the models were trained on (≥ %g Å)",
-                where, d[k], WARN_ATOM_DISTANCE)
+    check_atoms(atoms, require_atoms=require_atoms, require_cell=True, bounds=True, sigma=sigma,
+                min_distance=MIN_ATOM_DISTANCE)
 
 
 # --------------------------------------------------------------------------- safetensors

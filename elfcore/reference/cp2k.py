@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DFTError, FormatError, SettingsError, StructureError
+from ..errors import DFTError, FormatError, SettingsError
+from ..io.validate import check_atoms
 from ..settings import Settings
 
 __all__ = [
@@ -158,15 +159,9 @@ class MDSettings(Settings):
 
 # --------------------------------------------------------------------------- input writers
 def _check_atoms(atoms) -> None:
-    if len(atoms) == 0:
-        raise StructureError("structure has no atoms")
-    pos = atoms.get_positions()
-    if not np.all(np.isfinite(pos)):
-        raise StructureError("structure has NaN/inf positions")
-    if set(atoms.get_chemical_symbols()) != {"H"}:
-        raise StructureError(f"only hydrogen is supported, got {sorted(set(atoms.get_chemical_symbols()))}")
-    if abs(np.linalg.det(np.asarray(atoms.cell[:]))) < 1e-6:
-        raise StructureError("structure has no periodic cell")
+    """A hydrogen structure with atoms, finite positions and a periodic cell (:func:`elfcore.io.validate.check_atoms`)."""
+    check_atoms(atoms, species=("H",), require_atoms=True, require_cell=True, where="structure",
+                species_of="CP2K reference's")
 
 
 def _subsys(atoms, settings: CP2KSettings, velocities: np.ndarray | None = None) -> str:
@@ -303,18 +298,29 @@ def md_input(
         The input file text.
     """
     _check_atoms(atoms)
-    every = md.traj_every
     stress_force_eval = "  STRESS_TENSOR ANALYTICAL\n" if stress else ""
-    stress_print = (
-        f"    &STRESS\n      &EACH\n        MD {every}\n      &END EACH\n    &END STRESS\n" if stress else ""
-    )
     text = f"""&GLOBAL
   PROJECT {project}
   RUN_TYPE MD
   PRINT_LEVEL LOW
   SEED {md.seed}
 &END GLOBAL
-&MOTION
+{_md_motion(md, stress)}&FORCE_EVAL
+  METHOD QS
+{stress_force_eval}{_dft(settings, extrapolate=True, cubes=False)}
+{_subsys(atoms, settings, velocities)}
+&END FORCE_EVAL
+"""
+    return text
+
+
+def _md_motion(md: MDSettings, stress: bool) -> str:
+    """The ``&MOTION`` section of :func:`md_input`: NVT with CSVR, trajectory/velocity/stress/restart output."""
+    every = md.traj_every
+    stress_print = (
+        f"    &STRESS\n      &EACH\n        MD {every}\n      &END EACH\n    &END STRESS\n" if stress else ""
+    )
+    return f"""&MOTION
   &MD
     ENSEMBLE NVT
     STEPS {md.steps}
@@ -351,13 +357,7 @@ def md_input(
     &END RESTART_HISTORY
   &END PRINT
 &END MOTION
-&FORCE_EVAL
-  METHOD QS
-{stress_force_eval}{_dft(settings, extrapolate=True, cubes=False)}
-{_subsys(atoms, settings, velocities)}
-&END FORCE_EVAL
 """
-    return text
 
 
 def single_point_input(
@@ -515,6 +515,25 @@ def run_cp2k(
     inp.write_text(input_text)
     if out.exists():
         out.unlink()  # CP2K appends to an existing output file
+    cmd, env = _cp2k_command(exe, inp, out, case=case, threads=threads, ranks=ranks)
+    log.info("case %s: running %s in %s", case, " ".join(cmd), workdir)
+    t0 = time.time()
+    proc, stdout, stderr = _run_process(cmd, workdir, env, inp, out, case=case, exe=exe, timeout_s=timeout_s)
+    (workdir / f"{inp.stem}.stderr").write_text((stdout or "") + (stderr or ""))
+    if proc.returncode != 0:
+        tail = (stderr or stdout or "").strip().splitlines()[-3:]
+        raise DFTError(
+            f"case {case}: CP2K exited with code {proc.returncode} after {time.time() - t0:.0f} s; "
+            f"see {out} ({' | '.join(tail)})"
+        )
+    if not out.exists():
+        raise DFTError(f"case {case}: CP2K wrote no output file {out}")
+    check_output(out, case=case, check_scf=check_scf)
+    return out
+
+
+def _cp2k_command(exe: str, inp: Path, out: Path, *, case: str, threads: int, ranks: int):
+    """Command line (``mpirun -np`` for ``ranks > 1``) and environment of a CP2K run."""
     cmd = [exe, "-i", inp.name, "-o", out.name]
     if ranks > 1:
         mpirun = shutil.which("mpirun")
@@ -527,8 +546,15 @@ def run_cp2k(
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no busy-waiting threads on a shared machine
-    log.info("case %s: running %s in %s", case, " ".join(cmd), workdir)
-    t0 = time.time()
+    return cmd, env
+
+
+def _run_process(cmd: list, workdir: Path, env: dict, inp: Path, out: Path, *, case: str, exe: str,
+                 timeout_s: float | None):
+    """Run CP2K with a pid file ``{input stem}.pid`` while it runs; return (process, stdout, stderr).
+
+    A timeout or an interruption kills CP2K (no run is left behind).
+    """
     pid_file = workdir / f"{inp.stem}.pid"
     try:
         proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -546,17 +572,7 @@ def run_cp2k(
             proc.kill()
             proc.wait()
         pid_file.unlink(missing_ok=True)
-    (workdir / f"{inp.stem}.stderr").write_text((stdout or "") + (stderr or ""))
-    if proc.returncode != 0:
-        tail = (stderr or stdout or "").strip().splitlines()[-3:]
-        raise DFTError(
-            f"case {case}: CP2K exited with code {proc.returncode} after {time.time() - t0:.0f} s; "
-            f"see {out} ({' | '.join(tail)})"
-        )
-    if not out.exists():
-        raise DFTError(f"case {case}: CP2K wrote no output file {out}")
-    check_output(out, case=case, check_scf=check_scf)
-    return out
+    return proc, stdout, stderr
 
 
 def check_output(path: str | os.PathLike, *, case: str, check_scf: bool = True) -> None:
