@@ -104,62 +104,16 @@ def read_cube(
     h = HeaderLines(text, source)
     title = h.next("the title line")
     comment = h.next("the second comment line")
-    line = h.next("the atom count and origin")
-    toks = line.split()
-    if len(toks) not in (4, 5):
-        raise h.error(f"atom count and origin: expected 4 or 5 values, found {len(toks)}")
-    natoms = h.convert(toks[0], "i", "atom count")
-    origin = np.array([h.convert(t, "f", "origin") for t in toks[1:4]])
-    nval = h.convert(toks[4], "i", "values per voxel") if len(toks) == 5 else 1
-    if nval != 1:
-        raise h.error(f"{nval} values per voxel; only cube files with one value per voxel are supported")
-    counts = []
-    vectors = []
-    for axis in range(3):
-        n, vx, vy, vz = h.tokens(h.next(f"grid line {axis + 1}"), "ifff", f"grid line {axis + 1}")
-        if n == 0:
-            raise h.error(f"grid of zero size: {n} points along axis {_AXES[axis]}")
-        counts.append(n)
-        vectors.append([vx, vy, vz])
-    if len({c > 0 for c in counts}) != 1:
-        raise h.error(f"grid counts {counts} mix Bohr (>0) and Å (<0) units")
-    unit = Bohr if counts[0] > 0 else 1.0
-    shape = tuple(abs(c) for c in counts)
-    numbers_list: list[int] = []
-    positions_list: list[tuple[float, float, float]] = []
-    for i in range(abs(natoms)):
-        z, _charge, x, y, zz = h.tokens(h.next(f"atom {i + 1}"), "sffff", f"atom {i + 1}")
-        try:
-            znum = float(z)
-        except ValueError:
-            raise h.error(f"atom {i + 1}: atomic number {z!r} is not a number") from None
-        if not znum.is_integer() or not 0 <= znum <= 118:
-            raise h.error(f"atom {i + 1}: atomic number {z!r}; expected an integer 0..118")
-        numbers_list.append(int(znum))
-        positions_list.append((x, y, zz))
-    numbers = np.asarray(numbers_list, dtype=np.int64)
-    positions = np.asarray(positions_list, dtype=np.float64).reshape(-1, 3)
-    if natoms < 0:
-        ids = h.tokens(h.next("the orbital id line"), "i", "orbital ids", extra=True)
-        if ids[0] != 1:
-            raise h.error(f"{ids[0]} orbitals per voxel; only one value per voxel is supported")
+    natoms, origin = _read_count_origin(h)
+    shape, vectors, unit = _read_grid_lines(h)
+    numbers, positions = _read_atoms(h, natoms)
     values = parse_numbers(text[h.pos :], math.prod(shape), source=source, first_line=h.lineno + 1)
     values = values.reshape(shape)
 
-    vectors = np.asarray(vectors) * unit
-    cell = vectors * np.asarray(shape, dtype=np.float64)[:, None]
+    cell = vectors * unit * np.asarray(shape, dtype=np.float64)[:, None]
     origin = origin * unit
     positions = positions * unit - origin
-
-    if periodic_plane == "auto":
-        dropped = duplicate_plane_axes(values)
-    elif periodic_plane == "drop":
-        dropped = [ax for ax in range(3) if values.shape[ax] > 1]
-    else:
-        dropped = []
-    for ax in dropped:
-        values = np.delete(values, -1, axis=ax)
-        cell[ax] *= (shape[ax] - 1) / shape[ax]
+    values, cell, dropped = _drop_planes(values, cell, periodic_plane)
 
     if name is None:
         name = _guess_name(title, comment)
@@ -172,6 +126,72 @@ def read_cube(
         attrs["duplicate_plane_dropped"] = ",".join(_AXES[ax] for ax in dropped)
         log.info("%s: dropped the duplicated periodic plane along %s", source or "cube", attrs["duplicate_plane_dropped"])
     return make_field(np.ascontiguousarray(values), cell, positions, numbers, name=name, attrs=attrs)
+
+
+def _read_count_origin(h: HeaderLines) -> tuple[int, np.ndarray]:
+    """The ``natoms ox oy oz [nval]`` line: signed atom count and origin (file units)."""
+    line = h.next("the atom count and origin")
+    toks = line.split()
+    if len(toks) not in (4, 5):
+        raise h.error(f"atom count and origin: expected 4 or 5 values, found {len(toks)}")
+    natoms = h.convert(toks[0], "i", "atom count")
+    origin = np.array([h.convert(t, "f", "origin") for t in toks[1:4]])
+    nval = h.convert(toks[4], "i", "values per voxel") if len(toks) == 5 else 1
+    if nval != 1:
+        raise h.error(f"{nval} values per voxel; only cube files with one value per voxel are supported")
+    return natoms, origin
+
+
+def _read_grid_lines(h: HeaderLines) -> tuple[tuple[int, int, int], np.ndarray, float]:
+    """The three ``N v`` lines: grid shape, voxel vectors (file units) and the unit (Bohr or 1 Å)."""
+    counts = []
+    vectors = []
+    for axis in range(3):
+        n, vx, vy, vz = h.tokens(h.next(f"grid line {axis + 1}"), "ifff", f"grid line {axis + 1}")
+        if n == 0:
+            raise h.error(f"grid of zero size: {n} points along axis {_AXES[axis]}")
+        counts.append(n)
+        vectors.append([vx, vy, vz])
+    if len({c > 0 for c in counts}) != 1:
+        raise h.error(f"grid counts {counts} mix Bohr (>0) and Å (<0) units")
+    unit = Bohr if counts[0] > 0 else 1.0
+    return tuple(abs(c) for c in counts), np.asarray(vectors), unit
+
+
+def _read_atoms(h: HeaderLines, natoms: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``|natoms|`` atom lines (and, for ``natoms < 0``, the orbital id line): numbers, positions."""
+    numbers_list: list[int] = []
+    positions_list: list[tuple[float, float, float]] = []
+    for i in range(abs(natoms)):
+        z, _charge, x, y, zz = h.tokens(h.next(f"atom {i + 1}"), "sffff", f"atom {i + 1}")
+        try:
+            znum = float(z)
+        except ValueError:
+            raise h.error(f"atom {i + 1}: atomic number {z!r} is not a number") from None
+        if not znum.is_integer() or not 0 <= znum <= 118:
+            raise h.error(f"atom {i + 1}: atomic number {z!r}; expected an integer 0..118")
+        numbers_list.append(int(znum))
+        positions_list.append((x, y, zz))
+    if natoms < 0:
+        ids = h.tokens(h.next("the orbital id line"), "i", "orbital ids", extra=True)
+        if ids[0] != 1:
+            raise h.error(f"{ids[0]} orbitals per voxel; only one value per voxel is supported")
+    return np.asarray(numbers_list, dtype=np.int64), np.asarray(positions_list, dtype=np.float64).reshape(-1, 3)
+
+
+def _drop_planes(values: np.ndarray, cell: np.ndarray, periodic_plane: str) -> tuple[np.ndarray, np.ndarray, list]:
+    """Drop the duplicated last plane per ``periodic_plane``; return values, cell and the axes dropped."""
+    shape = values.shape
+    if periodic_plane == "auto":
+        dropped = duplicate_plane_axes(values)
+    elif periodic_plane == "drop":
+        dropped = [ax for ax in range(3) if values.shape[ax] > 1]
+    else:
+        dropped = []
+    for ax in dropped:
+        values = np.delete(values, -1, axis=ax)
+        cell[ax] *= (shape[ax] - 1) / shape[ax]
+    return values, cell, dropped
 
 
 def write_cube(fileobj: IO[str], field: xr.DataArray, *, precision: int = 5) -> None:

@@ -81,11 +81,27 @@ def read_xsf(fileobj: IO[str], *, name: str | None = None, source: str | None = 
     """
     text = fileobj.read()
     h = HeaderLines(text, source)
+    numbers, positions, primvec, grid_name = _read_blocks(h, text)
+    values, origin, span, mismatch = _read_datagrid(h, text, source)
+    cell = span
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3) - origin
+    attrs: dict = {"duplicate_plane_dropped": "a,b,c"}
+    if mismatch:
+        attrs["duplicate_plane_mismatch"] = ",".join("abc"[ax] for ax in mismatch)
+    if np.any(origin != 0):
+        attrs["xsf_origin"] = origin
+    if primvec is not None and not np.allclose(primvec, span, atol=1e-6):
+        attrs["xsf_primvec"] = primvec.reshape(-1)
+    return make_field(np.ascontiguousarray(values), cell, pos, np.asarray(numbers, dtype=np.int64),
+                      name=name or grid_name, attrs=attrs)
+
+
+def _read_blocks(h: HeaderLines, text: str) -> tuple[list[int], list[list[float]], np.ndarray | None, str]:
+    """Keywords up to the first ``DATAGRID_3D``: atomic numbers, positions, PRIMVEC (or None), grid name."""
     numbers: list[int] = []
     positions: list[list[float]] = []
     primvec = None
-    grid_name = None
-    while grid_name is None:
+    while True:
         line = h.next("a DATAGRID_3D block")
         s = line.strip()
         if not s or s.startswith("#"):
@@ -100,27 +116,9 @@ def read_xsf(fileobj: IO[str], *, name: str | None = None, source: str | None = 
             if key == "PRIMVEC":
                 primvec = np.array(vecs)
         elif key == "PRIMCOORD":
-            count, _ = h.tokens(h.next("the PRIMCOORD count line"), "ii", "PRIMCOORD count")
-            if count < 0:
-                raise h.error(f"negative atom count {count}")
-            for i in range(count):
-                z, xyz = _atom_line(h, h.next(f"atom {i + 1}"), f"atom {i + 1}")
-                numbers.append(z)
-                positions.append(xyz)
+            _read_primcoord(h, numbers, positions)
         elif key == "ATOMS":
-            while True:
-                pos, lineno = h.pos, h.lineno
-                if pos >= len(text):
-                    break
-                nxt = h.next("atoms")
-                toks = nxt.split()
-                if len(toks) >= 4 and (toks[0].isdigit() or _is_symbol(toks[0])):
-                    z, xyz = _atom_line(h, nxt, f"atom {len(numbers) + 1}")
-                    numbers.append(z)
-                    positions.append(xyz)
-                else:
-                    h.pos, h.lineno = pos, lineno
-                    break
+            _read_atoms_block(h, text, numbers, positions)
         elif key.startswith("BEGIN_INFO"):
             _skip_to(h, "END_INFO")
         elif key.startswith("BEGIN_BLOCK_DATAGRID_2D") or key.startswith("BEGIN_BLOCK_DATAGRID2D") \
@@ -130,8 +128,45 @@ def read_xsf(fileobj: IO[str], *, name: str | None = None, source: str | None = 
             h.next("the DATAGRID_3D block comment")
         elif key.startswith("BEGIN_DATAGRID_3D") or key.startswith("DATAGRID_3D"):
             grid_name = s.split()[0].split("DATAGRID_3D", 1)[1].lstrip("_") or "field"
+            return numbers, positions, primvec, grid_name
         else:
             raise h.error(f"unknown XSF keyword {s.split()[0][:30]!r}")
+
+
+def _read_primcoord(h: HeaderLines, numbers: list[int], positions: list[list[float]]) -> None:
+    """The ``PRIMCOORD`` count line and its atom lines (appended to ``numbers``/``positions``)."""
+    count, _ = h.tokens(h.next("the PRIMCOORD count line"), "ii", "PRIMCOORD count")
+    if count < 0:
+        raise h.error(f"negative atom count {count}")
+    for i in range(count):
+        z, xyz = _atom_line(h, h.next(f"atom {i + 1}"), f"atom {i + 1}")
+        numbers.append(z)
+        positions.append(xyz)
+
+
+def _read_atoms_block(h: HeaderLines, text: str, numbers: list[int], positions: list[list[float]]) -> None:
+    """Atom lines after ``ATOMS`` up to the first line that is not one (left unread)."""
+    while True:
+        pos, lineno = h.pos, h.lineno
+        if pos >= len(text):
+            break
+        nxt = h.next("atoms")
+        toks = nxt.split()
+        if len(toks) >= 4 and (toks[0].isdigit() or _is_symbol(toks[0])):
+            z, xyz = _atom_line(h, nxt, f"atom {len(numbers) + 1}")
+            numbers.append(z)
+            positions.append(xyz)
+        else:
+            h.pos, h.lineno = pos, lineno
+            break
+
+
+def _read_datagrid(h: HeaderLines, text: str, source: str | None):
+    """Grid size, origin, spanning vectors and values of a DATAGRID_3D.
+
+    Returns ``(values, origin, span, mismatch)``: values without the repeated last
+    planes, and the axes whose last plane differed from the first.
+    """
     dims = h.tokens(h.next("the grid size line"), "iii", "grid size")
     if min(dims) < 2:
         raise h.error(f"grid size {dims}: a periodic DATAGRID_3D needs ≥ 2 points per axis "
@@ -148,18 +183,7 @@ def read_xsf(fileobj: IO[str], *, name: str | None = None, source: str | None = 
     mismatch = [ax for ax in range(3)
                 if not np.allclose(values[(slice(None),) * ax + (0,)], values[(slice(None),) * ax + (-1,)],
                                    rtol=1e-6, atol=1e-12)]
-    values = values[:-1, :-1, :-1]
-    cell = span
-    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3) - origin
-    attrs: dict = {"duplicate_plane_dropped": "a,b,c"}
-    if mismatch:
-        attrs["duplicate_plane_mismatch"] = ",".join("abc"[ax] for ax in mismatch)
-    if np.any(origin != 0):
-        attrs["xsf_origin"] = origin
-    if primvec is not None and not np.allclose(primvec, span, atol=1e-6):
-        attrs["xsf_primvec"] = primvec.reshape(-1)
-    return make_field(np.ascontiguousarray(values), cell, pos, np.asarray(numbers, dtype=np.int64),
-                      name=name or grid_name, attrs=attrs)
+    return values[:-1, :-1, :-1], origin, span, mismatch
 
 
 def _is_symbol(tok: str) -> bool:
