@@ -19,13 +19,11 @@ Grid(spacing=0.1, axes=('a', 'b', 'c'))
 from __future__ import annotations
 
 import dataclasses
-import os
 import typing
 from typing import Any, ClassVar, Mapping, TypeVar
 
-import numpy as np
-
 from .errors import SettingsError
+from .jsonsafe import to_jsonable
 
 __all__ = ["Settings", "check", "plain"]
 
@@ -39,22 +37,12 @@ def check(condition: bool, message: str) -> None:
 
 
 def plain(value: Any) -> Any:
-    """``value`` as plain JSON types: tuples → lists, numpy scalars/arrays → Python, paths → str."""
-    if isinstance(value, Settings):
-        return value.to_dict()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return plain(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
+    """``value`` as plain JSON types: tuples → lists, numpy scalars/arrays → Python, paths → str.
+
+    :func:`elfcore.jsonsafe.to_jsonable` with ``strict=False`` (NaN and unknown objects are
+    kept as they are); settings inside become their ``to_dict()``.
+    """
+    return to_jsonable(value, strict=False)
 
 
 class Settings:

@@ -16,13 +16,13 @@ backend) or a ``postgresql://`` URL.
 from __future__ import annotations
 
 import csv
-import math
 import os
 from typing import Iterable
 
 import numpy as np
 
 from ..errors import ElfcoreError
+from ..jsonsafe import to_jsonable
 
 __all__ = [
     "connect",
@@ -114,18 +114,6 @@ def done_frames(db) -> set[tuple[str, int]]:
     return out
 
 
-def _clean(value):
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        return value
-    return None
-
-
 def write_frame(db, atoms, record: dict) -> int:
     """Write one frame's row (replacing an earlier row of the same key that did not finish).
 
@@ -154,8 +142,8 @@ def write_frame(db, atoms, record: dict) -> int:
             if key == "grid":
                 kvp["grid"] = "x".join(str(int(n)) for n in value)
             continue
-        value = _clean(value)
-        if value is not None:
+        value = to_jsonable(value) if isinstance(value, (str, int, float, np.generic)) else None
+        if isinstance(value, (str, int, float)):  # a column scalar (NaN became None: left out)
             kvp[key] = value
     atoms = Atoms() if atoms is None else atoms
     if len(atoms):
