@@ -144,99 +144,65 @@ def screen(
         computed per wall second, start-up excluded), ``startup_s``, ``workers``,
         ``db``, ``model``, ``model_sha256``, ``csv``.
     """
-    from .. import __version__
-    from ..zoo import resolve_model
-
     settings = settings or ScreenSettings()
     t_start = time.perf_counter()
-    if isinstance(model, (str, os.PathLike)):
-        name = os.fspath(model)
-        if not name.startswith("zoo:"):
-            name = os.path.abspath(name)
-        loaded = resolve_model(model)
-    else:
-        name, loaded = type(model).__name__, model
+    name, loaded = _load_model(model)
     identity = model_identity(loaded, name)
-    run = _run_settings(identity, settings)
     database = connect(db)
-    check_metadata(database, run)
+    check_metadata(database, _run_settings(identity, settings))
     done = done_frames(database)
     frames = list(expand_inputs(inputs, format=format, cell=cell))
     todo = [f for f in frames if f.key not in done]
     summary = {"frames": len(frames), "already_done": len(frames) - len(todo), "ok": 0, "skipped": 0, "failed": 0}
-    common = {"model": identity["model"], "spacing": float(settings.spacing), "elfcore_version": __version__}
-
-    def base(frame) -> dict:
-        return {"source": frame.source, "frame": int(frame.index), **frame.meta, **common}
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), unit="frame", desc="screen", dynamic_ncols=True)
-
-    def record(frame, result: dict) -> None:
-        write_frame(database, frame.atoms, {**base(frame), **result})
-        summary[result["status"]] += 1
+    bar = _progress_bar(len(todo)) if progress else None
+    record = _recorder(database, summary, _common_columns(identity, settings), bar)
+    try:
+        pending = _record_unreadable(todo, record)
+        n_workers, t_compute = _compute(pending, record, loaded, settings, scheduler=scheduler, workers=workers,
+                                        save_fields=save_fields, max_in_flight=max_in_flight)
+    finally:
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(ok=summary["ok"], skipped=summary["skipped"], failed=summary["failed"], refresh=False)
+            bar.close()
+    _finish_summary(summary, identity, t_start, t_compute, n_workers, str(getattr(database, "filename", db)))
+    if csv is not None:
+        export_csv(database, csv)
+        summary["csv"] = os.fspath(csv)
+    return summary
 
+
+def _load_model(model) -> tuple[str, object]:
+    """(name recorded in the database, loaded model) of a model file, zoo spec or loaded model."""
+    from ..zoo import resolve_model
+
+    if isinstance(model, (str, os.PathLike)):
+        name = os.fspath(model)
+        if not name.startswith("zoo:"):
+            name = os.path.abspath(name)
+        return name, resolve_model(model)
+    return type(model).__name__, model
+
+
+def _common_columns(identity: dict, settings: ScreenSettings) -> dict:
+    """Columns every row of the run carries: model, grid spacing, elfcore version."""
+    from .. import __version__
+
+    return {"model": identity["model"], "spacing": float(settings.spacing), "elfcore_version": __version__}
+
+
+def _record_unreadable(todo: list, record) -> list:
+    """Record the frames that cannot be screened (unreadable, no cell...) as skipped; return the others."""
     pending = []
     for frame in todo:
         if frame.reason is not None:
             record(frame, {"status": "skipped", "reason": frame.reason})
         else:
             pending.append(frame)
-    client = owned = None
-    n_workers = 0
-    t_compute = time.perf_counter()
-    futures: dict = {}
-    try:
-        if pending:
-            from distributed import as_completed
+    return pending
 
-            client, owned = start_client(scheduler, workers=workers, device=settings.device)
-            threads = client.nthreads()  # worker address → threads, every worker
-            n_workers = len(threads)
-            model_future = client.scatter(loaded, broadcast=True)
-            window = int(max_in_flight or 2 * max(1, sum(threads.values())))
-            t_compute = time.perf_counter()
-            queue = iter(pending)
-            stream = as_completed()
 
-            def submit(frame) -> None:
-                fut = client.submit(screen_frame, frame.atoms, model_future, settings, source=frame.source,
-                                    index=int(frame.index), save_dir=None if save_fields is None else
-                                    os.path.abspath(os.fspath(save_fields)), pure=False)
-                futures[fut.key] = (fut, frame)
-                stream.add(fut)
-
-            for frame in queue:
-                submit(frame)
-                if len(futures) >= window:
-                    break
-            for fut in stream:
-                _, frame = futures.pop(fut.key)
-                try:
-                    result = fut.result()
-                except Exception as exc:  # a worker died or the task raised: record it, go on
-                    result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]}
-                fut.release()
-                record(frame, result)
-                nxt = next(queue, None)
-                if nxt is not None:
-                    submit(nxt)
-    finally:
-        for fut, _ in futures.values():
-            fut.cancel()
-        if bar is not None:
-            bar.close()
-        for obj in owned or []:
-            try:
-                obj.close()
-            except Exception:  # closing a half-started cluster must not hide the real error
-                log.debug("closing %r failed", obj, exc_info=True)
+def _finish_summary(summary: dict, identity: dict, t_start: float, t_compute: float, n_workers: int,
+                    db: str) -> None:
+    """Add timings, throughput (frames computed per wall second, start-up excluded) and the run's identity."""
     t_end = time.perf_counter()
     computed = summary["ok"] + summary["failed"]
     summary.update(
@@ -244,12 +210,85 @@ def screen(
         startup_s=round(t_compute - t_start, 3),
         frames_per_s=round(computed / (t_end - t_compute), 4) if computed and t_end > t_compute else None,
         workers=n_workers,
-        db=str(getattr(database, "filename", db)),
+        db=db,
         model=identity["model"],
         model_sha256=identity["model_sha256"],
         csv=None,
     )
-    if csv is not None:
-        export_csv(database, csv)
-        summary["csv"] = os.fspath(csv)
-    return summary
+
+
+def _progress_bar(total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="frame", desc="screen", dynamic_ncols=True)
+
+
+def _recorder(database, summary: dict, common: dict, bar):
+    """``record(frame, result)``: write the frame's row, count its status, advance the bar."""
+
+    def record(frame, result: dict) -> None:
+        base = {"source": frame.source, "frame": int(frame.index), **frame.meta, **common}
+        write_frame(database, frame.atoms, {**base, **result})
+        summary[result["status"]] += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(ok=summary["ok"], skipped=summary["skipped"], failed=summary["failed"], refresh=False)
+
+    return record
+
+
+def _compute(pending: list, record, loaded, settings: ScreenSettings, *, scheduler, workers, save_fields,
+             max_in_flight) -> tuple[int, float]:
+    """Screen the ``pending`` frames on Dask, recording each result; return (workers, start of computing).
+
+    At most ``max_in_flight`` tasks (default 2 per worker thread) are submitted at a
+    time; a task that raises (or whose worker dies) is recorded as ``failed``. An
+    owned local cluster is closed at the end.
+    """
+    t_compute = time.perf_counter()
+    if not pending:
+        return 0, t_compute
+    from distributed import as_completed
+
+    futures: dict = {}
+    owned = None
+    try:
+        client, owned = start_client(scheduler, workers=workers, device=settings.device)
+        threads = client.nthreads()  # worker address → threads, every worker
+        model_future = client.scatter(loaded, broadcast=True)
+        window = int(max_in_flight or 2 * max(1, sum(threads.values())))
+        save_dir = None if save_fields is None else os.path.abspath(os.fspath(save_fields))
+        t_compute = time.perf_counter()
+        queue = iter(pending)
+        stream = as_completed()
+
+        def submit(frame) -> None:
+            fut = client.submit(screen_frame, frame.atoms, model_future, settings, source=frame.source,
+                                index=int(frame.index), save_dir=save_dir, pure=False)
+            futures[fut.key] = (fut, frame)
+            stream.add(fut)
+
+        for frame in queue:
+            submit(frame)
+            if len(futures) >= window:
+                break
+        for fut in stream:
+            _, frame = futures.pop(fut.key)
+            try:
+                result = fut.result()
+            except Exception as exc:  # a worker died or the task raised: record it, go on
+                result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]}
+            fut.release()
+            record(frame, result)
+            nxt = next(queue, None)
+            if nxt is not None:
+                submit(nxt)
+        return len(threads), t_compute
+    finally:
+        for fut, _ in futures.values():
+            fut.cancel()
+        for obj in owned or []:
+            try:
+                obj.close()
+            except Exception:  # closing a half-started cluster must not hide the real error
+                log.debug("closing %r failed", obj, exc_info=True)

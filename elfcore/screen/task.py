@@ -174,84 +174,111 @@ def screen_frame(
     """
     import torch
 
-    from ..device import resolve
-    from ..grid import field_from_atoms, make_case
-    from ..io.validate import check_prediction_structure
-    from ..predict import estimate_memory_gb, grid_shape_for_spacing, make_evaluator, predict_grid
-    from ..topology import TopologySettings, percolation_thresholds, topology_summary
-
     worker = f"{socket.gethostname()}:{os.getpid()}"
     if settings.torch_threads > 0 and torch.get_num_threads() != settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     try:
-        descriptor = getattr(model, "descriptor_settings", None)
-        if descriptor is None:
-            raise ElfcoreError("the model carries no descriptor_settings")
-        check_prediction_structure(atoms, descriptor.sigma)  # overlapping atoms, cell shorter than σ...
-        shape = grid_shape_for_spacing(atoms.cell[:], settings.spacing)
-        n_members = int(getattr(model, "n_members", 1))
-        need = estimate_memory_gb(shape, descriptor, n_members)
-        if need > settings.memory_budget_gb:
-            raise ElfcoreError(f"grid {shape} needs ≈{need:.1f} GB, more than memory_budget_gb="
-                               f"{settings.memory_budget_gb:g}; use a coarser spacing")
-        dev = resolve(settings.device)
-        t0 = time.perf_counter()
-        model = model.to(dev).eval()
-        evaluate, n_members = make_evaluator(model, settings.precision)
-        with torch.inference_mode():
-            values = predict_grid(atoms, shape, descriptor, evaluate, n_outputs=n_members, device=dev).numpy()
-        mean = values.mean(axis=0)
-        elf = field_from_atoms(mean, atoms, name="elf_pred")
+        values, shape, n_members, t0 = _predict_frame(atoms, model, settings)
         t1 = time.perf_counter()
-        topo = TopologySettings(exclude_radius=settings.exclude_radius, upsample=settings.upsample)
-        summary = topology_summary(elf, topo, bcp=False, molecularity=settings.molecularity)
-        perc = summary["percolation"]
-        record = {
-            "status": "ok",
-            "phi": summary["networking_value"],
-            "phi_grid": summary["networking_value_grid"],
-            "threshold_1d": perc["1"],
-            "threshold_2d": perc["2"],
-            "threshold_3d": perc["3"],
-            "molecularity": summary["molecularity"],
-            "phi_star": summary["phi_star"],
-            "n_molecules": None if summary["molecules"] is None else len(summary["molecules"]),
-            "elf_min": float(mean.min()),
-            "elf_max": float(mean.max()),
-            "elf_mean": float(mean.mean()),
-            "elf_std": float(mean.std()),
-            "n_members": n_members,
-        }
-        std = None
-        if n_members > 1:
-            std = values.std(axis=0)
-            record["elf_spread"] = float(std.mean())
-            if settings.member_phi:
-                members = [
-                    _f(percolation_thresholds(field_from_atoms(v, atoms), topo).values[3]) for v in values
-                ]
-                known = [p for p in members if p is not None]
-                record["phi_members"] = members
-                record["phi_std"] = float(np.std(known)) if len(known) == len(members) else None
+        record, elf, std = _frame_topology(atoms, values, n_members, settings)
         t2 = time.perf_counter()
         record.update(grid=[int(n) for n in shape], seconds_predict=round(t1 - t0, 4),
                       seconds_topology=round(t2 - t1, 4), worker=worker)
         if save_dir is not None:
-            from ..io import write_case
-
-            fields_ = {"elf_pred": elf}
-            if std is not None:
-                fields_["elf_std"] = field_from_atoms(std, atoms, name="elf_std")
-            path = field_path(save_dir, source, index)
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            case = make_case(atoms, fields_, attrs={"source": source, "frame": int(index)})
-            # inside a Dask worker xarray would take a distributed lock for the write, which an
-            # in-memory stream cannot use; this write is local to the task
-            with _local_scheduler():
-                write_case(case, path)
-            record["field_file"] = path
+            record["field_file"] = _save_frame(atoms, elf, std, save_dir, source, index)
         return record
     except StructureError as exc:  # the frame itself is unusable: a re-run would refuse it again
         return {"status": "skipped", "reason": str(exc), "worker": worker}
     except (ElfcoreError, ValueError) as exc:
         return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}", "worker": worker}
+
+
+def _predict_frame(atoms, model, settings: ScreenSettings):
+    """Check the frame and predict its ELF.
+
+    Returns ``(values, shape, n_members, t0)``: member values (n_members, Na, Nb, Nc),
+    the grid, the members and the ``perf_counter`` time the prediction started (after the checks).
+    """
+    import torch
+
+    from ..device import resolve
+    from ..io.validate import check_prediction_structure
+    from ..predict import estimate_memory_gb, grid_shape_for_spacing, make_evaluator, predict_grid
+
+    descriptor = getattr(model, "descriptor_settings", None)
+    if descriptor is None:
+        raise ElfcoreError("the model carries no descriptor_settings")
+    check_prediction_structure(atoms, descriptor.sigma)  # overlapping atoms, cell shorter than σ...
+    shape = grid_shape_for_spacing(atoms.cell[:], settings.spacing)
+    n_members = int(getattr(model, "n_members", 1))
+    need = estimate_memory_gb(shape, descriptor, n_members)
+    if need > settings.memory_budget_gb:
+        raise ElfcoreError(f"grid {shape} needs ≈{need:.1f} GB, more than memory_budget_gb="
+                           f"{settings.memory_budget_gb:g}; use a coarser spacing")
+    dev = resolve(settings.device)
+    t0 = time.perf_counter()
+    model = model.to(dev).eval()
+    evaluate, n_members = make_evaluator(model, settings.precision)
+    with torch.inference_mode():
+        values = predict_grid(atoms, shape, descriptor, evaluate, n_outputs=n_members, device=dev).numpy()
+    return values, shape, n_members, t0
+
+
+def _frame_topology(atoms, values: np.ndarray, n_members: int, settings: ScreenSettings):
+    """The "ok" record of a frame (φ, thresholds, molecularity, ELF statistics, ensemble spread).
+
+    Returns ``(record, elf, std)``: the mean field ``elf_pred`` and the members'
+    standard deviation (None for one model).
+    """
+    from ..grid import field_from_atoms
+    from ..topology import TopologySettings, percolation_thresholds, topology_summary
+
+    mean = values.mean(axis=0)
+    elf = field_from_atoms(mean, atoms, name="elf_pred")
+    topo = TopologySettings(exclude_radius=settings.exclude_radius, upsample=settings.upsample)
+    summary = topology_summary(elf, topo, bcp=False, molecularity=settings.molecularity)
+    perc = summary["percolation"]
+    record = {
+        "status": "ok",
+        "phi": summary["networking_value"],
+        "phi_grid": summary["networking_value_grid"],
+        "threshold_1d": perc["1"],
+        "threshold_2d": perc["2"],
+        "threshold_3d": perc["3"],
+        "molecularity": summary["molecularity"],
+        "phi_star": summary["phi_star"],
+        "n_molecules": None if summary["molecules"] is None else len(summary["molecules"]),
+        "elf_min": float(mean.min()),
+        "elf_max": float(mean.max()),
+        "elf_mean": float(mean.mean()),
+        "elf_std": float(mean.std()),
+        "n_members": n_members,
+    }
+    std = None
+    if n_members > 1:
+        std = values.std(axis=0)
+        record["elf_spread"] = float(std.mean())
+        if settings.member_phi:
+            members = [_f(percolation_thresholds(field_from_atoms(v, atoms), topo).values[3]) for v in values]
+            known = [p for p in members if p is not None]
+            record["phi_members"] = members
+            record["phi_std"] = float(np.std(known)) if len(known) == len(members) else None
+    return record, elf, std
+
+
+def _save_frame(atoms, elf, std, save_dir, source: str, index: int) -> str:
+    """Write the frame's predicted field (and ``elf_std``) as a netCDF case under ``save_dir``; return its path."""
+    from ..grid import field_from_atoms, make_case
+    from ..io import write_case
+
+    fields_ = {"elf_pred": elf}
+    if std is not None:
+        fields_["elf_std"] = field_from_atoms(std, atoms, name="elf_std")
+    path = field_path(save_dir, source, index)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    case = make_case(atoms, fields_, attrs={"source": source, "frame": int(index)})
+    # inside a Dask worker xarray would take a distributed lock for the write, which an
+    # in-memory stream cannot use; this write is local to the task
+    with _local_scheduler():
+        write_case(case, path)
+    return path
