@@ -51,6 +51,7 @@ from torch import nn
 
 from ..device import resolve
 from ..errors import FormatError, SettingsError, SettingsMismatchError, StructureError
+from ..jsonsafe import to_jsonable
 from ..settings import Settings
 from .io import check_finite_weights, check_tensor_shapes, read_raw_header, write_model_file
 
@@ -399,18 +400,6 @@ class CNN(nn.Module):
 
 
 # --------------------------------------------------------------------------- storage
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
-
-
 def save_cnn(model: CNN, path: str | os.PathLike) -> Path:
     """Write a :class:`CNN` as safetensors with a JSON header (no pickles).
 
@@ -435,7 +424,7 @@ def save_cnn(model: CNN, path: str | os.PathLike) -> Path:
         "model": {"patch_size": model.patch_size, **model.model_settings.to_dict()},
         "descriptor": model.descriptor_settings.to_dict(),
         "weights_dtype": "float32",
-        "training": _jsonable(model.metadata),
+        "training": to_jsonable(model.metadata),
     }
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in model.state_dict().items()}
     return write_model_file(path, tensors, header)

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from ..errors import FormatError, SettingsError, SettingsMismatchError
+from ..jsonsafe import to_jsonable
 from .mlp import MLP, Ensemble
 
 __all__ = ["SCHEMA_VERSION", "MODEL_CLASSES", "MODEL_LIMITS", "save_model", "load_model", "read_header",
@@ -41,19 +42,6 @@ SCHEMA_VERSION = 1
 MODEL_CLASSES: dict[str, type] = {"MLP": MLP, "Ensemble": Ensemble}
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
-
-
-def _jsonable(obj: Any) -> Any:
-    """Make numpy/torch scalars and arrays JSON-serialisable."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
 
 
 def save_model(model: MLP | Ensemble, path: str | os.PathLike, *, weights_dtype: str = "float32") -> Path:
@@ -95,7 +83,7 @@ def save_model(model: MLP | Ensemble, path: str | os.PathLike, *, weights_dtype:
         },
         "descriptor": model.descriptor_settings.to_dict(),
         "weights_dtype": weights_dtype,
-        "training": _jsonable(model.metadata),
+        "training": to_jsonable(model.metadata),
     }
     tensors = {}
     for key, value in model.state_dict().items():
