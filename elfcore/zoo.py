@@ -278,7 +278,7 @@ def build_zoo(
         One row per entry: r_cut, l_max, file, status (``"trained"``, ``"kept"``
         or ``"failed"`` with ``error``), validation R² and MAE.
     """
-    from .train import TrainSettings, train_on_fields
+    from .train import TrainSettings
 
     cases = list(cases)
     if not cases:
@@ -287,16 +287,7 @@ def build_zoo(
     out_dir = Path(directory or default_zoo_dir())
     key = _data_key(cases, seed, base, override)
     todo = [_key(*e) for e in entries] if entries is not None else [BASELINE] + [k for k in ZOO if k != BASELINE]
-    kept: dict[tuple[float, int], dict] = {}
-    for r, l in todo:
-        path = out_dir / ZOO[(r, l)]
-        if resume and path.exists():
-            try:
-                training = read_header(path).get("training", {})
-            except ElfcoreError:
-                training = {}
-            if training.get("data_key") == key:
-                kept[(r, l)] = (training.get("history") or [{}])[-1]
+    kept = _kept_entries(todo, out_dir, key) if resume else {}
     needs = [e for e in todo if e not in kept]
     # the baseline alone (paper protocol); the other entries of one r_cut in one
     # joint pass (one descriptor computation, members with nested feature masks)
@@ -309,40 +300,67 @@ def build_zoo(
         if (r, l) in results:
             continue
         ls = [l] if (r, l) == BASELINE else groups[r]
-        ts = zoo_train_settings(r, l, base)
-        if override:
-            ts = replace(ts, **override)
-        try:
-            log.info("zoo r_cut=%.1f l_max=%s: training (%d epochs, batch %d, %d voxels per case)",
-                     r, ls, ts.epochs, ts.batch_size, ts.n_voxels)
-            if len(ls) == 1:
-                models = {l: train_on_fields(cases, zoo_settings(r, l), ts, seed=seed, cache_dir=cache_dir,
-                                             device=device, progress=progress)}
-            else:
-                models = _train_group(cases, r, ls, ts, seed=seed, cache_dir=cache_dir, device=device,
-                                      progress=progress)
-        except ElfcoreError as exc:
-            log.error("zoo r_cut=%.1f l_max=%s: failed: %s", r, ls, exc)
-            results.update({(r, ll): exc for ll in ls})
-            continue
-        for ll, model in models.items():
-            model.metadata["data_key"] = key
-            model.metadata["zoo_entry"] = {"r_cut": r, "l_max": ll}
-            save_model(model.cpu(), out_dir / ZOO[(r, ll)], weights_dtype=ZOO_WEIGHTS_DTYPE)
-            results[(r, ll)] = model.metadata["history"][-1]
-    rows = []
+        results.update(_build_group(cases, r, ls, base, override, key, out_dir, seed=seed, cache_dir=cache_dir,
+                                    device=device, progress=progress))
+    return [_zoo_row(r, l, kept, results) for r, l in todo]
+
+
+def _kept_entries(todo, out_dir: Path, key: str) -> dict[tuple[float, int], dict]:
+    """Entries whose file exists and was trained on the data/protocol ``key``: their last history row."""
+    kept: dict[tuple[float, int], dict] = {}
     for r, l in todo:
-        row: dict[str, Any] = {"r_cut": r, "l_max": l, "file": ZOO[(r, l)]}
-        if (r, l) in kept:
-            hist = kept[(r, l)]
-            row.update(status="kept", val_r2=hist.get("val_r2"), val_mae=hist.get("val_mae"))
-        elif isinstance(results.get((r, l)), Exception):
-            row.update(status="failed", error=str(results[(r, l)]))
+        path = out_dir / ZOO[(r, l)]
+        if path.exists():
+            try:
+                training = read_header(path).get("training", {})
+            except ElfcoreError:
+                training = {}
+            if training.get("data_key") == key:
+                kept[(r, l)] = (training.get("history") or [{}])[-1]
+    return kept
+
+
+def _build_group(cases, r: float, ls: list[int], base, override, key: str, out_dir: Path, *, seed, cache_dir,
+                 device, progress) -> dict[tuple[float, int], Any]:
+    """Train and save the entries (r, l) for l in ``ls``; per entry its last history row, or the error."""
+    from .train import train_on_fields
+
+    ts = zoo_train_settings(r, ls[0], base)
+    if override:
+        ts = replace(ts, **override)
+    try:
+        log.info("zoo r_cut=%.1f l_max=%s: training (%d epochs, batch %d, %d voxels per case)",
+                 r, ls, ts.epochs, ts.batch_size, ts.n_voxels)
+        if len(ls) == 1:
+            models = {ls[0]: train_on_fields(cases, zoo_settings(r, ls[0]), ts, seed=seed, cache_dir=cache_dir,
+                                             device=device, progress=progress)}
         else:
-            hist = results[(r, l)]
-            row.update(status="trained", val_r2=hist.get("val_r2"), val_mae=hist.get("val_mae"))
-        rows.append(row)
-    return rows
+            models = _train_group(cases, r, ls, ts, seed=seed, cache_dir=cache_dir, device=device,
+                                  progress=progress)
+    except ElfcoreError as exc:
+        log.error("zoo r_cut=%.1f l_max=%s: failed: %s", r, ls, exc)
+        return {(r, ll): exc for ll in ls}
+    results: dict[tuple[float, int], Any] = {}
+    for ll, model in models.items():
+        model.metadata["data_key"] = key
+        model.metadata["zoo_entry"] = {"r_cut": r, "l_max": ll}
+        save_model(model.cpu(), out_dir / ZOO[(r, ll)], weights_dtype=ZOO_WEIGHTS_DTYPE)
+        results[(r, ll)] = model.metadata["history"][-1]
+    return results
+
+
+def _zoo_row(r: float, l: int, kept: dict, results: dict) -> dict[str, Any]:
+    """The :func:`build_zoo` row of entry (r, l): kept, failed (with the error) or trained."""
+    row: dict[str, Any] = {"r_cut": r, "l_max": l, "file": ZOO[(r, l)]}
+    if (r, l) in kept:
+        hist = kept[(r, l)]
+        row.update(status="kept", val_r2=hist.get("val_r2"), val_mae=hist.get("val_mae"))
+    elif isinstance(results.get((r, l)), Exception):
+        row.update(status="failed", error=str(results[(r, l)]))
+    else:
+        hist = results[(r, l)]
+        row.update(status="trained", val_r2=hist.get("val_r2"), val_mae=hist.get("val_mae"))
+    return row
 
 
 def _train_group(cases, r_cut: float, l_list: list[int], ts, *, seed, cache_dir, device, progress) -> dict:

@@ -963,6 +963,41 @@ def compute_case(
     sp_dir = Path(work_dir) / "sp" / spec.name
     t0 = time.time()
     cpu0 = _children_cpu()
+    out, settings = _run_single_point(atoms, settings, spec, sp_dir, retry="kpoints" in info, executable=executable,
+                                      threads=threads, ranks=ranks)
+    wall = time.time() - t0
+    cpu = _children_cpu() - cpu0
+    res = _cp2k.parse_output(out)
+    elf_path = _find_cube(sp_dir, "ELF", spec.name, out)
+    rho_path = _find_cube(sp_dir, "ELECTRON_DENSITY", spec.name, out)
+    elf = read_field(elf_path, format="cube", name="elf")
+    rho = read_field(rho_path, format="cube", name="rho")
+    if elf.shape != rho.shape:
+        raise DFTError(f"case {spec.name}: ELF grid {elf.shape} != density grid {rho.shape}; see {out}")
+    if res["stress_gpa"] is None:
+        raise DFTError(f"case {spec.name}: no stress tensor in {out}")
+    attrs = _case_attrs(spec, plan, atoms, info, settings, res, cpu=cpu, wall=wall, threads=threads)
+    if spec.family == "fluid" and spec.target.replicas > 1:
+        checks = replica_checks(plan, spec.target, work_dir, spec.md_time_fs)
+        attrs.update(replicas=spec.target.replicas, source_md=checks["source_md"],
+                     replica_sk_ratio=checks["sk_ratio"], replica_decorrelated=int(checks["sk_decorrelated"]),
+                     rdf_rms_vs_source=checks["rdf_rms"], rdf_matches_source=int(checks["rdf_matches"]))
+    for key in ("md_step", "time_fs", "md_timestep_fs", "target_pressure_gpa", "target_temperature_k", "space_group",
+                "atoms_per_cell", "supercell", "kpoints", "min_hh_a", "relaxed"):
+        if key in info:
+            attrs[key] = info[key]
+    if spec.family != "fluid":
+        attrs["temperature_k"] = 0.0
+    return make_case(atoms, {"elf_ref": elf.values, "rho_ref": rho.values}, attrs=attrs)
+
+
+def _run_single_point(atoms, settings: CP2KSettings, spec: CaseSpec, sp_dir: Path, *, retry: bool, executable,
+                      threads: int, ranks: int) -> tuple[Path, CP2KSettings]:
+    """Run the CP2K single point of a case in ``sp_dir``; return its output file and the settings used.
+
+    ``retry`` (k-points): a Cholesky failure is retried once with ``EPS_DEFAULT``
+    :data:`CHOLESKY_RETRY_EPS` (recorded in the returned settings).
+    """
     try:
         text = _cp2k.single_point_input(atoms, settings, project="sp")
         out = _cp2k.run_cp2k(text, sp_dir, case=spec.name, project="sp", executable=executable, threads=threads,
@@ -973,7 +1008,7 @@ def compute_case(
         # tightly (EPS_DEFAULT). Retry once with CHOLESKY_RETRY_EPS (recorded in the settings).
         sp_out = sp_dir / "sp.out"
         failed = sp_out.exists() and "Cholesky decompose failed" in sp_out.read_text(errors="replace")
-        if "kpoints" not in info or not failed or settings.eps_default <= CHOLESKY_RETRY_EPS:
+        if not retry or not failed or settings.eps_default <= CHOLESKY_RETRY_EPS:
             raise
         log.warning("case %s: Cholesky failure with k-points; retrying with EPS_DEFAULT %g", spec.name,
                     CHOLESKY_RETRY_EPS)
@@ -981,30 +1016,26 @@ def compute_case(
         text = _cp2k.single_point_input(atoms, settings, project="sp")
         out = _cp2k.run_cp2k(text, sp_dir, case=spec.name, project="sp", executable=executable, threads=threads,
                              ranks=ranks)
-    wall = time.time() - t0
-    cpu = _children_cpu() - cpu0
-    res = _cp2k.parse_output(out)
-    elf_path = _find_cube(sp_dir, "ELF", spec.name, out)
-    rho_path = _find_cube(sp_dir, "ELECTRON_DENSITY", spec.name, out)
-    elf = read_field(elf_path, format="cube", name="elf")
-    rho = read_field(rho_path, format="cube", name="rho")
-    if elf.shape != rho.shape:
-        raise DFTError(f"case {spec.name}: ELF grid {elf.shape} != density grid {rho.shape}; see {out}")
+    return out, settings
+
+
+def _case_attrs(spec: CaseSpec, plan: ReferencePlan, atoms, info: dict, settings: CP2KSettings, res: dict, *,
+                cpu: float, wall: float, threads: int) -> dict:
+    """Attributes of a case: code, settings, structure, pressure (static + kinetic), energy and cost."""
     volume = float(atoms.get_volume())
-    if res["stress_gpa"] is None:
-        raise DFTError(f"case {spec.name}: no stress tensor in {out}")
     p_static = float(res["pressure_gpa"])
     p_kin = 0.0
     if spec.family == "fluid":
         p_kin = _cp2k.ideal_gas_pressure_gpa(len(atoms), info["temperature_k"], volume)
-    attrs = {
+    fluid = spec.family == "fluid"
+    return {
         "code": "CP2K",
         "version": res["cp2k_version"],
         "settings": _cp2k.settings_json(
             elf_dft=settings,
-            md_dft=(spec.target.md_dft or plan.md_dft) if spec.family == "fluid" else None,
-            md=plan.md_for(spec.target) if spec.family == "fluid" else None,
-            md_production_timestep_fs=plan.production_timestep_fs if spec.family == "fluid" else None,
+            md_dft=(spec.target.md_dft or plan.md_dft) if fluid else None,
+            md=plan.md_for(spec.target) if fluid else None,
+            md_production_timestep_fs=plan.production_timestep_fs if fluid else None,
             quantization={"elf_ref": "uint16", "rho_ref": "uint16"},
         ),
         "name": spec.name,
@@ -1024,18 +1055,6 @@ def compute_case(
         "threads": threads,
         "temperature_k": float(info.get("temperature_k", 0.0)),
     }
-    if spec.family == "fluid" and spec.target.replicas > 1:
-        checks = replica_checks(plan, spec.target, work_dir, spec.md_time_fs)
-        attrs.update(replicas=spec.target.replicas, source_md=checks["source_md"],
-                     replica_sk_ratio=checks["sk_ratio"], replica_decorrelated=int(checks["sk_decorrelated"]),
-                     rdf_rms_vs_source=checks["rdf_rms"], rdf_matches_source=int(checks["rdf_matches"]))
-    for key in ("md_step", "time_fs", "md_timestep_fs", "target_pressure_gpa", "target_temperature_k", "space_group",
-                "atoms_per_cell", "supercell", "kpoints", "min_hh_a", "relaxed"):
-        if key in info:
-            attrs[key] = info[key]
-    if spec.family != "fluid":
-        attrs["temperature_k"] = 0.0
-    return make_case(atoms, {"elf_ref": elf.values, "rho_ref": rho.values}, attrs=attrs)
 
 
 def _children_cpu() -> float:
