@@ -235,6 +235,14 @@ class SyncedVTK(VTKRenderWindowSynchronized):
         return scene, arrays, context.getAnnotations()
 
 
+def cell_bounds(cell) -> tuple:
+    """``(xmin, xmax, ymin, ymax, zmin, zmax)`` of the eight corners of a cell: what a new case is framed on
+    (not the slice plane or labels, which may reach outside the cell)."""
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], float) @ np.asarray(cell, float)
+    lo, hi = corners.min(0), corners.max(0)
+    return (lo[0], hi[0], lo[1], hi[1], lo[2], hi[2])
+
+
 def browser_camera(camera) -> dict:
     """A pyvista camera as the state dict of the browser's vtk.js camera (``pn.pane.VTK.camera``)."""
     return {
@@ -294,8 +302,10 @@ class Viewer3D(pn.viewable.Viewer):
         self._actors = {}
         for k, mesh in self._meshes.items():
             self._actors[k] = self.plotter.add_mesh(mesh, **styles[k])
+        # No orientation widget: vtk.js raises "Cannot read properties of undefined (reading '0')" in
+        # computeViewport for it on every scene update; the labelled x/y/z axes give the orientation.
         self.pane = SyncedVTK(
-            self.plotter.ren_win, sizing_mode="stretch_width", height=520, orientation_widget=True,
+            self.plotter.ren_win, sizing_mode="stretch_width", height=520, orientation_widget=False,
             enable_keybindings=False,
         )
         self.caption = pn.pane.Markdown("*Computing…*", margin=(0, 10))
@@ -402,7 +412,7 @@ class Viewer3D(pn.viewable.Viewer):
             # The browser re-applies the pane's ``camera`` (the last view it reported) to
             # every re-synchronized scene, so framing the new cell needs an explicit camera;
             # within one case the user's rotation and zoom are kept.
-            self.plotter.reset_camera()
+            self.plotter.reset_camera(bounds=cell_bounds(atoms.cell[:]) if atoms is not None else None)
             self.pane.camera = browser_camera(self.plotter.camera)
             self._last_case = s.case
         self.pane.synchronize()

@@ -137,7 +137,7 @@ def page(served, browser):
     pg = browser.new_page()
     pg.console_errors = []  # browser-side errors, written next to the screenshots when a check fails
     pg.on("console", lambda msg: pg.console_errors.append(msg.text) if msg.type == "error" else None)
-    pg.on("pageerror", lambda exc: pg.console_errors.append(f"pageerror: {exc}"))
+    pg.on("pageerror", lambda exc: pg.console_errors.append(f"pageerror: {exc} | {(getattr(exc, 'stack', '') or '')[:300]}"))
     pg.set_default_timeout(120_000)  # a loaded 2-core machine can keep the page busy for a while
     pg.goto(served["url"], timeout=LOAD_S * 1000)
     _wait_views(pg)
