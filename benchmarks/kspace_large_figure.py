@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="zoo:rcut=3.0,lmax=2")
     ap.add_argument("--shells", type=int, default=3)
     ap.add_argument("--dk", type=float, default=0.25)
+    ap.add_argument("--kmax-plot", type=float, default=12.0, help="upper |k| of the spectrum panel, Å⁻¹")
     ap.add_argument("--longrange", type=Path, help="predicted long-range correction model (JSON)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
@@ -69,13 +70,16 @@ def main(argv=None) -> int:
         spec = power_spectrum(logit_residual(pred, ref), dk=args.dk)
         k = spec["k"].values
         L = float(np.linalg.norm(np.asarray(pred.attrs["cell"]), axis=1).min())
-        axs[0].step(k[1:], spec["power"].values[1:] / args.dk, where="mid", label=f"{path.stem} (L = {L:.1f} Å)")
+        has = spec["n_modes"].values[1:] > 0  # bins below a small cell's first shell hold no mode
+        axs[0].plot(k[1:][has], spec["power"].values[1:][has] / args.dk, ".-", ms=3, lw=0.8,
+                    label=f"{path.stem} (L = {L:.1f} Å)")
         axs[0].axvline(spec.attrs["k_first"], ls=":", lw=0.7, color=axs[0].lines[-1].get_color())
         summary[path.stem] = {"k_first": spec.attrs["k_first"], "mean_square": spec.attrs["mean_square"],
                               "fraction_below_1": float(spec["power"].values[k <= 1.0].sum() / spec["power"].sum())}
     axs[0].set_xlabel("|k| (Å⁻¹)")
     axs[0].set_ylabel("power of Δ per Å⁻¹ (logit²·Å)")
     axs[0].set_yscale("log")
+    axs[0].set_xlim(0, args.kmax_plot)
     axs[0].axvspan(0, 1.0, color="0.9", zorder=-1)
     axs[0].legend(fontsize=7)
     axs[0].set_title("(a) residual spectrum (dotted: first shell of each cell)", fontsize=8)

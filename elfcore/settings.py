@@ -77,7 +77,7 @@ class Settings:
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:
-            raise SettingsError(f"unknown {cls._kind()} setting(s) {unknown}; allowed: {sorted(known)}")
+            raise SettingsError(f"unknown {cls._kind()} settings {unknown}; allowed: {sorted(known)}")
         hints = typing.get_type_hints(cls)
         values = {}
         for name, value in data.items():
