@@ -17,7 +17,7 @@ Prints a table and one JSON object (also written to ``--json``).
 
 Usage::
 
-    python benchmarks/app_browser.py [--cases fluid_p076_t0450,fluid_p115_t0300] [--json out.json]
+    PYTHONPATH=. python benchmarks/app_browser.py [--cases fluid_p076_t0450,fluid_p115_t0300] [--json out.json]
 """
 from __future__ import annotations
 
@@ -26,20 +26,17 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from app.drive import CHROMIUM_ARGS, DEEP_TEXT_JS, free_port, wait_port
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 
 # The busy indicator lives in a shadow root: find it once, then read its data attributes.
 _TRACKER = """() => {
@@ -61,35 +58,6 @@ _DONE = """(before) => {
   const el = window.__elfBusy;
   return !!el && el.isConnected && el.dataset.busy === '0' && Number(el.dataset.drawn) > before;
 }"""
-_DEEP_TEXT = """(el) => {
-    const parts = [];
-    const walk = (node) => {
-        if (node.nodeType === Node.TEXT_NODE) { parts.push(node.textContent); return; }
-        if (node.nodeName === 'STYLE') return;
-        if (node.shadowRoot) walk(node.shadowRoot);
-        for (const child of node.childNodes) walk(child);
-    };
-    walk(el);
-    return parts.join(' ').replace(/\\s+/g, ' ');
-}"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.time() + timeout_s
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2):
-                return
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                raise SystemExit("panel serve did not start")
-            time.sleep(0.5)
 
 
 class Bench:
@@ -101,7 +69,7 @@ class Bench:
         self.rows: list[dict] = []
 
     def text(self, css: str) -> str:
-        return self.page.locator(css).first.evaluate(_DEEP_TEXT)
+        return self.page.locator(css).first.evaluate(DEEP_TEXT_JS)
 
     def tracker(self) -> dict:
         state = self.page.evaluate(_TRACKER)
@@ -284,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     upload = Path(tmp.name) / "POSCAR"
     ase.io.write(upload, case_atoms(read_case(data / f"{cases[0]}.nc")), format="vasp")
 
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, ELFCORE_DATA_DIR=str(data), PYTHONPATH=str(ROOT))
     panel = Path(sys.executable).with_name("panel")
     log = open(Path(tmp.name) / "serve.log", "wb")
@@ -299,10 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     result: dict = {"cases": cases, "machine": f"{os.cpu_count()} CPUs, {platform.platform()}"}
     try:
-        _wait_port(port, proc, 180)
+        if not wait_port(port, proc, 180):
+            raise SystemExit("panel serve did not start")
         result["server_start_s"] = round(time.perf_counter() - t_server, 1)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
+            browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": args.width, "height": args.height})
             errors: list[str] = []
             external: list[str] = []

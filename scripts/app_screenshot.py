@@ -11,8 +11,8 @@ and saves one screenshot per step (``--out`` with ``{step}`` in its name, e.g.
 
 Usage::
 
-    python scripts/app_screenshot.py [--out docs/figures/app.png] [--case cubic_sg195] [--k-shells 2]
-    python scripts/app_screenshot.py --tour 6 --out "docs/figures/app_tour_{step}.png"
+    PYTHONPATH=. python scripts/app_screenshot.py [--out docs/figures/app.png] [--case cubic_sg195] [--k-shells 2]
+    PYTHONPATH=. python scripts/app_screenshot.py --tour 6 --out "docs/figures/app_tour_{step}.png"
 """
 from __future__ import annotations
 
@@ -20,46 +20,14 @@ import argparse
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from app.drive import CHROMIUM_ARGS, DEEP_TEXT_JS, free_port, wait_port
+
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-_DEEP_TEXT = """(el) => {
-    const parts = [];
-    const walk = (node) => {
-        if (node.nodeType === Node.TEXT_NODE) { parts.push(node.textContent); return; }
-        if (node.nodeName === 'STYLE') return;
-        if (node.shadowRoot) walk(node.shadowRoot);
-        for (const child of node.childNodes) walk(child);
-    };
-    walk(el);
-    return parts.join(' ').replace(/\\s+/g, ' ');
-}"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.time() + timeout_s
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2):
-                return
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                raise SystemExit("panel serve did not start")
-            time.sleep(1)
 
 
 def _wait_text(page, css: str, needle: str, timeout_s: float) -> str:
@@ -68,7 +36,7 @@ def _wait_text(page, css: str, needle: str, timeout_s: float) -> str:
     deadline = time.time() + timeout_s
     while True:
         try:  # the page can be busy for a while drawing a large 3D scene
-            text = page.locator(css).first.evaluate(_DEEP_TEXT, timeout=60_000)
+            text = page.locator(css).first.evaluate(DEEP_TEXT_JS, timeout=60_000)
         except PlaywrightError:
             text = ""
         if needle in text:
@@ -140,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     chromium = shutil.which("chromium")
     if chromium is None:
         raise SystemExit("Debian chromium is not installed (apt-get install chromium)")
-    port = _free_port()
+    port = free_port()
     import tempfile
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -158,17 +126,18 @@ def main(argv: list[str] | None = None) -> int:
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_port(port, proc, 120)
+        if not wait_port(port, proc, 120):
+            raise SystemExit("panel serve did not start")
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
+            browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": args.width, "height": args.height})
             page.goto(f"http://127.0.0.1:{port}/main", timeout=args.timeout * 1000)
             _wait_drawn(page, args.timeout)
             if args.training != "fluid":
-                before = page.locator(".elf-metrics").first.evaluate(_DEEP_TEXT, timeout=60_000)
+                before = page.locator(".elf-metrics").first.evaluate(DEEP_TEXT_JS, timeout=60_000)
                 page.locator(".elf-training button", has_text=args.training).first.click()
                 deadline = time.time() + args.timeout
-                while page.locator(".elf-metrics").first.evaluate(_DEEP_TEXT, timeout=60_000) == before:
+                while page.locator(".elf-metrics").first.evaluate(DEEP_TEXT_JS, timeout=60_000) == before:
                     if time.time() > deadline:
                         raise SystemExit("the metrics did not change after switching the training set")
                     time.sleep(1)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -30,20 +29,12 @@ if CHROMIUM is None:
     pytest.skip("Debian chromium is not installed (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) is not installed")
 
+from app.drive import CHROMIUM_ARGS, DEEP_TEXT_JS, free_port, wait_port  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "test-output" / "app"
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 LOAD_S = float(os.environ.get("ELFCORE_BROWSER_LOAD_S", 420))  # first page: server start-up, first prediction (s)
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(max(900, LOAD_S + 600))]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +69,7 @@ def served(tmp_path_factory):
     make_test_zoo(base / "zoo_crystals", structures[0], pairs=(elf_zoo.BASELINE,), seed=8)
     stand_in = elf_zoo.zoo_path(*elf_zoo.BASELINE, directory=base / "zoo_crystals")
     stand_in.rename(elf_zoo.crystal_model_path(directory=zoo))
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, ELFCORE_DATA_DIR=str(data), ELFCORE_ZOO_DIR=str(zoo), OMP_NUM_THREADS="1",
                PYTHONPATH=str(ROOT))
     panel = Path(sys.executable).with_name("panel")
@@ -89,16 +80,9 @@ def served(tmp_path_factory):
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/main"
-    deadline = time.time() + 120
-    while True:  # wait for the port only: a GET of the page would already build a whole session
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2):
-                break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"panel serve did not start; log:\n{(base / 'serve.log').read_text()[-3000:]}")
-            time.sleep(1)
+    if not wait_port(port, proc, 120, poll_s=1):  # the port only: a GET would already build a whole session
+        proc.kill()
+        pytest.fail(f"panel serve did not start; log:\n{(base / 'serve.log').read_text()[-3000:]}")
     yield {"url": url, "base": base, "structures": structures, "log": base / "serve.log"}
     proc.terminate()
     try:
@@ -113,7 +97,7 @@ def browser(tmp_path_factory):
     with sync_api.sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
-            args=ARGS, viewport={"width": 1500, "height": 1100},
+            args=CHROMIUM_ARGS, viewport={"width": 1500, "height": 1100},
         )
         yield ctx
         ctx.close()
@@ -192,21 +176,11 @@ def changed(page, css: str, before: np.ndarray, timeout_s: float = 90) -> np.nda
         time.sleep(0.5)
 
 
-_DEEP_TEXT = """(el) => {
-    const parts = [];
-    const walk = (node) => {
-        if (node.nodeType === Node.TEXT_NODE) { parts.push(node.textContent); return; }
-        if (node.shadowRoot) walk(node.shadowRoot);
-        for (const child of node.childNodes) walk(child);
-    };
-    walk(el);
-    return parts.join(' ').replace(/\\s+/g, ' ');
-}"""
 
 
 def text_of(page, css: str) -> str:
     """All text under the first element matching ``css``, shadow roots included (Panel renders into them)."""
-    return page.locator(css).first.evaluate(_DEEP_TEXT)
+    return page.locator(css).first.evaluate(DEEP_TEXT_JS)
 
 
 def text_changed(page, css: str, before: str, timeout_s: float = 120) -> str:
