@@ -80,6 +80,9 @@ def main(argv=None) -> int:
     axs[0].set_ylabel("power of Δ per Å⁻¹ (logit²·Å)")
     axs[0].set_yscale("log")
     axs[0].set_xlim(0, args.kmax_plot)
+    shown = [ln.get_ydata()[ln.get_xdata() <= args.kmax_plot] for ln in axs[0].lines if len(ln.get_xdata()) > 2]
+    low = min(float(np.min(y[y > 0])) for y in shown if np.any(y > 0))
+    axs[0].set_ylim(bottom=low / 3)
     axs[0].axvspan(0, 1.0, color="0.9", zorder=-1)
     axs[0].legend(fontsize=7)
     axs[0].set_title("(a) residual spectrum (dotted: first shell of each cell)", fontsize=8)
