@@ -19,7 +19,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field as dc_field, replace
 from pathlib import Path
-from typing import Any, Callable, Hashable, Mapping
+from typing import Any, Callable, Hashable
 
 import numpy as np
 import xarray as xr
@@ -27,6 +27,7 @@ import xarray as xr
 from elfcore import assets, kspace, predict, topology, train, zoo
 from elfcore import io as elfcore_io
 from elfcore.errors import ElfcoreError, FormatError, StructureError
+from elfcore.io.validate import check_atoms
 
 from .catalog import case_label
 
@@ -213,12 +214,9 @@ class ElfcoreEngine:
             return None
         if isinstance(atoms, list):
             atoms = atoms[-1] if atoms else None
-        if atoms is None or len(atoms) == 0:
+        if atoms is None:
             raise StructureError(f"{Path(path).name}: the structure holds no atoms")
-        if not np.all(np.isfinite(atoms.get_positions())):
-            raise StructureError(f"{Path(path).name}: atom positions contain NaN or inf")
-        if abs(atoms.cell.volume) < 1e-6:
-            raise StructureError(f"{Path(path).name}: the structure has no periodic cell (volume 0)")
+        check_atoms(atoms, require_atoms=True, require_cell=True, where=Path(path).name)
         atoms.pbc = True
         return atoms
 

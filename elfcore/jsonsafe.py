@@ -25,7 +25,7 @@ def to_jsonable(obj: Any, *, strict: bool = True) -> Any:
 
     numpy scalars become Python numbers, arrays (and anything with ``tolist``, e.g.
     tensors) lists, paths strings, tuples and sets lists, mappings dicts with string
-    keys, dataclasses (settings) their ``to_dict()`` or a dict of their fields.
+    keys, bytes text (UTF-8), dataclasses (settings) their ``to_dict()`` or a dict of their fields.
     ``strict`` (the default): NaN and ±inf become ``None`` (strict JSON has no such
     numbers) and other objects their ``str``; ``strict=False`` keeps both as they are.
 
@@ -38,6 +38,8 @@ def to_jsonable(obj: Any, *, strict: bool = True) -> Any:
     """
     if obj is None or isinstance(obj, (str, bool)):
         return obj
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", errors="replace")
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v, strict=strict) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):

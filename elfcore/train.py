@@ -36,7 +36,7 @@ import torch
 import xarray as xr
 
 from .errors import SettingsError
-from .settings import Settings
+from .settings import Settings, plain
 from . import fitting
 from .fitting import huber_loss, seed_generators, split_indices
 from .metrics import member_metrics, metrics, summarise
@@ -396,7 +396,7 @@ def train_on_fields(
             "name": name,
             "n_voxels": len(y),
             "sampling_seed": seed + 1000 * i,
-            **{k: _plain(field.attrs[k]) for k in ("pressure_gpa", "family", "role", "md_step") if k in field.attrs},
+            **{k: plain(field.attrs[k]) for k in ("pressure_gpa", "family", "role", "md_step") if k in field.attrs},
         })
     if not Xs:
         raise SettingsError("no training data given")
@@ -404,12 +404,6 @@ def train_on_fields(
                         n_members=n_members, device=device, progress=progress)
     model.metadata["training_cases"] = cases
     return model
-
-
-def _plain(v):
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -482,7 +476,7 @@ def evaluate_many(
         row = {"name": name, **summarise(pred, y)}
         for k in ("pressure_gpa", "family", "role"):
             if k in field.attrs:
-                row[k] = _plain(field.attrs[k])
+                row[k] = plain(field.attrs[k])
         rows.append(row)
         preds.append(pred)
         refs.append(y)

@@ -19,6 +19,7 @@ import xarray as xr
 
 from ..descriptor import DescriptorSettings, compute_grid_descriptor
 from ..errors import ElfcoreError
+from ..settings import plain
 from ..grid import field_atoms, field_cell, make_field
 from ..train import TrainSettings, metrics, sample_voxels, train_model
 from .settings import ReproduceSettings
@@ -97,14 +98,6 @@ class Case:
         }
 
 
-def _plain(v):
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, bytes):
-        return v.decode()
-    return v
-
-
 def load_cases(paths: Sequence[str | Path]) -> list[Case]:
     """Read reference cases (netCDF case files, or any field file with atoms).
 
@@ -119,14 +112,14 @@ def load_cases(paths: Sequence[str | Path]) -> list[Case]:
     for p in paths:
         name, field = load_reference(p)
         a = field.attrs
-        pressure = _plain(a.get("pressure_gpa"))
-        target = _plain(a.get("target_pressure_gpa"))
-        md = _plain(a.get("md_step"))
+        pressure = plain(a.get("pressure_gpa"))
+        target = plain(a.get("target_pressure_gpa"))
+        md = plain(a.get("md_step"))
         cases.append(Case(
             name=name,
             field=field,
-            family=str(_plain(a.get("family", "unknown"))),
-            role=str(_plain(a.get("role", "unknown"))),
+            family=str(plain(a.get("family", "unknown"))),
+            role=str(plain(a.get("role", "unknown"))),
             pressure=None if pressure is None or not np.isfinite(float(pressure)) else float(pressure),
             md_step=None if md is None else int(md),
             target_pressure=None if target is None or not np.isfinite(float(target)) else float(target),
@@ -659,7 +652,7 @@ def run_kcorrection(split: dict, s: ReproduceSettings, baseline_arrays: dict) ->
     for c in split["shown"]:
         pred = _pred_field(baseline_arrays["shown"][c.name], c.field)
         kc = oracle_correction(pred, c.field, n_shells=s.k_shells)
-        info = {k: (_plain(v) if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in kc.info.items()}
+        info = {k: (plain(v) if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in kc.info.items()}
         rows.append({"case": c.name, "pressure_gpa": c.pressure, "n_atoms": c.n_atoms,
                      "cell_lengths": np.linalg.norm(field_cell(c.field), axis=1).tolist(), **info})
         ref = np.asarray(c.field.values, dtype=np.float64)
