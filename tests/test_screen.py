@@ -210,6 +210,35 @@ def test_results_dataset(tmp_path):
     assert len(atoms) == 2
 
 
+def test_read_frames_structures_in_dataset_order(tmp_path):
+    from elfcore.screen import read_frames
+
+    db = tmp_path / "r.db"
+    _fake_rows(db, 2, source="/data/b.xyz")
+    _fake_rows(db, 3, source="/data/a.xyz")
+    _fake_rows(db, 1, source="/data/z.xyz", status="failed")
+    ds, frames = read_frames(db)
+    assert len(frames) == ds.sizes["frame"] == 5
+    assert [(a.info["source"], a.info["frame"]) for a in frames] == list(zip(ds.source.values, ds.frame_index.values))
+    assert frames[0].info["source"] == "/data/a.xyz" and all(a.pbc.all() and len(a) == 2 for a in frames)
+    assert len(read_frames(db, status=None)[1]) == 6
+
+
+def test_x_axis_choice(tmp_path):
+    from elfcore.screen import results_dataset, x_axis
+
+    db = tmp_path / "r.db"
+    _fake_rows(db, 3)
+    ds = results_dataset(db)
+    name, values, label = x_axis(ds)
+    assert name == "pressure" and list(values) == [100.0, 99.0, 98.0] and "GPa" in label
+    assert list(x_axis(ds, "frame")[1]) == [0.0, 1.0, 2.0]
+    with pytest.raises(ElfcoreError, match="time_fs"):
+        x_axis(ds, "time")
+    with pytest.raises(ElfcoreError, match="must be"):
+        x_axis(ds, "energy")
+
+
 def test_plot_writes_png(tmp_path):
     db = tmp_path / "r.db"
     _fake_rows(db, 5)

@@ -18,10 +18,10 @@ Examples
 """
 from __future__ import annotations
 
-from .database import connect, export_csv, read_records, results_dataset
+from .database import connect, export_csv, read_frames, read_records, results_dataset
 from .engine import screen, start_client
 from .inputs import Frame, check_frame, expand_inputs, parse_input
-from .plot import plot_results
+from .plot import plot_results, x_axis
 from .task import ScreenSettings, screen_frame
 
 __all__ = [
@@ -35,7 +35,9 @@ __all__ = [
     "connect",
     "read_records",
     "results_dataset",
+    "read_frames",
     "export_csv",
     "plot_results",
+    "x_axis",
     "start_client",
 ]

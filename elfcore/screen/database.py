@@ -31,6 +31,7 @@ __all__ = [
     "write_frame",
     "read_records",
     "results_dataset",
+    "read_frames",
     "export_csv",
     "COLUMNS",
 ]
@@ -223,6 +224,31 @@ def results_dataset(db, *, status: str | Iterable[str] | None = "ok"):
     meta = (connect(db).metadata or {}).get("elfcore_screen", {})
     return xr.Dataset(data_vars, coords={"frame": np.arange(n), **coords},
                       attrs={"elfcore_screen": json.dumps(meta, sort_keys=True)})
+
+
+def read_frames(db, *, status: str | Iterable[str] | None = "ok"):
+    """A results database with the structure of each of its frames, to step through them.
+
+    Parameters
+    ----------
+    db : database (see :func:`connect`)
+    status : str or iterable of str, optional
+        Rows to keep (default "ok").
+
+    Returns
+    -------
+    (xarray.Dataset, list of ase.Atoms)
+        :func:`results_dataset` and, in its frame order, each frame's structure
+        (periodic; ``info`` holds ``source``, ``frame`` and the row id).
+    """
+    database = connect(db)
+    ds = results_dataset(database, status=status)
+    frames = []
+    for row_id, source, index in zip(ds.row_id.values, ds.source.values, ds.frame_index.values):
+        atoms = database.get_atoms(id=int(row_id))
+        atoms.info.update(source=str(source), frame=int(index), row_id=int(row_id))
+        frames.append(atoms)
+    return ds, frames
 
 
 def export_csv(db, path: str | os.PathLike, *, status: str | Iterable[str] | None = None) -> int:

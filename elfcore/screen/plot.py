@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import ElfcoreError
 
-__all__ = ["plot_results", "X_AXES"]
+__all__ = ["plot_results", "x_axis", "X_AXES"]
 
 #: x-axis choices of :func:`plot_results`: column and label
 X_AXES = {
@@ -17,16 +17,36 @@ X_AXES = {
 }
 
 
-def _x_axis(ds, x: str):
+def x_axis(ds, x: str = "auto") -> tuple[str, np.ndarray, str]:
+    """The horizontal axis of a screening run: ``(name, values per frame, label)``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        :func:`elfcore.screen.database.results_dataset` of a run.
+    x : {"auto", "frame", "time", "pressure"}
+        "auto" takes the pressure when every frame has one, else the time, else
+        the frame number.
+
+    Raises
+    ------
+    ElfcoreError
+        An unknown ``x``, or an axis some frames lack.
+    """
     if x == "auto":
+        x = "frame"
         for name in ("pressure", "time"):
             col = X_AXES[name][0]
             if ds.sizes["frame"] and np.all(np.isfinite(ds[col].values)):
-                return name
-        return "frame"
+                x = name
+                break
     if x not in X_AXES:
         raise ElfcoreError(f"x={x!r}; must be 'auto' or one of {sorted(X_AXES)}")
-    return x
+    col, label = X_AXES[x]
+    values = np.arange(ds.sizes["frame"], dtype=float) if col is None else np.asarray(ds[col].values, dtype=float)
+    if not np.all(np.isfinite(values)):
+        raise ElfcoreError(f"x={x!r}: {int(np.sum(~np.isfinite(values)))} frame(s) have no {col}")
+    return x, values, label
 
 
 def plot_results(results, path: str | os.PathLike, *, x: str = "auto", title: str | None = None) -> str:
@@ -65,11 +85,7 @@ def plot_results(results, path: str | os.PathLike, *, x: str = "auto", title: st
     ds = results if isinstance(results, xr.Dataset) else results_dataset(results, status="ok")
     if ds.sizes.get("frame", 0) == 0:
         raise ElfcoreError("no screened frame (status 'ok') to plot")
-    axis = _x_axis(ds, x)
-    col, label = X_AXES[axis]
-    xs = np.arange(ds.sizes["frame"], dtype=float) if col is None else ds[col].values
-    if not np.all(np.isfinite(xs)):
-        raise ElfcoreError(f"x={axis!r}: {int(np.sum(~np.isfinite(xs)))} frame(s) have no {col}")
+    _, xs, label = x_axis(ds, x)
     order = np.argsort(xs, kind="stable")
     xs = xs[order]
 
