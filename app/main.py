@@ -39,10 +39,12 @@ _register_own_package()
 import panel as pn  # noqa: E402
 
 from app.pipeline import MAX_UPLOAD_BYTES, WEBSOCKET_MAX_MESSAGE_BYTES, upload_capacity  # noqa: E402
+from app.screening import SCREENING_EXTENSIONS  # noqa: E402
 from app.state import FIELD_EXTENSIONS, STRUCTURE_EXTENSIONS, AppState  # noqa: E402
 from app.views.browser import DrawTracker  # noqa: E402
 from app.views.linescan import LineScanView  # noqa: E402
 from app.views.metrics import metrics_pane  # noqa: E402
+from app.views.screening import ScreeningView  # noqa: E402
 from app.views.slice import SliceView  # noqa: E402
 from app.views.teaching import TEACHING_DEPS, teaching_text  # noqa: E402
 from app.views.viewer3d import Viewer3D  # noqa: E402
@@ -139,13 +141,26 @@ def controls(state: AppState) -> dict[str, pn.viewable.Viewable]:
         "squeeze": _slider(state, "squeeze", "Squeeze cell × (prediction only)"),
         "teaching": pn.widgets.Toggle.from_param(state.param.teaching, label="Teaching mode", color="primary"),
     }
+    w["screen_frame"] = pn.widgets.Player(
+        label="Frame", start=0, end=max(1, (state.run.n_frames - 1) if state.run else 1), value=state.screen_frame,
+        interval=2500, loop_policy="once", show_loop_controls=False, width=300,
+        visible=pn.bind(bool, state.param.screening),
+    )
+    link_throttled(w["screen_frame"], state, "screen_frame")
+    state.param.watch(lambda *_: _fit_player(w["screen_frame"], state), "screening")
     w["next_preset"] = pn.widgets.Button(label="Guided tour ▶", color="primary")
     w["next_preset"].on_click(lambda _event: state.next_preset())
-    accept = ",".join(FIELD_EXTENSIONS + STRUCTURE_EXTENSIONS)
+    accept = ",".join(FIELD_EXTENSIONS + STRUCTURE_EXTENSIONS + SCREENING_EXTENSIONS)
     w["upload"] = pn.widgets.FileInput(accept=accept + ",*", multiple=False)
     for k, widget in w.items():
         widget.css_classes = list(widget.css_classes or []) + [f"elf-{k.replace('_', '-')}"]
     return w
+
+
+def _fit_player(player, state: AppState) -> None:
+    """The frame player spans the frames of the run just opened."""
+    if state.run is not None:
+        player.param.update(end=max(1, state.run.n_frames - 1), value=int(state.screen_frame))
 
 
 def upload_limit_mib() -> int:
@@ -203,10 +218,26 @@ class Session:
     line: LineScanView
     template: object
     tracker: DrawTracker | None = None
+    screening: ScreeningView | None = None
+
+
+def screening_argument(argv: list[str] | None = None) -> str | None:
+    """The database named by ``--screening PATH`` on the command line (``panel serve app/main.py --args
+    --screening results.db`` or ``python app/main.py --screening results.db``): every session opens it."""
+    argv = sys.argv[1:] if argv is None else argv
+    for i, arg in enumerate(argv):
+        if arg == "--screening" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--screening="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def build_app(state: AppState | None = None):
-    """Build the page of one session (a fresh state, widgets and plotter)."""
+    """Build the page of one session (a fresh state, widgets and plotter); opens ``--screening`` if given."""
+    if state is None and screening_argument():
+        state = AppState()
+        state.open_screening(screening_argument())
     return build_session(state).template
 
 
@@ -223,6 +254,7 @@ def build_session(state: AppState | None = None) -> Session:
     viewer = Viewer3D(state)
     sliceview = SliceView(state)
     lines = LineScanView(state)
+    screening = ScreeningView(state)
     message = pn.pane.Alert(
         state.param.message, alert_type="info", visible=pn.bind(bool, state.param.message), css_classes=["elf-message"]
     )
@@ -244,6 +276,11 @@ def build_session(state: AppState | None = None) -> Session:
             f"prediction + residual), ≤ {upload_limit_mib()} MiB:"
         ),
         w["upload"],
+        pn.pane.Markdown(
+            "Screening run: upload the database of `elfcore screen` (.db) to step through its frames.",
+            margin=(0, 10),
+        ),
+        w["screen_frame"],
         pn.pane.Markdown("### Model and correction"),
         pn.pane.Markdown("Trained on the fluid (zoo, paper protocol) or on fluid + atomic crystals (for "
                          "crystalline / atomic H; r_cut 3.0 Å, l_max 2):", margin=(0, 10)),
@@ -268,6 +305,7 @@ def build_session(state: AppState | None = None) -> Session:
             domain,
             message,
             teaching,
+            screening,
             pn.Row(
                 pn.Column(viewer, sizing_mode="stretch_width", css_classes=["elf-3d"]),
                 pn.Column(pn.pane.Markdown("### Metrics"), metrics_pane(state, tracker), width=420, css_classes=["elf-metrics"]),
@@ -282,7 +320,7 @@ def build_session(state: AppState | None = None) -> Session:
         accent_base_color="#2a6f97", header_background="#2a6f97", **offline_fonts(),
     )
     template.header.append(tracker)
-    return Session(state, w, viewer, sliceview, lines, template, tracker)
+    return Session(state, w, viewer, sliceview, lines, template, tracker, screening)
 
 
 def offline_fonts() -> dict:

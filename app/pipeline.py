@@ -220,6 +220,29 @@ class ElfcoreEngine:
         atoms.pbc = True
         return atoms
 
+    def structure_case(self, atoms, source: str = "") -> xr.Dataset:
+        """A case holding ``atoms`` only (prediction, no reference)."""
+        from elfcore.grid import make_case
+
+        check_atoms(atoms, require_atoms=True, require_cell=True, where=source or "structure")
+        return make_case(atoms, {}, attrs={"source": source})
+
+    def read_screening(self, path: str | Path):
+        """The screened frames of an ``elfcore screen`` database: ``(results Dataset, list of ase.Atoms)``
+        (:func:`elfcore.screen.read_frames`)."""
+        from elfcore.screen import read_frames
+
+        path = Path(path)
+        if not path.is_file():
+            raise FormatError("no such screening database", path.name)
+        try:
+            return read_frames(path)
+        except ElfcoreError:
+            raise
+        except Exception as exc:  # sqlite3 / ase.db raise their own types for a foreign file
+            raise FormatError(f"not a screening database elfcore can read ({type(exc).__name__}: {exc})",
+                              path.name) from exc
+
     # models ----------------------------------------------------------------
     def zoo_axes(self) -> tuple[list[float], list[int]]:
         """The r_cut (Å) and l_max values of the model zoo (those with a built file, else the whole table)."""

@@ -24,6 +24,7 @@ from elfcore.errors import ElfcoreError
 
 from .catalog import correction_warning, default_line_atoms, domain_warning, guided_tour, sort_cases
 from .pipeline import MAX_UPLOAD_BYTES, CaseInfo, Pipeline, default_pipeline
+from .screening import SCREENING_EXTENSIONS, ScreeningRun, open_run
 
 __all__ = [
     "AppState",
@@ -220,6 +221,8 @@ class AppState(param.Parameterized):
     teaching = param.Boolean(default=False, doc="show the guided explanations")
     preset = param.Integer(default=0, bounds=(0, None), doc="index of the guided-tour step")
     message = param.String(default="", doc="last message for the user (errors from uploads...)")
+    screening = param.String(default="", doc="name of the open screening database ('' when none)")
+    screen_frame = param.Integer(default=0, bounds=(0, None), doc="frame of the open screening run shown")
 
     pipeline = param.Parameter(default=None, doc="cached elfcore results (shared per server)", precedence=-1)
 
@@ -238,6 +241,7 @@ class AppState(param.Parameterized):
         self.param.watch(lambda *_: setattr(self, "k_basis", "shells"), "n_shells")
         self.param.watch(lambda *_: setattr(self, "k_basis", "k_max"), "k_max")
         self.param.watch(lambda *_: setattr(self, "line_source", "atoms"), ["line_atom_1", "line_atom_2"])
+        self.param.watch(lambda *_: self._show_frame(), "screen_frame")
 
     # ---------------------------------------------------------------- setup
     def _refresh_zoo(self) -> None:
@@ -285,6 +289,9 @@ class AppState(param.Parameterized):
         infos = bundled + [
             i for k, i in self.pipeline.infos.items() if k in getattr(self, "_uploads", set())
         ]
+        frame_case = getattr(self, "_frame_case", None)
+        if frame_case in self.pipeline.infos:  # the screening frame shown last (not every frame of the run)
+            infos.append(self.pipeline.infos[frame_case])
         keys = [i.key for i in infos]
         self.param.case.objects = {i.label: i.key for i in infos}
         self._labels = {i.key: i.label for i in infos}
@@ -375,7 +382,12 @@ class AppState(param.Parameterized):
             )
             return False
         suffix = Path(name).suffix.lower()
-        known = FIELD_EXTENSIONS + STRUCTURE_EXTENSIONS
+        if suffix in SCREENING_EXTENSIONS:
+            with tempfile.TemporaryDirectory(prefix="elfcore-upload-") as tmp:
+                path = Path(tmp) / _file_name(name)
+                path.write_bytes(data)
+                return self.open_screening(path, name=name)
+        known = FIELD_EXTENSIONS + STRUCTURE_EXTENSIONS + SCREENING_EXTENSIONS
         if suffix not in known and not any(v in name.upper() for v in _VASP_NAMES):
             self.message = (
                 f"Upload '{name}': unknown file type '{suffix or name}'. Accepted: ELFCAR, POSCAR/CONTCAR, "
@@ -401,6 +413,86 @@ class AppState(param.Parameterized):
         kind = "ELF field: prediction and residual" if info.has_reference else "structure: prediction only"
         self.message = f"Loaded '{name}' ({self.n_atoms} atoms, {kind})."
         return True
+
+    # ---------------------------------------------------------------- screening runs
+    @property
+    def run(self) -> ScreeningRun | None:
+        """The open screening run, or ``None``."""
+        return getattr(self, "_run", None)
+
+    def open_screening(self, path: str | os.PathLike, *, name: str | None = None) -> bool:
+        """Open the results database of ``elfcore screen`` and show its first frame.
+
+        The frames are read at once (the file may go afterwards) and sorted along the
+        run's axis (pressure, else MD time, else frame number). On any problem the
+        reason goes to :attr:`message` and ``False`` is returned.
+        """
+        import hashlib
+
+        name = _display_name(name or Path(path).name)
+        try:
+            results, frames = self.pipeline.engine.read_screening(path)
+            if not frames:
+                self.message = f"'{name}' holds no screened frame (status 'ok'): nothing to show."
+                return False
+            with open(path, "rb") as fh:
+                run_id = hashlib.sha1(fh.read()).hexdigest()[:12]
+            run = open_run(name, run_id, results, frames)
+        except (ElfcoreError, OSError, ValueError) as exc:
+            self.message = f"Could not open '{name}': {' '.join(str(exc).split())[:300]}"
+            log.info("screening database %s refused: %s", name, exc)
+            return False
+        self._run = run
+        self.param.screen_frame.bounds = (0, run.n_frames - 1)
+        if self.screening == name:
+            self.param.trigger("screening")  # another database of the same name: the views redraw
+        else:
+            self.screening = name
+        if self.screen_frame != 0:
+            self.screen_frame = 0  # its watcher shows the frame
+        else:
+            self._show_frame()
+        self.message = (f"Opened the screening run '{name}': {run.n_frames} frames along {run.x_label}. "
+                        "Step with the Frame player, or click the φ plot.")
+        return True
+
+    def _show_frame(self) -> None:
+        """Make frame :attr:`screen_frame` of the open run the shown case (a structure case, prediction only)."""
+        run = self.run
+        if run is None:
+            return
+        i = int(min(max(self.screen_frame, 0), run.n_frames - 1))
+        key = run.case_key(i)
+        if key not in self.pipeline.infos:
+            ds = self.pipeline.engine.structure_case(run.frames[i], source=run.source(i))
+            self.pipeline.add_case(ds, label=run.label(i), key=key, family="screening", role="screening",
+                                   pressure_gpa=run.pressure(i))
+        self._frame_case = key
+        self._refresh_cases()
+        self.case = key
+
+    def step_frame(self, delta: int) -> int:
+        """Move the shown frame by ``delta`` (clamped to the run); returns the new index."""
+        if self.run is not None:
+            self.screen_frame = int(min(max(self.screen_frame + int(delta), 0), self.run.n_frames - 1))
+        return self.screen_frame
+
+    def pick_frame_at(self, x: float) -> int:
+        """Show the frame nearest ``x`` on the run's axis (a click on the φ plot); returns its index."""
+        if self.run is not None:
+            self.screen_frame = self.run.nearest(x)
+        return self.screen_frame
+
+    @param.depends("screen_frame", "screening", "case")
+    def frame_summary(self) -> str:
+        """Markdown: the frame shown and its numbers from the database (empty when no run is open)."""
+        run = self.run
+        if run is None:
+            return ""
+        text = run.summary(int(self.screen_frame))
+        if self.case != run.case_key(int(self.screen_frame)):
+            text += " — *another case is shown now; move the Frame player to come back*"
+        return text
 
     # ---------------------------------------------------------------- k-correction
     def k_args(self) -> tuple[int, float]:
@@ -673,6 +765,8 @@ class AppState(param.Parameterized):
         if fld is None:
             raise ElfcoreError(f"no {kind} field for the current choices")
         stem = Path(self.case_label()).stem.split(" ")[0].replace("upload:", "upload")
+        if self.run is not None and self.case == self.run.case_key(self.screen_frame):
+            stem = f"{_file_name(Path(self.run.name).stem)}_frame{int(self.screen_frame) + 1}"
         n_shells, k_max = self.k_args()
         k_tag = f"_k{n_shells}" if n_shells else f"_kmax{k_max:g}"
         t_tag = "_crystals" if self.training == "crystals" and kind != "reference" else ""

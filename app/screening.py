@@ -1,0 +1,106 @@
+"""An open screening run in the app: its frames in the order of the run's axis, and what each step shows.
+
+A run is the results database of ``elfcore screen`` (read by :func:`elfcore.screen.read_frames`).
+The app steps through its screened frames ("ok" rows); each frame becomes a structure case
+(prediction only) when it is first shown. No Panel import: tests use it without a browser.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ScreeningRun", "SCREENING_EXTENSIONS", "open_run"]
+
+#: Upload names read as screening databases (SQLite files written by ``elfcore screen``).
+SCREENING_EXTENSIONS = (".db", ".sqlite", ".sqlite3")
+
+
+def _num(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class ScreeningRun:
+    """The frames of one screening database, sorted along the run's horizontal axis.
+
+    Attributes
+    ----------
+    name : str
+        Shown name (the database's file name).
+    run_id : str
+        Short identity of the database (part of each frame's case key).
+    results : xarray.Dataset
+        The screened frames (:func:`elfcore.screen.results_dataset`), in axis order.
+    frames : list of ase.Atoms
+        Their structures, same order.
+    x_name, x_label : str
+        The axis (``"pressure"``, ``"time"`` or ``"frame"``) and its label.
+    x : numpy.ndarray
+        Axis value of each frame (ascending).
+    """
+
+    name: str
+    run_id: str
+    results: object
+    frames: list
+    x_name: str
+    x_label: str
+    x: np.ndarray
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames)
+
+    def column(self, name: str) -> np.ndarray:
+        """A numeric column of the results (``phi``, ``phi_std``, ``threshold_2d``...) per frame."""
+        return np.asarray(self.results[name].values, dtype=float)
+
+    def case_key(self, i: int) -> str:
+        return f"screen:{self.run_id}:{int(i)}"
+
+    def source(self, i: int) -> str:
+        """``file@frame`` of frame ``i``."""
+        atoms = self.frames[i]
+        return f"{Path(str(atoms.info.get('source', '?'))).name}@{atoms.info.get('frame', i)}"
+
+    def pressure(self, i: int) -> float | None:
+        return _num(self.results["pressure_gpa"].values[i])
+
+    def label(self, i: int) -> str:
+        """The case-list label of frame ``i``."""
+        p = self.pressure(i)
+        at = f", {p:.1f} GPa" if p is not None else ""
+        return f"screening {self.name}: frame {i + 1}/{self.n_frames} ({self.source(i)}{at})"
+
+    def nearest(self, x: float) -> int:
+        """The frame whose axis value is nearest ``x``."""
+        return int(np.argmin(np.abs(self.x - float(x))))
+
+    def summary(self, i: int) -> str:
+        """One Markdown line: where frame ``i`` is and what the database holds for it."""
+        phi, std = self.column("phi")[i], self.column("phi_std")[i]
+        t1, t2 = self.column("threshold_1d")[i], self.column("threshold_2d")[i]
+        parts = [f"**Frame {i + 1}/{self.n_frames}** — {self.source(i)}"]
+        if self.x_name != "frame":
+            parts.append(f"{self.x_label} {self.x[i]:g}")
+        if math.isfinite(phi):
+            parts.append(f"φ in the database {phi:.3f}" + (f" ± {std:.3f}" if math.isfinite(std) else ""))
+        if math.isfinite(t1) and math.isfinite(t2):
+            parts.append(f"1D/2D thresholds {t1:.3f}/{t2:.3f}")
+        return " · ".join(parts)
+
+
+def open_run(name: str, run_id: str, results, frames: list) -> ScreeningRun:
+    """A :class:`ScreeningRun` of ``results``/``frames`` (:func:`elfcore.screen.read_frames`), sorted along its axis."""
+    from elfcore.screen import x_axis
+
+    x_name, x, x_label = x_axis(results)
+    order = np.argsort(x, kind="stable")
+    return ScreeningRun(
+        name=name, run_id=run_id, results=results.isel(frame=order), frames=[frames[i] for i in order],
+        x_name=x_name, x_label=x_label, x=np.asarray(x)[order],
+    )
