@@ -136,12 +136,21 @@ def _fluid_text(p_target: float, index: int) -> str:
     return texts[min(index, len(texts) - 1)]
 
 
+#: Cells with more atoms than this are a tour step only when no smaller cell is at the pressure.
+TOUR_MAX_ATOMS = 200
+
+
+def _large(info) -> bool:
+    n = getattr(info, "n_atoms", None)
+    return n is not None and n > TOUR_MAX_ATOMS
+
+
 def guided_tour(infos: Iterable, crystal_model: bool = True) -> list[TourStep]:
     """The curated tour over the cases ``infos`` (``CaseInfo``), in order.
 
     1. For each pressure of :data:`PAPER_PRESSURES_GPA` (increasing), the fluid **test** snapshot
        whose MD target is that pressure and whose measured pressure is closest to it, with the
-       fluid-trained model.
+       fluid-trained model; small cells first (a 512-atom cell takes minutes to predict on a CPU).
     2. The atomic test crystals of :data:`TOUR_CRYSTALS` that are present, with the model trained
        on fluid + crystals (``"crystals"``) when ``crystal_model``.
 
@@ -156,7 +165,7 @@ def guided_tour(infos: Iterable, crystal_model: bool = True) -> list[TourStep]:
         at = [i for i in fluid if abs(i.target_pressure_gpa - target) <= _TARGET_TOLERANCE_GPA]
         if not at:
             continue
-        best = min(at, key=lambda i: (abs((i.pressure_gpa or target) - target), _name(i)))
+        best = min(at, key=lambda i: (_large(i), abs((i.pressure_gpa or target) - target), _name(i)))
         steps.append(TourStep(best.key, "fluid", f"Fluid at {target:g} GPa", _fluid_text(target, n),
                               best.pressure_gpa))
     by_name = {_name(i): i for i in infos if is_atomic_crystal(i)}

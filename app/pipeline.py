@@ -83,6 +83,8 @@ class CaseInfo:
         The case's name (its ``name`` attribute, else the file stem).
     target_pressure_gpa : float or None
         Target pressure of the MD run a fluid snapshot comes from, when known.
+    n_atoms : int or None
+        Atoms in the cell, when known without reading the case.
     """
 
     key: str
@@ -93,6 +95,7 @@ class CaseInfo:
     has_reference: bool = True
     name: str = ""
     target_pressure_gpa: float | None = None
+    n_atoms: int | None = None
 
 
 class LRUCache:
@@ -380,6 +383,7 @@ class Pipeline:
             has_reference=has_ref,
             name=str(attrs.get("name") or path.stem),
             target_pressure_gpa=_finite(attrs.get("target_pressure_gpa")),
+            n_atoms=int(attrs["natoms"]) if _finite(attrs.get("natoms")) is not None else None,
         )
         return replace(info, label=case_label(info))
 

@@ -67,6 +67,16 @@ def test_tour_fluid_at_paper_pressures_then_crystals_with_crystal_model():
     assert {s.training for s in guided_tour(CASES, crystal_model=False)} == {"fluid"}
 
 
+def test_tour_prefers_a_small_cell_to_a_closer_large_one():
+    from dataclasses import replace
+
+    large = replace(info("fluid512_p076_t0150", "fluid", "test", 75.9, 76.0), n_atoms=512)
+    steps = guided_tour([*CASES, large])
+    assert steps[0].case == "bundled:fluid_p076_t0450.nc"  # 67.9 GPa, 64 atoms, beats 75.9 GPa with 512 atoms
+    only_large = [c for c in CASES if not c.name.startswith("fluid_p076")] + [large]
+    assert guided_tour(only_large)[0].case == large.key  # the large cell when nothing smaller is there
+
+
 def test_tour_fallback_one_case_per_pressure_without_training_cases():
     cases = [info("a", "synthetic", "test", 130.0), info("b", "synthetic", "test", 80.0),
              info("c", "synthetic", "train", 90.0), info("d", "synthetic", "test", 60.0, ref=False)]
