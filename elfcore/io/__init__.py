@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from ..errors import FormatError
 from .validate import check_structure
 from .formats import (
@@ -44,11 +46,17 @@ __all__ = [
 ]
 
 
+#: numeric attributes of a field file that :func:`read_structure` copies into ``atoms.info``
+_STRUCTURE_ATTRS = ("pressure_gpa", "temperature_k", "time_fs", "md_step")
+
+
 def read_structure(path: str | os.PathLike, format: str | None = None, index=-1):
     """Read an atomic structure with :func:`ase.io.read` (any format ase knows).
 
     Field files of elfcore's formats are read with :func:`read_field` and their
-    atoms returned, so ``read_structure("ELFCAR")`` works too.
+    atoms returned, so ``read_structure("ELFCAR")`` works too; the file's
+    ``pressure_gpa``, ``temperature_k``, ``time_fs`` and ``md_step`` (netCDF cases)
+    go into ``atoms.info``.
 
     Parameters
     ----------
@@ -74,7 +82,13 @@ def read_structure(path: str | os.PathLike, format: str | None = None, index=-1)
     from ..grid import field_atoms
 
     if format in FORMATS or (format is None and _field_format_from_name(path)):
-        return field_atoms(read_field(path, format=format))
+        fld = read_field(path, format=format)
+        atoms = field_atoms(fld)
+        for key in _STRUCTURE_ATTRS:  # what a DFT case knows about its structure (pressure, MD time...)
+            value = fld.attrs.get(key)
+            if isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value):
+                atoms.info[key] = value.item() if hasattr(value, "item") else value
+        return atoms
     import ase.io
 
     if not os.path.exists(os.fspath(path)):
