@@ -84,6 +84,11 @@ def test_expand_slices_keep_file_indices(traj):
     assert [f.index for f in expand_inputs([f"{traj}@-2"])] == [4]
     (bad,) = expand_inputs([f"{traj}@9"])
     assert bad.atoms is None and "out of range" in bad.reason and "6 frame" in bad.reason
+    # keys relative to a folder: a database that travels with its inputs
+    assert {f.source for f in expand_inputs([str(traj)], relative_to=traj.parent.parent)} == {
+        f"{traj.parent.name}/{traj.name}"}
+    (missing,) = expand_inputs([str(traj.parent / "nope.xyz")], relative_to=traj.parent)
+    assert missing.source == "nope.xyz" and missing.atoms is None
 
 
 def test_expand_directories_and_globs(tmp_path, rng):

@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-fields", default=None, metavar="DIR",
                         help="write each frame's predicted field as a netCDF case into DIR")
     parser.add_argument("--csv", default=None, metavar="FILE", help="also export the database as CSV")
+    parser.add_argument("--relative-to", default=None, metavar="DIR",
+                        help="key rows by input paths relative to DIR (a database that travels with its inputs); "
+                        "default absolute paths")
     parser.add_argument("--out", default=None, help="plot: output image (default: <db stem>_phi.png)")
     parser.add_argument("--x", default="auto", choices=["auto", "frame", "time", "pressure"],
                         help="plot: horizontal axis (default auto: pressure, else time, else frame)")
@@ -144,6 +147,7 @@ def run(args: argparse.Namespace) -> dict:
         format=args.format,
         cell=parse_cell(args.cell),
         progress=not args.no_progress,
+        relative_to=args.relative_to,
     )
     _log_summary(summary)
     return summary

@@ -100,6 +100,7 @@ def screen(
     cell: Sequence[float] | np.ndarray | None = None,
     progress: bool = True,
     max_in_flight: int | None = None,
+    relative_to: str | os.PathLike | None = None,
 ) -> dict:
     """ELF topology of every frame of the inputs, computed on Dask, one row per frame in an ASE database.
 
@@ -134,6 +135,8 @@ def screen(
         tqdm bar on stderr (frames done, frames/s, ETA).
     max_in_flight : int, optional
         Tasks submitted at a time (default 2 per worker thread).
+    relative_to : str or os.PathLike, optional
+        Key the rows by input paths relative to this folder (default: absolute paths).
 
     Returns
     -------
@@ -151,7 +154,7 @@ def screen(
     database = connect(db)
     check_metadata(database, _run_settings(identity, settings))
     done = done_frames(database)
-    frames = list(expand_inputs(inputs, format=format, cell=cell))
+    frames = list(expand_inputs(inputs, format=format, cell=cell, relative_to=relative_to))
     todo = [f for f in frames if f.key not in done]
     summary = {"frames": len(frames), "already_done": len(frames) - len(todo), "ok": 0, "skipped": 0, "failed": 0}
     bar = _progress_bar(len(todo)) if progress else None

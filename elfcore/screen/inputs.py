@@ -203,6 +203,7 @@ def expand_inputs(
     format: str | None = None,
     cell: Sequence[float] | np.ndarray | None = None,
     species: Sequence[int] = (1,),
+    relative_to: str | os.PathLike | None = None,
 ) -> Iterator[Frame]:
     """Every frame the inputs select, in order, each with the reason it cannot be screened (if any).
 
@@ -222,19 +223,26 @@ def expand_inputs(
         such frames become periodic.
     species : sequence of int
         Atomic numbers the model knows (:func:`check_frame`).
+    relative_to : str or os.PathLike, optional
+        Record each file's path relative to this folder (a database that travels
+        with its inputs, e.g. shipped data); default the absolute path.
 
     Yields
     ------
     Frame
     """
+    def key(name: str) -> str:
+        full = os.path.abspath(name)
+        return full if relative_to is None else os.path.relpath(full, os.path.abspath(os.fspath(relative_to)))
+
     for spec in inputs:
         path, index = parse_input(os.fspath(spec))
         files = _files(path)
         if not files:
-            yield Frame(os.path.abspath(path), WHOLE_FILE, None, "no such file, or no file matches")
+            yield Frame(key(path), WHOLE_FILE, None, "no such file, or no file matches")
             continue
         for name in files:
-            source = os.path.abspath(name)
+            source = key(name)
             try:
                 frames = _read_frames(name, format)
             except Exception as exc:  # ase raises many types for unreadable files
