@@ -60,13 +60,43 @@ _DONE = """(before) => {
 }"""
 
 
-class Bench:
-    """One page and the measurements taken on it."""
+# Time the browser spends in the 3D pane's vtk.js render window: synchronizing a scene (until its promise
+# resolves) and rendering frames. Installed once; reset and read around each input (``--probe``).
+_PROBE_INSTALL = """() => {
+  let win = null;
+  for (const doc of (window.Bokeh ? Bokeh.documents : [])) {
+    for (const m of doc._all_models.values()) {
+      if (m.renderer_el && m.renderer_el.getRenderWindow) { win = m.renderer_el.getRenderWindow(); break; }
+    }
+  }
+  if (!win) return false;
+  const p = window.__elfProbe = {sync_ms: 0, syncs: 0, render_ms: 0, renders: 0};
+  const render = win.render;
+  win.render = (...a) => { const t = performance.now(); const out = render(...a);
+    p.render_ms += performance.now() - t; p.renders += 1; return out; };
+  const sync = win.synchronize;
+  win.synchronize = (st) => { const t = performance.now(); p.syncs += 1; const out = sync(st);
+    const done = () => { p.sync_ms += performance.now() - t; };
+    if (out && out.then) out.then(done, done); else done(); return out; };
+  return true;
+}"""
+_PROBE_READ = """() => { const p = window.__elfProbe; if (!p) return null;
+  const out = Object.assign({}, p); p.sync_ms = 0; p.syncs = 0; p.render_ms = 0; p.renders = 0; return out; }"""
 
-    def __init__(self, page, timeout_s: float):
+
+class Bench:
+    """One page and the measurements taken on it.
+
+    ``only``: measure just these controls (the inputs of the others are not made);
+    ``probe``: also record the browser's vtk.js synchronize/render time per input.
+    """
+
+    def __init__(self, page, timeout_s: float, only: set[str] | None = None, probe: bool = False):
         self.page = page
         self.timeout_s = timeout_s
         self.rows: list[dict] = []
+        self.only = only
+        self.probe = probe and bool(page.evaluate(_PROBE_INSTALL))
 
     def text(self, css: str) -> str:
         return self.page.locator(css).first.evaluate(DEEP_TEXT_JS)
@@ -79,7 +109,11 @@ class Bench:
 
     def measure(self, control: str, what: str, action, kind: str = "cached") -> float | None:
         """Run ``action`` and time it until the page reports the change drawn (None: no change in time)."""
+        if self.only is not None and control not in self.only:
+            return None
         before = self.tracker()["seq"]
+        if self.probe:
+            self.page.evaluate(_PROBE_READ)
         t0 = time.perf_counter()
         action()
         try:
@@ -87,8 +121,16 @@ class Bench:
             dt = time.perf_counter() - t0
         except Exception:  # noqa: BLE001 - a timeout is a result here
             dt = None
-        self.rows.append({"control": control, "input": what, "kind": kind, "seconds": dt})
-        print(f"  {control:<16} {what:<28} {kind:<6} {'timeout' if dt is None else f'{dt:7.2f} s'}", flush=True)
+        row = {"control": control, "input": what, "kind": kind, "seconds": dt}
+        extra = ""
+        if self.probe:
+            vtk = self.page.evaluate(_PROBE_READ) or {}
+            row.update({k: round(v, 1) if isinstance(v, float) else v for k, v in vtk.items()})
+            extra = (f"  (vtk.js: {vtk.get('syncs', 0)} sync {vtk.get('sync_ms', 0):.0f} ms, "
+                     f"{vtk.get('renders', 0)} render {vtk.get('render_ms', 0):.0f} ms)")
+        self.rows.append(row)
+        print(f"  {control:<16} {what:<28} {kind:<6} {'timeout' if dt is None else f'{dt:7.2f} s'}{extra}",
+              flush=True)
         time.sleep(0.3)
         return dt
 
@@ -225,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="also write the JSON result here")
     ap.add_argument("--width", type=int, default=1500)
     ap.add_argument("--height", type=int, default=1100)
+    ap.add_argument("--controls", default=None,
+                    help="comma-separated controls to measure (e.g. iso,show_cell); the others are skipped")
+    ap.add_argument("--probe", action="store_true",
+                    help="also record the browser's vtk.js scene synchronize and render time per input")
     args = ap.parse_args(argv)
 
     from playwright.sync_api import sync_playwright
@@ -290,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             for css in (".elf-3d canvas", ".elf-slice-residual canvas", ".elf-slice-elf canvas",
                         ".elf-line-plot canvas"):
                 page.wait_for_selector(css, timeout=args.timeout * 1000)
+            only = None if args.controls is None else {c.strip() for c in args.controls.split(",") if c.strip()}
             b = Bench(page, args.timeout)
             deadline = time.time() + args.timeout
             while (page.get_by_text("omputing…").count() > 0 or "MAE" not in b.text(".elf-metrics")
@@ -301,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             result["first_page_s"] = round(time.perf_counter() - t0, 2)
             print(f"first page: {result['first_page_s']} s", flush=True)
             time.sleep(2)
+            b = Bench(page, args.timeout, only=only, probe=args.probe)
             run_controls(b, cases, upload)
             result["console_errors"] = len(errors)
             result["console_error_samples"] = errors[:10]
@@ -316,6 +364,11 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+        server_log = (Path(tmp.name) / "serve.log").read_text(errors="replace")
+        result["server_tracebacks"] = server_log.count("Traceback")
+        if result["server_tracebacks"]:  # show the first one: the server's errors are part of the result
+            start = server_log.index("Traceback")
+            print("server log:\n" + "\n".join(server_log[start:].splitlines()[:30]), flush=True)
         tmp.cleanup()
     print()
     print(f"| control | cached median (s) | cached max (s) | cold (s) | inputs | timeouts |")

@@ -36,6 +36,9 @@ class AtomHover(ReactiveHTML):
 
     positions = param.List(default=[], doc="Cartesian atom positions (Å), as drawn")
     symbols = param.List(default=[], doc="chemical symbol of each atom")
+    # Switching the tooltip off is a flag, not an empty ``positions``: Panel (1.9) fails on a ReactiveHTML
+    # list parameter set to [] after holding lists (it takes an empty list for a list of Parameterized).
+    active = param.Boolean(default=True, doc="name the atom under the mouse (off while atoms are hidden)")
 
     _template = '<div id="anchor" style="display:none"></div>'
 
@@ -49,7 +52,7 @@ Object.assign(state.tip.style, {position: 'fixed', display: 'none', zIndex: 1000
 document.body.appendChild(state.tip);
 state.pick = (ev, rw) => {
   const pos = data.positions || [];
-  if (ev.buttons || !pos.length) { state.tip.style.display = 'none'; return; }
+  if (ev.buttons || !pos.length || !data.active) { state.tip.style.display = 'none'; return; }
   const rect = rw.getContainer().getBoundingClientRect();
   const ren = rw.getRenderer();
   if (!ren || rect.width <= 0 || rect.height <= 0) return;

@@ -399,8 +399,8 @@ class Viewer3D(pn.viewable.Viewer):
             if key != self._atoms_key:  # rebuild atoms and box only when they change
                 self._set("atoms", atom_spheres(atoms.get_positions(), ATOM_RADIUS), s.show_atoms)
                 self._set("box", cell_box(cell), s.show_cell)
-                self.hover.positions = atoms.get_positions().round(4).tolist() if s.show_atoms else []
-                self.hover.symbols = list(atoms.get_chemical_symbols())
+                self.hover.param.update(positions=atoms.get_positions().round(4).tolist(),
+                                        symbols=list(atoms.get_chemical_symbols()), active=bool(s.show_atoms))
                 self._atoms_key = key
             if cell.tobytes() != self._axes_key:
                 self.pane.axes = axes_ticks(cell)

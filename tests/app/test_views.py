@@ -355,3 +355,15 @@ def test_busy_tracker_counts_a_change(page, state):
     seq = t.seq
     state.iso = 0.42
     assert t.seq > seq and t.started <= t.seq
+
+
+def test_hiding_atoms_completes_the_change_and_turns_the_atom_tooltip_off(page, state):
+    # Panel 1.9 raised on a ReactiveHTML list parameter set to [] (the tooltip's positions), which cut the
+    # change short: the busy indicator never reported it drawn
+    t, hover = page.tracker, page.viewer.hover
+    seq = t.seq
+    state.show_atoms = False
+    assert t.seq > seq and hover.active is False and len(hover.positions) == len(state.fields().atoms)
+    assert not page.viewer._actors["atoms"].GetVisibility()
+    state.show_atoms = True
+    assert hover.active is True and page.viewer._actors["atoms"].GetVisibility()
