@@ -38,7 +38,7 @@ _register_own_package()
 
 import panel as pn  # noqa: E402
 
-from app.pipeline import MAX_UPLOAD_BYTES, WEBSOCKET_MAX_MESSAGE_BYTES, upload_capacity  # noqa: E402
+from app.pipeline import MAX_UPLOAD_BYTES, WEBSOCKET_MAX_MESSAGE_BYTES, example_screening, upload_capacity  # noqa: E402
 from app.screening import SCREENING_EXTENSIONS  # noqa: E402
 from app.state import FIELD_EXTENSIONS, STRUCTURE_EXTENSIONS, AppState  # noqa: E402
 from app.views.browser import DrawTracker  # noqa: E402
@@ -148,6 +148,9 @@ def controls(state: AppState) -> dict[str, pn.viewable.Viewable]:
     )
     link_throttled(w["screen_frame"], state, "screen_frame")
     state.param.watch(lambda *_: _fit_player(w["screen_frame"], state), "screening")
+    example = example_screening()
+    w["example_screening"] = pn.widgets.Button(label="Open the example run", visible=example is not None)
+    w["example_screening"].on_click(lambda _event: state.open_screening(example))
     w["next_preset"] = pn.widgets.Button(label="Guided tour ▶", color="primary")
     w["next_preset"].on_click(lambda _event: state.next_preset())
     accept = ",".join(FIELD_EXTENSIONS + STRUCTURE_EXTENSIONS + SCREENING_EXTENSIONS)
@@ -277,9 +280,11 @@ def build_session(state: AppState | None = None) -> Session:
         ),
         w["upload"],
         pn.pane.Markdown(
-            "Screening run: upload the database of `elfcore screen` (.db) to step through its frames.",
+            "Screening run: upload the database of `elfcore screen` (.db) to step through its frames, "
+            "or open the shipped example:",
             margin=(0, 10),
         ),
+        w["example_screening"],
         w["screen_frame"],
         pn.pane.Markdown("### Model and correction"),
         pn.pane.Markdown("Trained on the fluid (zoo, paper protocol) or on fluid + atomic crystals (for "

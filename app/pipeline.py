@@ -319,6 +319,13 @@ class ElfcoreEngine:
 
 
 # --------------------------------------------------------------------------- pipeline
+def example_screening() -> Path | None:
+    """The shipped example screening database (``assets/screening``), or None when there is none."""
+    folder = assets.screening_dir()
+    found = sorted(folder.glob("*.db")) if folder.is_dir() else []
+    return found[0] if found else None
+
+
 def _hash_bytes(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()[:16]
 

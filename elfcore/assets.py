@@ -9,10 +9,13 @@ elfcore ships two kinds of files beside its code:
   of MB). They live in the source tree's ``assets/data`` only; the wheel does not carry
   them. To use them from an installed package, point ``ELFCORE_ASSETS`` at a copy of the
   repository's ``assets/`` folder (or ``ELFCORE_DATA_DIR`` at a folder of cases).
+- ``screening`` — example results databases of ``elfcore screen`` over shipped cases (the
+  app opens them); like ``data``, in the source tree only.
 
 Each kind is looked up in this order, the first that applies wins:
 
-1. the kind's own environment variable (``ELFCORE_ZOO_DIR``, ``ELFCORE_DATA_DIR``), taken as is;
+1. the kind's own environment variable (``ELFCORE_ZOO_DIR``, ``ELFCORE_DATA_DIR``,
+   ``ELFCORE_SCREENING_DIR``), taken as is;
 2. ``$ELFCORE_ASSETS/<kind>`` when ``ELFCORE_ASSETS`` is set;
 3. ``assets/<kind>`` of the source checkout this package is imported from (an editable install);
 4. ``elfcore/_assets/<kind>`` installed with the package (the wheel).
@@ -26,12 +29,13 @@ import os
 from pathlib import Path
 from .errors import SettingsError
 
-__all__ = ["ASSETS_ENV", "KIND_ENV", "KINDS", "assets_dirs", "asset_dir", "models_dir", "data_dir"]
+__all__ = ["ASSETS_ENV", "KIND_ENV", "KINDS", "assets_dirs", "asset_dir", "models_dir", "data_dir", "screening_dir"]
 
 #: environment variable naming a folder laid out like the repository's ``assets/``
 ASSETS_ENV = "ELFCORE_ASSETS"
 #: kind → environment variable naming that kind's folder directly
-KIND_ENV: dict[str, str] = {"models": "ELFCORE_ZOO_DIR", "data": "ELFCORE_DATA_DIR"}
+KIND_ENV: dict[str, str] = {"models": "ELFCORE_ZOO_DIR", "data": "ELFCORE_DATA_DIR",
+                            "screening": "ELFCORE_SCREENING_DIR"}
 #: the kinds of shipped files
 KINDS: tuple[str, ...] = tuple(KIND_ENV)
 
@@ -54,7 +58,7 @@ def assets_dirs(kind: str) -> list[Path]:
     Parameters
     ----------
     kind : str
-        One of :data:`KINDS` (``"models"`` or ``"data"``).
+        One of :data:`KINDS` (``"models"``, ``"data"`` or ``"screening"``).
 
     Raises
     ------
@@ -99,3 +103,8 @@ def models_dir() -> Path:
 def data_dir() -> Path:
     """Folder of the shipped reference cases (``ELFCORE_DATA_DIR`` overrides it; not in the wheel)."""
     return asset_dir("data")
+
+
+def screening_dir() -> Path:
+    """Folder of the example screening databases (``ELFCORE_SCREENING_DIR`` overrides it; not in the wheel)."""
+    return asset_dir("screening")

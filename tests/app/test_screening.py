@@ -104,3 +104,16 @@ def test_screening_argument():
     assert screening_argument(["--screening", "r.db"]) == "r.db"
     assert screening_argument(["--screening=x/y.db"]) == "x/y.db"
     assert screening_argument(["--other"]) is None
+
+
+def test_example_run_is_shipped_and_opens(state):
+    from app.pipeline import example_screening
+
+    path = example_screening()
+    if path is None:
+        pytest.skip("no example screening database in assets/screening")
+    assert state.open_screening(path), state.message
+    run = state.run
+    assert run.n_frames >= 5 and run.x_name == "pressure" and np.all(np.diff(run.x) >= 0)
+    assert all(not str(a.info["source"]).startswith("/") for a in run.frames)  # keys travel with the repository
+    assert np.isfinite(run.column("phi")).all() and np.isfinite(run.column("phi_std")).all()
