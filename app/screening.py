@@ -52,6 +52,29 @@ class ScreeningRun:
     x: np.ndarray
 
     @property
+    def model(self) -> str:
+        """The model the run was screened with (as ``elfcore screen`` recorded it), ``""`` if unknown."""
+        import json
+
+        try:
+            return str(json.loads(self.results.attrs.get("elfcore_screen", "{}")).get("model", ""))
+        except ValueError:
+            return ""
+
+    def app_model(self) -> dict:
+        """The app's model choice (``training``, ``r_cut``, ``l_max``) that is the run's model, or ``{}``."""
+        from elfcore.errors import ElfcoreError
+        from elfcore.zoo import BASELINE, CRYSTAL_SPEC, parse_spec
+
+        if self.model == CRYSTAL_SPEC:
+            return {"training": "crystals", "r_cut": BASELINE[0], "l_max": BASELINE[1]}
+        try:
+            r_cut, l_max = parse_spec(self.model)
+        except ElfcoreError:
+            return {}
+        return {"training": "fluid", "r_cut": float(r_cut), "l_max": int(l_max)}
+
+    @property
     def n_frames(self) -> int:
         return len(self.frames)
 
@@ -86,9 +109,10 @@ class ScreeningRun:
         t1, t2 = self.column("threshold_1d")[i], self.column("threshold_2d")[i]
         parts = [f"**Frame {i + 1}/{self.n_frames}** — {self.source(i)}"]
         if self.x_name != "frame":
-            parts.append(f"{self.x_label} {self.x[i]:g}")
+            parts.append(f"{self.x_label} {self.x[i]:.1f}")
         if math.isfinite(phi):
-            parts.append(f"φ in the database {phi:.3f}" + (f" ± {std:.3f}" if math.isfinite(std) else ""))
+            model = f" ({self.model})" if self.model else ""
+            parts.append(f"φ in the database{model} {phi:.3f}" + (f" ± {std:.3f}" if math.isfinite(std) else ""))
         if math.isfinite(t1) and math.isfinite(t2):
             parts.append(f"1D/2D thresholds {t1:.3f}/{t2:.3f}")
         return " · ".join(parts)

@@ -443,6 +443,9 @@ class AppState(param.Parameterized):
             log.info("screening database %s refused: %s", name, exc)
             return False
         self._run = run
+        choice = {k: v for k, v in run.app_model().items() if v in self.param[k].objects}
+        if len(choice) == 3:  # show the frames with the model the run was screened with, when the app has it
+            self.param.update(**choice)
         self.param.screen_frame.bounds = (0, run.n_frames - 1)
         if self.screening == name:
             self.param.trigger("screening")  # another database of the same name: the views redraw
@@ -452,7 +455,8 @@ class AppState(param.Parameterized):
             self.screen_frame = 0  # its watcher shows the frame
         else:
             self._show_frame()
-        self.message = (f"Opened the screening run '{name}': {run.n_frames} frames along {run.x_label}. "
+        model = f", shown with its model {run.model}" if len(choice) == 3 else ""
+        self.message = (f"Opened the screening run '{name}': {run.n_frames} frames along {run.x_label}{model}. "
                         "Step with the Frame player, or click the φ plot.")
         return True
 

@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tour", type=int, default=0,
                     help="step through this many guided-tour steps, one screenshot each ('{step}' in --out)")
     ap.add_argument("--teaching", action="store_true", help="switch teaching mode on first")
+    ap.add_argument("--screening", type=float, nargs="*", default=None, metavar="X",
+                    help="open the example screening run, then click its φ plot at these fractions of its width "
+                    "(one screenshot after opening and one per click, '{step}' in --out)")
     args = ap.parse_args(argv)
 
     from playwright.sync_api import sync_playwright
@@ -164,6 +167,23 @@ def main(argv: list[str] | None = None) -> int:
                 page.mouse.move(0, 0)
                 shots.append((step, page.screenshot(full_page=True)))
                 print(f"tour step {step} captured", flush=True)
+            if args.screening is not None:
+                page.locator(".elf-example-screening button").first.click()
+                _wait_text(page, ".elf-frame-summary", "Frame 1/", args.timeout)
+                for step, fx in enumerate([None, *args.screening]):
+                    if fx is not None:
+                        canvas = page.locator(".elf-screening canvas").first
+                        box = canvas.bounding_box()
+                        page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * 0.5)
+                        time.sleep(1)
+                    _wait_tracker(page, args.timeout)
+                    _wait_text(page, ".elf-metrics", "φ", args.timeout)
+                    _wait_tracker(page, args.timeout)
+                    time.sleep(2)
+                    page.mouse.move(0, 0)
+                    shots.append((step, page.screenshot(full_page=True)))
+                    print(f"screening step {step} captured:", page.locator(".elf-frame-summary").first.evaluate(
+                        DEEP_TEXT_JS), flush=True)
             if not shots:
                 time.sleep(3)  # let the last canvas frames settle
                 shots.append((0, page.screenshot(full_page=True)))

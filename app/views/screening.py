@@ -66,11 +66,12 @@ class ScreeningView(pn.viewable.Viewer):
         self._span = Span(location=0.0, dimension="height", line_color="crimson", line_alpha=0.6, line_width=2)
         self.figure.add_layout(self._span)
         self.figure.on_event(Tap, self._on_tap)
+        self.heading = pn.pane.Markdown("### Screening run", margin=(0, 10))
         self.summary = pn.pane.Markdown(pn.bind(lambda *_: state.frame_summary(), state.param.screen_frame,
                                                 state.param.screening, state.param.case),
                                         css_classes=["elf-frame-summary"], margin=(0, 10))
         self.pane = pn.Column(
-            pn.pane.Markdown("### Screening run", margin=(0, 10)), self.summary, pn.pane.Bokeh(self.figure),
+            self.heading, self.summary, pn.pane.Bokeh(self.figure),
             css_classes=["elf-screening"], sizing_mode="stretch_width", visible=bool(state.screening),
         )
         self._load()
@@ -95,7 +96,12 @@ class ScreeningView(pn.viewable.Viewer):
         xs, lo, hi = x[keep], (phi - std)[keep], (phi + std)[keep]
         self._sources[_BAND].data = {"x": np.concatenate([xs, xs[::-1]]), "y": np.concatenate([hi, lo[::-1]])}
         self.figure.xaxis.axis_label = run.x_label
-        self.figure.title.text = f"{run.name}: ELF topology of {run.n_frames} frames (click to show a frame)"
+        pad = 0.04 * (x.max() - x.min()) if x.max() > x.min() else 1.0
+        self.figure.x_range.start, self.figure.x_range.end = float(x.min() - pad), float(x.max() + pad)
+        values = np.concatenate([run.column(c) for c, _, _ in SCREENING_CURVES.values()] + [hi])
+        top = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
+        self.figure.y_range.start, self.figure.y_range.end = 0.0, min(1.0, top + 0.05)
+        self.heading.object = f"### Screening run: {run.name} ({run.n_frames} frames; click the plot to show one)"
         self._mark()
 
     def _mark(self) -> None:

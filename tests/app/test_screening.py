@@ -117,3 +117,5 @@ def test_example_run_is_shipped_and_opens(state):
     assert run.n_frames >= 5 and run.x_name == "pressure" and np.all(np.diff(run.x) >= 0)
     assert all(not str(a.info["source"]).startswith("/") for a in run.frames)  # keys travel with the repository
     assert np.isfinite(run.column("phi")).all() and np.isfinite(run.column("phi_std")).all()
+    assert run.model == "zoo:crystals" and state.training == "crystals"  # shown with the run's own model
+    assert "(zoo:crystals)" in state.frame_summary() and "with its model zoo:crystals" in state.message
