@@ -467,6 +467,30 @@ def test_upload_valid_structure(page, served):
     page.screenshot(path=str(OUT / "page_after_upload.png"))
 
 
+def test_screening_run_upload_and_plot_click(page, served):
+    from elfcore.screen.database import write_frame
+
+    db = served["base"] / "run.db"
+    for i, (atoms, p) in enumerate(zip(served["structures"], (80.0, 130.0, 150.0))):
+        write_frame(db, atoms, {"source": "/data/set.xyz", "frame": i, "status": "ok", "pressure_gpa": p,
+                                "phi": 0.2 + 0.001 * p, "threshold_1d": 0.4, "threshold_2d": 0.35})
+    before = shot(page, ".elf-3d canvas")
+    page.locator(".elf-upload input[type=file]").first.set_input_files(str(db))
+    page.wait_for_selector(".elf-message >> text=Opened the screening run", timeout=LOAD_S * 1000)
+    assert "Frame 1/3" in text_of(page, ".elf-frame-summary") and "80.0" in text_of(page, ".elf-frame-summary")
+    changed(page, ".elf-3d canvas", before, timeout_s=LOAD_S)
+    plot = page.locator(".elf-screening canvas").first
+    plot.scroll_into_view_if_needed()
+    box = plot.bounding_box()
+    before, summary = shot(page, ".elf-3d canvas"), text_of(page, ".elf-frame-summary")
+    page.mouse.click(box["x"] + box["width"] * 0.72, box["y"] + box["height"] * 0.5)  # right end: 150 GPa
+    text_changed(page, ".elf-frame-summary", summary, timeout_s=LOAD_S)
+    assert "Frame 3/3" in text_of(page, ".elf-frame-summary")
+    changed(page, ".elf-3d canvas", before, timeout_s=LOAD_S)
+    assert "frame 3/3" in page.locator(".elf-case select").first.input_value()
+    page.screenshot(path=str(OUT / "page_screening.png"))
+
+
 def test_four_sessions_keep_their_own_state(served, browser, page):
     """The first session plus three more, open at the same time, each with its own choices."""
     import re
