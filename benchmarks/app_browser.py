@@ -159,12 +159,16 @@ class Bench:
     def options(self, widget: str) -> list[str]:
         return self.page.locator(f".elf-{widget} select option").all_inner_texts()
 
-    def click_slice(self, fx: float, fy: float):
+    def click_plot(self, css: str, fx: float, fy: float = 0.5):
         def act():
-            canvas = self.page.locator(".elf-slice-elf canvas").first
+            canvas = self.page.locator(css).first
+            canvas.scroll_into_view_if_needed()
             box = canvas.bounding_box()
             self.page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
         return act
+
+    def click_slice(self, fx: float, fy: float):
+        return self.click_plot(".elf-slice-elf canvas", fx, fy)
 
 
 def run_controls(b: Bench, cases: list[str], upload: Path) -> None:
@@ -234,6 +238,12 @@ def run_controls(b: Bench, cases: list[str], upload: Path) -> None:
     m("case", cases[1], b.select("case", label=other))
     m("guided tour", "next step", lambda: b.page.locator(".elf-next-preset button").first.click())
     m("guided tour", "next step", lambda: b.page.locator(".elf-next-preset button").first.click())
+    if b.page.locator(".elf-example-screening button").count():
+        m("screening", "open the example run", lambda: b.page.locator(".elf-example-screening button").first.click(),
+          "cold")
+        m("screening", "plot click (new frame)", b.click_plot(".elf-screening canvas", 0.6), "cold")
+        m("screening", "plot click (first frame)", b.click_plot(".elf-screening canvas", 0.1))
+        m("screening", "plot click (back)", b.click_plot(".elf-screening canvas", 0.6))
     m("upload", upload.name, lambda: b.page.locator(".elf-upload input[type=file]").first.set_input_files(str(upload)),
       "cold")
 
