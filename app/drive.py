@@ -4,11 +4,13 @@ a Panel view including its shadow roots). Run the scripts from the repository ro
 """
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
+from pathlib import Path
 
-__all__ = ["CHROMIUM_ARGS", "DEEP_TEXT_JS", "free_port", "wait_port"]
+__all__ = ["CHROMIUM_ARGS", "DEEP_TEXT_JS", "free_port", "wait_port", "link_cases", "stop_process"]
 
 #: Debian chromium, headless, with nothing that reaches the network on its own
 CHROMIUM_ARGS = [
@@ -48,3 +50,31 @@ def wait_port(port: int, proc: subprocess.Popen, timeout_s: float, poll_s: float
             if proc.poll() is not None or time.time() > deadline:
                 return False
             time.sleep(poll_s)
+
+
+def link_cases(names, target, source=None) -> Path:
+    """A data folder ``target/data`` holding links to the bundled cases ``names`` (file stems).
+
+    ``source`` defaults to ``ELFCORE_DATA_DIR`` or the repository's ``assets/data``; a missing case
+    stops the calling script with its path.
+    """
+    root = Path(__file__).resolve().parents[1]
+    source = Path(source or os.environ.get("ELFCORE_DATA_DIR", root / "assets" / "data"))
+    data = Path(target) / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        nc = source / f"{name}.nc"
+        if not nc.is_file():
+            raise SystemExit(f"no bundled case {nc}")
+        (data / nc.name).symlink_to(nc.resolve())
+    return data
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 15) -> None:
+    """Terminate a server process, killing it when it has not exited within ``timeout_s``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

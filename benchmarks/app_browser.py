@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.drive import CHROMIUM_ARGS, DEEP_TEXT_JS, free_port, wait_port
+from app.drive import CHROMIUM_ARGS, DEEP_TEXT_JS, free_port, link_cases, stop_process, wait_port
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -291,15 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     if len(cases) != 2:
         raise SystemExit("--cases needs two case names")
-    source_dir = Path(os.environ.get("ELFCORE_DATA_DIR", ROOT / "assets" / "data"))
     tmp = tempfile.TemporaryDirectory(prefix="elfcore-app-browser-")
-    data = Path(tmp.name) / "data"
-    data.mkdir()
-    for name in cases:
-        src = source_dir / f"{name}.nc"
-        if not src.is_file():
-            raise SystemExit(f"no bundled case {src}")
-        (data / src.name).symlink_to(src.resolve())
+    data = link_cases(cases, tmp.name)
     import ase.io
 
     from elfcore.grid import case_atoms
@@ -368,11 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             result["table"] = summarize(b.rows)
             browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log.close()
         server_log = (Path(tmp.name) / "serve.log").read_text(errors="replace")
         result["server_tracebacks"] = server_log.count("Traceback")

@@ -38,7 +38,7 @@ import threading
 import time
 from pathlib import Path
 
-from app.drive import CHROMIUM_ARGS, free_port, wait_port
+from app.drive import CHROMIUM_ARGS, free_port, link_cases, stop_process, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -364,14 +364,7 @@ class Session(threading.Thread):
 # the server -----------------------------------------------------------------------------------------
 def serve(cases: list[str], work: Path, stack) -> tuple[subprocess.Popen, int, Path]:
     """``panel serve app/main.py`` on a free loopback port over a data dir holding only ``cases``."""
-    source = Path(os.environ.get("ELFCORE_DATA_DIR", ROOT / "assets" / "data"))
-    data = work / "data"
-    data.mkdir()
-    for name in cases:
-        nc = source / f"{name}.nc"
-        if not nc.is_file():
-            raise SystemExit(f"no bundled case {nc}")
-        (data / nc.name).symlink_to(nc.resolve())
+    data = link_cases(cases, work)
     port = free_port()
     stdout = stack(open(work / "serve.out", "wb"))
     stderr_path = work / "serve.err"
@@ -557,12 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             sampler.halt.set()
         if proc is not None:
             result["server_exit"] = proc.poll()
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
         _stop_descendants()
         for f in files:
             f.close()

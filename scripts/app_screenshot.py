@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from app.drive import CHROMIUM_ARGS, DEEP_TEXT_JS, free_port, wait_port
+from app.drive import CHROMIUM_ARGS, DEEP_TEXT_JS, free_port, stop_process, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -190,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             browser.close()
     finally:
         tmp.cleanup()
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
     for step, png in shots:
         if args.raw:
             Path(args.raw.replace("{step}", str(step))).write_bytes(png)

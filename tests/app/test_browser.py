@@ -29,7 +29,7 @@ if CHROMIUM is None:
     pytest.skip("Debian chromium is not installed (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) is not installed")
 
-from app.drive import CHROMIUM_ARGS, DEEP_TEXT_JS, free_port, wait_port  # noqa: E402
+from app.drive import CHROMIUM_ARGS, DEEP_TEXT_JS, free_port, stop_process, wait_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "test-output" / "app"
@@ -84,11 +84,7 @@ def served(tmp_path_factory):
         proc.kill()
         pytest.fail(f"panel serve did not start; log:\n{(base / 'serve.log').read_text()[-3000:]}")
     yield {"url": url, "base": base, "structures": structures, "log": base / "serve.log"}
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc)
     log.close()
 
 
