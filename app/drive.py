@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["CHROMIUM_ARGS", "DEEP_TEXT_JS", "free_port", "wait_port", "link_cases", "stop_process"]
+__all__ = ["CHROMIUM_ARGS", "DEEP_TEXT_JS", "KEPT_JS", "free_port", "wait_port", "link_cases", "stop_process"]
 
 #: Debian chromium, headless, with nothing that reaches the network on its own
 CHROMIUM_ARGS = [
@@ -30,6 +30,12 @@ DEEP_TEXT_JS = """(el) => {
     walk(el);
     return parts.join(' ').replace(/\\s+/g, ' ');
 }"""
+
+
+#: JavaScript for ``page.evaluate``: the 3D scene updates applied in place so far
+#: (:class:`app.views.browser.SceneKeeper`), or null when the page has no such component
+KEPT_JS = """() => { for (const doc of Bokeh.documents) for (const m of doc._all_models.values())
+  if (m.data && m.data.kept !== undefined) return m.data.kept; return null; }"""
 
 
 def free_port() -> int:

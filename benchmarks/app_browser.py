@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.drive import CHROMIUM_ARGS, DEEP_TEXT_JS, free_port, link_cases, stop_process, wait_port
+from app.drive import CHROMIUM_ARGS, DEEP_TEXT_JS, KEPT_JS, free_port, link_cases, stop_process, wait_port
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,35 +60,11 @@ _DONE = """(before) => {
 }"""
 
 
-# Time the browser spends in the 3D pane's vtk.js render window: synchronizing a scene (until its promise
-# resolves) and rendering frames. Installed once; reset and read around each input (``--probe``).
-_PROBE_INSTALL = """() => {
-  let win = null;
-  for (const doc of (window.Bokeh ? Bokeh.documents : [])) {
-    for (const m of doc._all_models.values()) {
-      if (m.renderer_el && m.renderer_el.getRenderWindow) { win = m.renderer_el.getRenderWindow(); break; }
-    }
-  }
-  if (!win) return false;
-  const p = window.__elfProbe = {sync_ms: 0, syncs: 0, render_ms: 0, renders: 0};
-  const render = win.render;
-  win.render = (...a) => { const t = performance.now(); const out = render(...a);
-    p.render_ms += performance.now() - t; p.renders += 1; return out; };
-  const sync = win.synchronize;
-  win.synchronize = (st) => { const t = performance.now(); p.syncs += 1; const out = sync(st);
-    const done = () => { p.sync_ms += performance.now() - t; };
-    if (out && out.then) out.then(done, done); else done(); return out; };
-  return true;
-}"""
-_PROBE_READ = """() => { const p = window.__elfProbe; if (!p) return null;
-  const out = Object.assign({}, p); p.sync_ms = 0; p.syncs = 0; p.render_ms = 0; p.renders = 0; return out; }"""
-
-
 class Bench:
     """One page and the measurements taken on it.
 
     ``only``: measure just these controls (the inputs of the others are not made);
-    ``probe``: also record the browser's vtk.js synchronize/render time per input.
+    ``probe``: also record how many 3D scene updates each input applied in place.
     """
 
     def __init__(self, page, timeout_s: float, only: set[str] | None = None, probe: bool = False):
@@ -96,7 +72,7 @@ class Bench:
         self.timeout_s = timeout_s
         self.rows: list[dict] = []
         self.only = only
-        self.probe = probe and bool(page.evaluate(_PROBE_INSTALL))
+        self.probe = probe and page.evaluate(KEPT_JS) is not None
 
     def text(self, css: str) -> str:
         return self.page.locator(css).first.evaluate(DEEP_TEXT_JS)
@@ -112,8 +88,7 @@ class Bench:
         if self.only is not None and control not in self.only:
             return None
         before = self.tracker()["seq"]
-        if self.probe:
-            self.page.evaluate(_PROBE_READ)
+        kept = self.page.evaluate(KEPT_JS) if self.probe else None
         t0 = time.perf_counter()
         action()
         try:
@@ -124,10 +99,8 @@ class Bench:
         row = {"control": control, "input": what, "kind": kind, "seconds": dt}
         extra = ""
         if self.probe:
-            vtk = self.page.evaluate(_PROBE_READ) or {}
-            row.update({k: round(v, 1) if isinstance(v, float) else v for k, v in vtk.items()})
-            extra = (f"  (vtk.js: {vtk.get('syncs', 0)} sync {vtk.get('sync_ms', 0):.0f} ms, "
-                     f"{vtk.get('renders', 0)} render {vtk.get('render_ms', 0):.0f} ms)")
+            row["in_place_3d_updates"] = (self.page.evaluate(KEPT_JS) or 0) - (kept or 0)
+            extra = f"  (3D updated in place: {row['in_place_3d_updates']})"
         self.rows.append(row)
         print(f"  {control:<16} {what:<28} {kind:<6} {'timeout' if dt is None else f'{dt:7.2f} s'}{extra}",
               flush=True)
@@ -280,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--controls", default=None,
                     help="comma-separated controls to measure (e.g. iso,show_cell); the others are skipped")
     ap.add_argument("--probe", action="store_true",
-                    help="also record the browser's vtk.js scene synchronize and render time per input")
+                    help="also record how many 3D scene updates each input applied in place (SceneKeeper)")
     args = ap.parse_args(argv)
 
     from playwright.sync_api import sync_playwright

@@ -2,6 +2,8 @@
 
 - :class:`AtomHover` — the index of the atom under the mouse in the 3D view (a tooltip),
   from the atom positions the 3D view gives it and the browser's own camera;
+- :class:`SceneKeeper` — keeps the 3D view's vtk.js render window across scene updates (Panel
+  would delete it and build the view again on every change);
 - :class:`DrawTracker` — the busy state of the page: on from the user's input until the
   browser has drawn the last view of the resulting change (the server bumps :attr:`seq` after
   it has sent every view; the browser answers with :attr:`drawn` once the 3D scene is
@@ -12,7 +14,7 @@ from __future__ import annotations
 import param
 from panel.reactive import ReactiveHTML
 
-__all__ = ["AtomHover", "DrawTracker"]
+__all__ = ["AtomHover", "DrawTracker", "SceneKeeper"]
 
 # The 3D pane's browser render window: Panel's VTK view sets it as the model's ``renderer_el``.
 _FIND_RENWIN = """
@@ -99,6 +101,72 @@ state.timer = setInterval(state.attach, 1000);  // the 3D view may be rebuilt by
 """,
         "positions": "if (state.tip) state.tip.style.display = 'none';",
         "remove": "clearInterval(state.timer); if (state.tip) state.tip.remove();",
+    }
+
+
+class SceneKeeper(ReactiveHTML):
+    """Updates the 3D scene in place instead of rebuilding the 3D view on every change.
+
+    Panel's synchronized VTK view (1.9) answers each new ``scene``/``arrays`` by deleting its vtk.js
+    render window and rendering the whole view again (a new WebGL context, the full scene
+    synchronized and drawn from scratch: seconds per iso step on a CPU-rendered page). This
+    component, placed beside the 3D pane, patches that view instance in the browser: the
+    window Panel is about to delete for a scene change is kept, and the new scene is
+    synchronized into it (vtk.js synchronizes incrementally: unchanged actors and arrays
+    stay). Removing the view still deletes the window. ``kept`` counts the in-place updates.
+    """
+
+    kept = param.Integer(default=0, doc="browser: scene updates applied in place")
+    enabled = param.Boolean(default=True, doc="patch the view (off: Panel's own behaviour)")
+
+    _template = '<div id="keeper" style="display:none"></div>'
+
+    _scripts = {
+        "render": """
+state.patch = () => {
+  if (!data.enabled || !window.Bokeh || !Bokeh.index) return;
+  for (const doc of Bokeh.documents) {
+    for (const m of doc._all_models.values()) {
+      if (!m.renderer_el || !m.renderer_el.getRenderWindow) continue;
+      const view = Bokeh.index.find_one(m);
+      if (!view || view.__elfPatched || typeof view.plot !== 'function') continue;
+      view.__elfPatched = true;
+      // vtk.js objects are frozen, so the window's delete cannot be replaced on the window itself: the view's
+      // _vtk_renwin is served through a stand-in whose delete is deferred; a scene change takes the window
+      // back at once (invalidate_render below), a real removal deletes it a moment later
+      const standIn = (real) => {
+        if (real == null) return real;
+        const later = () => {
+          view.__elfKeep = real;
+          queueMicrotask(() => { if (view.__elfKeep === real) { view.__elfKeep = null; real.delete(); } });
+        };
+        return new Proxy({}, {get: (_, p) => (p === 'delete' ? later : real[p]), has: (_, p) => p in real});
+      };
+      let current = view._vtk_renwin;
+      let served = standIn(current);
+      Object.defineProperty(view, '_vtk_renwin', {
+        configurable: true, get: () => served, set: (v) => { current = v; served = standIn(v); },
+      });
+      const invalidate = view.invalidate_render.bind(view);
+      view.invalidate_render = () => {
+        const rw = view.__elfKeep;
+        if (rw && current == null) {  // Panel's scene-change handler: sync the new scene into the kept window
+          view.__elfKeep = null;
+          view._vtk_renwin = rw;
+          view.model.renderer_el = view._vtk_renwin;
+          view.plot();
+          data.kept = data.kept + 1;
+          return;
+        }
+        invalidate();
+      };
+    }
+  }
+};
+state.patch();
+state.timer = setInterval(state.patch, 500);  // the 3D view may be created after this component
+""",
+        "remove": "clearInterval(state.timer);",
     }
 
 

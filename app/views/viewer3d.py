@@ -283,7 +283,7 @@ class Viewer3D(pn.viewable.Viewer):
 
     def __init__(self, state, *, defer: bool = False, **params):
         super().__init__(state=state, **params)
-        from app.views.browser import AtomHover
+        from app.views.browser import AtomHover, SceneKeeper
 
         self.plotter = pv.Plotter(off_screen=True, window_size=(640, 520))
         self.plotter.set_background("white")
@@ -311,6 +311,7 @@ class Viewer3D(pn.viewable.Viewer):
         self.caption = pn.pane.Markdown("*Computing…*", margin=(0, 10))
         self.legend = pn.pane.HTML("", margin=(0, 10), css_classes=["elf-3d-legend"], sizing_mode="stretch_width")
         self.hover = AtomHover()
+        self.keeper = SceneKeeper()
         self._last_case = None
         self._atoms_key = None
         self._axes_key = None
@@ -427,4 +428,4 @@ class Viewer3D(pn.viewable.Viewer):
         return buf.getvalue()
 
     def __panel__(self):
-        return pn.Column(self.caption, self.legend, self.pane, self.hover, sizing_mode="stretch_width")
+        return pn.Column(self.caption, self.legend, self.pane, self.hover, self.keeper, sizing_mode="stretch_width")

@@ -29,7 +29,7 @@ if CHROMIUM is None:
     pytest.skip("Debian chromium is not installed (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) is not installed")
 
-from app.drive import CHROMIUM_ARGS, DEEP_TEXT_JS, free_port, stop_process, wait_port  # noqa: E402
+from app.drive import CHROMIUM_ARGS, DEEP_TEXT_JS, KEPT_JS, free_port, stop_process, wait_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "test-output" / "app"
@@ -227,6 +227,19 @@ def test_iso_slider_changes_3d(page):
     after = changed(page, ".elf-3d canvas", before)
     shot(page, ".elf-3d canvas", "3d_iso_moved")
     assert non_blank(after) > 0.02
+
+
+def test_3d_updates_keep_the_render_window(page):
+    """An iso step is synchronized into the same vtk.js window (app.views.browser.SceneKeeper), not a rebuilt view."""
+    kept = page.evaluate(KEPT_JS)
+    assert kept is not None
+    before = shot(page, ".elf-3d canvas")
+    press(page, "iso", "ArrowRight", 2)
+    changed(page, ".elf-3d canvas", before)
+    deadline = time.time() + 60
+    while page.evaluate(KEPT_JS) <= kept:
+        assert time.time() < deadline, "the 3D view was rebuilt instead of updated in place"
+        time.sleep(0.5)
 
 
 def test_residual_isosurface_and_slider(page):
@@ -463,30 +476,6 @@ def test_upload_valid_structure(page, served):
     page.screenshot(path=str(OUT / "page_after_upload.png"))
 
 
-def test_screening_run_upload_and_plot_click(page, served):
-    from elfcore.screen.database import write_frame
-
-    db = served["base"] / "run.db"
-    for i, (atoms, p) in enumerate(zip(served["structures"], (80.0, 130.0, 150.0))):
-        write_frame(db, atoms, {"source": "/data/set.xyz", "frame": i, "status": "ok", "pressure_gpa": p,
-                                "phi": 0.2 + 0.001 * p, "threshold_1d": 0.4, "threshold_2d": 0.35})
-    before = shot(page, ".elf-3d canvas")
-    page.locator(".elf-upload input[type=file]").first.set_input_files(str(db))
-    page.wait_for_selector(".elf-message >> text=Opened the screening run", timeout=LOAD_S * 1000)
-    assert "Frame 1/3" in text_of(page, ".elf-frame-summary") and "80.0" in text_of(page, ".elf-frame-summary")
-    changed(page, ".elf-3d canvas", before, timeout_s=LOAD_S)
-    plot = page.locator(".elf-screening canvas").first
-    plot.scroll_into_view_if_needed()
-    box = plot.bounding_box()
-    before, summary = shot(page, ".elf-3d canvas"), text_of(page, ".elf-frame-summary")
-    page.mouse.click(box["x"] + box["width"] * 0.72, box["y"] + box["height"] * 0.5)  # right end: 150 GPa
-    text_changed(page, ".elf-frame-summary", summary, timeout_s=LOAD_S)
-    assert "Frame 3/3" in text_of(page, ".elf-frame-summary")
-    changed(page, ".elf-3d canvas", before, timeout_s=LOAD_S)
-    assert "frame 3/3" in page.locator(".elf-case select").first.input_value()
-    page.screenshot(path=str(OUT / "page_screening.png"))
-
-
 def test_four_sessions_keep_their_own_state(served, browser, page):
     """The first session plus three more, open at the same time, each with its own choices."""
     import re
@@ -655,6 +644,30 @@ def test_3d_axes_are_labelled(page):
     assert labels is not None, "no axes on the 3D view"
     assert [axis[-1].split()[-1] for axis in labels] == ["x", "y", "z"], labels
     assert all(axis[-1].endswith(f"Å {name}") for axis, name in zip(labels, "xyz")), labels
+
+
+def test_screening_run_upload_and_plot_click(page, served):
+    from elfcore.screen.database import write_frame
+
+    db = served["base"] / "run.db"
+    for i, (atoms, p) in enumerate(zip(served["structures"], (80.0, 130.0, 150.0))):
+        write_frame(db, atoms, {"source": "/data/set.xyz", "frame": i, "status": "ok", "pressure_gpa": p,
+                                "phi": 0.2 + 0.001 * p, "threshold_1d": 0.4, "threshold_2d": 0.35})
+    before = shot(page, ".elf-3d canvas")
+    page.locator(".elf-upload input[type=file]").first.set_input_files(str(db))
+    page.wait_for_selector(".elf-message >> text=Opened the screening run", timeout=LOAD_S * 1000)
+    assert "Frame 1/3" in text_of(page, ".elf-frame-summary") and "80.0" in text_of(page, ".elf-frame-summary")
+    changed(page, ".elf-3d canvas", before, timeout_s=LOAD_S)
+    plot = page.locator(".elf-screening canvas").first
+    plot.scroll_into_view_if_needed()
+    box = plot.bounding_box()
+    before, summary = shot(page, ".elf-3d canvas"), text_of(page, ".elf-frame-summary")
+    page.mouse.click(box["x"] + box["width"] * 0.72, box["y"] + box["height"] * 0.5)  # right end: 150 GPa
+    text_changed(page, ".elf-frame-summary", summary, timeout_s=LOAD_S)
+    assert "Frame 3/3" in text_of(page, ".elf-frame-summary")
+    changed(page, ".elf-3d canvas", before, timeout_s=LOAD_S)
+    assert "frame 3/3" in page.locator(".elf-case select").first.input_value()
+    page.screenshot(path=str(OUT / "page_screening.png"))
 
 
 def test_no_console_errors(page):
