@@ -142,10 +142,10 @@ def controls(state: AppState) -> dict[str, pn.viewable.Viewable]:
         "teaching": pn.widgets.Toggle.from_param(state.param.teaching, label="Teaching mode", color="primary"),
     }
     w["screen_frame"] = pn.widgets.Player(
-        label="Frame", start=0, end=max(1, (state.run.n_frames - 1) if state.run else 1), value=state.screen_frame,
-        interval=2500, loop_policy="once", show_loop_controls=False, width=300,
-        visible=pn.bind(bool, state.param.screening),
+        label="Frame", start=0, end=1, value=0, interval=2500, loop_policy="once", show_loop_controls=False,
+        width=300, visible=pn.bind(bool, state.param.screening),
     )
+    _fit_player(w["screen_frame"], state)
     link_throttled(w["screen_frame"], state, "screen_frame")
     state.param.watch(lambda *_: _fit_player(w["screen_frame"], state), "screening")
     example = example_screening()
@@ -238,9 +238,10 @@ def screening_argument(argv: list[str] | None = None) -> str | None:
 
 def build_app(state: AppState | None = None):
     """Build the page of one session (a fresh state, widgets and plotter); opens ``--screening`` if given."""
-    if state is None and screening_argument():
+    path = screening_argument() if state is None else None
+    if path:
         state = AppState()
-        state.open_screening(screening_argument())
+        state.open_screening(path)
     return build_session(state).template
 
 

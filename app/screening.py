@@ -12,15 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .pipeline import _finite
+
 __all__ = ["ScreeningRun", "SCREENING_EXTENSIONS", "open_run"]
 
 #: Upload names read as screening databases (SQLite files written by ``elfcore screen``).
 SCREENING_EXTENSIONS = (".db", ".sqlite", ".sqlite3")
-
-
-def _num(value) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
@@ -91,7 +88,7 @@ class ScreeningRun:
         return f"{Path(str(atoms.info.get('source', '?'))).name}@{atoms.info.get('frame', i)}"
 
     def pressure(self, i: int) -> float | None:
-        return _num(self.results["pressure_gpa"].values[i])
+        return _finite(self.results["pressure_gpa"].values[i])
 
     def label(self, i: int) -> str:
         """The case-list label of frame ``i``."""

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from app.drive import CHROMIUM_ARGS, DEEP_TEXT_JS, free_port, stop_process, wait_port
+from app.drive import CHROMIUM_ARGS, DEEP_TEXT_JS, free_port, link_cases, stop_process, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,11 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     tmp = tempfile.TemporaryDirectory(prefix="elfcore-screenshot-")
     if args.case:
-        source = Path(os.environ.get("ELFCORE_DATA_DIR", ROOT / "assets" / "data")) / f"{args.case}.nc"
-        if not source.is_file():
-            raise SystemExit(f"no bundled case {source}")
-        (Path(tmp.name) / source.name).symlink_to(source.resolve())
-        env["ELFCORE_DATA_DIR"] = tmp.name
+        env["ELFCORE_DATA_DIR"] = str(link_cases([args.case], tmp.name))
     panel = Path(sys.executable).with_name("panel")
     proc = subprocess.Popen(
         [str(panel), "serve", "app/main.py", "--port", str(port), "--address", "127.0.0.1",

@@ -117,14 +117,13 @@ class SceneKeeper(ReactiveHTML):
     """
 
     kept = param.Integer(default=0, doc="browser: scene updates applied in place")
-    enabled = param.Boolean(default=True, doc="patch the view (off: Panel's own behaviour)")
 
     _template = '<div id="keeper" style="display:none"></div>'
 
     _scripts = {
         "render": """
 state.patch = () => {
-  if (!data.enabled || !window.Bokeh || !Bokeh.index) return;
+  if (!window.Bokeh || !Bokeh.index) return;
   for (const doc of Bokeh.documents) {
     for (const m of doc._all_models.values()) {
       if (!m.renderer_el || !m.renderer_el.getRenderWindow) continue;

@@ -179,12 +179,11 @@ def random_crystal(
         if len(atoms) != n_atoms:
             last = f"got {len(atoms)} atoms"
             continue
-        atoms, problem = _scaled_and_checked(atoms, volume_per_atom, molecular=molecular, min_hh=min_hh,
-                                             min_contact=min_contact, max_aspect=max_aspect)
+        atoms, dmin, problem = _scaled_and_checked(atoms, volume_per_atom, molecular=molecular, min_hh=min_hh,
+                                                   min_contact=min_contact, max_aspect=max_aspect)
         if problem:
             last = problem
             continue
-        dmin = min_distance(atoms)
         atoms.info.update(space_group=space_group, attempt=attempt, min_hh=dmin)
         return atoms
     raise StructureError(f"no valid H{n_atoms} crystal in space group {space_group} after {max_tries} tries ({last})")
@@ -192,7 +191,8 @@ def random_crystal(
 
 def _scaled_and_checked(atoms, volume_per_atom: float, *, molecular: bool, min_hh: float,
                         min_contact: float | None, max_aspect: float | None):
-    """``atoms`` scaled to ``volume_per_atom`` and wrapped, and why it fails the checks (``""`` when it passes)."""
+    """``atoms`` scaled to ``volume_per_atom`` and wrapped, its smallest H–H distance (Å), and why it fails the
+    checks (``""`` when it passes)."""
     scale = (volume_per_atom * len(atoms) / atoms.get_volume()) ** (1.0 / 3.0)
     atoms.set_cell(np.asarray(atoms.cell[:]) * scale, scale_atoms=True)
     atoms.wrap()
@@ -201,15 +201,15 @@ def _scaled_and_checked(atoms, volume_per_atom: float, *, molecular: bool, min_h
         atoms = _reset_bonds(atoms)
     dmin = min_distance(atoms)
     if dmin < min_hh:
-        return atoms, f"min H–H {dmin:.2f} Å < {min_hh} Å"
+        return atoms, dmin, f"min H–H {dmin:.2f} Å < {min_hh} Å"
     if molecular and min_contact is not None:
         contact = intermolecular_distance(atoms)
         if contact < min_contact:
-            return atoms, f"intermolecular H–H {contact:.2f} Å < {min_contact} Å"
+            return atoms, dmin, f"intermolecular H–H {contact:.2f} Å < {min_contact} Å"
     widths = atoms.get_volume() / np.linalg.norm(np.cross(atoms.cell[[1, 2, 0]], atoms.cell[[2, 0, 1]]), axis=1)
     if max_aspect is not None and widths.max() / widths.min() > max_aspect:
-        return atoms, f"cell widths {widths.min():.2f}–{widths.max():.2f} Å exceed the aspect ratio {max_aspect}"
-    return atoms, ""
+        return atoms, dmin, f"cell widths {widths.min():.2f}–{widths.max():.2f} Å exceed the aspect ratio {max_aspect}"
+    return atoms, dmin, ""
 
 
 def _h2_molecule(seed: int):
