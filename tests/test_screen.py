@@ -292,11 +292,28 @@ def test_screen_frame_reports_failure_instead_of_raising(rng):
 # ------------------------------------------------------------------------------------ Dask integration
 @pytest.fixture(scope="module")
 def cluster():
-    """A real LocalCluster: 2 worker processes, one thread each."""
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=50) as lc:
-        yield lc.scheduler_address
+    """A real LocalCluster as `elfcore screen` starts it: 2 worker processes, one thread each."""
+    pytest.importorskip("distributed")
+    from elfcore.screen.engine import start_client
+
+    client, owned = start_client(workers=2, device="cpu")
+    try:
+        yield client.scheduler.address
+    finally:
+        for thing in owned:
+            thing.close()
+
+
+def test_local_cluster_workers_get_the_malloc_policy(cluster):
+    """glibc reads MALLOC_* at process start: the workers must be spawned with them."""
+    import distributed
+
+    from elfcore.memory import WORKER_MALLOC_ENV
+
+    with distributed.Client(cluster, timeout="20s") as client:
+        seen = client.run(lambda: {k: os.environ.get(k) for k in WORKER_MALLOC_ENV})
+    assert len(seen) == 2
+    assert all(env == WORKER_MALLOC_ENV for env in seen.values())
 
 
 @pytest.fixture

@@ -55,7 +55,10 @@ def start_client(scheduler=None, *, workers: int | None = None, device: str = "a
     client, owned : distributed.Client, list
         ``owned`` holds what this call started (to close afterwards).
     """
+    import dask
     from distributed import Client, LocalCluster
+
+    from ..memory import WORKER_MALLOC_ENV
 
     if scheduler is not None and not isinstance(scheduler, str):
         return scheduler, []
@@ -68,14 +71,17 @@ def start_client(scheduler=None, *, workers: int | None = None, device: str = "a
     n = int(workers) if workers else default_workers(device)
     if n < 1:
         raise ElfcoreError(f"workers={workers}; must be ≥ 1")
-    cluster = LocalCluster(
-        n_workers=n,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-    )
+    # glibc reads its malloc settings when a process starts: they go in before the spawn
+    spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC_ENV}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env}):
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+            env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+        )
     client = Client(cluster)
     return client, [client, cluster]
 

@@ -246,18 +246,14 @@ def upsampled(field: xr.DataArray, factor: int) -> xr.DataArray:
 
     vals = np.asarray(field.values, dtype=np.float64)
     t = np.arange(factor) / factor
-    w = np.stack([(1 - t) ** 3, 3 * t**3 - 6 * t**2 + 4, -3 * t**3 + 3 * t**2 + 3 * t + 1, t**3]) / 6.0
+    w = np.ascontiguousarray(
+        np.stack([(1 - t) ** 3, 3 * t**3 - 6 * t**2 + 4, -3 * t**3 + 3 * t**2 + 3 * t + 1, t**3]) / 6.0
+    )
     for ax in range(3):
-        n = vals.shape[ax]
         coef = ndimage.spline_filter1d(vals, order=3, axis=ax, mode="grid-wrap")
-        parts = []
-        for k in range(4):
-            idx = (np.arange(n) - 1 + k) % n
-            parts.append(np.take(coef, idx, axis=ax))
-        # out[i*factor + j] = Σ_k w[k, j] coef[i - 1 + k]
-        out = sum(np.expand_dims(p, ax + 1) * w[k].reshape([1] * (ax + 1) + [factor] + [1] * (2 - ax))
-                  for k, p in enumerate(parts))
         shape = list(vals.shape)
+        pre, n, post = int(np.prod(shape[:ax])), shape[ax], int(np.prod(shape[ax + 1 :]))
+        out = K.upsample_axis(np.ascontiguousarray(coef).reshape(pre, n, post), w)
         shape[ax] = n * factor
         vals = out.reshape(shape)
     attrs = {k: v for k, v in field.attrs.items() if k not in ("cell", "positions", "numbers")}
@@ -708,10 +704,10 @@ def _refined_value(values, voxel, settings, anchor_voxels, nuclei_idx):
         return float(flat[voxel])
     hit = np.flatnonzero(anchor_voxels == voxel)
     if len(hit):
-        from scipy import ndimage
-
-        pts = np.mod(nuclei_idx[hit], np.asarray(values.shape, dtype=np.float64)).T
-        vals = ndimage.map_coordinates(np.asarray(values, np.float64), pts, order=3, mode="grid-wrap")
+        vals = []
+        for pt in np.mod(nuclei_idx[hit], np.asarray(values.shape, dtype=np.float64)):
+            coef, origin = _local_coefficients(values, np.rint(pt).astype(np.int64))
+            vals.append(K.spline_values(coef, np.ascontiguousarray((pt - origin)[None, :]))[0][0])
         return float(np.min(vals))
     r = refine_saddle(values, int(voxel))
     return float(flat[voxel]) if r is None else float(r[0])
