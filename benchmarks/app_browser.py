@@ -60,19 +60,48 @@ _DONE = """(before) => {
 }"""
 
 
+def watch_sockets(page) -> list:
+    """Record ``(time, "sent" | "received", bytes)`` of every websocket frame of ``page`` (call before goto)."""
+    frames: list[tuple[float, str, int]] = []
+
+    def size(payload) -> int:
+        return len(payload) if isinstance(payload, (bytes, str)) else 0
+
+    def on_socket(ws) -> None:
+        ws.on("framesent", lambda payload: frames.append((time.perf_counter(), "sent", size(payload))))
+        ws.on("framereceived", lambda payload: frames.append((time.perf_counter(), "received", size(payload))))
+
+    page.on("websocket", on_socket)
+    return frames
+
+
 class Bench:
     """One page and the measurements taken on it.
 
     ``only``: measure just these controls (the inputs of the others are not made);
-    ``probe``: also record how many 3D scene updates each input applied in place.
+    ``probe``: also record how many 3D scene updates each input applied in place;
+    ``frames``: the page's websocket frames (:func:`watch_sockets`), to split each input's time
+    into the server's part (until its last message arrived) and the browser's (drawing after it).
     """
 
-    def __init__(self, page, timeout_s: float, only: set[str] | None = None, probe: bool = False):
+    def __init__(self, page, timeout_s: float, only: set[str] | None = None, probe: bool = False,
+                 frames: list | None = None):
         self.page = page
         self.timeout_s = timeout_s
         self.rows: list[dict] = []
         self.only = only
         self.probe = probe and page.evaluate(KEPT_JS) is not None
+        # websocket frames (time, "sent"/"received", bytes): where an input's time goes
+        self.frames = frames if frames is not None else []
+
+    def _split(self, t0: float, t1: float) -> dict:
+        """Server and browser share of one input: messages between the input (t0) and drawn (t1)."""
+        got = [(t, n) for t, way, n in self.frames if t0 <= t <= t1 and way == "received"]
+        if not got:
+            return {}
+        return {"first_message_s": round(got[0][0] - t0, 3), "last_message_s": round(got[-1][0] - t0, 3),
+                "messages": len(got), "received_kb": round(sum(n for _, n in got) / 1024, 1),
+                "timeline": [[round(t - t0, 3), n] for t, n in got]}
 
     def text(self, css: str) -> str:
         return self.page.locator(css).first.evaluate(DEEP_TEXT_JS)
@@ -98,6 +127,11 @@ class Bench:
             dt = None
         row = {"control": control, "input": what, "kind": kind, "seconds": dt}
         extra = ""
+        if dt is not None:
+            row.update(self._split(t0, t0 + dt))
+            if "last_message_s" in row:
+                extra += (f"  (server messages {row['first_message_s']:.2f}–{row['last_message_s']:.2f} s, "
+                          f"{row['messages']} msgs, {row['received_kb']:.0f} kB)")
         if self.probe:
             row["in_place_3d_updates"] = (self.page.evaluate(KEPT_JS) or 0) - (kept or 0)
             extra = f"  (3D updated in place: {row['in_place_3d_updates']})"
@@ -307,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                 external.append(req.url)
 
             page.on("request", on_request)
+            frames = watch_sockets(page)
             t0 = time.perf_counter()
             page.goto(f"http://127.0.0.1:{port}/main", timeout=args.timeout * 1000)
             for css in (".elf-3d canvas", ".elf-slice-residual canvas", ".elf-slice-elf canvas",
@@ -324,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             result["first_page_s"] = round(time.perf_counter() - t0, 2)
             print(f"first page: {result['first_page_s']} s", flush=True)
             time.sleep(2)
-            b = Bench(page, args.timeout, only=only, probe=args.probe)
+            b = Bench(page, args.timeout, only=only, probe=args.probe, frames=frames)
             run_controls(b, cases, upload)
             result["console_errors"] = len(errors)
             result["console_error_samples"] = errors[:10]

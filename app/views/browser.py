@@ -114,6 +114,8 @@ class SceneKeeper(ReactiveHTML):
     window Panel is about to delete for a scene change is kept, and the new scene is
     synchronized into it (vtk.js synchronizes incrementally: unchanged actors and arrays
     stay). Removing the view still deletes the window. ``kept`` counts the in-place updates.
+    It also draws the axis tick labels without depth occlusion: Panel's labels read the
+    depth buffer back on every render (``gl.readPixels``), most of a 3D update's browser time.
     """
 
     kept = param.Integer(default=0, doc="browser: scene updates applied in place")
@@ -139,13 +141,27 @@ state.patch = () => {
           view.__elfKeep = real;
           queueMicrotask(() => { if (view.__elfKeep === real) { view.__elfKeep = null; real.delete(); } });
         };
-        return new Proxy({}, {get: (_, p) => (p === 'delete' ? later : real[p]), has: (_, p) => p in real});
+        // an in-place update keeps the container, so Panel's resize (one more full render) is skipped
+        const get = (p) => (p === 'delete' ? later : p === 'resize' && view.__elfInPlace ? () => {} : real[p]);
+        return new Proxy({}, {get: (_, p) => get(p), has: (_, p) => p in real});
       };
       let current = view._vtk_renwin;
       let served = standIn(current);
       Object.defineProperty(view, '_vtk_renwin', {
         configurable: true, get: () => served, set: (v) => { current = v; served = standIn(v); },
       });
+      // Panel's axes label their ticks through a pixel-space callback that reads the whole depth buffer
+      // back (gl.readPixels) on every render to hide labels behind surfaces: ~0.2 s per render on a
+      // software-rendered page, four renders per scene update. The labels are drawn unoccluded instead.
+      const flatLabels = () => {
+        const ps = view._axes && view._axes.psActor;
+        if (ps && ps.getMapper && ps.getMapper().setUseZValues) ps.getMapper().setUseZValues(false);
+      };
+      const setAxes = view._set_axes.bind(view);
+      view._set_axes = () => { setAxes(); flatLabels(); };
+      flatLabels();
+      const ready = view._on_scene_ready.bind(view);
+      view._on_scene_ready = () => { try { ready(); } finally { view.__elfInPlace = false; } };
       const invalidate = view.invalidate_render.bind(view);
       view.invalidate_render = () => {
         const rw = view.__elfKeep;
@@ -153,6 +169,7 @@ state.patch = () => {
           view.__elfKeep = null;
           view._vtk_renwin = rw;
           view.model.renderer_el = view._vtk_renwin;
+          view.__elfInPlace = true;
           view.plot();
           data.kept = data.kept + 1;
           return;

@@ -240,6 +240,15 @@ def test_3d_updates_keep_the_render_window(page):
     while page.evaluate(KEPT_JS) <= kept:
         assert time.time() < deadline, "the 3D view was rebuilt instead of updated in place"
         time.sleep(0.5)
+    # the axis labels are drawn without reading the depth buffer back on every render
+    assert page.evaluate(AXES_READ_DEPTH_JS) is False
+
+
+AXES_READ_DEPTH_JS = """() => { for (const doc of Bokeh.documents) for (const m of doc._all_models.values()) {
+  if (!m.renderer_el || !m.renderer_el.getRenderWindow) continue;
+  const view = Bokeh.index.find_one(m);
+  const ps = view && view._axes && view._axes.psActor;
+  if (ps) return ps.getMapper().getUseZValues(); } return null; }"""
 
 
 def test_residual_isosurface_and_slider(page):
