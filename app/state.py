@@ -309,22 +309,29 @@ class AppState(param.Parameterized):
         return (fluid or with_p or infos)[0].key
 
     def _on_case(self) -> None:
-        """Effect of a case change: atom lists follow the new structure."""
+        """Effect of a case change: atom lists follow the new structure.
+
+        All follow-up values are set in one batch, so every view redraws once for them
+        (one at a time, each would redraw the 3D scene, slices and line scan again).
+        """
         n = self.n_atoms
         atoms = list(range(max(n, 1)))
+        values: dict = {}
         for name, default in (
             ("plane_atom_1", 0), ("plane_atom_2", 1), ("plane_atom_3", 2), ("line_atom_1", 0), ("line_atom_2", 1)
         ):
-            p = self.param[name]
-            p.objects = atoms
-            setattr(self, name, min(default, len(atoms) - 1))
+            self.param[name].objects = atoms
+            values[name] = min(default, len(atoms) - 1)
         if n >= 2:
-            atoms = self.pipeline.structure(self.case)
-            self.line_atom_1, self.line_atom_2 = default_line_atoms(atoms.get_positions(), atoms.cell[:])
+            structure = self.pipeline.structure(self.case)
+            values["line_atom_1"], values["line_atom_2"] = default_line_atoms(
+                structure.get_positions(), structure.cell[:]
+            )
         # clicked points belong to the previous structure
-        self.param.update(line_source="atoms", line_start=None, line_end=None, pending_point=None)
+        values.update(line_source="atoms", line_start=None, line_end=None, pending_point=None)
         if self.view_field != "prediction" and not self.case_info().has_reference:
-            self.view_field = "prediction"
+            values["view_field"] = "prediction"
+        self.param.update(**values)
 
     # ---------------------------------------------------------------- info
     @property
