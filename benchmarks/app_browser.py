@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             print("server log:\n" + "\n".join(server_log[start:].splitlines()[:30]), flush=True)
         tmp.cleanup()
     print()
-    print(f"| control | cached median (s) | cached max (s) | cold (s) | inputs | timeouts |")
+    print("| control | cached median (s) | cached max (s) | cold (s) | inputs | timeouts |")
     print("|---|---|---|---|---|---|")
     for r in result["table"]:
         cold = ", ".join(f"{x:.1f}" for x in r["cold_s"]) or "–"
