@@ -1,7 +1,8 @@
-"""Reference DFT data of dense hydrogen: CP2K MD, ELF/density single points, QE cross-check.
+"""Reference DFT data of dense hydrogen and metal hydrides: CP2K MD, ELF/density single points, QE cross-check.
 
 Modules: :mod:`~elfcore.reference.cp2k` (inputs, runner, parsers),
 :mod:`~elfcore.reference.structures` (fluid starts, pyxtal crystals),
+:mod:`~elfcore.reference.hydrides` (metal-hydride prototypes and random hydrides),
 :mod:`~elfcore.reference.builder` (the resumable dataset builder),
 :mod:`~elfcore.reference.checks` (convergence, drift, summaries),
 :mod:`~elfcore.reference.qe` (Quantum ESPRESSO cross-check).

@@ -16,6 +16,12 @@ The dataset is a list of *case specs* (:func:`plan_cases`):
   ``hexagonal_train``, role ``"train"``):
   training data for models that should transfer to atomic crystals, disjoint from
   the test crystals above.
+* ``hydride_{prototype}_p{P}`` — a known high-pressure hydride (LaH10, CaH6, YH6, H3S;
+  :mod:`~elfcore.reference.hydrides`) in its primitive cell, scaled to roughly ``P`` GPa
+  (family ``"hydride"``, role ``"test"``), and ``hydride_{prototype}_sg{N}_p{P}`` — a
+  random pyxtal crystal of the same stoichiometry and volume per atom in space group
+  ``N`` (role ``"train"``). Monkhorst–Pack k-points, :data:`HYDRIDE_DFT` (a
+  basis/potential pair per element, :data:`~elfcore.reference.cp2k.ELEMENT_KINDS`).
 
 :func:`build` computes the missing cases one by one and writes each as soon as it
 is done (atomically: temporary file, then rename), so an interrupted build resumes
@@ -48,6 +54,7 @@ __all__ = [
     "MD_DFT",
     "MD_DFT_STABLE",
     "ELF_DFT",
+    "HYDRIDE_DFT",
     "plan_cases",
     "case_structure",
     "run_md",
@@ -170,6 +177,22 @@ ELF_DFT = CP2KSettings(
     added_mos=32,
     eps_default=1e-8,
 )
+# Single points of the metal hydrides: DZVP-MOLOPT-SR-GTH for H and cp2k.ELEMENT_KINDS for the other
+# elements, whose GTH potentials keep the semicore states (q10, q11) and so get a higher cutoff than H
+# alone. 16 added MOs stay below the basis size of the smallest cell (H3S, 4 atoms, 28 functions).
+# Not converged yet (no cutoff or basis test on a hydride): `elfcore reference converge` uses the
+# plan's elf_dft at the Gamma point and does not cover the hydrides.
+HYDRIDE_DFT = CP2KSettings(
+    basis="DZVP-MOLOPT-SR-GTH",
+    potential="GTH-PBE-q1",
+    cutoff_ry=500.0,
+    rel_cutoff_ry=50.0,
+    eps_scf=1e-6,
+    max_scf=100,
+    smearing_k=1500.0,
+    added_mos=16,
+    eps_default=1e-8,
+)
 # EPS_DEFAULT of the retry of a k-point single point whose overlap Cholesky failed.
 CHOLESKY_RETRY_EPS = 1e-12
 # The paper's three pressures, plus two extra state points: 2.58 and 2.40 A^3/atom were
@@ -261,6 +284,24 @@ class ReferencePlan:
         cycled over that round's crystals. Round 1 is named ``<family>_train_sg<N>``,
         round r ≥ 2 ``<family>_train<r>_sg<N>``. Rounds 1–2 have the small cells (8, 12
         atoms), rounds 3–4 the larger ones of the test set (16, 24 atoms).
+    hydride_prototypes : tuple of str
+        Keys of :data:`~elfcore.reference.hydrides.PROTOTYPES` (one test case per pressure).
+    hydride_pressures : tuple of float
+        Target pressures of the hydrides, GPa (they set the volume; the case's pressure
+        is CP2K's).
+    hydride_random_groups : tuple of int
+        Space groups of the random crystals at each prototype's stoichiometry and volume
+        per atom (one training case per group and pressure; seed ``hydride_seed + N``).
+    hydride_formula_units : int
+        Formula units per cell of the random crystals.
+    hydride_seed : int
+        Base seed of pyxtal for the hydrides.
+    hydride_min_hh : float
+        Minimum H–H distance of the random hydrides, Å.
+    hydride_kpoint_length : float
+        Monkhorst–Pack grid of the hydrides (:func:`kpoint_grid`), Å.
+    hydride_dft : CP2KSettings
+        Electronic settings of the hydride single points.
     """
 
     fluids: tuple = DEFAULT_FLUIDS
@@ -289,6 +330,14 @@ class ReferencePlan:
     train_hexagonal_groups: tuple = HEXAGONAL_GROUPS[:10]
     train_seed_offset: int = 1000
     train_round_atoms: tuple = ((8, 12), (8, 12), (16, 24), (16, 24))
+    hydride_prototypes: tuple = ("lah10", "cah6", "yh6", "h3s")
+    hydride_pressures: tuple = (100.0, 200.0, 300.0)
+    hydride_random_groups: tuple = (139, 194)
+    hydride_formula_units: int = 2
+    hydride_seed: int = 2424
+    hydride_min_hh: float = 0.8
+    hydride_kpoint_length: float = 12.0
+    hydride_dft: CP2KSettings = HYDRIDE_DFT
 
     def __post_init__(self) -> None:
         if self.n_snapshots < 1 or self.sample_interval_fs <= 0 or self.equilibration_fs < 0:
@@ -305,6 +354,15 @@ class ReferencePlan:
         for n in (*self.crystal_atoms, *(n for r in self.train_round_atoms for n in r)):
             if n < 2 or n % 2:
                 raise SettingsError(f"crystal_atoms must be even and >= 2, got {n}")
+        from .hydrides import PROTOTYPES
+
+        unknown = [p for p in self.hydride_prototypes if p not in PROTOTYPES]
+        if unknown:
+            raise SettingsError(f"hydride_prototypes {unknown} unknown; known: {sorted(PROTOTYPES)}")
+        if any(not 0 < p <= 1000 for p in self.hydride_pressures):
+            raise SettingsError(f"hydride_pressures must be in (0, 1000] GPa, got {self.hydride_pressures}")
+        if self.hydride_formula_units < 1 or self.hydride_kpoint_length <= 0:
+            raise SettingsError("hydride_formula_units must be >= 1 and hydride_kpoint_length > 0")
 
     @property
     def first_segment_fs(self) -> float:
@@ -367,7 +425,7 @@ class CaseSpec:
     """One case of the dataset (see :func:`plan_cases`)."""
 
     name: str
-    family: str  # "fluid", "cubic", "hexagonal", "cubic_molecular", "hexagonal_molecular"
+    family: str  # "fluid", "cubic", "hexagonal", "cubic_molecular", "hexagonal_molecular", "hydride"
     role: str  # "train", "test"
     target: FluidTarget | None = None
     md_time_fs: float | None = None
@@ -376,6 +434,8 @@ class CaseSpec:
     volume_per_atom: float | None = None
     seed: int | None = None
     molecular: bool = False
+    prototype: str | None = None  # hydrides: key of hydrides.PROTOTYPES
+    pressure_gpa: float | None = None  # hydrides: target pressure, GPa
 
 
 def plan_cases(plan: ReferencePlan = ReferencePlan()) -> list[CaseSpec]:
@@ -433,7 +493,32 @@ def plan_cases(plan: ReferencePlan = ReferencePlan()) -> list[CaseSpec]:
                     molecular=True,
                 )
             )
+    cases += _hydride_cases(plan)
     return cases
+
+
+def _hydride_cases(plan: ReferencePlan) -> list[CaseSpec]:
+    """The hydride cases: every prototype at every pressure, then the random crystals."""
+    from .hydrides import PROTOTYPES, prototype
+
+    protos, randoms = [], []
+    for key in plan.hydride_prototypes:
+        proto = PROTOTYPES[key]
+        for p in plan.hydride_pressures:
+            tag = f"p{int(round(p)):03d}"
+            cell = prototype(key, p, primitive=True)
+            v = float(cell.get_volume() / len(cell))
+            protos.append(CaseSpec(name=f"hydride_{key}_{tag}", family="hydride", role="test",
+                                   space_group=proto.space_group, n_atoms=len(cell), volume_per_atom=v,
+                                   prototype=key, pressure_gpa=float(p)))
+            for sg in plan.hydride_random_groups:
+                randoms.append(CaseSpec(name=f"hydride_{key}_sg{int(sg):03d}_{tag}", family="hydride", role="train",
+                                        space_group=int(sg),
+                                        n_atoms=plan.hydride_formula_units * (1 + proto.h_per_metal),
+                                        volume_per_atom=v, seed=plan.hydride_seed + int(sg),
+                                        prototype=key, pressure_gpa=float(p)))
+    # prototypes first: a build without pyxtal writes them before it stops at a random crystal
+    return protos + randoms
 
 
 # --------------------------------------------------------------------------- MD
@@ -906,6 +991,8 @@ def case_structure(spec: CaseSpec, plan: ReferencePlan, work_dir: str | os.PathL
         info.update(target_pressure_gpa=spec.target.pressure_gpa,
                     target_temperature_k=plan.md.temperature_k)
         return atoms, info
+    if spec.family == "hydride":
+        return _hydride_structure(spec, plan)
     cell = random_crystal(
         spec.space_group, spec.n_atoms, spec.volume_per_atom, molecular=spec.molecular, seed=spec.seed,
         min_hh=plan.crystal_min_hh, max_aspect=plan.crystal_max_aspect,
@@ -921,6 +1008,24 @@ def case_structure(spec: CaseSpec, plan: ReferencePlan, work_dir: str | os.PathL
         atoms, reps = gamma_supercell(cell, plan.crystal_min_width)
         info["supercell"] = list(reps)
     info["volume_per_atom"] = float(atoms.get_volume() / len(atoms))
+    return atoms, info
+
+
+def _hydride_structure(spec: CaseSpec, plan: ReferencePlan):
+    """Structure and metadata of a hydride case (prototype or random crystal, with its k-point grid)."""
+    from .hydrides import PROTOTYPES, min_pair_distance, prototype, random_hydride
+
+    if spec.seed is None:
+        atoms = prototype(spec.prototype, spec.pressure_gpa, primitive=True)
+    else:
+        formula_units = spec.n_atoms // (1 + PROTOTYPES[spec.prototype].h_per_metal)
+        atoms = random_hydride(spec.prototype, spec.space_group, formula_units, spec.volume_per_atom, seed=spec.seed,
+                               min_hh=plan.hydride_min_hh, max_aspect=plan.crystal_max_aspect)
+    info = {"space_group": spec.space_group, "atoms_per_cell": len(atoms), "relaxed": 0, "molecular": 0,
+            "prototype": spec.prototype, "formula": atoms.info["formula"],
+            "target_pressure_gpa": spec.pressure_gpa, "min_hh_a": min_pair_distance(atoms, "H", "H"),
+            "kpoints": kpoint_grid(atoms, plan.hydride_kpoint_length), "supercell": [1, 1, 1],
+            "volume_per_atom": float(atoms.get_volume() / len(atoms))}
     return atoms, info
 
 
@@ -956,7 +1061,7 @@ def compute_case(
     from ..grid import make_case
     from ..io import read_field
 
-    settings = settings or plan.elf_dft
+    settings = settings or (plan.hydride_dft if spec.family == "hydride" else plan.elf_dft)
     atoms, info = case_structure(spec, plan, work_dir, executable=executable, threads=threads, ranks=ranks)
     if "kpoints" in info:
         settings = dataclasses.replace(settings, kpoints=tuple(info["kpoints"]))
@@ -983,7 +1088,7 @@ def compute_case(
                      replica_sk_ratio=checks["sk_ratio"], replica_decorrelated=int(checks["sk_decorrelated"]),
                      rdf_rms_vs_source=checks["rdf_rms"], rdf_matches_source=int(checks["rdf_matches"]))
     for key in ("md_step", "time_fs", "md_timestep_fs", "target_pressure_gpa", "target_temperature_k", "space_group",
-                "atoms_per_cell", "supercell", "kpoints", "min_hh_a", "relaxed"):
+                "atoms_per_cell", "supercell", "kpoints", "min_hh_a", "relaxed", "prototype", "formula"):
         if key in info:
             attrs[key] = info[key]
     if spec.family != "fluid":
@@ -1028,6 +1133,9 @@ def _case_attrs(spec: CaseSpec, plan: ReferencePlan, atoms, info: dict, settings
     if spec.family == "fluid":
         p_kin = _cp2k.ideal_gas_pressure_gpa(len(atoms), info["temperature_k"], volume)
     fluid = spec.family == "fluid"
+    # the basis set and potential of every element (hydrides; H alone is all in elf_dft)
+    kinds = {} if spec.family != "hydride" else {"kinds": {
+        sym: dataclasses.asdict(_cp2k.element_kind(sym, settings)) for sym in _cp2k._elements(atoms)}}
     return {
         "code": "CP2K",
         "version": res["cp2k_version"],
@@ -1037,6 +1145,7 @@ def _case_attrs(spec: CaseSpec, plan: ReferencePlan, atoms, info: dict, settings
             md=plan.md_for(spec.target) if fluid else None,
             md_production_timestep_fs=plan.production_timestep_fs if fluid else None,
             quantization={"elf_ref": "uint16", "rho_ref": "uint16"},
+            **kinds,
         ),
         "name": spec.name,
         "family": spec.family,

@@ -23,13 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DFTError, FormatError, SettingsError
+from ..errors import DFTError, FormatError, SettingsError, StructureError
 from ..io.validate import check_atoms
 from ..settings import Settings
 
 __all__ = [
     "CP2KSettings",
     "MDSettings",
+    "GTHKind",
+    "ELEMENT_KINDS",
+    "element_kind",
     "BOHR",
     "HARTREE_EV",
     "GPA_PER_BAR",
@@ -158,10 +161,68 @@ class MDSettings(Settings):
 
 
 # --------------------------------------------------------------------------- input writers
+@dataclass(frozen=True)
+class GTHKind:
+    """Basis set and pseudopotential of one element (a CP2K ``&KIND``).
+
+    Parameters
+    ----------
+    basis : str
+        Basis set name.
+    potential : str
+        GTH pseudopotential name in ``GTH_POTENTIALS`` (``q<N>``: N valence electrons).
+    basis_file : str
+        The cp2k-data file that holds ``basis`` for this element.
+    """
+
+    basis: str
+    potential: str
+    basis_file: str
+
+
+#: Kinds of the elements other than hydrogen (hydrogen's are ``CP2KSettings.basis`` and ``potential``),
+#: checked against Debian's cp2k-data (``/usr/share/cp2k``): the one GTH-PBE potential of each element
+#: (Mg: the semicore q10 rather than q2, to match its MOLOPT-SR basis) and its DZVP-MOLOPT-SR-GTH basis.
+#: La has no MOLOPT basis in ``BASIS_MOLOPT``; its DZVP-MOLOPT-SR-GTH (q11) is in ``BASIS_MOLOPT_UCL``
+#: (Ling and Slater, UCL). An element missing here has no checked basis/potential pair and is refused.
+ELEMENT_KINDS = {
+    "Mg": GTHKind("DZVP-MOLOPT-SR-GTH", "GTH-PBE-q10", "BASIS_MOLOPT"),
+    "S": GTHKind("DZVP-MOLOPT-SR-GTH", "GTH-PBE-q6", "BASIS_MOLOPT"),
+    "Ca": GTHKind("DZVP-MOLOPT-SR-GTH", "GTH-PBE-q10", "BASIS_MOLOPT"),
+    "Sc": GTHKind("DZVP-MOLOPT-SR-GTH", "GTH-PBE-q11", "BASIS_MOLOPT"),
+    "Y": GTHKind("DZVP-MOLOPT-SR-GTH", "GTH-PBE-q11", "BASIS_MOLOPT"),
+    "La": GTHKind("DZVP-MOLOPT-SR-GTH", "GTH-PBE-q11", "BASIS_MOLOPT_UCL"),
+}
+
+
+def element_kind(symbol: str, settings: CP2KSettings) -> GTHKind:
+    """The basis set and pseudopotential of ``symbol`` (H: from ``settings``; others: :data:`ELEMENT_KINDS`).
+
+    Raises
+    ------
+    StructureError
+        If ``symbol`` has no entry in :data:`ELEMENT_KINDS`.
+    """
+    if symbol == "H":
+        return GTHKind(settings.basis, settings.potential,
+                       "BASIS_MOLOPT_UZH" if _uzh_basis(settings.basis) else "BASIS_MOLOPT")
+    if symbol not in ELEMENT_KINDS:
+        raise StructureError(f"no CP2K basis set and GTH-PBE potential checked in cp2k-data for element {symbol}; "
+                             f"known: {['H', *ELEMENT_KINDS]}")
+    return ELEMENT_KINDS[symbol]
+
+
 def _check_atoms(atoms) -> None:
-    """A hydrogen structure with atoms, finite positions and a periodic cell (:func:`elfcore.io.validate.check_atoms`)."""
-    check_atoms(atoms, species=("H",), require_atoms=True, require_cell=True, where="structure",
-                species_of="CP2K reference's")
+    """A structure with atoms, finite positions, a periodic cell and elements of known kinds
+    (H and :data:`ELEMENT_KINDS`; :func:`elfcore.io.validate.check_atoms`)."""
+    check_atoms(atoms, species=("H", *ELEMENT_KINDS), require_atoms=True, require_cell=True, where="structure",
+                species_of="CP2K reference's (cp2k-data basis and potential)")
+
+
+def _elements(atoms) -> tuple:
+    """The elements of ``atoms``: H first, then the others in order of first appearance."""
+    symbols = list(dict.fromkeys(atoms.get_chemical_symbols()))
+    return ("H", *(s for s in symbols if s != "H"))
 
 
 def _subsys(atoms, settings: CP2KSettings, velocities: np.ndarray | None = None) -> str:
@@ -178,13 +239,11 @@ def _subsys(atoms, settings: CP2KSettings, velocities: np.ndarray | None = None)
         for v in np.asarray(velocities, dtype=float).reshape(-1, 3):
             lines.append(f"      {v[0]:.12e} {v[1]:.12e} {v[2]:.12e}")
         lines.append("    &END VELOCITY")
-    lines += [
-        "    &KIND H",
-        f"      BASIS_SET {settings.basis}",
-        f"      POTENTIAL {settings.potential}",
-        "    &END KIND",
-        "  &END SUBSYS",
-    ]
+    for symbol in _elements(atoms):
+        kind = element_kind(symbol, settings)
+        lines += [f"    &KIND {symbol}", f"      BASIS_SET {kind.basis}", f"      POTENTIAL {kind.potential}",
+                  "    &END KIND"]
+    lines.append("  &END SUBSYS")
     return "\n".join(lines)
 
 
@@ -193,11 +252,13 @@ def _uzh_basis(name: str) -> bool:
     return bool(re.search(r"MOLOPT-(PBE|GGA|PBE0|HYB|SCAN|MGGA)-", name))
 
 
-def _dft(settings: CP2KSettings, *, extrapolate: bool, cubes: bool, stride: int = 1) -> str:
+def _dft(settings: CP2KSettings, *, extrapolate: bool, cubes: bool, stride: int = 1,
+         elements: tuple = ("H",)) -> str:
+    # BASIS_MOLOPT always, then the files of the elements' kinds in order of first need
+    files = list(dict.fromkeys(["BASIS_MOLOPT", *(element_kind(e, settings).basis_file for e in elements)]))
     lines = [
         "  &DFT",
-        "    BASIS_SET_FILE_NAME BASIS_MOLOPT",
-        *(["    BASIS_SET_FILE_NAME BASIS_MOLOPT_UZH"] if _uzh_basis(settings.basis) else []),
+        *(f"    BASIS_SET_FILE_NAME {f}" for f in files),
         "    POTENTIAL_FILE_NAME GTH_POTENTIALS",
         "    &MGRID",
         f"      CUTOFF {settings.cutoff_ry:g}",
@@ -278,7 +339,7 @@ def md_input(
     Parameters
     ----------
     atoms : ase.Atoms
-        Periodic hydrogen structure (Å).
+        Periodic structure (Å): hydrogen, or a hydride of the elements of :data:`ELEMENT_KINDS`.
     settings : CP2KSettings
         Electronic settings (usually cheaper than the ELF ones).
     md : MDSettings
@@ -307,7 +368,7 @@ def md_input(
 &END GLOBAL
 {_md_motion(md, stress)}&FORCE_EVAL
   METHOD QS
-{stress_force_eval}{_dft(settings, extrapolate=True, cubes=False)}
+{stress_force_eval}{_dft(settings, extrapolate=True, cubes=False, elements=_elements(atoms))}
 {_subsys(atoms, settings, velocities)}
 &END FORCE_EVAL
 """
@@ -374,7 +435,7 @@ def single_point_input(
     Parameters
     ----------
     atoms : ase.Atoms
-        Periodic hydrogen structure (Å).
+        Periodic structure (Å): hydrogen, or a hydride of the elements of :data:`ELEMENT_KINDS`.
     settings : CP2KSettings
         Electronic settings.
     project : str
@@ -402,6 +463,7 @@ def single_point_input(
         print_lines += "    &STRESS_TENSOR ON\n      COMPONENTS\n    &END STRESS_TENSOR\n"
     print_lines += "  &END PRINT\n"
     run_type = "ENERGY_FORCE"
+    dft = _dft(settings, extrapolate=False, cubes=cubes, stride=stride, elements=_elements(atoms))
     text = f"""&GLOBAL
   PROJECT {project}
   RUN_TYPE {run_type}
@@ -409,7 +471,7 @@ def single_point_input(
 &END GLOBAL
 &FORCE_EVAL
   METHOD QS
-{stress_lines}{print_lines}{_dft(settings, extrapolate=False, cubes=cubes, stride=stride)}
+{stress_lines}{print_lines}{dft}
 {_subsys(atoms, settings)}
 &END FORCE_EVAL
 """

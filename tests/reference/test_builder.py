@@ -33,6 +33,7 @@ def _tiny_plan():
         train_cubic_groups=(),
         train_hexagonal_groups=(),
         train_round_atoms=(),
+        hydride_prototypes=(),
     )
 
 
