@@ -12,12 +12,13 @@ Neither is relaxed: the pressure of a case is what CP2K's stress tensor says
 """
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import StructureError
-from .structures import min_distance
+from .structures import min_distance, pyxtal_attempt
 
 __all__ = ["Prototype", "PROTOTYPES", "prototype", "prototype_volume_factor", "random_hydride", "min_pair_distance"]
 
@@ -194,26 +195,18 @@ def random_hydride(
         If pyxtal is not installed, or finds no valid structure within ``max_tries``.
     """
     proto = _get(name)
-    try:
-        from pyxtal import pyxtal
-    except ImportError as exc:
+    if importlib.util.find_spec("pyxtal") is None:
         raise StructureError("random hydride structures need the optional package pyxtal "
-                             "(pip install 'elfcore[reference]')") from exc
+                             "(pip install 'elfcore[reference]')")
     n_metal, n_h = formula_units, formula_units * proto.h_per_metal
     rng = np.random.default_rng(seed)
     last = "no attempt"
     for attempt in range(max_tries):
         sub_seed = int(rng.integers(0, 2**31 - 1))
-        xtal = pyxtal()
-        try:
-            xtal.from_random(3, space_group, [proto.metal, "H"], [n_metal, n_h], factor=1.0, random_state=sub_seed)
-        except Exception as exc:  # pyxtal raises plain exceptions for impossible Wyckoff combos
-            last = f"pyxtal: {exc}"
+        atoms, problem = pyxtal_attempt(space_group, [proto.metal, "H"], [n_metal, n_h], sub_seed)
+        if atoms is None:
+            last = problem
             continue
-        if not xtal.valid:
-            last = "pyxtal returned an invalid structure"
-            continue
-        atoms = xtal.to_ase()
         problem = _scale_and_check(atoms, volume_per_atom, proto.metal, min_hh=min_hh, min_metal_h=min_metal_h,
                                    max_aspect=max_aspect)
         if problem:

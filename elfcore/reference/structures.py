@@ -109,6 +109,20 @@ def gamma_supercell(atoms, min_length: float = 5.0):
     return atoms.repeat(reps), tuple(reps)
 
 
+
+def pyxtal_attempt(space_group: int, species: list, counts: list[int], seed: int, *, molecular: bool = False):
+    """One seeded ``pyxtal.from_random`` in 3D: ``(ase.Atoms, "")``, or ``(None, reason)`` when it fails."""
+    from pyxtal import pyxtal
+
+    xtal = pyxtal(molecular=molecular, random_state=seed)
+    try:
+        xtal.from_random(3, space_group, species, counts, factor=1.0, random_state=seed)
+    except Exception as exc:  # pyxtal raises plain exceptions for impossible Wyckoff combos
+        return None, f"pyxtal: {exc}"
+    if not xtal.valid:
+        return None, "pyxtal returned an invalid structure"
+    return xtal.to_ase(), ""
+
 def random_crystal(
     space_group: int,
     n_atoms: int,
@@ -157,25 +171,17 @@ def random_crystal(
     StructureError
         If pyxtal cannot make a valid structure within ``max_tries``.
     """
-    from pyxtal import pyxtal
-
     rng = np.random.default_rng(seed)
     last = "no attempt"
     for attempt in range(max_tries):
         sub_seed = int(rng.integers(0, 2**31 - 1))
-        xtal = pyxtal(molecular=molecular, random_state=sub_seed)
-        try:
-            # the molecule object carries its own generator (orientations): seed it too
-            species = [_h2_molecule(sub_seed)] if molecular else ["H"]
-            count = n_atoms // 2 if molecular else n_atoms
-            xtal.from_random(3, space_group, species, [count], factor=1.0, random_state=sub_seed)
-        except Exception as exc:  # pyxtal raises plain exceptions for impossible Wyckoff combos
-            last = f"pyxtal: {exc}"
+        # the molecule object carries its own generator (orientations): seed it too
+        species = [_h2_molecule(sub_seed)] if molecular else ["H"]
+        count = n_atoms // 2 if molecular else n_atoms
+        atoms, problem = pyxtal_attempt(space_group, species, [count], sub_seed, molecular=molecular)
+        if atoms is None:
+            last = problem
             continue
-        if not xtal.valid:
-            last = "pyxtal returned an invalid structure"
-            continue
-        atoms = xtal.to_ase()
         if len(atoms) != n_atoms:
             last = f"got {len(atoms)} atoms"
             continue
