@@ -101,6 +101,15 @@ def test_bad_input_refused(atoms, model):
         predict_field(atoms, bare, shape=(2, 2, 2), progress=False)
 
 
+def test_element_outside_the_model_refused_before_any_work(atoms, model, caplog):
+    """A hydride with the hydrogen model: refused by element name, before the grid is even announced."""
+    hydride = atoms.copy()
+    hydride.numbers[0] = 57
+    with caplog.at_level("INFO", logger="elfcore"), pytest.raises(StructureError, match=r"La \(Z=57\).*\['H'\]"):
+        predict_field(hydride, model, shape=(4, 4, 4), progress=False)
+    assert "predicting ELF" not in caplog.text
+
+
 def test_spacing_rounds_to_fft_sizes():
     assert grid_shape_for_spacing(np.diag([11.05, 5.0, 1.0]), 0.0576) == (192, 90, 18)
 
