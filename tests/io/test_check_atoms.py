@@ -99,9 +99,12 @@ def test_every_engine_caller_refuses_alike():
     from elfcore.sampling import check_structure
 
     water = Atoms("H2O", positions=[[0, 0, 0], [0.7, 0, 0], [0, 1, 0]], cell=CELL, pbc=True)
-    for check in (_structure, _check_atoms, check_structure):
+    for check in (_structure, check_structure):
         with pytest.raises(StructureError, match=r"O \(Z=8\), not among the .* species \['H'\] \(hydrogen only\)"):
             check(water)
+    # the CP2K reference also takes the metals of the hydride cases (cp2k.ELEMENT_KINDS), and names them
+    with pytest.raises(StructureError, match=r"O \(Z=8\), not among the CP2K reference's .* species \['H', .*'La'\]"):
+        _check_atoms(water)
     nan = Atoms("H", positions=[[np.nan, 0, 0]], cell=CELL, pbc=True)
     for check in (_structure, _check_atoms, check_structure):
         with pytest.raises(StructureError, match="NaN or inf"):
