@@ -284,7 +284,9 @@ class AppState(param.Parameterized):
             self.training = "fluid"
             self.message = "Other r_cut / l_max: back to the fluid-trained zoo model."
 
-    def _refresh_cases(self) -> None:
+    def _refresh_cases(self, *, keep_current: bool = False) -> None:
+        """List the cases in the case menu; ``keep_current``: the caller sets the case right after
+        (a screening frame), so the shown one is not replaced by the first case in between."""
         bundled = sort_cases(self.pipeline.scan())  # fluid by pressure, crystals, training cases last
         infos = bundled + [
             i for k, i in self.pipeline.infos.items() if k in getattr(self, "_uploads", set())
@@ -295,7 +297,7 @@ class AppState(param.Parameterized):
         keys = [i.key for i in infos]
         self.param.case.objects = {i.label: i.key for i in infos}
         self._labels = {i.key: i.label for i in infos}
-        if self.case not in keys:
+        if self.case not in keys and not keep_current:
             self.case = self._first_case(infos)
 
     @staticmethod
@@ -451,17 +453,15 @@ class AppState(param.Parameterized):
             return False
         self._run = run
         choice = {k: v for k, v in run.app_model().items() if v in self.param[k].objects}
-        if len(choice) == 3:  # show the frames with the model the run was screened with, when the app has it
-            self.param.update(**choice)
+        if len(choice) != 3:  # show the frames with the model the run was screened with, when the app has it
+            choice = {}
         self.param.screen_frame.bounds = (0, run.n_frames - 1)
-        if self.screening == name:
+        same_name = self.screening == name
+        # the first frame and the run's model in one update: the views draw that frame once, with that
+        # model (one at a time, the case shown before would first be predicted again with the new model)
+        self.param.update(case=self._frame_key(0), screen_frame=0, screening=name, **choice)
+        if same_name:
             self.param.trigger("screening")  # another database of the same name: the views redraw
-        else:
-            self.screening = name
-        if self.screen_frame != 0:
-            self.screen_frame = 0  # its watcher shows the frame
-        else:
-            self._show_frame()
         model = f", shown with its model {run.model}" if len(choice) == 3 else ""
         self.message = (f"Opened the screening run '{name}': {run.n_frames} frames along {run.x_label}{model}. "
                         "Step with the Frame player, or click the φ plot.")
@@ -469,18 +469,21 @@ class AppState(param.Parameterized):
 
     def _show_frame(self) -> None:
         """Make frame :attr:`screen_frame` of the open run the shown case (a structure case, prediction only)."""
+        if self.run is not None:
+            self.case = self._frame_key(int(self.screen_frame))
+
+    def _frame_key(self, index: int) -> str:
+        """Register frame ``index`` of the open run as a case (once) and list it in the case menu; its key."""
         run = self.run
-        if run is None:
-            return
-        i = int(min(max(self.screen_frame, 0), run.n_frames - 1))
+        i = int(min(max(index, 0), run.n_frames - 1))
         key = run.case_key(i)
         if key not in self.pipeline.infos:
             ds = self.pipeline.engine.structure_case(run.frames[i], source=run.source(i))
             self.pipeline.add_case(ds, label=run.label(i), key=key, family="screening", role="screening",
                                    pressure_gpa=run.pressure(i))
         self._frame_case = key
-        self._refresh_cases()
-        self.case = key
+        self._refresh_cases(keep_current=True)
+        return key
 
     def step_frame(self, delta: int) -> int:
         """Move the shown frame by ``delta`` (clamped to the run); returns the new index."""

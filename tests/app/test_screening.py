@@ -59,6 +59,17 @@ def test_frames_follow_the_player_and_the_plot(state, screening_db):
     assert state.case == run.case_key(2)
 
 
+def test_frame_changes_show_no_other_case_in_between(state, screening_db):
+    """Opening a run and stepping its frames set the case straight to the frame (each view draws once)."""
+    shown = []
+    state.param.watch(lambda ev: shown.append(ev.new), "case")
+    state.open_screening(screening_db)
+    run = state.run
+    state.screen_frame = 3
+    state.pick_frame_at(11.0)
+    assert shown == [run.case_key(0), run.case_key(3), run.case_key(1)]
+
+
 def test_run_upload_and_refusals(state, screening_db, tmp_path):
     from elfcore.screen.database import write_frame
 
