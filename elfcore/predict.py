@@ -431,12 +431,11 @@ def predict_field(
 
 def _checked_shape(atoms: Atoms, settings: DescriptorSettings, shape, spacing: float) -> tuple[int, int, int]:
     """Check the structure for prediction and return the grid (``shape`` or from ``spacing``)."""
-    from .io.validate import check_atoms, check_prediction_structure
+    from .io.validate import check_prediction_structure
 
-    # no atoms, NaN, unknown Z, no periodic cell, cells shorter than σ, overlapping atoms
-    check_prediction_structure(atoms, settings.sigma, require_atoms=True)
-    # an element the model never saw is refused by name before any work starts
-    check_atoms(atoms, species=settings.species, require_cell=True, species_of="descriptor's")
+    # no atoms, NaN, unknown Z, an element the model never saw (by name), no periodic cell, cells shorter
+    # than σ, overlapping atoms: all refused before any work starts
+    check_prediction_structure(atoms, settings.sigma, require_atoms=True, species=settings.species)
     if shape is None:
         shape = grid_shape_for_spacing(np.asarray(atoms.cell[:], dtype=np.float64), spacing)
     shape = tuple(int(n) for n in shape)

@@ -532,7 +532,7 @@ def check_spacing(spacing) -> float:
     return value
 
 
-def check_prediction_structure(atoms, sigma: float, *, require_atoms: bool = False) -> None:
+def check_prediction_structure(atoms, sigma: float, *, require_atoms: bool = False, species=None) -> None:
     """Refuse (or warn about) a structure no ELF prediction can be meaningful for.
 
     :func:`check_atoms` with the reader's bounds, the cell period against σ and
@@ -547,6 +547,8 @@ def check_prediction_structure(atoms, sigma: float, *, require_atoms: bool = Fal
         Gaussian width (Å) of the descriptor's atomic densities.
     require_atoms : bool
         Also refuse a structure without atoms.
+    species : sequence of str, optional
+        The descriptor's elements: any other element is refused by name.
 
     Raises
     ------
@@ -556,8 +558,8 @@ def check_prediction_structure(atoms, sigma: float, *, require_atoms: bool = Fal
         the same smeared density: a flat, meaningless ELF); two atoms (or an atom and
         its periodic image) are closer than :data:`MIN_ATOM_DISTANCE`.
     """
-    check_atoms(atoms, require_atoms=require_atoms, require_cell=True, bounds=True, sigma=sigma,
-                min_distance=MIN_ATOM_DISTANCE)
+    check_atoms(atoms, species=species, require_atoms=require_atoms, require_cell=True, bounds=True, sigma=sigma,
+                min_distance=MIN_ATOM_DISTANCE, species_of="descriptor's")
 
 
 # --------------------------------------------------------------------------- safetensors
