@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import StructureError
-from .structures import min_distance, pyxtal_attempt
+from .structures import aspect_problem, min_distance, pyxtal_attempt, scale_to_volume
 
 __all__ = ["Prototype", "PROTOTYPES", "prototype", "prototype_volume_factor", "random_hydride", "min_pair_distance"]
 
@@ -207,33 +207,29 @@ def random_hydride(
         if atoms is None:
             last = problem
             continue
-        problem = _scale_and_check(atoms, volume_per_atom, proto.metal, min_hh=min_hh, min_metal_h=min_metal_h,
-                                   max_aspect=max_aspect)
+        dmin, problem = _scale_and_check(atoms, volume_per_atom, proto.metal, min_hh=min_hh,
+                                         min_metal_h=min_metal_h, max_aspect=max_aspect)
         if problem:
             last = problem
             continue
         atoms.info.update(prototype=name.lower(), space_group=space_group, formula=proto.formula, attempt=attempt,
-                          min_hh=min_pair_distance(atoms, "H", "H"))
+                          min_hh=dmin)
         return atoms
     raise StructureError(f"no valid random {proto.formula} crystal ({formula_units} formula units) in space group "
                          f"{space_group} after {max_tries} tries ({last})")
 
 
 def _scale_and_check(atoms, volume_per_atom: float, metal: str, *, min_hh: float, min_metal_h: float,
-                     max_aspect: float | None) -> str:
-    """Scale ``atoms`` in place to ``volume_per_atom`` and wrap it; return why it fails the checks (``""``: passes)."""
-    scale = (volume_per_atom * len(atoms) / atoms.get_volume()) ** (1.0 / 3.0)
-    atoms.set_cell(np.asarray(atoms.cell[:]) * scale, scale_atoms=True)
-    atoms.wrap()
+                     max_aspect: float | None) -> tuple[float, str]:
+    """Scale ``atoms`` in place to ``volume_per_atom`` and wrap it; return its smallest H–H distance (Å) and why
+    it fails the checks (``""``: passes)."""
+    scale_to_volume(atoms, volume_per_atom)
     dmin = min_pair_distance(atoms, "H", "H")
     if dmin < min_hh:
-        return f"min H-H {dmin:.2f} A < {min_hh} A"
+        return dmin, f"min H-H {dmin:.2f} A < {min_hh} A"
     dmh = min_pair_distance(atoms, metal, "H")
     if dmh < min_metal_h:
-        return f"min {metal}-H {dmh:.2f} A < {min_metal_h} A"
+        return dmin, f"min {metal}-H {dmh:.2f} A < {min_metal_h} A"
     if min_distance(atoms) < min(min_hh, min_metal_h):  # metal-metal
-        return "metal atoms too close"
-    widths = atoms.get_volume() / np.linalg.norm(np.cross(atoms.cell[[1, 2, 0]], atoms.cell[[2, 0, 1]]), axis=1)
-    if max_aspect is not None and widths.max() / widths.min() > max_aspect:
-        return f"cell widths {widths.min():.2f}-{widths.max():.2f} A exceed the aspect ratio {max_aspect}"
-    return ""
+        return dmin, "metal atoms too close"
+    return dmin, aspect_problem(atoms, max_aspect)

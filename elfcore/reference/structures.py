@@ -109,7 +109,6 @@ def gamma_supercell(atoms, min_length: float = 5.0):
     return atoms.repeat(reps), tuple(reps)
 
 
-
 def pyxtal_attempt(space_group: int, species: list, counts: list[int], seed: int, *, molecular: bool = False):
     """One seeded ``pyxtal.from_random`` in 3D: ``(ase.Atoms, "")``, or ``(None, reason)`` when it fails."""
     from pyxtal import pyxtal
@@ -122,6 +121,23 @@ def pyxtal_attempt(space_group: int, species: list, counts: list[int], seed: int
     if not xtal.valid:
         return None, "pyxtal returned an invalid structure"
     return xtal.to_ase(), ""
+
+
+def scale_to_volume(atoms, volume_per_atom: float) -> None:
+    """Scale ``atoms`` isotropically, in place, to ``volume_per_atom`` (Å³) and wrap it into the cell."""
+    scale = (volume_per_atom * len(atoms) / atoms.get_volume()) ** (1.0 / 3.0)
+    atoms.set_cell(np.asarray(atoms.cell[:]) * scale, scale_atoms=True)
+    atoms.wrap()
+
+
+def aspect_problem(atoms, max_aspect: float | None) -> str:
+    """Why the cell is too flat: widest over narrowest width (distance between opposite faces) above
+    ``max_aspect``; ``""`` when it is not (or ``max_aspect`` is None)."""
+    widths = atoms.get_volume() / np.linalg.norm(np.cross(atoms.cell[[1, 2, 0]], atoms.cell[[2, 0, 1]]), axis=1)
+    if max_aspect is not None and widths.max() / widths.min() > max_aspect:
+        return f"cell widths {widths.min():.2f}–{widths.max():.2f} Å exceed the aspect ratio {max_aspect}"
+    return ""
+
 
 def random_crystal(
     space_group: int,
@@ -199,9 +215,7 @@ def _scaled_and_checked(atoms, volume_per_atom: float, *, molecular: bool, min_h
                         min_contact: float | None, max_aspect: float | None):
     """``atoms`` scaled to ``volume_per_atom`` and wrapped, its smallest H–H distance (Å), and why it fails the
     checks (``""`` when it passes)."""
-    scale = (volume_per_atom * len(atoms) / atoms.get_volume()) ** (1.0 / 3.0)
-    atoms.set_cell(np.asarray(atoms.cell[:]) * scale, scale_atoms=True)
-    atoms.wrap()
+    scale_to_volume(atoms, volume_per_atom)
     if molecular:
         # keep the molecular bond length after the isotropic scaling
         atoms = _reset_bonds(atoms)
@@ -212,10 +226,7 @@ def _scaled_and_checked(atoms, volume_per_atom: float, *, molecular: bool, min_h
         contact = intermolecular_distance(atoms)
         if contact < min_contact:
             return atoms, dmin, f"intermolecular H–H {contact:.2f} Å < {min_contact} Å"
-    widths = atoms.get_volume() / np.linalg.norm(np.cross(atoms.cell[[1, 2, 0]], atoms.cell[[2, 0, 1]]), axis=1)
-    if max_aspect is not None and widths.max() / widths.min() > max_aspect:
-        return atoms, dmin, f"cell widths {widths.min():.2f}–{widths.max():.2f} Å exceed the aspect ratio {max_aspect}"
-    return atoms, dmin, ""
+    return atoms, dmin, aspect_problem(atoms, max_aspect)
 
 
 def _h2_molecule(seed: int):
