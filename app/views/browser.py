@@ -152,10 +152,20 @@ state.patch = () => {
       });
       // Panel's axes label their ticks through a pixel-space callback that reads the whole depth buffer
       // back (gl.readPixels) on every render to hide labels behind surfaces: ~0.2 s per render on a
-      // software-rendered page, four renders per scene update. The labels are drawn unoccluded instead.
+      // software-rendered page, four renders per scene update. The labels are drawn unoccluded instead:
+      // without the depth buffer every label gets the far-plane depth (NDC 1; Panel draws a label only
+      // when its point lies in front of the depth it is given).
       const flatLabels = () => {
         const ps = view._axes && view._axes.psActor;
-        if (ps && ps.getMapper && ps.getMapper().setUseZValues) ps.getMapper().setUseZValues(false);
+        const mapper = ps && ps.getMapper && ps.getMapper();
+        if (!mapper || !mapper.setUseZValues) return;
+        const draw = mapper.getCallback();
+        if (draw && !draw.__elfFlat) {
+          const flat = (coords, ...rest) => { for (const c of coords) c[3] = 1; return draw(coords, ...rest); };
+          flat.__elfFlat = true;
+          mapper.setCallback(flat);
+        }
+        mapper.setUseZValues(false);
       };
       const setAxes = view._set_axes.bind(view);
       view._set_axes = () => { setAxes(); flatLabels(); };

@@ -240,15 +240,22 @@ def test_3d_updates_keep_the_render_window(page):
     while page.evaluate(KEPT_JS) <= kept:
         assert time.time() < deadline, "the 3D view was rebuilt instead of updated in place"
         time.sleep(0.5)
-    # the axis labels are drawn without reading the depth buffer back on every render
-    assert page.evaluate(AXES_READ_DEPTH_JS) is False
+    # the axis labels are drawn without reading the depth buffer back on every render, and still drawn
+    axes = page.evaluate(AXES_JS)
+    assert axes["read_depth"] is False
+    assert axes["label_pixels"] > 100
 
 
-AXES_READ_DEPTH_JS = """() => { for (const doc of Bokeh.documents) for (const m of doc._all_models.values()) {
+AXES_JS = """() => { for (const doc of Bokeh.documents) for (const m of doc._all_models.values()) {
   if (!m.renderer_el || !m.renderer_el.getRenderWindow) continue;
   const view = Bokeh.index.find_one(m);
   const ps = view && view._axes && view._axes.psActor;
-  if (ps) return ps.getMapper().getUseZValues(); } return null; }"""
+  if (!ps) continue;
+  const canvas = view._axes_canvas;  // Panel draws the tick labels on this 2D overlay
+  const px = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let painted = 0;
+  for (let i = 3; i < px.length; i += 4) if (px[i] > 0) painted += 1;
+  return {read_depth: ps.getMapper().getUseZValues(), label_pixels: painted}; } return null; }"""
 
 
 def test_residual_isosurface_and_slider(page):
