@@ -11,7 +11,9 @@ Starts ``panel serve app/main.py`` on a free localhost port with two bundled flu
   synchronized in the browser, no page update for 120 ms and two painted frames. A control's
   first use of a setting (a new model, k-basis or squeeze value, another case) is reported as
   ``cold``; moves to settings already computed as ``cached``;
-- counts the JavaScript console errors and the requests to any host other than the server.
+- counts the JavaScript console errors and the requests to any host other than the server;
+- with ``--cpu-profile``, records a Chrome CPU profile (DevTools protocol ``Profiler``) of each
+  input and reports where the page's main thread spent its time (self time per function).
 
 Prints a table and one JSON object (also written to ``--json``).
 
@@ -85,8 +87,9 @@ class Bench:
     """
 
     def __init__(self, page, timeout_s: float, only: set[str] | None = None, probe: bool = False,
-                 frames: list | None = None):
+                 frames: list | None = None, cdp=None):
         self.page = page
+        self.cdp = cdp
         self.timeout_s = timeout_s
         self.rows: list[dict] = []
         self.only = only
@@ -118,6 +121,8 @@ class Bench:
             return None
         before = self.tracker()["seq"]
         kept = self.page.evaluate(KEPT_JS) if self.probe else None
+        if self.cdp is not None:
+            self.cdp.send("Profiler.start")
         t0 = time.perf_counter()
         action()
         try:
@@ -126,6 +131,8 @@ class Bench:
         except Exception:  # noqa: BLE001 - a timeout is a result here
             dt = None
         row = {"control": control, "input": what, "kind": kind, "seconds": dt}
+        if self.cdp is not None:
+            row["browser_profile"] = profile_summary(self.cdp.send("Profiler.stop")["profile"])
         extra = ""
         if dt is not None:
             row.update(self._split(t0, t0 + dt))
@@ -135,6 +142,8 @@ class Bench:
         if self.probe:
             row["in_place_3d_updates"] = (self.page.evaluate(KEPT_JS) or 0) - (kept or 0)
             extra = f"  (3D updated in place: {row['in_place_3d_updates']})"
+        if "browser_profile" in row:
+            extra += f"  (browser main thread busy {row['browser_profile']['busy_s']:.2f} s)"
         self.rows.append(row)
         print(f"  {control:<16} {what:<28} {kind:<6} {'timeout' if dt is None else f'{dt:7.2f} s'}{extra}",
               flush=True)
@@ -255,6 +264,28 @@ def run_controls(b: Bench, cases: list[str], upload: Path) -> None:
       "cold")
 
 
+def profile_summary(profile: dict, top: int = 12) -> dict:
+    """Self time of a Chrome CPU profile per function (``name (file:line)``), largest first, in seconds.
+
+    ``busy_s`` is the sampled time outside ``(idle)``/``(program)``/``(garbage collector)``, ``gc_s``
+    the garbage collector's share.
+    """
+    nodes = {n["id"]: n for n in profile["nodes"]}
+    dts = profile.get("timeDeltas", [])
+    samples = profile.get("samples", [])
+    self_us: dict[str, float] = {}
+    for sid, dt in zip(samples, dts):
+        frame = nodes[sid]["callFrame"]
+        url = frame.get("url", "").rsplit("/", 1)[-1]
+        name = f"{frame.get('functionName') or '(anonymous)'} ({url}:{frame.get('lineNumber', -1) + 1})" if url \
+            else frame.get("functionName") or "(anonymous)"
+        self_us[name] = self_us.get(name, 0.0) + dt
+    busy = sum(v for k, v in self_us.items() if k not in ("(idle)", "(program)", "(garbage collector)"))
+    ranked = sorted(self_us.items(), key=lambda kv: -kv[1])[:top]
+    return {"busy_s": round(busy / 1e6, 3), "gc_s": round(self_us.get("(garbage collector)", 0.0) / 1e6, 3),
+            "top": [[k, round(v / 1e6, 3)] for k, v in ranked]}
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     out: dict[str, dict] = {}
     for r in rows:
@@ -288,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated controls to measure (e.g. iso,show_cell); the others are skipped")
     ap.add_argument("--probe", action="store_true",
                     help="also record how many 3D scene updates each input applied in place (SceneKeeper)")
+    ap.add_argument("--trace", default=None,
+                    help="write a Chrome performance trace (devtools timeline) of the measured inputs to this file")
+    ap.add_argument("--cpu-profile", action="store_true",
+                    help="record a Chrome CPU profile of each input (self time per function, in the JSON rows)")
     args = ap.parse_args(argv)
 
     from playwright.sync_api import sync_playwright
@@ -359,8 +394,19 @@ def main(argv: list[str] | None = None) -> int:
             result["first_page_s"] = round(time.perf_counter() - t0, 2)
             print(f"first page: {result['first_page_s']} s", flush=True)
             time.sleep(2)
-            b = Bench(page, args.timeout, only=only, probe=args.probe, frames=frames)
+            cdp = None
+            if args.cpu_profile:
+                cdp = page.context.new_cdp_session(page)
+                cdp.send("Profiler.enable")
+                cdp.send("Profiler.setSamplingInterval", {"interval": 500})
+            b = Bench(page, args.timeout, only=only, probe=args.probe, frames=frames, cdp=cdp)
+            if args.trace:
+                browser.start_tracing(page=page, path=args.trace, screenshots=False,
+                                      categories=["devtools.timeline", "disabled-by-default-devtools.timeline",
+                                                  "v8.execute", "blink", "cc", "gpu", "toplevel"])
             run_controls(b, cases, upload)
+            if args.trace:
+                browser.stop_tracing()
             result["console_errors"] = len(errors)
             result["console_error_samples"] = errors[:10]
             result["external_requests"] = len(external)

@@ -113,7 +113,9 @@ class SceneKeeper(ReactiveHTML):
     component, placed beside the 3D pane, patches that view instance in the browser: the
     window Panel is about to delete for a scene change is kept, and the new scene is
     synchronized into it (vtk.js synchronizes incrementally: unchanged actors and arrays
-    stay). Removing the view still deletes the window. ``kept`` counts the in-place updates.
+    stay), and drawn once (vtk.js and Panel would render it three times). A relayout of the page that
+    leaves the 3D view's size alone does not resize or render it (Panel renders twice on each).
+    Removing the view still deletes the window. ``kept`` counts the in-place updates.
     It also draws the axis tick labels without depth occlusion: Panel's labels read the
     depth buffer back on every render (``gl.readPixels``), most of a 3D update's browser time.
     """
@@ -170,8 +172,44 @@ state.patch = () => {
       const setAxes = view._set_axes.bind(view);
       view._set_axes = () => { setAxes(); flatLabels(); };
       flatLabels();
+      // One render per in-place update. vtk.js renders once while it applies a new scene and once more
+      // when the synchronization ends, and Panel a third time when the scene is ready: the renderers
+      // draw nothing until then (the canvas keeps the last picture), and Panel's render draws the new one.
+      const renderers = () => {
+        const w = current && current.getRenderWindow && current.getRenderWindow();
+        return w ? w.getRenderers() : [];
+      };
+      const drawOn = () => { for (const r of renderers()) r.setDraw(true); };
+      const syncPlot = view._sync_plot.bind(view);
+      view._sync_plot = (st, onReady) => {
+        if (!view.__elfInPlace) return syncPlot(st, onReady);
+        for (const r of renderers()) r.setDraw(false);
+        const out = syncPlot(st, () => { drawOn(); onReady(); });
+        return out.catch((err) => { drawOn(); view._vtk_render(); throw err; });
+      };
       const ready = view._on_scene_ready.bind(view);
       view._on_scene_ready = () => { try { ready(); } finally { view.__elfInPlace = false; } };
+      // Any change of the page's layout (a caption's text, the metrics table) reaches the 3D view's
+      // after_layout, where Panel resizes the window and renders twice; with the view's size unchanged
+      // neither is needed.
+      let owner = Object.getPrototypeOf(view);
+      while (owner && !Object.prototype.hasOwnProperty.call(owner, 'after_layout')) owner = Object.getPrototypeOf(owner);
+      const baseAfterLayout = owner && Object.getPrototypeOf(owner).after_layout;
+      const afterLayout = view.after_layout.bind(view);
+      const viewSize = () => {
+        const c = current && current.getContainer && current.getContainer();
+        return c ? `${c.clientWidth}x${c.clientHeight}` : null;
+      };
+      view.after_layout = () => {
+        const size = viewSize();
+        if (baseAfterLayout && view._rendered && view._renderable && size !== null && size === view.__elfSize) {
+          baseAfterLayout.call(view);
+          view.__elfLayoutsSkipped = (view.__elfLayoutsSkipped || 0) + 1;
+          return;
+        }
+        afterLayout();
+        view.__elfSize = viewSize();
+      };
       const invalidate = view.invalidate_render.bind(view);
       view.invalidate_render = () => {
         const rw = view.__elfKeep;

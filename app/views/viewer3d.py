@@ -19,7 +19,7 @@ from app.state import FIELD_DEPS, SLICE_DEPS
 
 __all__ = [
     "display_strides", "isosurface", "atom_spheres", "cell_box", "slice_quad", "axes_ticks", "legend_html",
-    "array_bytes", "browser_camera", "SyncedVTK", "Viewer3D", "FIELD_COLOURS", "ATOM_COLOUR", "PLANE_COLOUR",
+    "array_bytes", "solid_colour_mapper", "browser_camera", "SyncedVTK", "Viewer3D", "FIELD_COLOURS", "ATOM_COLOUR", "PLANE_COLOUR",
     "SURFACE_OPACITY", "VIEW_DEPS",
 ]
 
@@ -255,6 +255,23 @@ def browser_camera(camera) -> dict:
     }
 
 
+def solid_colour_mapper(mapper) -> None:
+    """Make ``mapper`` draw its actor's solid colour with a 2-entry lookup table.
+
+    Every surface here has one colour, so the lookup table is never used; but
+    pyvista gives each mapper a 256-entry table, which the synchronized scene
+    carries as 256 colour nodes per actor (~160 kB of JSON on every update of
+    the 3D view, each time serialized, sent and parsed).
+    """
+    from vtkmodules.vtkCommonCore import vtkLookupTable
+
+    lut = vtkLookupTable()
+    lut.SetNumberOfTableValues(2)
+    lut.Build()
+    mapper.SetLookupTable(lut)
+    mapper.ScalarVisibilityOff()
+
+
 def _placeholder() -> pv.PolyData:
     """A zero-area triangle standing in for "nothing" (the VTK pane cannot serialize empty meshes).
 
@@ -302,6 +319,7 @@ class Viewer3D(pn.viewable.Viewer):
         self._actors = {}
         for k, mesh in self._meshes.items():
             self._actors[k] = self.plotter.add_mesh(mesh, **styles[k])
+            solid_colour_mapper(self._actors[k].GetMapper())
         # No orientation widget: vtk.js raises "Cannot read properties of undefined (reading '0')" in
         # computeViewport for it on every scene update; the labelled x/y/z axes give the orientation.
         self.pane = SyncedVTK(
