@@ -240,10 +240,46 @@ def test_3d_updates_keep_the_render_window(page):
     while page.evaluate(KEPT_JS) <= kept:
         assert time.time() < deadline, "the 3D view was rebuilt instead of updated in place"
         time.sleep(0.5)
+    # one render per in-place update (vtk.js and Panel rendered each new scene three times), and a
+    # relayout of the page (e.g. a caption's new text) does not render the view again when its size is kept
+    page.evaluate(COUNT_RENDERS_JS)
+    before = shot(page, ".elf-3d canvas")
+    press(page, "iso", "ArrowLeft", 1)
+    changed(page, ".elf-3d canvas", before)
+    time.sleep(2.0)
+    assert page.evaluate("() => window.__elfRenders") == 1
+    page.evaluate(COUNT_RENDERS_JS)
+    page.evaluate(RELAYOUT_JS)
+    time.sleep(1.0)
+    counts = page.evaluate("() => ({renders: window.__elfRenders, skipped: window.__elfSkipped()})")
+    assert counts == {"renders": 0, "skipped": 1}, counts
     # the axis labels are drawn without reading the depth buffer back on every render, and still drawn
     axes = page.evaluate(AXES_JS)
     assert axes["read_depth"] is False
     assert axes["label_pixels"] > 100
+
+
+# Counts the 3D view's renders from now on: each vtk.js render (0.1–0.3 s of software WebGL here) clears the
+# depth buffer alone once, in its camera pass (gl.clear(DEPTH_BUFFER_BIT)); the other clears clear colour too.
+COUNT_RENDERS_JS = """() => {
+  let view = null;
+  for (const doc of Bokeh.documents) for (const m of doc._all_models.values())
+    if (m.renderer_el && m.renderer_el.getRenderWindow) view = Bokeh.index.find_one(m);
+  const gl = view._vtk_renwin.getRenderWindow().getViews()[0].getContext();
+  window.__elfRenders = 0;
+  if (!gl.__elfCounted) {
+    gl.__elfCounted = true;
+    const clear = gl.clear.bind(gl);
+    gl.clear = (mask) => { if (mask === gl.DEPTH_BUFFER_BIT) window.__elfRenders += 1; return clear(mask); };
+  }
+  const skipped0 = view.__elfLayoutsSkipped || 0;
+  window.__elfSkipped = () => (view.__elfLayoutsSkipped || 0) - skipped0;
+}"""
+
+
+# A relayout of the 3D view, as a change elsewhere on the page causes one.
+RELAYOUT_JS = """() => { for (const doc of Bokeh.documents) for (const m of doc._all_models.values())
+  if (m.renderer_el && m.renderer_el.getRenderWindow) Bokeh.index.find_one(m).invalidate_layout(); }"""
 
 
 AXES_JS = """() => { for (const doc of Bokeh.documents) for (const m of doc._all_models.values()) {

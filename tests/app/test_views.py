@@ -166,6 +166,25 @@ def test_page_sessions_do_not_share_widgets(pipeline):
     assert b.iso == 0.75
 
 
+def test_3d_scene_carries_no_colour_tables(state):
+    """Every actor has one solid colour: its mapper's lookup table has 2 entries, not pyvista's 256, so the
+    scene synchronized on each update stays small (it was ~180 kB of colour nodes)."""
+    import json
+
+    import panel.pane.vtk.synchronizable_serializer as rws
+
+    from app.views.viewer3d import Viewer3D
+
+    viewer = Viewer3D(state)
+    for actor in viewer._actors.values():
+        mapper = actor.GetMapper()
+        assert mapper.GetLookupTable().GetNumberOfTableValues() == 2
+        assert not mapper.GetScalarVisibility()
+    ctx = rws.SynchronizationContext(id_root="test")
+    scene, _, _ = viewer.pane._serialize_ren_win(viewer.plotter.ren_win, ctx)
+    assert len(json.dumps(scene)) < 60_000
+
+
 def test_hidden_meshes_hold_triangles_not_vertices(state):
     """Hidden meshes are zero-area triangles: a vertex-only mesh kept translucent actors from drawing later."""
     from app.views.viewer3d import Viewer3D
