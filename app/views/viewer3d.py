@@ -32,6 +32,10 @@ ATOM_COLOUR = "#f4f6fa"
 ATOM_RADIUS = 0.3
 #: Opacity of the ELF isosurface: low enough for the atoms inside to show through it.
 SURFACE_OPACITY = 0.4
+#: Size (px) of the 3D export (:meth:`Viewer3D.png`), and of the server's unseen render before each
+#: synchronization of the browser's scene (0.1 s at the export size, 0.02 s at this one).
+EXPORT_SIZE = (640, 520)
+SYNC_SIZE = (128, 104)
 #: Colour of the current slice plane drawn in 3D.
 PLANE_COLOUR = "#2a6f97"
 #: State parameters the 3D view redraws on (the slice plane alone follows the slice choices).
@@ -302,7 +306,9 @@ class Viewer3D(pn.viewable.Viewer):
         super().__init__(state=state, **params)
         from app.views.browser import AtomHover, SceneKeeper
 
-        self.plotter = pv.Plotter(off_screen=True, window_size=(640, 520))
+        # The server's own render of the scene (done before each synchronization, for the camera's clipping
+        # range) is never shown: it runs on a small window, and exports render at EXPORT_SIZE.
+        self.plotter = pv.Plotter(off_screen=True, window_size=SYNC_SIZE)
         self.plotter.set_background("white")
         self._meshes = {
             k: _placeholder() for k in ("atoms", "iso", "res_pos", "res_neg", "plane", "plane_edge", "box")
@@ -362,7 +368,13 @@ class Viewer3D(pn.viewable.Viewer):
         self._plane_label = sd.title
 
     def update_plane(self) -> None:
-        """Move the slice plane only (a slice choice changed) and push it to the browser."""
+        """Move the slice plane only (a slice choice changed) and push it to the browser.
+
+        While a new case is being set up (its plane atoms are reset before the views hear of the
+        case), nothing is sent: the case's full :meth:`update` follows and draws the plane with it.
+        """
+        if self.state.case != self._last_case:
+            return
         self._draw_plane()
         self._legend()
         self.pane.synchronize()
@@ -440,7 +452,11 @@ class Viewer3D(pn.viewable.Viewer):
         """The current 3D picture as PNG bytes (rendered off screen)."""
         from PIL import Image
 
-        img = self.plotter.screenshot(None, return_img=True)
+        self.plotter.window_size = EXPORT_SIZE
+        try:
+            img = self.plotter.screenshot(None, return_img=True)
+        finally:
+            self.plotter.window_size = SYNC_SIZE
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, format="PNG")
         return buf.getvalue()

@@ -1,6 +1,8 @@
 """View functions and per-session views, without a browser."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 
@@ -152,6 +154,12 @@ def test_page_views_follow_sliders(page, state):
     assert viewer._actors["res_pos"].GetVisibility() or viewer._actors["res_neg"].GetVisibility()
     png = viewer.png()
     assert png[:4] == b"\x89PNG"
+    from PIL import Image
+
+    from app.views.viewer3d import EXPORT_SIZE, SYNC_SIZE
+
+    assert Image.open(io.BytesIO(png)).size == EXPORT_SIZE  # exported at full size,
+    assert tuple(viewer.plotter.window_size) == SYNC_SIZE  # the server's unseen render stays small
 
 
 def test_page_sessions_do_not_share_widgets(pipeline):
@@ -236,6 +244,25 @@ def test_metrics_pane_keeps_following_after_overlapping_refreshes(state, monkeyp
         assert "k-corrected (3 shells)" in pane.object
 
     asyncio.run(scenario())
+
+
+def test_case_change_synchronizes_the_3d_scene_once(state):
+    """A new case resets the slice-plane atoms before the views hear of the case: the plane is drawn with
+    the case's own scene update, not sent in a scene update of its own first."""
+    from app.views.viewer3d import Viewer3D, slice_quad
+
+    viewer = Viewer3D(state)
+    state.param.update(slice_mode="atoms", plane_atom_1=3)
+    calls = []
+    viewer.pane.synchronize = lambda: calls.append(state.case)
+    state.plane_atom_1 = 4  # a slice choice alone: the plane moves at once
+    assert len(calls) == 1
+    calls.clear()
+    state.case = list(state.param.case.objects.values())[1]
+    assert state.plane_atom_1 == 0  # reset by the case change, and drawn with the new case
+    assert calls == [state.case]
+    quad, _ = slice_quad(state.slice_data())
+    assert np.allclose(viewer._meshes["plane"].points, quad.points)  # the new case's plane
 
 
 def test_case_change_sets_the_browser_camera_to_the_new_cell(state):
