@@ -126,6 +126,7 @@ class SceneKeeper(ReactiveHTML):
 
     _scripts = {
         "render": """
+const RENDER_DELAY_MS = 30;
 state.patch = () => {
   if (!window.Bokeh || !Bokeh.index) return;
   for (const doc of Bokeh.documents) {
@@ -182,10 +183,25 @@ state.patch = () => {
       const drawOn = () => { for (const r of renderers()) r.setDraw(true); };
       const syncPlot = view._sync_plot.bind(view);
       view._sync_plot = (st, onReady) => {
+        view.__elfScenePending = false;
         if (!view.__elfInPlace) return syncPlot(st, onReady);
         for (const r of renderers()) r.setDraw(false);
         const out = syncPlot(st, () => { drawOn(); onReady(); });
         return out.catch((err) => { drawOn(); view._vtk_render(); throw err; });
+      };
+      // Render requests that come together are drawn once, and none while a new scene is on its way: a new
+      // case sends the camera with the new scene, and the camera alone would first render the old scene
+      // from the new viewpoint (up to a second here); the scene's synchronization renders when it is done.
+      const renderNow = view._vtk_render.bind(view);
+      let renderTimer = null;
+      view.__elfScenePending = false;
+      const pending = () => { view.__elfScenePending = true; };
+      view.connect(view.model.properties.scene.change, pending);
+      view.connect(view.model.properties.arrays.change, pending);
+      view._vtk_render = () => {
+        if (renderTimer !== null) return;
+        renderTimer = setTimeout(() => { renderTimer = null; if (!view.__elfScenePending) renderNow(); },
+                                 RENDER_DELAY_MS);
       };
       const ready = view._on_scene_ready.bind(view);
       view._on_scene_ready = () => { try { ready(); } finally { view.__elfInPlace = false; } };

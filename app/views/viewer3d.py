@@ -391,7 +391,18 @@ class Viewer3D(pn.viewable.Viewer):
         )
 
     def update(self) -> None:
-        """Rebuild the meshes from the state and push them to the browser."""
+        """Rebuild the meshes from the state and push them to the browser.
+
+        Everything the browser gets from one update (a new case's camera, the scene, caption and
+        legend) goes out in one message: the browser then draws the new scene once, from the new
+        camera, instead of first drawing the old scene from the new camera.
+        """
+        from panel.io.document import hold
+
+        with hold():
+            self._update()
+
+    def _update(self) -> None:
         s = self.state
         fs = s.fields()
         kind = s.shown_kind(fs)

@@ -487,10 +487,14 @@ def test_case_change_frames_the_new_cell(page):
         page.mouse.wheel(0, -300)  # zoom in
         time.sleep(0.2)
     before = shot(page, ".elf-3d canvas")
+    page.evaluate(COUNT_RENDERS_JS)
     sel = page.locator(".elf-case select").first
     target = next(o for o in sel.locator("option").all_inner_texts() if o.startswith("synthetic_130"))
     sel.select_option(label=target)
     changed(page, ".elf-3d canvas", before, timeout_s=LOAD_S)
+    time.sleep(1.5)
+    # the new camera and the new scene are drawn in one render (the camera alone rendered the old scene first)
+    assert page.evaluate("() => window.__elfRenders") == 1
     deadline = time.time() + 60
     while True:
         cam = page.evaluate(_CAMERA)
