@@ -294,6 +294,10 @@ class AppState(param.Parameterized):
         frame_case = getattr(self, "_frame_case", None)
         if frame_case in self.pipeline.infos:  # the screening frame shown last (not every frame of the run)
             infos.append(self.pipeline.infos[frame_case])
+        if keep_current and self.case in self.pipeline.infos and self.case not in {i.key for i in infos}:
+            # the frame shown until the caller sets the next one: a menu whose value it does not list falls
+            # back to its first case, which would be drawn in between
+            infos.append(self.pipeline.infos[self.case])
         keys = [i.key for i in infos]
         self.param.case.objects = {i.label: i.key for i in infos}
         self._labels = {i.key: i.label for i in infos}
@@ -471,6 +475,7 @@ class AppState(param.Parameterized):
         """Make frame :attr:`screen_frame` of the open run the shown case (a structure case, prediction only)."""
         if self.run is not None:
             self.case = self._frame_key(int(self.screen_frame))
+            self._refresh_cases()  # the frame shown before leaves the menu
 
     def _frame_key(self, index: int) -> str:
         """Register frame ``index`` of the open run as a case (once) and list it in the case menu; its key."""

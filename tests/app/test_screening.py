@@ -70,6 +70,21 @@ def test_frame_changes_show_no_other_case_in_between(state, screening_db):
     assert shown == [run.case_key(0), run.case_key(3), run.case_key(1)]
 
 
+def test_case_menu_lists_the_shown_frame_while_the_next_is_set(state, screening_db):
+    """During a frame step the case menu keeps listing the frame shown until the next one is set: a page's
+    menu whose value it does not list falls back to its first case, which was drawn in between (seen in the
+    browser as two 3D updates per step). Afterwards only the new frame is listed."""
+    state.open_screening(screening_db)
+    run = state.run
+    state.screen_frame = 3
+    state._frame_key(1)  # the first half of a step to frame 1
+    listed = set(state.param.case.objects.values())
+    assert state.case == run.case_key(3) and run.case_key(3) in listed and run.case_key(1) in listed
+    state.screen_frame = 1
+    listed = set(state.param.case.objects.values())
+    assert state.case == run.case_key(1) and run.case_key(3) not in listed
+
+
 def test_run_upload_and_refusals(state, screening_db, tmp_path):
     from elfcore.screen.database import write_frame
 
