@@ -114,7 +114,9 @@ class SceneKeeper(ReactiveHTML):
     window Panel is about to delete for a scene change is kept, and the new scene is
     synchronized into it (vtk.js synchronizes incrementally: unchanged actors and arrays
     stay), and drawn once (vtk.js and Panel would render it three times). A relayout of the page that
-    leaves the 3D view's size alone does not resize or render it (Panel renders twice on each).
+    leaves the 3D view's size alone does not resize or render it (Panel renders twice on each), and
+    render requests within 30 ms are drawn once, none while a new scene is on its way (a new case's
+    camera would otherwise draw the old scene first).
     Removing the view still deletes the window. ``kept`` counts the in-place updates.
     It also draws the axis tick labels without depth occlusion: Panel's labels read the
     depth buffer back on every render (``gl.readPixels``), most of a 3D update's browser time.
