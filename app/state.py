@@ -294,11 +294,11 @@ class AppState(param.Parameterized):
         frame_case = getattr(self, "_frame_case", None)
         if frame_case in self.pipeline.infos:  # the screening frame shown last (not every frame of the run)
             infos.append(self.pipeline.infos[frame_case])
-        if keep_current and self.case in self.pipeline.infos and self.case not in {i.key for i in infos}:
+        keys = [i.key for i in infos]
+        if keep_current and self.case in self.pipeline.infos and self.case not in keys:
             # the frame shown until the caller sets the next one: a menu whose value it does not list falls
             # back to its first case, which would be drawn in between
             infos.append(self.pipeline.infos[self.case])
-        keys = [i.key for i in infos]
         self.param.case.objects = {i.label: i.key for i in infos}
         self._labels = {i.key: i.label for i in infos}
         if self.case not in keys and not keep_current:
@@ -463,7 +463,7 @@ class AppState(param.Parameterized):
         same_name = self.screening == name
         # the first frame and the run's model in one update: the views draw that frame once, with that
         # model (one at a time, the case shown before would first be predicted again with the new model)
-        self.param.update(case=self._frame_key(0), screen_frame=0, screening=name, **choice)
+        self._show_frame_case(0, screen_frame=0, screening=name, **choice)
         if same_name:
             self.param.trigger("screening")  # another database of the same name: the views redraw
         model = f", shown with its model {run.model}" if len(choice) == 3 else ""
@@ -474,8 +474,13 @@ class AppState(param.Parameterized):
     def _show_frame(self) -> None:
         """Make frame :attr:`screen_frame` of the open run the shown case (a structure case, prediction only)."""
         if self.run is not None:
-            self.case = self._frame_key(int(self.screen_frame))
-            self._refresh_cases()  # the frame shown before leaves the menu
+            self._show_frame_case(int(self.screen_frame))
+
+    def _show_frame_case(self, index: int, **values) -> None:
+        """Show frame ``index`` of the open run, with ``values`` of other parameters set in the same update;
+        the case shown before leaves the case menu once the frame is shown."""
+        self.param.update(case=self._frame_key(index), **values)
+        self._refresh_cases()
 
     def _frame_key(self, index: int) -> str:
         """Register frame ``index`` of the open run as a case (once) and list it in the case menu; its key."""

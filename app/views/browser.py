@@ -183,9 +183,10 @@ state.patch = () => {
         return w ? w.getRenderers() : [];
       };
       const drawOn = () => { for (const r of renderers()) r.setDraw(true); };
+      let scenePending = false;  // a new scene or arrays arrived and is not synchronized yet
       const syncPlot = view._sync_plot.bind(view);
       view._sync_plot = (st, onReady) => {
-        view.__elfScenePending = false;
+        scenePending = false;
         if (!view.__elfInPlace) return syncPlot(st, onReady);
         for (const r of renderers()) r.setDraw(false);
         const out = syncPlot(st, () => { drawOn(); onReady(); });
@@ -196,13 +197,12 @@ state.patch = () => {
       // from the new viewpoint (up to a second here); the scene's synchronization renders when it is done.
       const renderNow = view._vtk_render.bind(view);
       let renderTimer = null;
-      view.__elfScenePending = false;
-      const pending = () => { view.__elfScenePending = true; };
+      const pending = () => { scenePending = true; };
       view.connect(view.model.properties.scene.change, pending);
       view.connect(view.model.properties.arrays.change, pending);
       view._vtk_render = () => {
         if (renderTimer !== null) return;
-        renderTimer = setTimeout(() => { renderTimer = null; if (!view.__elfScenePending) renderNow(); },
+        renderTimer = setTimeout(() => { renderTimer = null; if (!scenePending) renderNow(); },
                                  RENDER_DELAY_MS);
       };
       const ready = view._on_scene_ready.bind(view);
@@ -214,19 +214,20 @@ state.patch = () => {
       while (owner && !Object.prototype.hasOwnProperty.call(owner, 'after_layout')) owner = Object.getPrototypeOf(owner);
       const baseAfterLayout = owner && Object.getPrototypeOf(owner).after_layout;
       const afterLayout = view.after_layout.bind(view);
+      let laidOutSize = null;
       const viewSize = () => {
         const c = current && current.getContainer && current.getContainer();
         return c ? `${c.clientWidth}x${c.clientHeight}` : null;
       };
       view.after_layout = () => {
         const size = viewSize();
-        if (baseAfterLayout && view._rendered && view._renderable && size !== null && size === view.__elfSize) {
+        if (baseAfterLayout && view._rendered && view._renderable && size !== null && size === laidOutSize) {
           baseAfterLayout.call(view);
           view.__elfLayoutsSkipped = (view.__elfLayoutsSkipped || 0) + 1;
           return;
         }
         afterLayout();
-        view.__elfSize = viewSize();
+        laidOutSize = viewSize();
       };
       const invalidate = view.invalidate_render.bind(view);
       view.invalidate_render = () => {
