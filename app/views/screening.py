@@ -50,7 +50,7 @@ class ScreeningView(pn.viewable.Viewer):
 
     def __init__(self, state, **params):
         super().__init__(state=state, **params)
-        from bokeh.events import Tap
+        from bokeh.events import DoubleTap, Tap
         from bokeh.models import GlyphRenderer, Span
 
         overlay = screening_overlay().opts(
@@ -66,6 +66,7 @@ class ScreeningView(pn.viewable.Viewer):
         self._span = Span(location=0.0, dimension="height", line_color="crimson", line_alpha=0.6, line_width=2)
         self.figure.add_layout(self._span)
         self.figure.on_event(Tap, self._on_tap)
+        self.figure.on_event(DoubleTap, self._on_tap)  # a click within 300 ms of the last one comes as DoubleTap
         self.heading = pn.pane.Markdown("### Screening run", margin=(0, 10))
         self.summary = pn.pane.Markdown(pn.bind(lambda *_: state.frame_summary(), state.param.screen_frame,
                                                 state.param.screening, state.param.case),

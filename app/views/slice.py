@@ -159,7 +159,7 @@ class SliceView(pn.viewable.Viewer):
     The two figures are built once per session with HoloViews (``hv.render``);
     a state change then only replaces the data of their Bokeh sources, which
     keeps a slider step far below the cost of re-rendering a HoloViews plot.
-    A click (Bokeh ``Tap`` event) on either figure picks a line-scan end point
+    A click (Bokeh ``Tap`` or, for a quick second click, ``DoubleTap`` event) on either figure picks a line-scan end point
     (:meth:`AppState.pick_point`); the clicked segment is drawn on both.
     """
 
@@ -177,7 +177,7 @@ class SliceView(pn.viewable.Viewer):
             fig.output_backend = CANVAS_BACKEND
         self._images = {k: _renderer(f, "Image").data_source for k, f in self.figures.items()}
         self._points = {k: _renderer(f, "Scatter").data_source for k, f in self.figures.items()}
-        from bokeh.events import Tap
+        from bokeh.events import DoubleTap, Tap
         from bokeh.models import ColumnDataSource
 
         self._segment = ColumnDataSource({"x": [], "y": []})
@@ -187,7 +187,10 @@ class SliceView(pn.viewable.Viewer):
             fig.line("x", "y", source=self._segment, line_color="black", line_width=2, line_dash="dashed")
             fig.scatter("x", "y", source=self._segment, marker="x", size=12, line_color="black", line_width=2)
             fig.scatter("x", "y", source=self._pending, marker="x", size=14, line_color="magenta", line_width=3)
+            # Bokeh reports a click within 300 ms of the one before as a DoubleTap *instead of* a Tap,
+            # wherever it lands: a quick second point would be lost without the DoubleTap handler.
             fig.on_event(Tap, self._on_tap)
+            fig.on_event(DoubleTap, self._on_tap)
         self.residual_pane = pn.Column(pn.pane.Bokeh(self.figures["residual"]), css_classes=["elf-slice-residual"])
         self.elf_pane = pn.Column(pn.pane.Bokeh(self.figures["elf"]), css_classes=["elf-slice-elf"])
         self.caption = pn.pane.Markdown("**Slice:** *computing…*", margin=(0, 10))

@@ -406,6 +406,19 @@ def test_line_scan_by_clicking_two_points(page):
     shot(page, ".elf-line", "line_clicked")
 
 
+def test_line_scan_by_two_quick_clicks(page):
+    """Two clicks within Bokeh's 300 ms double-tap window: the second arrives as a DoubleTap and still counts."""
+    before = text_of(page, ".elf-line")
+    canvas = page.locator(".elf-slice-elf canvas").first
+    canvas.scroll_into_view_if_needed(timeout=10_000)
+    box = canvas.bounding_box(timeout=10_000)
+    for fx, fy in ((0.3, 0.65), (0.7, 0.3)):  # back to back: a few ms apart
+        page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+    caption = text_changed(page, ".elf-line", before, timeout_s=90)
+    assert ") → (" in caption, caption
+    assert "between the clicked points" in text_of(page, ".elf-message")
+
+
 def test_slice_still_drawn_after_clicks(page):
     """After many 3D redraws (each a new WebGL context) the slices still draw: they do not use WebGL."""
     deadline = time.time() + 60
