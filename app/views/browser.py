@@ -184,13 +184,31 @@ state.patch = () => {
       };
       const drawOn = () => { for (const r of renderers()) r.setDraw(true); };
       let scenePending = false;  // a new scene or arrays arrived and is not synchronized yet
+      // Scene synchronizations in flight are counted page-wide (window.__elfSceneSyncs; the total so far in
+      // window.__elfSceneSyncsTotal) for the busy indicator: vtk.js objects are frozen, so the count cannot
+      // live on the render window. One ends when its scene is ready, fails, or after 20 s at the latest.
+      const syncStarted = () => {
+        window.__elfSceneSyncs = (window.__elfSceneSyncs || 0) + 1;
+        window.__elfSceneSyncsTotal = (window.__elfSceneSyncsTotal || 0) + 1;
+        let open = true;
+        const end = () => { if (open) { open = false; window.__elfSceneSyncs -= 1; } };
+        setTimeout(end, 20000);
+        return end;
+      };
       const syncPlot = view._sync_plot.bind(view);
       view._sync_plot = (st, onReady) => {
         scenePending = false;
-        if (!view.__elfInPlace) return syncPlot(st, onReady);
-        for (const r of renderers()) r.setDraw(false);
-        const out = syncPlot(st, () => { drawOn(); onReady(); });
-        return out.catch((err) => { drawOn(); view._vtk_render(); throw err; });
+        const end = syncStarted();
+        const inPlace = view.__elfInPlace;
+        if (inPlace) for (const r of renderers()) r.setDraw(false);
+        const ready = () => { if (inPlace) drawOn(); try { onReady(); } finally { end(); } };
+        let out;
+        try { out = syncPlot(st, ready); } catch (err) { end(); throw err; }
+        return Promise.resolve(out).catch((err) => {
+          end();
+          if (inPlace) { drawOn(); view._vtk_render(); }
+          throw err;
+        });
       };
       // Render requests that come together are drawn once, and none while a new scene is on its way: a new
       // case sends the camera with the new scene, and the camera alone would first render the old scene
@@ -282,7 +300,7 @@ class DrawTracker(ReactiveHTML):
 """
 
     _scripts = {
-        "render": _FIND_RENWIN + """
+        "render": """
 state.user = false; state.drawing = false; state.lastChange = performance.now(); state.inputSeq = data.seq;
 state.show = () => {
   const busy = state.user || state.drawing || data.started > data.drawn || data.pending > 0;
@@ -292,23 +310,8 @@ state.show = () => {
   spin.style.visibility = busy ? 'visible' : 'hidden';
   label.textContent = busy ? 'working…' : 'ready';
 };
-state.wrap = () => {  // count the 3D scene synchronizations in flight
-  const rw = state.find();
-  if (!rw || !rw.getRenderWindow) return;
-  const win = rw.getRenderWindow();
-  if (win.__elfWrapped) return;
-  win.__elfWrapped = true; win.__elfSyncing = 0;
-  const orig = win.synchronize;
-  win.synchronize = (st) => {
-    win.__elfSyncing += 1; state.lastChange = performance.now();
-    const done = () => { win.__elfSyncing -= 1; state.lastChange = performance.now(); };
-    const out = orig(st);
-    if (out && out.then) out.then(done, done); else done();
-    return out;
-  };
-};
-state.syncing = () => { const rw = state.find(); const w = rw && rw.getRenderWindow && rw.getRenderWindow();
-  return w && w.__elfSyncing > 0; };
+// 3D scene synchronizations in flight, counted by SceneKeeper (0 without a 3D view)
+state.syncing = () => (window.__elfSceneSyncs || 0) > 0;
 for (const doc of (window.Bokeh ? Bokeh.documents : [])) {
   doc.on_change((ev) => { if (ev.model !== data && ev.model !== model) state.lastChange = performance.now(); });
 }
@@ -316,7 +319,6 @@ state.waitDrawn = () => {
   const target = data.seq;
   const step = () => {
     if (data.seq !== target) return;  // a newer change takes over
-    state.wrap();
     if (state.syncing() || performance.now() - state.lastChange < 120) { setTimeout(step, 30); return; }
     requestAnimationFrame(() => requestAnimationFrame(() => {
       if (data.seq !== target) return;
@@ -345,7 +347,6 @@ state.onInput = (ev) => {
 for (const type of ['change', 'click', 'keydown', 'pointerup']) {
   document.addEventListener(type, state.onInput, true);
 }
-state.wrap();
 state.show();
 """,
         "seq": "state.drawing = true; state.show(); state.waitDrawn();",

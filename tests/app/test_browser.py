@@ -243,11 +243,16 @@ def test_3d_updates_keep_the_render_window(page):
     # one render per in-place update (vtk.js and Panel rendered each new scene three times), and a
     # relayout of the page (e.g. a caption's new text) does not render the view again when its size is kept
     page.evaluate(COUNT_RENDERS_JS)
+    syncs_before = page.evaluate(SYNCS_JS)
     before = shot(page, ".elf-3d canvas")
     press(page, "iso", "ArrowLeft", 1)
     changed(page, ".elf-3d canvas", before)
     time.sleep(2.0)
     assert page.evaluate("() => window.__elfRenders") == 1
+    # the busy indicator sees the scene synchronization (counted page-wide) and is done only when none is left
+    _wait_drawn(page)
+    syncs = page.evaluate(SYNCS_JS)
+    assert syncs["total"] > syncs_before["total"] and syncs["in_flight"] == 0, (syncs_before, syncs)
     page.evaluate(COUNT_RENDERS_JS)
     page.evaluate(RELAYOUT_JS)
     time.sleep(1.0)
@@ -258,6 +263,8 @@ def test_3d_updates_keep_the_render_window(page):
     assert axes["read_depth"] is False
     assert axes["label_pixels"] > 100
 
+
+SYNCS_JS = "() => ({total: window.__elfSceneSyncsTotal || 0, in_flight: window.__elfSceneSyncs || 0})"
 
 # Counts the 3D view's renders from now on: each vtk.js render (0.1–0.3 s of software WebGL here) clears the
 # depth buffer alone once, in its camera pass (gl.clear(DEPTH_BUFFER_BIT)); the other clears clear colour too.
