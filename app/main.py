@@ -125,6 +125,10 @@ def controls(state: AppState) -> dict[str, pn.viewable.Viewable]:
         "n_shells": _slider(state, "n_shells", "k-shells (0 = no correction)", pn.widgets.IntSlider),
         "k_max": _slider(state, "k_max", "k_max (Å⁻¹, 0 = no correction)"),
         "k_basis": pn.widgets.RadioButtonGroup.from_param(state.param.k_basis, name="k-basis by"),
+        "k_source": pn.widgets.RadioButtonGroup.from_param(
+            state.param.k_source, name="k-correction from",
+            options={"oracle (DFT)": "reference", "predicted": "predicted"},
+        ),
         "iso": _slider(state, "iso", "Iso value"),
         "show_residual": pn.widgets.Checkbox.from_param(state.param.show_residual, name="Residual isosurfaces"),
         "residual_iso": _slider(state, "residual_iso", "Residual iso ±"),
@@ -157,6 +161,13 @@ def controls(state: AppState) -> dict[str, pn.viewable.Viewable]:
     w["upload"] = pn.widgets.FileInput(accept=accept + ",*", multiple=False)
     for k, widget in w.items():
         widget.css_classes = list(widget.css_classes or []) + [f"elf-{k.replace('_', '-')}"]
+
+    def oracle_controls(*_events) -> None:  # the predicted correction has its own basis: the oracle's does not apply
+        for k in ("k_basis", "n_shells", "k_max"):
+            w[k].disabled = state.k_source == "predicted"
+
+    state.param.watch(oracle_controls, "k_source")
+    oracle_controls()
     return w
 
 
@@ -291,8 +302,12 @@ def build_session(state: AppState | None = None) -> Session:
         pn.pane.Markdown("Trained on the fluid (zoo, paper protocol) or on fluid + atomic crystals (for "
                          "crystalline / atomic H; r_cut 3.0 Å, l_max 2):", margin=(0, 10)),
         w["training"], w["r_cut"], w["l_max"],
-        pn.pane.Markdown("k-space correction: truncate the basis by number of shells or by k_max (the slider "
-                         "moved last decides):", margin=(0, 10)),
+        pn.pane.Markdown("k-space correction: the oracle is fitted to the DFT reference (it needs the answer); "
+                         "'predicted' comes from the structure alone (long-range model of r_cut 3.0 Å, l_max 2, "
+                         "fluid; no reference needed):", margin=(0, 10)),
+        w["k_source"],
+        pn.pane.Markdown("Oracle basis: by number of shells or by k_max (the slider moved last decides):",
+                         margin=(0, 10)),
         w["k_basis"], w["n_shells"], w["k_max"],
         pn.pane.Markdown("### 3D view"),
         w["view_field"], w["iso"], residual_ctrl, pn.Row(w["show_atoms"], w["show_cell"]),

@@ -1,7 +1,8 @@
 """Cached calls into elfcore for the app (no numerical code lives here).
 
 The app asks for results by *hashable settings*: a case key plus ``(r_cut,
-l_max, squeeze)`` for a prediction, plus ``n_shells`` or ``k_max`` for a k-correction.
+l_max, squeeze)`` for a prediction, plus ``n_shells`` or ``k_max`` for an oracle k-correction (or
+``source="predicted"`` for the long-range correction predicted without a reference).
 :class:`Pipeline` memoizes each result in a bounded LRU cache shared by the
 sessions of one server process (results are pure functions of their key, so
 sharing them never couples the sessions' state), and computes each key only
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field as dc_field, replace
@@ -299,6 +301,32 @@ class ElfcoreEngine:
             return kspace.oracle_correction(pred, ref, k_max=float(k_max))
         return kspace.oracle_correction(pred, ref, n_shells=int(n_shells))
 
+    def predicted_correction(self, pred: xr.DataArray, r_cut: float, l_max: int, training: str = "fluid",
+                             ref: xr.DataArray | None = None):
+        """Long-range correction predicted from the structure alone (:func:`elfcore.longrange.predicted_correction`).
+
+        The correction shipped with the zoo entry (r_cut, l_max) is used; ``ref``, when given, only
+        fills the metrics of ``info`` (before/after, and the oracle on the same basis), never the correction.
+
+        Raises
+        ------
+        ElfcoreError
+            For a model with no shipped long-range correction (the crystal model, most zoo entries).
+        """
+        from elfcore.longrange import predicted_correction, resolve_longrange, shipped_path
+
+        if training != "fluid":
+            raise ElfcoreError("the predicted long-range correction exists for the fluid zoo models only")
+        spec = f"zoo:rcut={float(r_cut)},lmax={int(l_max)}"
+        path = shipped_path(spec)
+        if not path.is_file():
+            have = sorted(re.findall(r"rcut([\d.]+)_lmax(\d+)", f.name)[0]
+                          for f in path.parent.glob("longrange_rcut*_lmax*.json"))
+            where = "; it is shipped for " + ", ".join(f"r_cut {r} Å, l_max {l}" for r, l in have) if have else ""
+            raise ElfcoreError(f"no predicted long-range correction for r_cut {float(r_cut)} Å, l_max {int(l_max)}"
+                               f"{where}")
+        return predicted_correction(pred, resolve_longrange("auto", spec), ref=ref)
+
     def correct(self, pred: xr.DataArray, ref: xr.DataArray, n_shells: int, k_max: float = 0.0) -> xr.DataArray:
         """The corrected field of :meth:`correction`."""
         return self.correction(pred, ref, n_shells, k_max=k_max).corrected
@@ -457,14 +485,25 @@ class Pipeline:
         return self.cache.get(k, compute)
 
     def correction(
-        self, key: str, r_cut: float, l_max: int, n_shells: int, *, k_max: float = 0.0, training: str = "fluid"
+        self, key: str, r_cut: float, l_max: int, n_shells: int, *, k_max: float = 0.0, training: str = "fluid",
+        source: str = "reference",
     ):
-        """Cached oracle k-correction (:meth:`ElfcoreEngine.correction`: ``corrected`` and ``info``).
+        """Cached k-correction (``corrected`` and ``info``).
 
-        ``k_max`` > 0 (Å⁻¹) selects the basis by ``|G| ≤ k_max`` instead of by
-        ``n_shells``. ``None`` without a reference or when both are 0.
+        ``source = "reference"``: the oracle fit to the DFT ELF (:meth:`ElfcoreEngine.correction`) on
+        the first ``n_shells`` shells, or on ``|G| ≤ k_max`` (Å⁻¹) when ``k_max`` > 0; ``None``
+        without a reference or when both are 0. ``source = "predicted"``: the long-range correction
+        predicted from the structure (:meth:`ElfcoreEngine.predicted_correction`; needs no reference,
+        ignores ``n_shells`` and ``k_max``).
         """
         ref = self.reference(key)
+        if source == "predicted":
+            pred, _ = self.prediction(key, r_cut, l_max, training=training)
+            k = ("corr", key, float(r_cut), int(l_max), training, "predicted")
+            return self.cache.get(
+                k, lambda: self.engine.predicted_correction(pred, float(r_cut), int(l_max), training, ref=ref))
+        if source != "reference":
+            raise ElfcoreError(f"unknown k-correction source {source!r}; use 'reference' or 'predicted'")
         k_max = round(float(k_max), 4)
         if ref is None or (int(n_shells) <= 0 and k_max <= 0):
             return None
@@ -478,21 +517,24 @@ class Pipeline:
         return self.cache.get(k, lambda: self.engine.correction(pred, ref, int(n_shells)))
 
     def corrected(
-        self, key: str, r_cut: float, l_max: int, n_shells: int, *, k_max: float = 0.0, training: str = "fluid"
+        self, key: str, r_cut: float, l_max: int, n_shells: int, *, k_max: float = 0.0, training: str = "fluid",
+        source: str = "reference",
     ) -> xr.DataArray | None:
-        """The cached oracle-corrected prediction of :meth:`correction` (``None`` without a correction)."""
-        out = self.correction(key, r_cut, l_max, n_shells, k_max=k_max, training=training)
+        """The cached corrected prediction of :meth:`correction` (``None`` without a correction)."""
+        out = self.correction(key, r_cut, l_max, n_shells, k_max=k_max, training=training, source=source)
         return None if out is None else out.corrected
 
     def correction_info(
-        self, key: str, r_cut: float, l_max: int, n_shells: int, *, k_max: float = 0.0, training: str = "fluid"
+        self, key: str, r_cut: float, l_max: int, n_shells: int, *, k_max: float = 0.0, training: str = "fluid",
+        source: str = "reference",
     ) -> dict:
         """The engine's ``info`` of the cached k-correction (``{}`` without a correction)."""
-        out = self.correction(key, r_cut, l_max, n_shells, k_max=k_max, training=training)
+        out = self.correction(key, r_cut, l_max, n_shells, k_max=k_max, training=training, source=source)
         return {} if out is None else dict(out.info)
 
     def metrics(
-        self, key: str, r_cut: float, l_max: int, n_shells: int, *, k_max: float = 0.0, training: str = "fluid"
+        self, key: str, r_cut: float, l_max: int, n_shells: int, *, k_max: float = 0.0, training: str = "fluid",
+        source: str = "reference",
     ) -> dict[str, dict[str, float]]:
         """``{"before": {...}, "after": {...} or absent}`` MAE/RMSE/R² against the reference."""
         ref = self.reference(key)
@@ -500,11 +542,11 @@ class Pipeline:
             return {}
         pred, _ = self.prediction(key, r_cut, l_max, training=training)
         out = {"before": self.cache.get(("m", key, r_cut, l_max, training), lambda: self.engine.metrics(pred, ref))}
-        corr = self.corrected(key, r_cut, l_max, n_shells, k_max=k_max, training=training)
+        corr = self.corrected(key, r_cut, l_max, n_shells, k_max=k_max, training=training, source=source)
         if corr is not None:
+            k_key = ("predicted",) if source == "predicted" else (n_shells, round(float(k_max), 4))
             out["after"] = self.cache.get(
-                ("m", key, r_cut, l_max, training, n_shells, round(float(k_max), 4)),
-                lambda: self.engine.metrics(corr, ref),
+                ("m", key, r_cut, l_max, training) + k_key, lambda: self.engine.metrics(corr, ref),
             )
         return out
 

@@ -62,6 +62,9 @@ _VASP_NAMES = ("ELFCAR", "CHGCAR", "POSCAR", "CONTCAR", "LOCPOT", "PARCHG")
 
 #: How the k-basis is truncated.
 K_BASES = ("shells", "k_max")
+#: Where the k-correction comes from: the oracle fit to the DFT reference (k-basis sliders), or the long-range
+#: correction predicted from the structure alone (``elfcore.longrange``; no reference needed).
+K_SOURCES = ("reference", "predicted")
 #: Training data of the model: fluid snapshots (the zoo) or fluid + atomic crystals (``zoo:crystals``).
 TRAINING_SETS = ("fluid", "crystals")
 #: Where the line-scan end points come from.
@@ -69,7 +72,7 @@ LINE_SOURCES = ("atoms", "points")
 
 #: State parameters every derived field depends on (case, model, k-correction, squeeze);
 #: the views watch these plus their own (:data:`SLICE_DEPS`, :data:`LINE_DEPS`).
-FIELD_DEPS = ("case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "squeeze")
+FIELD_DEPS = ("case", "r_cut", "l_max", "training", "n_shells", "k_max", "k_basis", "k_source", "squeeze")
 #: State parameters of :meth:`AppState.slice_data`.
 SLICE_DEPS = (*FIELD_DEPS, "view_field", "slice_mode", "slice_position", "plane_atom_1", "plane_atom_2",
               "plane_atom_3", "near_plane")
@@ -77,7 +80,8 @@ SLICE_DEPS = (*FIELD_DEPS, "view_field", "slice_mode", "slice_position", "plane_
 LINE_DEPS = (*FIELD_DEPS, "line_atom_1", "line_atom_2", "line_source", "line_start", "line_end")
 #: Choices whose change makes the last message stale (it is cleared; an action that sets a message
 #: after changing them, such as an upload or a tour step, writes its own).
-MESSAGE_RESET_DEPS = ("case", "training", "r_cut", "l_max", "n_shells", "k_max", "view_field", "squeeze")
+MESSAGE_RESET_DEPS = ("case", "training", "r_cut", "l_max", "n_shells", "k_max", "k_source", "view_field",
+                      "squeeze")
 
 DEFAULT_R_CUTS = [3.0]
 DEFAULT_L_MAXS = [2]
@@ -195,6 +199,11 @@ class AppState(param.Parameterized):
     k_basis = param.Selector(
         default="shells", objects=list(K_BASES),
         doc="k-basis truncation by number of shells or by k_max (follows the slider moved last)",
+    )
+    k_source = param.Selector(
+        default="reference", objects=list(K_SOURCES),
+        doc="k-correction fitted to the DFT reference (oracle, k-basis sliders) or predicted from the structure "
+        "(long-range model, no reference; its own basis)",
     )
     iso = param.Number(default=0.75, bounds=(0.05, 0.95), step=0.01, doc="ELF iso value of the 3D surface")
     show_residual = param.Boolean(default=False, doc="also draw the residual isosurfaces ±residual_iso")
@@ -525,8 +534,15 @@ class AppState(param.Parameterized):
             return 0, round(float(self.k_max), 4)
         return int(self.n_shells), 0.0
 
+    def k_key(self) -> tuple:
+        """Hashable key of the active k-correction: ``("predicted",)`` or ``(n_shells, k_max)``."""
+        return ("predicted",) if self.k_source == "predicted" else self.k_args()
+
     def correction_label(self) -> str:
-        """The k-correction setting in words (``"2 shells"``, ``"k_max = 1.50 Å⁻¹"``, ``"none"``; no ``|``: tables)."""
+        """The k-correction setting in words (``"2 shells"``, ``"k_max = 1.50 Å⁻¹"``, ``"predicted, no
+        reference"``, ``"none"``; no ``|``: tables)."""
+        if self.k_source == "predicted":
+            return "predicted, no reference"
         n_shells, k_max = self.k_args()
         if n_shells > 0:
             return f"{n_shells} shell{'s' if n_shells != 1 else ''}"
@@ -579,19 +595,21 @@ class AppState(param.Parameterized):
         if squeezed:
             return FieldSet(prediction=pred, std=std, atoms=atoms, squeezed=True)
         ref = p.reference(self.case)
-        if ref is None:
-            return FieldSet(prediction=pred, std=std, atoms=atoms)
         n_shells, k_max = self.k_args()
-        try:
-            corr = p.corrected(self.case, self.r_cut, self.l_max, n_shells, k_max=k_max, training=self.training)
-        except ElfcoreError as exc:
-            corr = None
-            self.message = f"No k-correction: {exc}"
+        corr = None
+        if ref is not None or self.k_source == "predicted":  # the predicted correction needs no reference
+            try:
+                corr = p.corrected(self.case, self.r_cut, self.l_max, n_shells, k_max=k_max, training=self.training,
+                                   source=self.k_source)
+            except ElfcoreError as exc:
+                self.message = f"No k-correction: {exc}"
+        if ref is None:
+            return FieldSet(prediction=pred, std=std, corrected=corr, atoms=atoms)
         key = (self.case, self.r_cut, self.l_max, self.training)
         res = p.cache.get(("res",) + key, lambda: _difference(pred, ref, "residual"))
         res_c = None
         if corr is not None:
-            res_c = p.cache.get(("resc",) + key + (n_shells, k_max), lambda: _difference(corr, ref, "residual"))
+            res_c = p.cache.get(("resc",) + key + self.k_key(), lambda: _difference(corr, ref, "residual"))
         return FieldSet(
             prediction=pred, std=std, reference=ref, corrected=corr, residual=res, residual_corrected=res_c,
             atoms=atoms,
@@ -625,19 +643,19 @@ class AppState(param.Parameterized):
         if fs.reference is not None and fs.prediction is not None:
             try:
                 out["errors"] = p.metrics(self.case, self.r_cut, self.l_max, n_shells, k_max=k_max,
-                                          training=self.training)
+                                          training=self.training, source=self.k_source)
             except ElfcoreError as exc:
                 out["note"] = f"No metrics: {exc}"
             try:
                 info = p.correction_info(self.case, self.r_cut, self.l_max, n_shells, k_max=k_max,
-                                         training=self.training)
+                                         training=self.training, source=self.k_source)
             except ElfcoreError:
                 info = {}
             out["correction_warning"] = correction_warning(info, self.correction_label())
         keys = {
             "reference": (self.case, "ref"),
             "prediction": (self.case, "pred", self.r_cut, self.l_max, self.training, round(self.squeeze, 4)),
-            "corrected": (self.case, "corr", self.r_cut, self.l_max, self.training, n_shells, k_max),
+            "corrected": (self.case, "corr", self.r_cut, self.l_max, self.training) + self.k_key(),
         }
         for kind, k in keys.items():
             fld = fs.get(kind)
@@ -792,7 +810,7 @@ class AppState(param.Parameterized):
         if self.run is not None and self.case == self.run.case_key(self.screen_frame):
             stem = f"{_file_name(Path(self.run.name).stem)}_frame{int(self.screen_frame) + 1}"
         n_shells, k_max = self.k_args()
-        k_tag = f"_k{n_shells}" if n_shells else f"_kmax{k_max:g}"
+        k_tag = "_klongrange" if self.k_source == "predicted" else f"_k{n_shells}" if n_shells else f"_kmax{k_max:g}"
         t_tag = "_crystals" if self.training == "crystals" and kind != "reference" else ""
         k_tag = k_tag if kind == "corrected" else ""
         name = f"{stem}_{kind}_r{self.r_cut:g}_l{self.l_max}{t_tag}{k_tag}{suffix}"

@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         "camera framed for its cell (default: all cases, the app's first one shown)",
     )
     ap.add_argument("--k-shells", type=int, default=0, help="move the k-shells slider to this value first")
+    ap.add_argument("--k-predicted", action="store_true",
+                    help="k-correction 'predicted (no reference)' (the shipped long-range model)")
     ap.add_argument("--residual", action="store_true", help="tick 'Residual isosurfaces'")
     ap.add_argument("--training", choices=["fluid", "crystals"], default="fluid",
                     help="the model's training data ('crystals': fluid + atomic crystals)")
@@ -145,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(args.k_shells):
                     handle.press("ArrowRight")
                 _wait_text(page, ".elf-metrics", f"k-corrected ({args.k_shells} shell", args.timeout)
+            if args.k_predicted:
+                page.locator(".elf-k-source button", has_text="predicted").first.click()
+                _wait_text(page, ".elf-metrics", "k-corrected (predicted, no reference)", args.timeout)
+                page.locator(".elf-view-field button", has_text="corrected").first.click()
+                _wait_tracker(page, args.timeout)
             if args.residual:
                 page.locator(".elf-show-residual input").first.check()
                 _wait_text(page, ".elf-3d", "residual ±", args.timeout)

@@ -38,6 +38,8 @@ def metrics_markdown(m: dict, *, n_shells: int = 0, correction: str | None = Non
             lines.append(
                 f"| k-corrected ({correction}) | {_fmt(a.get('mae'))} | {_fmt(a.get('rmse'))} | {_fmt(a.get('r2'))} |"
             )
+        elif correction.startswith("predicted"):
+            lines.append("| k-corrected | no predicted correction for this model | | |")
         else:
             lines.append("| k-corrected | k-shells / k_max = 0: no correction | | |")
         lines.append("")

@@ -69,6 +69,11 @@ def served(tmp_path_factory):
     make_test_zoo(base / "zoo_crystals", structures[0], pairs=(elf_zoo.BASELINE,), seed=8)
     stand_in = elf_zoo.zoo_path(*elf_zoo.BASELINE, directory=base / "zoo_crystals")
     stand_in.rename(elf_zoo.crystal_model_path(directory=zoo))
+    # the shipped long-range correction of the baseline entry (a kernel on the atomic density: any structure)
+    from elfcore.longrange import shipped_path
+
+    if shipped_path("zoo:rcut=3.0,lmax=2").is_file():
+        shutil.copy(shipped_path("zoo:rcut=3.0,lmax=2"), zoo)
     port = free_port()
     env = dict(os.environ, ELFCORE_DATA_DIR=str(data), ELFCORE_ZOO_DIR=str(zoo), OMP_NUM_THREADS="1",
                PYTHONPATH=str(ROOT))
@@ -347,6 +352,26 @@ def test_k_max_slider_changes_metrics(page):
     deadline = time.time() + 120
     while "k-corrected (1 shell)" not in text_of(page, ".elf-metrics"):
         assert time.time() < deadline, "the metrics did not follow the k-shells slider back"
+        time.sleep(0.5)
+
+
+def test_predicted_k_correction_button(page):
+    """'predicted (no reference)' corrects with the long-range model, labels it so and greys out the oracle basis."""
+    from elfcore.longrange import shipped_path
+
+    if not shipped_path("zoo:rcut=3.0,lmax=2").is_file():
+        pytest.skip("no shipped long-range correction")
+    page.locator(".elf-k-source button", has_text="predicted").first.click()
+    deadline = time.time() + 120
+    while "k-corrected (predicted, no reference)" not in text_of(page, ".elf-metrics"):
+        assert time.time() < deadline, f"no predicted correction in the metrics: {text_of(page, '.elf-metrics')!r}"
+        time.sleep(0.5)
+    assert page.locator(".elf-n-shells .noUi-target").first.get_attribute("disabled") is not None
+    page.locator(".elf-k-source button", has_text="oracle").first.click()
+    deadline = time.time() + 120
+    while ("predicted, no reference" in text_of(page, ".elf-metrics")
+           or page.locator(".elf-n-shells .noUi-target").first.get_attribute("disabled") is not None):
+        assert time.time() < deadline, "the oracle correction and its k-shells slider did not come back"
         time.sleep(0.5)
 
 

@@ -79,3 +79,60 @@ def test_crystal_model_on_a_shipped_crystal():
         s.pipeline.engine.predict(s.pipeline.structure(key), 2.0, 2, (8, 8, 8), training="crystals")
     with pytest.raises(ElfcoreError, match="unknown training"):
         s.pipeline.engine.predict(s.pipeline.structure(key), 3.0, 2, (8, 8, 8), training="md")
+
+
+def _longrange_shipped() -> bool:
+    from elfcore.longrange import shipped_path
+
+    return shipped_path("zoo:rcut=3.0,lmax=2").is_file()
+
+
+@pytest.mark.skipif(not _longrange_shipped(), reason="no shipped long-range correction")
+def test_predicted_k_correction_needs_no_reference(shipped_state):
+    """"predicted (no reference)": the shipped long-range correction, the same field with or without a reference."""
+    from elfcore.grid import case_atoms
+    from elfcore.longrange import predicted_correction, resolve_longrange
+
+    s = shipped_state
+    s.param.update(k_source="predicted", n_shells=0, r_cut=3.0, l_max=2, training="fluid")
+    try:
+        fs = s.fields()
+        assert fs.corrected is not None and fs.residual_corrected is not None
+        direct = predicted_correction(fs.prediction, resolve_longrange("auto", "zoo:rcut=3.0,lmax=2"))
+        np.testing.assert_allclose(fs.corrected.values, direct.corrected.values, atol=1e-6)
+        assert not np.allclose(fs.corrected.values, fs.prediction.values)
+        assert s.correction_label() == "predicted, no reference"
+        m = s.metrics()
+        assert np.isfinite(m["errors"]["after"]["r2"]) and m["errors"]["after"] != m["errors"]["before"]
+        assert "corrected" in m["topology"]
+        name, _ = s.export_field("corrected", ".nc")
+        assert name.endswith("_klongrange.nc"), name
+        # the same structure uploaded as a POSCAR (no reference): corrected all the same, no residual
+        import io as _io
+
+        from ase.io import write as ase_write
+
+        buf = _io.StringIO()
+        ase_write(buf, case_atoms(s.pipeline.case(s.case)), format="vasp")
+        assert s.upload("POSCAR", buf.getvalue().encode()), s.message
+        fs2 = s.fields()
+        assert fs2.reference is None and fs2.residual is None
+        assert fs2.corrected is not None and not np.allclose(fs2.corrected.values, fs2.prediction.values)
+        assert s.metrics()["errors"] == {}
+    finally:
+        s.param.update(k_source="reference")
+
+
+@pytest.mark.skipif(not _longrange_shipped(), reason="no shipped long-range correction")
+def test_predicted_k_correction_refused_where_none_is_shipped(shipped_state):
+    s = shipped_state
+    other = next((r for r in s.param.r_cut.objects if float(r) != 3.0), None)
+    if other is None:
+        pytest.skip("only one r_cut in the zoo")
+    s.param.update(k_source="predicted", r_cut=other)
+    try:
+        fs = s.fields()
+        assert fs.corrected is None
+        assert "no predicted long-range correction" in s.message and "r_cut 3.0 Å, l_max 2" in s.message
+    finally:
+        s.param.update(k_source="reference", r_cut=3.0)

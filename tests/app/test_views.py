@@ -413,3 +413,15 @@ def test_hiding_atoms_completes_the_change_and_turns_the_atom_tooltip_off(page, 
     assert not page.viewer._actors["atoms"].GetVisibility()
     state.show_atoms = True
     assert hover.active is True and page.viewer._actors["atoms"].GetVisibility()
+
+
+def test_metrics_table_names_the_predicted_correction():
+    from app.views.metrics import metrics_markdown
+
+    errs = {"before": {"mae": 0.03, "rmse": 0.04, "r2": 0.98}}
+    with_after = {"errors": {**errs, "after": {"mae": 0.02, "rmse": 0.03, "r2": 0.99}}}
+    assert "| k-corrected (predicted, no reference) | 0.0200 |" in metrics_markdown(
+        with_after, correction="predicted, no reference")
+    missing = metrics_markdown({"errors": errs}, correction="predicted, no reference")
+    assert "no predicted correction for this model" in missing and "k-shells" not in missing
+    assert "k-shells / k_max = 0" in metrics_markdown({"errors": errs}, correction="none")
