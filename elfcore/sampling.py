@@ -52,39 +52,49 @@ STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 # --------------------------------------------------------------------------- inputs
-def check_structure(atoms, *, where: str = "structure") -> None:
-    """Refuse structures the hydrogen models cannot describe.
+def check_structure(atoms, *, where: str = "structure", species: Sequence[str] | None = ("H",)) -> None:
+    """Refuse structures a model of ``species`` cannot describe.
 
     :func:`elfcore.io.validate.check_atoms` with at least one atom, finite
-    positions and hydrogen only (the cell is not checked here).
+    positions and only the elements of ``species`` (hydrogen by default; None: any
+    element). The cell is not checked here.
 
     Raises
     ------
     StructureError
-        If the structure has no atoms, non-finite positions, or elements other
-        than hydrogen.
+        If the structure has no atoms, non-finite positions, or elements outside
+        ``species``.
     """
-    check_atoms(atoms, species=("H",), require_atoms=True, require_cell=False, where=where,
-                species_of="elfcore models'")
+    species = None if species is None else tuple(species)
+    check_atoms(atoms, species=species, require_atoms=True, require_cell=False, where=where,
+                species_of="elfcore models'" if species == ("H",) else "descriptor's")
 
 
-def reference_field(data: xr.Dataset | xr.DataArray, *, name: str = "elf_ref") -> xr.DataArray:
+def reference_field(data: xr.Dataset | xr.DataArray, *, name: str = "elf_ref",
+                    species: Sequence[str] | None = ("H",)) -> xr.DataArray:
     """The reference ELF field of a case Dataset (``elf_ref``) or a field itself.
+
+    ``species`` are the elements its structure may hold (:func:`check_structure`;
+    hydrogen by default, None: any element, e.g. hydride data before the
+    descriptor's species are chosen).
 
     Raises
     ------
     GridError
         If a case has no ``elf_ref`` field.
     StructureError
-        If the field carries no usable hydrogen structure.
+        If the field carries no usable structure of ``species``.
     """
     field = case_field(data, name) if isinstance(data, xr.Dataset) else validate_field(data)
-    check_structure(field_atoms(field), where=str(field.attrs.get("name", "field")))
+    check_structure(field_atoms(field), where=str(field.attrs.get("name", "field")), species=species)
     return field
 
 
-def load_reference(path: str | os.PathLike) -> tuple[str, xr.DataArray]:
+def load_reference(path: str | os.PathLike, *,
+                   species: Sequence[str] | None = ("H",)) -> tuple[str, xr.DataArray]:
     """Read a reference ELF from a netCDF case or any field file that carries atoms.
+
+    ``species``: the elements its structure may hold (:func:`reference_field`).
 
     Returns
     -------
@@ -103,7 +113,7 @@ def load_reference(path: str | os.PathLike) -> tuple[str, xr.DataArray]:
         data = eio.read_case(path, format=fmt)
     else:
         data = eio.read_field(path, format=fmt)
-    field = reference_field(data)
+    field = reference_field(data, species=species)
     field.attrs.setdefault("name", path.stem)
     return path.stem, field
 
@@ -170,9 +180,10 @@ def voxel_samples(
     Parameters
     ----------
     field : xarray.DataArray
-        Reference ELF field carrying a hydrogen structure.
+        Reference ELF field carrying a structure of the descriptor's species.
     settings : DescriptorSettings
-        Descriptor hyperparameters.
+        Descriptor hyperparameters (its ``species`` and ``compression`` are part of
+        the cache key, through ``settings.to_dict()``).
     n_voxels : int or None
         Number of random voxels (``None``: all).
     seed : int
@@ -202,7 +213,7 @@ def voxel_samples(
         raise SettingsError(f"method={method!r}; must be 'fft' or 'direct'")
     dtype = check_storage_dtype(storage_dtype)
     field = validate_field(field)
-    check_structure(field_atoms(field))
+    check_structure(field_atoms(field), species=getattr(settings, "species", ("H",)))
     total = int(np.prod(field.shape))
     _check_budget(total if n_voxels is None else min(int(n_voxels), total), settings.n_features, 4)
     path = None

@@ -15,23 +15,36 @@ model is shipped: :data:`CRYSTAL_MODEL`, ``"zoo:crystals"``, a 3-MLP ensemble at
 baseline descriptor trained on the fluid snapshots plus 80 random atomic training
 crystals; use it for crystalline or atomic (non-molecular) hydrogen, where the fluid
 models are out of their domain.
+
+Metal hydrides get one more model, :data:`HYDRIDE_MODEL`, ``"zoo:hydrides"``: an MLP on a
+several-species descriptor (``DescriptorSettings(species=("H", …))``) trained with
+``elfcore train --species auto`` on the hydride reference cases (``docs/hydrides.md``). It is
+not shipped until its DFT data exist; naming it before then is a clear error.
+
+:func:`choose_model` picks the model for a structure when the user asks for ``"auto"`` (the
+default of ``elfcore predict``, ``netval`` and ``screen``): the hydrogen baseline
+(:data:`DEFAULT_SPEC`) for pure hydrogen, ``zoo:hydrides`` when the structure holds other
+elements and that model's species cover them, and a :class:`~elfcore.errors.StructureError`
+naming the elements no model knows otherwise.
 """
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable
-
-import torch
-import xarray as xr
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .assets import models_dir
-from .errors import ElfcoreError, SettingsError
-from .models import load_model, read_header, save_model
-from .models.mlp import MLP, Ensemble
+from .errors import ElfcoreError, FormatError, SettingsError, StructureError
+
+if TYPE_CHECKING:  # torch and the models load lazily: the command line imports this module to build its parser
+    import torch
+    import xarray as xr
+
+    from .models.mlp import MLP, Ensemble
 
 __all__ = [
     "ZOO_R_CUT",
@@ -53,6 +66,15 @@ __all__ = [
     "CRYSTAL_MODEL",
     "CRYSTAL_SPEC",
     "crystal_model_path",
+    "DEFAULT_SPEC",
+    "AUTO",
+    "HYDRIDE_MODEL",
+    "HYDRIDE_SPEC",
+    "hydride_model_path",
+    "model_species",
+    "known_species",
+    "ModelChoice",
+    "choose_model",
 ]
 
 log = logging.getLogger(__name__)
@@ -90,6 +112,16 @@ CRYSTAL_MODEL = "elf_mlp_fluid_crystals.safetensors"
 #: spec string that names it (:func:`resolve_model`)
 CRYSTAL_SPEC = "zoo:crystals"
 
+#: file (in the zoo directory) of the metal-hydride model (several-species descriptor)
+HYDRIDE_MODEL = "elf_mlp_hydrides.safetensors"
+#: spec string that names it (:func:`resolve_model`)
+HYDRIDE_SPEC = "zoo:hydrides"
+
+#: the hydrogen model every command uses by default (the paper's baseline zoo entry)
+DEFAULT_SPEC = f"zoo:rcut={BASELINE[0]:.1f},lmax={BASELINE[1]}"
+#: ``--model`` value that lets :func:`choose_model` pick the model from the structure's elements
+AUTO = "auto"
+
 _SPEC = re.compile(r"^zoo:(.*)$")
 
 
@@ -119,6 +151,16 @@ def crystal_model_path(*, directory: str | os.PathLike | None = None) -> Path:
     return Path(directory or default_zoo_dir()) / CRYSTAL_MODEL
 
 
+def hydride_model_path(*, directory: str | os.PathLike | None = None) -> Path:
+    """File of :data:`HYDRIDE_MODEL` (``directory`` defaults to :func:`default_zoo_dir`)."""
+    return Path(directory or default_zoo_dir()) / HYDRIDE_MODEL
+
+
+def _hydride_missing(path: Path) -> ElfcoreError:
+    return ElfcoreError(f"{HYDRIDE_SPEC} is not built yet: {HYDRIDE_MODEL} is not in {path.parent} "
+                        "(its DFT training data do not exist yet; see assets/README.md, and docs/hydrides.md for training it)")
+
+
 def zoo_settings(r_cut: float, l_max: int):
     """:class:`~elfcore.descriptor.DescriptorSettings` of a zoo entry."""
     from .descriptor import DescriptorSettings
@@ -146,6 +188,8 @@ def load_zoo_model(
     ElfcoreError
         If (r_cut, l_max) is not in the zoo or its file has not been built.
     """
+    from .models import load_model
+
     path = zoo_path(r_cut, l_max, directory=directory)
     if not path.exists():
         raise ElfcoreError(f"zoo model {path.name} is missing in {path.parent}; build it with `elfcore zoo build`")
@@ -189,8 +233,27 @@ def parse_spec(spec: str) -> tuple[float, int]:
 def resolve_model(
     model: str | os.PathLike, *, directory: str | os.PathLike | None = None, device: str | torch.device = "cpu"
 ) -> MLP | Ensemble:
-    """Load a model named by a file path or a zoo spec (``"zoo:rcut=3.0,lmax=2"``, or
-    ``"zoo:crystals"`` for :data:`CRYSTAL_MODEL`)."""
+    """Load a model named by a file path or a zoo spec (``"zoo:rcut=3.0,lmax=2"``,
+    ``"zoo:crystals"`` for :data:`CRYSTAL_MODEL`, ``"zoo:hydrides"`` for :data:`HYDRIDE_MODEL`).
+
+    ``"auto"`` is not a model: pick one for a structure with :func:`choose_model` first.
+
+    Raises
+    ------
+    ElfcoreError
+        An unknown zoo spec, a zoo file that is missing (``zoo:hydrides``: not built yet),
+        or ``"auto"``.
+    """
+    from .models import load_model
+
+    if isinstance(model, str) and model.strip() == AUTO:
+        raise ElfcoreError("model 'auto' needs a structure to choose for (elfcore.zoo.choose_model); "
+                           f"name a model file or zoo spec, e.g. {DEFAULT_SPEC}")
+    if isinstance(model, str) and model.replace(" ", "") == HYDRIDE_SPEC:
+        path = hydride_model_path(directory=directory)
+        if not path.exists():
+            raise _hydride_missing(path)
+        return load_model(path, device=device)
     if isinstance(model, str) and model.replace(" ", "") == CRYSTAL_SPEC:
         path = crystal_model_path(directory=directory)
         if not path.exists():
@@ -201,8 +264,178 @@ def resolve_model(
     return load_model(model, device=device)
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model :func:`choose_model` settled on.
+
+    Parameters
+    ----------
+    spec : str
+        Model file or zoo spec, ready for :func:`resolve_model`.
+    reason : str
+        Why: ``"as given"`` for a model the user named, ``"chosen for H, La"`` (the
+        structure's elements) for ``"auto"``.
+    """
+
+    spec: str
+    reason: str
+
+    @property
+    def automatic(self) -> bool:
+        """True when ``"auto"`` chose the model (False for a model the user named)."""
+        return self.reason != "as given"
+
+
+def _element_names(atoms_or_species) -> tuple[str, ...]:
+    """Distinct chemical symbols of an ase.Atoms or of an iterable of symbols / atomic numbers,
+    by increasing atomic number."""
+    from ase.data import atomic_numbers, chemical_symbols
+
+    if hasattr(atoms_or_species, "get_atomic_numbers"):
+        items = [int(z) for z in atoms_or_species.get_atomic_numbers()]
+    elif isinstance(atoms_or_species, str):
+        items = [atoms_or_species]
+    else:
+        try:
+            items = list(atoms_or_species)
+        except TypeError:
+            kind = type(atoms_or_species).__name__
+            raise StructureError(f"expected a structure or a list of elements, got {kind}") from None
+    names = set()
+    for item in items:
+        if isinstance(item, str):
+            if item not in atomic_numbers or item == "X":
+                raise StructureError(f"{item!r} is not a chemical symbol")
+            names.add(item)
+            continue
+        try:
+            z = operator.index(item) if not isinstance(item, bool) else -1
+        except TypeError:
+            raise StructureError(f"{item!r} is neither a chemical symbol nor an atomic number") from None
+        if not 0 < z < len(chemical_symbols):
+            raise StructureError(f"{item!r} is not the atomic number of an element")
+        names.add(chemical_symbols[z])
+    return tuple(sorted(names, key=lambda sym: atomic_numbers[sym]))
+
+
+def _listing(symbols: Iterable[str]) -> str:
+    return ", ".join(symbols)
+
+
+def model_species(model: str | os.PathLike, *, directory: str | os.PathLike | None = None) -> tuple[str, ...]:
+    """Elements a model's descriptor describes, read from its file header (no weights loaded).
+
+    Parameters
+    ----------
+    model : str or os.PathLike
+        Model file or zoo spec.
+    directory : path-like, optional
+        Zoo folder for zoo specs (default :func:`default_zoo_dir`).
+
+    Returns
+    -------
+    tuple of str
+        Chemical symbols in canonical order, ``("H",)`` for the hydrogen models.
+
+    Raises
+    ------
+    ElfcoreError
+        The file is missing (``zoo:hydrides``: not built yet) or its header is not an
+        elfcore model's.
+    """
+    from .descriptor import DescriptorSettings
+    from .models import read_header
+
+    name = os.fspath(model)
+    compact = name.replace(" ", "")
+    if compact == HYDRIDE_SPEC:
+        path = hydride_model_path(directory=directory)
+        if not path.exists():
+            raise _hydride_missing(path)
+    elif compact == CRYSTAL_SPEC:
+        path = crystal_model_path(directory=directory)
+    elif compact.startswith("zoo:"):
+        return zoo_settings(*parse_spec(compact)).species
+    else:
+        path = Path(name)
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+    header = read_header(path)
+    try:
+        return DescriptorSettings.from_dict(header.get("descriptor", {})).species
+    except (ElfcoreError, TypeError) as exc:
+        raise FormatError(f"invalid descriptor settings in model header: {exc}", path=str(path)) from None
+
+
+def known_species(*, directory: str | os.PathLike | None = None) -> dict[str, tuple[str, ...] | None]:
+    """What the shipped models know: spec → elements of its descriptor.
+
+    ``DEFAULT_SPEC`` (the hydrogen zoo and ``zoo:crystals``) knows H only; ``zoo:hydrides``
+    maps to its species, or None while its file is not built.
+    """
+    path = hydride_model_path(directory=directory)
+    return {DEFAULT_SPEC: ("H",),
+            HYDRIDE_SPEC: model_species(HYDRIDE_SPEC, directory=directory) if path.exists() else None}
+
+
+def choose_model(atoms_or_species, model: str | os.PathLike = AUTO, *,
+                 directory: str | os.PathLike | None = None) -> ModelChoice:
+    """The model for a structure: the one given, or with ``"auto"`` one whose species cover it.
+
+    Parameters
+    ----------
+    atoms_or_species : ase.Atoms or iterable of str or int
+        The structure, or its elements (symbols or atomic numbers; repeats are fine).
+    model : str or os.PathLike
+        A model file or zoo spec (returned unchanged, reason ``"as given"``), or
+        ``"auto"``: hydrogen only → :data:`DEFAULT_SPEC`; any other element →
+        :data:`HYDRIDE_SPEC` when its file exists and its descriptor species cover every
+        element of the structure.
+    directory : path-like, optional
+        Zoo folder (default :func:`default_zoo_dir`, ``ELFCORE_ZOO_DIR`` overrides it).
+
+    Returns
+    -------
+    ModelChoice
+        ``spec`` for :func:`resolve_model` and ``reason`` (``"chosen for H, La"``).
+
+    Raises
+    ------
+    StructureError
+        With ``"auto"``, the structure holds an element no model knows; the message
+        names it and lists what each model covers.
+
+    Examples
+    --------
+    >>> choose_model(["H", "H"])
+    ModelChoice(spec='zoo:rcut=3.0,lmax=2', reason='chosen for H')
+    >>> choose_model(["H", "La"], "my_model.safetensors").reason
+    'as given'
+    """
+    if not (isinstance(model, str) and model.strip() == AUTO):
+        return ModelChoice(os.fspath(model), "as given")
+    elements = _element_names(atoms_or_species)
+    others = [sym for sym in elements if sym != "H"]
+    reason = f"chosen for {_listing(elements or ('H',))}"
+    if not others:
+        return ModelChoice(DEFAULT_SPEC, reason)
+    hydride_species = known_species(directory=directory)[HYDRIDE_SPEC]
+    if hydride_species is not None and set(elements) <= set(hydride_species):
+        return ModelChoice(HYDRIDE_SPEC, reason)
+    unknown = [sym for sym in others if hydride_species is None or sym not in hydride_species]
+    if hydride_species is None:
+        hydrides = (f"{HYDRIDE_SPEC} is not built yet ({HYDRIDE_MODEL} is not in "
+                    f"{hydride_model_path(directory=directory).parent}; see assets/README.md)")
+    else:
+        hydrides = f"{HYDRIDE_SPEC} covers {_listing(hydride_species)}"
+    raise StructureError(f"the structure holds {_listing(unknown)}, which no model knows: {hydrides}; "
+                         f"the hydrogen zoo ({DEFAULT_SPEC}, {CRYSTAL_SPEC}) covers H")
+
+
 def zoo_entries(directory: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """One row per zoo entry: r_cut, l_max, file, present, size, schedule and stored validation metrics."""
+    from .models import read_header
+
     rows = []
     for (r, l), name in ZOO.items():
         path = Path(directory or default_zoo_dir()) / name
@@ -307,6 +540,8 @@ def build_zoo(
 
 def _kept_entries(todo, out_dir: Path, key: str) -> dict[tuple[float, int], dict]:
     """Entries whose file exists and was trained on the data/protocol ``key``: their last history row."""
+    from .models import read_header
+
     kept: dict[tuple[float, int], dict] = {}
     for r, l in todo:
         path = out_dir / ZOO[(r, l)]
@@ -323,6 +558,7 @@ def _kept_entries(todo, out_dir: Path, key: str) -> dict[tuple[float, int], dict
 def _build_group(cases, r: float, ls: list[int], base, override, key: str, out_dir: Path, *, seed, cache_dir,
                  device, progress) -> dict[tuple[float, int], Any]:
     """Train and save the entries (r, l) for l in ``ls``; per entry its last history row, or the error."""
+    from .models import save_model
     from .train import train_on_fields
 
     ts = zoo_train_settings(r, ls[0], base)
@@ -372,6 +608,8 @@ def _train_group(cases, r_cut: float, l_list: list[int], ts, *, seed, cache_dir,
     Voxels, seeds and the validation split are those of
     :func:`elfcore.train.train_on_fields`; member ``m`` uses seed ``seed + m``.
     """
+    import torch
+
     from .descriptor import feature_labels
     from .train import masked_member, train_model, voxel_samples
 

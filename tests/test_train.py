@@ -332,7 +332,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     atoms.numbers[0] = 8
     bad = tmp_path / "water.nc"
     write_case(make_case(atoms, {"elf_ref": f.values}), bad)
-    rc = main(["train", str(bad), "--out", str(tmp_path / "m.safetensors"), "--no-cache", "--device", "cpu"])
+    rc = main(["train", str(bad), "--out", str(tmp_path / "m.safetensors"), "--no-cache", "--device", "cpu",
+                "--species", "H"])
     err = capsys.readouterr().err
     assert rc == 1 and "O" in err and "hydrogen" in err
     rc = main(["evaluate", "zoo:rcut=9,lmax=2", str(bad)])

@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> dict:
     from ..zoo import resolve_model
 
     model = resolve_model(args.model)
-    data = load_data(args.data, args.role)
+    settings = getattr(model, "descriptor_settings", None)
+    # the cases may hold the elements the model's descriptor describes (a hydride model: its metals too)
+    data = load_data(args.data, args.role, species=tuple(settings.species) if settings is not None else ("H",))
     return evaluate_many(model, data, n_voxels=args.voxels or None, seed=args.seed,
                          cache_dir=cache_dir_from_args(args), device=args.device)
 

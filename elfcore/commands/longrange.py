@@ -21,10 +21,12 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's arguments and options."""
     from ..longrange import CHANNELS, LongRangeSettings
+    from ..zoo import DEFAULT_SPEC
 
     d = LongRangeSettings()
     parser.add_argument("cases", nargs="+", metavar="CASE", help="training cases (netCDF with elf_ref)")
-    parser.add_argument("--model", default="zoo:rcut=3.0,lmax=2", help="local model whose residual is learned")
+    parser.add_argument("--model", default=DEFAULT_SPEC,
+                        help=f"local model whose residual is learned (default {DEFAULT_SPEC})")
     parser.add_argument("--out", required=True, help="long-range model file to write (.json)")
     parser.add_argument("--eval", nargs="+", default=[], metavar="CASE", help="cases to score the fit on")
     parser.add_argument("--kmax", type=float, default=d.k_max, help=f"largest |G| corrected, Å⁻¹ (default {d.k_max})")

@@ -1,4 +1,4 @@
-"""Predict the ELF of a periodic hydrogen structure on a full grid and write it to a file.
+"""Predict the ELF of a periodic hydrogen or metal-hydride structure on a full grid and write it to a file.
 
 STRUCTURE is any periodic structure ase reads (POSCAR, CIF, extxyz, ...) or a
 field file of elfcore's formats. The grid is ``--grid N`` (N³) or ``--grid Na,Nb,Nc``
@@ -7,6 +7,11 @@ of ``--out`` (``.cube``, ``ELFCAR``, ``.nc``...). With an ensemble model the
 standard deviation over members is written next to it (``<stem>_std<suffix>``).
 ``--longrange`` writes the ELF after the predicted long-range correction
 (``docs/longrange.md``; "predicted, no reference").
+
+``--model auto`` (the default) picks the model from the structure's elements: the
+hydrogen baseline ``zoo:rcut=3.0,lmax=2`` for pure hydrogen, ``zoo:hydrides`` for a
+hydride its species cover; an element no model knows is refused by name
+(``docs/hydrides.md``). The model used and why are logged and in the ``--json`` summary.
 """
 from __future__ import annotations
 
@@ -21,10 +26,13 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's arguments and options."""
+    from ..zoo import AUTO, CRYSTAL_SPEC, DEFAULT_SPEC, HYDRIDE_SPEC
+
     parser.add_argument("structure", metavar="STRUCTURE", help="periodic structure file")
-    parser.add_argument("--model", default="zoo:rcut=3.0,lmax=2",
-                        help="model file or zoo spec (default zoo:rcut=3.0,lmax=2; zoo:crystals for atomic or "
-                        "crystalline H)")
+    parser.add_argument("--model", default=AUTO,
+                        help=f"model file or zoo spec; default {AUTO}: {DEFAULT_SPEC} for pure hydrogen, "
+                        f"{HYDRIDE_SPEC} when the structure holds other elements its species cover "
+                        f"(an element no model knows is refused); {CRYSTAL_SPEC} for atomic or crystalline H")
     grid = parser.add_mutually_exclusive_group()
     grid.add_argument("--grid", default=None, help="grid points: N or Na,Nb,Nc")
     grid.add_argument("--spacing", type=float, default=0.08, help="largest grid spacing in Å (default 0.08)")
@@ -85,22 +93,34 @@ def run(args: argparse.Namespace) -> dict:
     from ..io import read_structure, write_field
     from ..io.validate import check_output_path
     from ..predict import predict_field
-    from ..zoo import resolve_model
+    from ..zoo import choose_model, resolve_model
 
     check_output_path(args.out, what="--out", format=args.format, field=True)  # before the prediction
     atoms = read_structure(args.structure)
-    model = resolve_model(args.model)
+    choice = choose_model(atoms, args.model)
+    if choice.automatic:  # a model named explicitly is not announced (the stderr of today's runs)
+        log.info("model: %s (%s)", choice.spec, choice.reason)
+    model = resolve_model(choice.spec)
     n_members = int(getattr(model, "n_members", 1))
     if args.ensemble and n_members < 2:
-        raise ElfcoreError(f"--ensemble needs an ensemble model; {args.model} has one member")
+        raise ElfcoreError(f"--ensemble needs an ensemble model; {choice.spec} has one member")
+    longrange = None
+    if args.longrange is not None:  # found (or refused) before the prediction
+        from ..longrange import resolve_longrange
+        from ..zoo import CRYSTAL_SPEC, HYDRIDE_SPEC
+
+        if str(args.longrange) == "auto" and choice.spec.replace(" ", "") in (HYDRIDE_SPEC, CRYSTAL_SPEC):
+            raise ElfcoreError(f"no long-range correction is shipped for {choice.spec}; fit one with "
+                               f"'elfcore longrange --model {choice.spec}' and pass its file to --longrange")
+        longrange = resolve_longrange(args.longrange, choice.spec)
     t0 = time.perf_counter()
     mean, std = predict_field(atoms, model, shape=parse_grid(args.grid), spacing=args.spacing, device=args.device,
                               precision=args.precision, progress=not args.no_progress)
     correction = None
-    if args.longrange is not None:
-        from ..longrange import predicted_correction, resolve_longrange
+    if longrange is not None:
+        from ..longrange import predicted_correction
 
-        correction = predicted_correction(mean, resolve_longrange(args.longrange, str(args.model)))
+        correction = predicted_correction(mean, longrange)
         mean = correction.corrected
     elapsed = time.perf_counter() - t0
     write_field(mean, args.out, format=args.format)
@@ -113,7 +133,8 @@ def run(args: argparse.Namespace) -> dict:
         "structure": str(args.structure),
         "atoms": len(atoms),
         "grid": list(mean.shape),
-        "model": str(args.model),
+        "model": choice.spec,
+        "model_choice": choice.reason,
         "members": n_members,
         "device": args.device,
         "seconds": elapsed,

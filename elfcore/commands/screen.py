@@ -7,10 +7,16 @@ molecularity and ELF statistics (with an ensemble model, e.g. zoo:crystals, also
 the spread of φ over the members) go as one row into the database ``--db``
 (SQLite file, or a postgresql:// URL), keyed by input file and frame index. A
 re-run skips the frames already there. Frames that cannot be screened
-(non-hydrogen, non-periodic, unreadable) get a row with the reason.
+(elements the model does not know, non-periodic, unreadable) get a row with the reason.
 
 The frames run on Dask distributed: a local cluster of ``--workers`` processes
 with one thread each, or the cluster of ``--scheduler tcp://host:port``.
+
+``--model auto`` (the default) chooses the model from the elements of all frames: the
+hydrogen baseline for pure hydrogen, ``zoo:hydrides`` when its species cover the
+hydrides among them; frames holding an element no model knows get a row with that
+reason. The model and why it was chosen are logged and in the summary
+(``model``, ``model_choice``).
 
 ``elfcore screen plot results.db [--out phi.png] [--x auto|frame|time|pressure]``
 draws φ (with its ensemble band) and the thresholds of a database as PNG.
@@ -32,13 +38,17 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's arguments and options."""
+    from ..zoo import AUTO, CRYSTAL_SPEC, DEFAULT_SPEC, HYDRIDE_SPEC
+
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="structure files (file@start:stop:step selects frames), directories or globs; "
                         "or 'plot DB' to draw a results database")
     parser.add_argument("--db", default=None, help="results database (SQLite file or postgresql:// URL)")
-    parser.add_argument("--model", default="zoo:rcut=3.0,lmax=2",
-                        help="model file or zoo spec (default zoo:rcut=3.0,lmax=2; zoo:crystals is an ensemble "
-                        "and gives the spread of phi)")
+    parser.add_argument("--model", default=AUTO,
+                        help=f"model file or zoo spec; default {AUTO}: chosen from the elements of all frames "
+                        f"({DEFAULT_SPEC} for pure hydrogen, {HYDRIDE_SPEC} for hydrides its species cover; frames "
+                        f"with an element no model knows are skipped with the reason); {CRYSTAL_SPEC} is an "
+                        "ensemble and gives the spread of phi")
     parser.add_argument("--spacing", type=float, default=0.08, help="largest grid spacing in Å (default 0.08)")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="address of a running Dask scheduler (tcp://host:port); default: a local cluster")

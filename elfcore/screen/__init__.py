@@ -19,13 +19,14 @@ Examples
 from __future__ import annotations
 
 from .database import connect, export_csv, read_frames, read_records, results_dataset
-from .engine import screen, start_client
+from .engine import choose_for_frames, screen, start_client
 from .inputs import Frame, check_frame, expand_inputs, parse_input
 from .plot import plot_results, x_axis
 from .task import ScreenSettings, screen_frame
 
 __all__ = [
     "screen",
+    "choose_for_frames",
     "ScreenSettings",
     "screen_frame",
     "expand_inputs",

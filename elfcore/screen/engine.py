@@ -6,9 +6,16 @@ inputs, writes the rows of frames that cannot be screened at once, submits the
 others (a bounded number in flight), and writes each result as it arrives, so an
 interrupted run loses only the frames in flight; a re-run skips the frames the
 database already holds.
+
+With ``model="auto"`` (the default) the model is chosen from the union of the elements
+of all screenable frames (the inputs are read up front anyway):
+:func:`elfcore.zoo.choose_model` gives the hydrogen baseline for pure hydrogen and
+``zoo:hydrides`` for hydrides its species cover. Frames holding an element the chosen
+model lacks (no shipped model knows it) are recorded as skipped, with the reason.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -16,12 +23,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import ElfcoreError
+from ..errors import ElfcoreError, StructureError
+from ..zoo import AUTO, ModelChoice, choose_model, known_species
 from .database import check_metadata, connect, done_frames, export_csv, write_frame
-from .inputs import expand_inputs
+from .inputs import Frame, check_frame, expand_inputs
 from .task import ScreenSettings, model_identity, screen_frame
 
-__all__ = ["screen", "default_workers", "start_client"]
+__all__ = ["screen", "choose_for_frames", "default_workers", "start_client"]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +104,7 @@ def screen(
     inputs: Iterable[str | os.PathLike],
     db,
     *,
-    model="zoo:rcut=3.0,lmax=2",
+    model=AUTO,
     settings: ScreenSettings | None = None,
     scheduler=None,
     workers: int | None = None,
@@ -119,8 +127,10 @@ def screen(
         Results database (:mod:`elfcore.screen.database`); created when missing,
         resumed when it holds frames of the same run.
     model : str, os.PathLike or torch.nn.Module
-        Model file, zoo spec (``"zoo:rcut=3.0,lmax=2"``, ``"zoo:crystals"``: a
-        3-member ensemble, which gives the spread of φ) or a loaded model.
+        ``"auto"`` (default: chosen from the elements of the frames, see the module
+        docstring), a model file, a zoo spec (``"zoo:rcut=3.0,lmax=2"``,
+        ``"zoo:crystals"``: a 3-member ensemble, which gives the spread of φ,
+        ``"zoo:hydrides"``) or a loaded model.
     settings : ScreenSettings, optional
         Grid spacing, device, precision, topology options.
     scheduler : str or distributed.Client, optional
@@ -151,16 +161,22 @@ def screen(
         before), ``ok``, ``skipped`` (cannot be screened, with a reason),
         ``failed`` (raised, with a reason), ``seconds``, ``frames_per_s`` (frames
         computed per wall second, start-up excluded), ``startup_s``, ``workers``,
-        ``db``, ``model``, ``model_sha256``, ``csv``.
+        ``db``, ``model``, ``model_choice`` (``"as given"``, or why ``"auto"`` chose
+        it), ``model_sha256``, ``csv``.
     """
     settings = settings or ScreenSettings()
     t_start = time.perf_counter()
-    name, loaded = _load_model(model)
+    frames = list(expand_inputs(inputs, format=format, cell=cell, species=None, relative_to=relative_to))
+    choice = choose_for_frames(frames, model)
+    name, loaded = _load_model(model if choice is None else choice.spec)
+    reason = "as given" if choice is None else choice.reason
+    if choice is not None and choice.automatic:
+        log.info("model: %s (%s)", name, reason)
     identity = model_identity(loaded, name)
+    frames = _check_species(frames, loaded)
     database = connect(db)
     check_metadata(database, _run_settings(identity, settings))
     done = done_frames(database)
-    frames = list(expand_inputs(inputs, format=format, cell=cell, relative_to=relative_to))
     todo = [f for f in frames if f.key not in done]
     summary = {"frames": len(frames), "already_done": len(frames) - len(todo), "ok": 0, "skipped": 0, "failed": 0}
     bar = _progress_bar(len(todo)) if progress else None
@@ -173,10 +189,83 @@ def screen(
         if bar is not None:
             bar.close()
     _finish_summary(summary, identity, t_start, t_compute, n_workers, str(getattr(database, "filename", db)))
+    summary["model_choice"] = reason
     if csv is not None:
         export_csv(database, csv)
         summary["csv"] = os.fspath(csv)
     return summary
+
+
+def _frame_elements(frames: Sequence[Frame]) -> dict[str, int]:
+    """Element → number of screenable frames (read, periodic...) that hold it."""
+    from ase.data import chemical_symbols
+
+    count: dict[str, int] = {}
+    for frame in frames:
+        if frame.atoms is not None and frame.reason is None:
+            for z in {int(z) for z in frame.atoms.get_atomic_numbers()}:
+                sym = chemical_symbols[z]
+                count[sym] = count.get(sym, 0) + 1
+    return count
+
+
+def choose_for_frames(frames: Sequence[Frame], model=AUTO) -> ModelChoice | None:
+    """The model of a screening run: :func:`elfcore.zoo.choose_model` for the union of the frames' elements.
+
+    Parameters
+    ----------
+    frames : sequence of Frame
+        The run's frames (:func:`~elfcore.screen.inputs.expand_inputs`); those that
+        cannot be screened anyway are not counted.
+    model : str, os.PathLike or torch.nn.Module
+        ``"auto"``, a model file or zoo spec (returned as given), or a loaded model (None).
+
+    Returns
+    -------
+    ModelChoice or None
+        None for a loaded model. With ``"auto"``, elements no shipped model knows do
+        not block the run: the model is chosen for the others (a warning names the
+        elements and what each model covers), and the frames that hold them are
+        skipped with a reason (:func:`screen`).
+    """
+    if not isinstance(model, (str, os.PathLike)):
+        return None
+    if not (isinstance(model, str) and model.strip() == AUTO):
+        return choose_model((), model)
+    count = _frame_elements(frames)
+    try:
+        return choose_model(count, AUTO)
+    except StructureError as exc:
+        unknown = _unknown_elements(count)
+        if not unknown:
+            raise
+        log.warning("%s; frames holding %s are skipped", exc, ", ".join(unknown))
+        choice = choose_model([sym for sym in count if sym not in unknown], AUTO)
+        held = ", ".join(f"{sym} ({count[sym]} frame(s))" for sym in unknown)
+        return ModelChoice(choice.spec, f"{choice.reason}; {held}: known to no model, skipped")
+
+
+def _unknown_elements(count: dict[str, int]) -> list[str]:
+    """Elements of ``count`` that no shipped model knows (:func:`elfcore.zoo.known_species`)."""
+    known = {sym for species in known_species().values() if species for sym in species}
+    return [sym for sym in count if sym not in known]
+
+
+def _check_species(frames: list[Frame], loaded) -> list[Frame]:
+    """The frames, those holding an element outside the model's descriptor with the reason they are skipped."""
+    from ase.data import atomic_numbers
+
+    descriptor = getattr(loaded, "descriptor_settings", None)
+    symbols = getattr(descriptor, "species", ("H",))
+    numbers = tuple(atomic_numbers[sym] for sym in symbols)
+    out = []
+    for frame in frames:
+        if frame.atoms is not None and frame.reason is None:
+            reason = check_frame(frame.atoms, numbers)
+            if reason is not None:
+                frame = dataclasses.replace(frame, reason=reason)
+        out.append(frame)
+    return out
 
 
 def _load_model(model) -> tuple[str, object]:

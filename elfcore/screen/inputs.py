@@ -39,8 +39,8 @@ class Frame:
     atoms : ase.Atoms or None
         The structure (None when the file could not be read).
     reason : str or None
-        Why the frame is not screened (non-hydrogen, non-periodic, unreadable...);
-        None for a frame to screen.
+        Why the frame is not screened (elements the model does not know,
+        non-periodic, unreadable...); None for a frame to screen.
     meta : dict
         ``pressure_gpa``, ``time_fs``, ``md_step`` when the file gives them.
     """
@@ -120,14 +120,15 @@ def _selected(index: int | slice, n: int) -> list[int] | str:
     return [i]
 
 
-def check_frame(atoms, species: Sequence[int] = (1,)) -> str | None:
+def check_frame(atoms, species: Sequence[int] | None = (1,)) -> str | None:
     """Why a structure cannot be screened, or None when it can.
 
     Parameters
     ----------
     atoms : ase.Atoms
-    species : sequence of int
-        Atomic numbers the model knows (hydrogen only for elfcore's models).
+    species : sequence of int or None
+        Atomic numbers the model knows (hydrogen only for the hydrogen models); None
+        skips the element check (the model is chosen afterwards, from the frames).
 
     Returns
     -------
@@ -157,11 +158,14 @@ def check_frame(atoms, species: Sequence[int] = (1,)) -> str | None:
         return "periodic but the cell has zero volume"
     if not np.all(np.isfinite(atoms.positions)):
         return "positions contain NaN or inf"
+    if species is None:
+        return None
     numbers = atoms.get_atomic_numbers()
     foreign = numbers[~np.isin(numbers, np.asarray(species, dtype=int))]
     if foreign.size:
-        known = ", ".join(chemical_symbols[z] for z in species)
-        return f"non-hydrogen atoms ({Atoms(numbers=foreign).get_chemical_formula()}); the model knows {known} only"
+        known = ", ".join(chemical_symbols[z] for z in sorted(species))
+        what = "non-hydrogen atoms" if tuple(species) == (1,) else "atoms of elements the model does not know"
+        return f"{what} ({Atoms(numbers=foreign).get_chemical_formula()}); the model knows {known} only"
     return None
 
 
@@ -202,7 +206,7 @@ def expand_inputs(
     *,
     format: str | None = None,
     cell: Sequence[float] | np.ndarray | None = None,
-    species: Sequence[int] = (1,),
+    species: Sequence[int] | None = (1,),
     relative_to: str | os.PathLike | None = None,
 ) -> Iterator[Frame]:
     """Every frame the inputs select, in order, each with the reason it cannot be screened (if any).
@@ -221,8 +225,8 @@ def expand_inputs(
     cell : array_like, shape (3,) or (3, 3), optional
         Cell in Å given to frames that have none (CP2K or plain xyz trajectories);
         such frames become periodic.
-    species : sequence of int
-        Atomic numbers the model knows (:func:`check_frame`).
+    species : sequence of int or None
+        Atomic numbers the model knows (:func:`check_frame`); None: no element check.
     relative_to : str or os.PathLike, optional
         Record each file's path relative to this folder (a database that travels
         with its inputs, e.g. shipped data); default the absolute path.

@@ -147,7 +147,7 @@ def screen_frame(
     Parameters
     ----------
     atoms : ase.Atoms
-        Periodic hydrogen structure (checked beforehand by
+        Periodic structure of the model's elements (checked beforehand by
         :func:`elfcore.screen.inputs.check_frame`).
     model : torch.nn.Module
         elfcore MLP or Ensemble with ``descriptor_settings``.
@@ -208,7 +208,8 @@ def _predict_frame(atoms, model, settings: ScreenSettings):
     descriptor = getattr(model, "descriptor_settings", None)
     if descriptor is None:
         raise ElfcoreError("the model carries no descriptor_settings")
-    check_prediction_structure(atoms, descriptor.sigma)  # overlapping atoms, cell shorter than σ...
+    # elements outside the descriptor, overlapping atoms, cell shorter than σ...
+    check_prediction_structure(atoms, descriptor.sigma, species=getattr(descriptor, "species", None))
     shape = grid_shape_for_spacing(atoms.cell[:], settings.spacing)
     n_members = int(getattr(model, "n_members", 1))
     need = estimate_memory_gb(shape, descriptor, n_members)
