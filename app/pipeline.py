@@ -260,12 +260,31 @@ class ElfcoreEngine:
         """Whether the model trained on fluid + atomic crystals (``zoo:crystals``) is shipped."""
         return zoo.crystal_model_path().exists()
 
+    def has_hydride_model(self) -> bool:
+        """Whether the metal-hydride model (``zoo:hydrides``) is in the zoo folder."""
+        return zoo.hydride_model_path().exists()
+
+    def training_for(self, atoms) -> tuple[str | None, str]:
+        """The training set a structure needs by its elements (:func:`elfcore.zoo.choose_model`).
+
+        Returns ``("hydrides", reason)`` when it holds elements besides H that ``zoo:hydrides``
+        covers, ``(None, reason)`` for pure hydrogen (any hydrogen model fits).
+
+        Raises
+        ------
+        StructureError
+            The structure holds an element no model knows (named in the message).
+        """
+        choice = zoo.choose_model(atoms)
+        return ("hydrides" if choice.spec == zoo.HYDRIDE_SPEC else None), choice.reason
+
     def predict(self, atoms, r_cut: float, l_max: int, shape: tuple[int, int, int], training: str = "fluid"):
         """Predicted ELF (and ensemble stdev or ``None``) of ``atoms`` on ``shape``.
 
         ``training = "fluid"`` takes the zoo model of (r_cut, l_max), trained on fluid
         snapshots; ``"crystals"`` the model trained on fluid + atomic crystals, which
-        exists at the baseline descriptor (r_cut 3.0 Å, l_max 2) only.
+        exists at the baseline descriptor (r_cut 3.0 Å, l_max 2) only; ``"hydrides"`` the
+        metal-hydride model ``zoo:hydrides`` (its own descriptor: r_cut and l_max do not apply).
 
         Returns
         -------
@@ -280,8 +299,10 @@ class ElfcoreEngine:
             model = zoo.resolve_model(zoo.CRYSTAL_SPEC)
         elif training == "fluid":
             model = zoo.load_zoo_model(r_cut, l_max)
+        elif training == "hydrides":
+            model = zoo.resolve_model(zoo.HYDRIDE_SPEC)
         else:
-            raise ElfcoreError(f"unknown training set {training!r}; use 'fluid' or 'crystals'")
+            raise ElfcoreError(f"unknown training set {training!r}; use 'fluid', 'crystals' or 'hydrides'")
         out = predict.predict_field(atoms, model, shape=tuple(shape), device=self.device, progress=False)
         return out.elf, out.std
 

@@ -65,8 +65,9 @@ K_BASES = ("shells", "k_max")
 #: Where the k-correction comes from: the oracle fit to the DFT reference (k-basis sliders), or the long-range
 #: correction predicted from the structure alone (``elfcore.longrange``; no reference needed).
 K_SOURCES = ("reference", "predicted")
-#: Training data of the model: fluid snapshots (the zoo) or fluid + atomic crystals (``zoo:crystals``).
-TRAINING_SETS = ("fluid", "crystals")
+#: Training data of the model: fluid snapshots (the zoo), fluid + atomic crystals (``zoo:crystals``) or metal
+#: hydrides (``zoo:hydrides``, chosen by the structure's elements; offered when its file exists).
+TRAINING_SETS = ("fluid", "crystals", "hydrides")
 #: Where the line-scan end points come from.
 LINE_SOURCES = ("atoms", "points")
 
@@ -259,11 +260,14 @@ class AppState(param.Parameterized):
         except ElfcoreError as exc:
             self.message = str(exc)
             return
-        try:
-            crystals = self.pipeline.engine.has_crystal_model()
-        except ElfcoreError:
-            crystals = False
-        self.param.training.objects = list(TRAINING_SETS) if crystals else ["fluid"]
+        offered = ["fluid"]
+        for name, has in (("crystals", "has_crystal_model"), ("hydrides", "has_hydride_model")):
+            try:
+                if getattr(self.pipeline.engine, has)():
+                    offered.append(name)
+            except ElfcoreError:
+                pass
+        self.param.training.objects = offered
         if r_cuts and l_maxs:
             self.param.r_cut.objects = list(r_cuts)
             self.param.l_max.objects = list(l_maxs)
@@ -346,7 +350,30 @@ class AppState(param.Parameterized):
         values.update(line_source="atoms", line_start=None, line_end=None, pending_point=None)
         if self.view_field != "prediction" and not self.case_info().has_reference:
             values["view_field"] = "prediction"
+        note = self._model_note = self._model_for_case(values)
         self.param.update(**values)
+        if note:  # after the update: a change of training clears the message
+            self.message = note
+
+    def _model_for_case(self, values: dict) -> str:
+        """Put the training set the case's elements need into ``values``; the message to show (or ``""``).
+
+        A structure with elements besides H gets the hydride model when it covers them (and a
+        message naming the choice), or a message naming the elements no model knows; a pure
+        hydrogen case leaves the hydride model for the fluid zoo.
+        """
+        if self.case is None or self.n_atoms == 0:
+            return ""
+        try:
+            training, reason = self.pipeline.engine.training_for(self.pipeline.structure(self.case))
+        except ElfcoreError as exc:
+            return f"No model for this structure: {exc}"
+        if training is not None:
+            values["training"] = training
+            return f"Model: the {training} model ({reason})."
+        if self.training == "hydrides":
+            values["training"] = "fluid"
+        return ""
 
     # ---------------------------------------------------------------- info
     @property
@@ -433,7 +460,8 @@ class AppState(param.Parameterized):
         self._refresh_cases()
         self.case = info.key
         kind = "ELF field: prediction and residual" if info.has_reference else "structure: prediction only"
-        self.message = f"Loaded '{name}' ({self.n_atoms} atoms, {kind})."
+        note = getattr(self, "_model_note", "")
+        self.message = f"Loaded '{name}' ({self.n_atoms} atoms, {kind})." + (f" {note}" if note else "")
         return True
 
     # ---------------------------------------------------------------- screening runs
