@@ -155,6 +155,16 @@ def controls(state: AppState) -> dict[str, pn.viewable.Viewable]:
     example = example_screening()
     w["example_screening"] = pn.widgets.Button(label="Open the example run", visible=example is not None)
     w["example_screening"].on_click(lambda _event: state.open_screening(example))
+    from elfcore.zoo import BASELINE, DEFAULT
+
+    w["use_default"] = pn.widgets.Button(label="most accurate", width=135, margin=(5, 4, 5, 10),
+                                         description=f"r_cut {DEFAULT[0]:g} Å, l_max {DEFAULT[1]}: the zoo entry "
+                                         "most accurate on independent snapshots")
+    w["use_default"].on_click(lambda _event: state.use_entry("default"))
+    w["use_baseline"] = pn.widgets.Button(label="paper baseline", width=135, margin=(5, 4, 5, 4),
+                                          description=f"r_cut {BASELINE[0]:g} Å, l_max {BASELINE[1]}, trained with "
+                                          "the paper's protocol")
+    w["use_baseline"].on_click(lambda _event: state.use_entry("baseline"))
     w["next_preset"] = pn.widgets.Button(label="Guided tour ▶", color="primary")
     w["next_preset"].on_click(lambda _event: state.next_preset())
     accept = ",".join(FIELD_EXTENSIONS + STRUCTURE_EXTENSIONS + SCREENING_EXTENSIONS)
@@ -299,12 +309,13 @@ def build_session(state: AppState | None = None) -> Session:
         w["example_screening"],
         w["screen_frame"],
         pn.pane.Markdown("### Model and correction"),
-        pn.pane.Markdown("Trained on the fluid (zoo, paper protocol) or on fluid + atomic crystals (for "
-                         "crystalline / atomic H; r_cut 3.0 Å, l_max 2):", margin=(0, 10)),
-        w["training"], w["r_cut"], w["l_max"],
+        pn.pane.Markdown("Trained on the fluid (the zoo; it opens on its most accurate entry, the paper's "
+                         "baseline is a click away) or on fluid + atomic crystals (for crystalline / atomic H; "
+                         "r_cut 3.0 Å, l_max 2):", margin=(0, 10)),
+        w["training"], pn.Row(w["use_default"], w["use_baseline"]), w["r_cut"], w["l_max"],
         pn.pane.Markdown("k-space correction: the oracle is fitted to the DFT reference (it needs the answer); "
-                         "'predicted' comes from the structure alone (long-range model of r_cut 3.0 Å, l_max 2, "
-                         "fluid; no reference needed):", margin=(0, 10)),
+                         "'predicted' comes from the structure alone (the long-range model shipped with the "
+                         "most accurate and the baseline entries; no reference needed):", margin=(0, 10)),
         w["k_source"],
         pn.pane.Markdown("Oracle basis: by number of shells or by k_max (the slider moved last decides):",
                          margin=(0, 10)),

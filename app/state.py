@@ -21,6 +21,7 @@ import param
 import xarray as xr
 
 from elfcore.errors import ElfcoreError
+from elfcore.zoo import BASELINE as ZOO_BASELINE, DEFAULT as ZOO_DEFAULT
 
 from .catalog import correction_warning, default_line_atoms, domain_warning, guided_tour, sort_cases
 from .pipeline import MAX_UPLOAD_BYTES, CaseInfo, Pipeline, default_pipeline
@@ -84,8 +85,10 @@ LINE_DEPS = (*FIELD_DEPS, "line_atom_1", "line_atom_2", "line_source", "line_sta
 MESSAGE_RESET_DEPS = ("case", "training", "r_cut", "l_max", "n_shells", "k_max", "k_source", "view_field",
                       "squeeze")
 
-DEFAULT_R_CUTS = [3.0]
-DEFAULT_L_MAXS = [2]
+#: The model the app opens with: the zoo's most accurate entry (:data:`elfcore.zoo.DEFAULT`); the paper's
+#: baseline (:data:`elfcore.zoo.BASELINE`) is one click away (:meth:`AppState.use_entry`).
+DEFAULT_R_CUTS = [ZOO_DEFAULT[0]]
+DEFAULT_L_MAXS = [ZOO_DEFAULT[1]]
 
 
 @dataclass(frozen=True)
@@ -186,8 +189,10 @@ class AppState(param.Parameterized):
 
     case = param.Selector(default=None, objects=[], doc="case shown (bundled or uploaded)")
     view_field = param.Selector(default="prediction", objects=list(FIELD_KINDS), doc="ELF drawn in 3D and in the slice")
-    r_cut = param.Selector(default=3.0, objects=list(DEFAULT_R_CUTS), doc="descriptor cutoff r_cut of the zoo model, Å")
-    l_max = param.Selector(default=2, objects=list(DEFAULT_L_MAXS), doc="angular order l_max of the zoo model")
+    r_cut = param.Selector(default=ZOO_DEFAULT[0], objects=list(DEFAULT_R_CUTS),
+                           doc="descriptor cutoff r_cut of the zoo model, Å")
+    l_max = param.Selector(default=ZOO_DEFAULT[1], objects=list(DEFAULT_L_MAXS),
+                           doc="angular order l_max of the zoo model")
     training = param.Selector(
         default="fluid", objects=list(TRAINING_SETS),
         doc="training data of the model: the fluid snapshots (zoo, paper protocol) or fluid + 80 atomic crystals "
@@ -271,10 +276,19 @@ class AppState(param.Parameterized):
         if r_cuts and l_maxs:
             self.param.r_cut.objects = list(r_cuts)
             self.param.l_max.objects = list(l_maxs)
-            if self.r_cut not in r_cuts:
-                self.r_cut = 3.0 if 3.0 in r_cuts else r_cuts[len(r_cuts) // 2]
+            if self.r_cut not in r_cuts:  # the default entry, else the baseline, else the middle one
+                self.r_cut = next((r for r in (ZOO_DEFAULT[0], ZOO_BASELINE[0]) if r in r_cuts), r_cuts[len(r_cuts) // 2])
             if self.l_max not in l_maxs:
-                self.l_max = 2 if 2 in l_maxs else l_maxs[0]
+                self.l_max = next((l for l in (ZOO_DEFAULT[1], ZOO_BASELINE[1]) if l in l_maxs), l_maxs[0])
+
+    def use_entry(self, which: str) -> None:
+        """Switch to the fluid zoo's ``"default"`` entry (the most accurate, :data:`elfcore.zoo.DEFAULT`) or the
+        paper's ``"baseline"`` (:data:`elfcore.zoo.BASELINE`), when the zoo has it."""
+        r_cut, l_max = {"default": ZOO_DEFAULT, "baseline": ZOO_BASELINE}[which]
+        if r_cut not in self.param.r_cut.objects or l_max not in self.param.l_max.objects:
+            self.message = f"The zoo has no entry r_cut {r_cut} Å, l_max {l_max}."
+            return
+        self.param.update(training="fluid", r_cut=r_cut, l_max=l_max)
 
     def _crystals_off_baseline(self) -> bool:
         """Crystal model chosen while r_cut / l_max are not the baseline descriptor, the only one it has."""

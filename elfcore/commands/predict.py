@@ -8,8 +8,9 @@ standard deviation over members is written next to it (``<stem>_std<suffix>``).
 ``--longrange`` writes the ELF after the predicted long-range correction
 (``docs/longrange.md``; "predicted, no reference").
 
-``--model auto`` (the default) picks the model from the structure's elements: the
-hydrogen baseline ``zoo:rcut=3.0,lmax=2`` for pure hydrogen, ``zoo:hydrides`` for a
+``--model auto`` (the default) picks the model from the structure's elements: the most
+accurate hydrogen zoo entry ``zoo:rcut=2.5,lmax=3`` for pure hydrogen (the paper's baseline
+is ``--model zoo:rcut=3.0,lmax=2``), ``zoo:hydrides`` for a
 hydride its species cover; an element no model knows is refused by name
 (``docs/hydrides.md``). The model used and why are logged and in the ``--json`` summary.
 """
@@ -26,13 +27,14 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's arguments and options."""
-    from ..zoo import AUTO, CRYSTAL_SPEC, DEFAULT_SPEC, HYDRIDE_SPEC
+    from ..zoo import AUTO, BASELINE_SPEC, CRYSTAL_SPEC, DEFAULT_SPEC, HYDRIDE_SPEC
 
     parser.add_argument("structure", metavar="STRUCTURE", help="periodic structure file")
     parser.add_argument("--model", default=AUTO,
                         help=f"model file or zoo spec; default {AUTO}: {DEFAULT_SPEC} for pure hydrogen, "
                         f"{HYDRIDE_SPEC} when the structure holds other elements its species cover "
-                        f"(an element no model knows is refused); {CRYSTAL_SPEC} for atomic or crystalline H")
+                        f"(an element no model knows is refused); {CRYSTAL_SPEC} for atomic or crystalline H; "
+                        f"{BASELINE_SPEC} for the paper's baseline")
     grid = parser.add_mutually_exclusive_group()
     grid.add_argument("--grid", default=None, help="grid points: N or Na,Nb,Nc")
     grid.add_argument("--spacing", type=float, default=0.08, help="largest grid spacing in Å (default 0.08)")

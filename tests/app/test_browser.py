@@ -375,6 +375,21 @@ def test_predicted_k_correction_button(page):
         time.sleep(0.5)
 
 
+def test_paper_baseline_button(page):
+    """'paper baseline' puts the model back on r_cut 3.0 Å, l_max 2 (the stand-in zoo has no default entry)."""
+    press(page, "r-cut", "ArrowLeft", 1)
+    deadline = time.time() + 120
+    while "r_cut (Å): 2" not in text_of(page, ".elf-r-cut"):
+        assert time.time() < deadline, text_of(page, ".elf-r-cut")
+        time.sleep(0.5)
+    page.locator(".elf-use-baseline button").first.click()
+    while "r_cut (Å): 3" not in text_of(page, ".elf-r-cut") or "l_max: 2" not in text_of(page, ".elf-l-max"):
+        assert time.time() < deadline, (text_of(page, ".elf-r-cut"), text_of(page, ".elf-l-max"))
+        time.sleep(0.5)
+    page.locator(".elf-use-default button").first.click()  # no such entry in the stand-in zoo: a message says so
+    page.wait_for_selector(".elf-message >> text=has no entry", timeout=60_000)
+
+
 def test_training_set_buttons_change_the_prediction(page):
     before = text_of(page, ".elf-metrics")
     page.locator(".elf-training button", has_text="crystals").first.click()

@@ -136,3 +136,18 @@ def test_predicted_k_correction_refused_where_none_is_shipped(shipped_state):
         assert "no predicted long-range correction" in s.message and "r_cut 3.0 Å, l_max 2" in s.message
     finally:
         s.param.update(k_source="reference", r_cut=3.0)
+
+
+def test_app_opens_on_the_most_accurate_entry_and_the_baseline_is_a_click_away():
+    from app.state import AppState
+    from elfcore.zoo import BASELINE, DEFAULT, zoo_path
+
+    if not zoo_path(*DEFAULT).exists():
+        pytest.skip("default zoo entry not shipped")
+    s = AppState(pipeline=Pipeline(data_dir=DATA_DIR))
+    assert (s.r_cut, s.l_max) == DEFAULT
+    s.use_entry("baseline")
+    assert (s.r_cut, s.l_max, s.training) == (*BASELINE, "fluid")
+    s.training = "crystals"
+    s.use_entry("default")
+    assert (s.r_cut, s.l_max, s.training) == (*DEFAULT, "fluid")
