@@ -37,6 +37,7 @@ def _register_own_package() -> None:
 _register_own_package()
 
 import panel as pn  # noqa: E402
+import param  # noqa: E402
 
 from app.pipeline import MAX_UPLOAD_BYTES, WEBSOCKET_MAX_MESSAGE_BYTES, example_screening, upload_capacity  # noqa: E402
 from app.screening import SCREENING_EXTENSIONS  # noqa: E402
@@ -95,6 +96,11 @@ def link_throttled(widget, state: AppState, name: str, delay_s: float = THROTTLE
     def from_state(event) -> None:
         if widget.value != event.new:
             widget.value = event.new
+        if widget.value_throttled != event.new:
+            # kept in step too: otherwise releasing the slider at its previous released value (after a button or
+            # a tour step moved the state) is no change of value_throttled, and the state would not follow
+            with param.edit_constant(widget):
+                widget.value_throttled = event.new
 
     widget.param.watch(on_release, "value_throttled")
     state.param.watch(from_state, name)

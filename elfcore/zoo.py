@@ -22,7 +22,7 @@ several-species descriptor (``DescriptorSettings(species=("H", …))``) trained 
 not shipped until its DFT data exist; naming it before then is a clear error.
 
 :func:`choose_model` picks the model for a structure when the user asks for ``"auto"`` (the
-default of ``elfcore predict``, ``netval`` and ``screen``): the hydrogen baseline
+default of ``elfcore predict``, ``netval`` and ``screen``): the default hydrogen entry
 (:data:`DEFAULT_SPEC`) for pure hydrogen, ``zoo:hydrides`` when the structure holds other
 elements and that model's species cover them, and a :class:`~elfcore.errors.StructureError`
 naming the elements no model knows otherwise.

@@ -14,7 +14,7 @@ to 2 decimals.
 
 A FILE may also be a structure without an ELF (POSCAR, CIF, extxyz... anything ase
 reads that is not one of elfcore's field formats): its ELF is predicted first on a
-grid of ``--spacing`` Å with ``--model`` (default ``auto``: the hydrogen baseline for
+grid of ``--spacing`` Å with ``--model`` (default ``auto``: the default hydrogen entry for
 pure hydrogen, ``zoo:hydrides`` for a hydride its species cover, an element no model
 knows is refused by name; ``docs/hydrides.md``). Such results carry ``model`` and
 ``model_choice``.

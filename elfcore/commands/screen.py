@@ -13,7 +13,7 @@ The frames run on Dask distributed: a local cluster of ``--workers`` processes
 with one thread each, or the cluster of ``--scheduler tcp://host:port``.
 
 ``--model auto`` (the default) chooses the model from the elements of all frames: the
-hydrogen baseline for pure hydrogen, ``zoo:hydrides`` when its species cover the
+default hydrogen entry for pure hydrogen, ``zoo:hydrides`` when its species cover the
 hydrides among them; frames holding an element no model knows get a row with that
 reason. The model and why it was chosen are logged and in the summary
 (``model``, ``model_choice``).

@@ -9,7 +9,7 @@ database already holds.
 
 With ``model="auto"`` (the default) the model is chosen from the union of the elements
 of all screenable frames (the inputs are read up front anyway):
-:func:`elfcore.zoo.choose_model` gives the hydrogen baseline for pure hydrogen and
+:func:`elfcore.zoo.choose_model` gives the default hydrogen entry for pure hydrogen and
 ``zoo:hydrides`` for hydrides its species cover. Frames holding an element the chosen
 model lacks (no shipped model knows it) are recorded as skipped, with the reason.
 """

@@ -394,6 +394,8 @@ def test_sliders_apply_released_values_and_follow_the_state(page, state):
     state.iso = 0.6  # a change from the state (a tour step...) moves the slider
     assert w.value == 0.6
     assert page.controls["r_cut"].value == state.r_cut
+    w._process_events({"value": 0.5, "value_throttled": 0.5})  # released at the last released value again
+    assert state.iso == 0.5
 
 
 def test_busy_tracker_counts_a_change(page, state):
