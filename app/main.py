@@ -63,6 +63,27 @@ pn.extension("vtk", loading_indicator=True, notifications=False, sizing_mode="st
 THROTTLE_S = 0.3
 
 
+def _set_released(widget, value) -> None:
+    """Set a slider's released value (``value_throttled``) on the server *and* in the browser.
+
+    After the state moved a slider (a button, a tour step), its released value must follow: the browser
+    sends a release only when the released value changes, so releasing the handle where it was released
+    last would otherwise be lost. Panel never sends ``value_throttled`` to the browser, so the slider's
+    Bokeh models are set directly (a discrete slider's are those of its inner integer slider).
+    """
+    inner = getattr(widget, "_slider", None) if isinstance(widget, pn.widgets.DiscreteSlider) else widget
+    with param.edit_constant(widget):
+        widget.value_throttled = value
+    if inner is None:
+        return
+    raw = widget.values.index(value) if inner is not widget else value
+    with param.edit_constant(inner):
+        inner.value_throttled = raw
+    for model, _ in list(getattr(inner, "_models", {}).values()):
+        if getattr(model, "value_throttled", raw) != raw:  # read-only in Python: set as the browser would
+            model.set_from_json("value_throttled", raw)
+
+
 def link_throttled(widget, state: AppState, name: str, delay_s: float = THROTTLE_S) -> None:
     """Link a slider to ``state.<name>``: released values, at most one per ``delay_s``; state → slider always.
 
@@ -97,10 +118,7 @@ def link_throttled(widget, state: AppState, name: str, delay_s: float = THROTTLE
         if widget.value != event.new:
             widget.value = event.new
         if widget.value_throttled != event.new:
-            # kept in step too: otherwise releasing the slider at its previous released value (after a button or
-            # a tour step moved the state) is no change of value_throttled, and the state would not follow
-            with param.edit_constant(widget):
-                widget.value_throttled = event.new
+            _set_released(widget, event.new)
 
     widget.param.watch(on_release, "value_throttled")
     state.param.watch(from_state, name)
