@@ -364,7 +364,7 @@ class AppState(param.Parameterized):
         values.update(line_source="atoms", line_start=None, line_end=None, pending_point=None)
         if self.view_field != "prediction" and not self.case_info().has_reference:
             values["view_field"] = "prediction"
-        note = self._model_note = self._model_for_case(values)
+        note = self._model_for_case(values)
         self.param.update(**values)
         if note:  # after the update: a change of training clears the message
             self.message = note
@@ -473,8 +473,8 @@ class AppState(param.Parameterized):
         self._uploads.add(info.key)
         self._refresh_cases()
         self.case = info.key
+        note = self._model_for_case({})  # the model note _on_case showed, which this message replaces
         kind = "ELF field: prediction and residual" if info.has_reference else "structure: prediction only"
-        note = getattr(self, "_model_note", "")
         self.message = f"Loaded '{name}' ({self.n_atoms} atoms, {kind})." + (f" {note}" if note else "")
         return True
 
