@@ -23,6 +23,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from elfcore.reference import PAPER_PRESSURES_GPA
+
 __all__ = [
     "PAPER_PRESSURES_GPA",
     "TOUR_CRYSTALS",
@@ -39,8 +41,6 @@ __all__ = [
     "correction_warning",
 ]
 
-#: Target pressures (GPa) of the fluid MD runs the paper discusses; the tour visits one test snapshot at each.
-PAPER_PRESSURES_GPA = (76.0, 115.1, 138.5)
 #: Atomic test crystals the tour shows with the crystal model, in this order (those that are shipped).
 #: cubic_sg207 and cubic_sg218 are the cases where the fluid-trained model fails most visibly.
 TOUR_CRYSTALS = ("cubic_sg207", "cubic_sg218", "hexagonal_sg176")
@@ -231,6 +231,12 @@ def default_line_atoms(positions_cart: Sequence, cell) -> tuple[int, int]:
 _CORRECTION_METRICS = (("mae", "MAE", False), ("rmse", "RMSE", False), ("r2", "R²", True))
 
 
+def _distinct_pair(before: float, after: float) -> str:
+    """``before → after`` with 4 decimals, or as many more (up to 8) as it takes to tell them apart."""
+    digits = next((d for d in range(4, 9) if f"{before:.{d}f}" != f"{after:.{d}f}"), 8)
+    return f"{before:.{digits}f} → {after:.{digits}f}"
+
+
 def correction_warning(info: dict, correction: str = "") -> str:
     """A warning when the k-correction made the case worse by any metric the engine reports, else ``""``.
 
@@ -239,6 +245,8 @@ def correction_warning(info: dict, correction: str = "") -> str:
 
     >>> correction_warning({"mae_before": 0.036, "mae_after": 0.040, "r2_before": 0.9, "r2_after": 0.92}, "2 shells")
     'The k-correction (2 shells) makes this case worse: MAE 0.0360 → 0.0400.'
+    >>> correction_warning({"mae_before": 0.016812, "mae_after": 0.016834})
+    'The k-correction makes this case worse: MAE 0.01681 → 0.01683.'
     >>> correction_warning({"mae_before": 0.04, "mae_after": 0.03})
     ''
     """
@@ -248,7 +256,7 @@ def correction_warning(info: dict, correction: str = "") -> str:
         if b is None or a is None or not (np.isfinite(a) and np.isfinite(b)):
             continue
         if (a < b) if larger_is_better else (a > b):
-            worse.append(f"{name} {b:.4f} → {a:.4f}")
+            worse.append(f"{name} {_distinct_pair(b, a)}")
     if not worse:
         return ""
     what = f"The k-correction ({correction})" if correction else "The k-correction"

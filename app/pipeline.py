@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field as dc_field, replace
@@ -334,18 +333,11 @@ class ElfcoreEngine:
         ElfcoreError
             For a model with no shipped long-range correction (the crystal model, most zoo entries).
         """
-        from elfcore.longrange import predicted_correction, resolve_longrange, shipped_path
+        from elfcore.longrange import predicted_correction, resolve_longrange
 
         if training != "fluid":
             raise ElfcoreError("the predicted long-range correction exists for the fluid zoo models only")
         spec = f"zoo:rcut={float(r_cut)},lmax={int(l_max)}"
-        path = shipped_path(spec)
-        if not path.is_file():
-            have = sorted(re.findall(r"rcut([\d.]+)_lmax(\d+)", f.name)[0]
-                          for f in path.parent.glob("longrange_rcut*_lmax*.json"))
-            where = "; it is shipped for " + ", ".join(f"r_cut {r} Å, l_max {l}" for r, l in have) if have else ""
-            raise ElfcoreError(f"no predicted long-range correction for r_cut {float(r_cut)} Å, l_max {int(l_max)}"
-                               f"{where}")
         return predicted_correction(pred, resolve_longrange("auto", spec), ref=ref)
 
     def correct(self, pred: xr.DataArray, ref: xr.DataArray, n_shells: int, k_max: float = 0.0) -> xr.DataArray:

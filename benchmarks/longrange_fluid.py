@@ -26,7 +26,7 @@ import xarray as xr
 
 from elfcore.grid import case_atoms, case_field
 from elfcore.io import read_case
-from elfcore.kspace import correlation_length, logit_residual, low_k_fraction, oracle_correction, sparse_correction
+from elfcore.kspace import residual_analysis
 from elfcore.longrange import LongRangeSettings, fit_longrange, predicted_correction
 from elfcore.predict import predict_field
 from elfcore.zoo import resolve_model
@@ -49,20 +49,6 @@ def cached_prediction(model_spec: str, model, path: Path, cache: Path) -> tuple[
         tmp.replace(cfile)
     pred = ref.copy(data=values.astype(ref.dtype)).rename("elf")
     return pred, ref, dict(ds.attrs)
-
-
-def residual_analysis_row(pred: xr.DataArray, ref: xr.DataArray) -> dict:
-    """Power below 1 Å⁻¹, correlation length, oracle R² for 1/2/3/8 shells, sparse 1 % / 0.1 % (3 shells)."""
-    delta = logit_residual(pred, ref)
-    low = low_k_fraction(delta, 1.0)
-    row = {"low_k_fraction": low["fraction"], "low_k_fraction_fluct": low["fraction_fluct"],
-           "n_modes_below_1": low["n_modes"], "k_first": low["k_first"], "xi": correlation_length(delta)}
-    for n in (1, 2, 3, 8):
-        row[f"oracle_{n}"] = oracle_correction(pred, ref, n_shells=n).info["r2_after"]
-    for frac in (0.01, 0.001):
-        m = max(int(round(frac * pred.size)), 1)
-        row[f"sparse_{frac:g}"] = sparse_correction(pred, ref, n_samples=m, seed=0, n_shells=3).info["r2_after"]
-    return row
 
 
 def main(argv=None) -> int:
@@ -95,7 +81,7 @@ def main(argv=None) -> int:
     if args.analysis:
         for name, role, pred, ref in cases:
             if role != "train":
-                analysis[name] = residual_analysis_row(pred, ref)
+                analysis[name] = residual_analysis(pred, ref)
                 print(f"analysed {name}", file=sys.stderr, flush=True)
         print("| case | L (Å) | k₁ (Å⁻¹) | modes ≤ 1 Å⁻¹ | Δ power ≤ 1 Å⁻¹ (of variance) | ξ (Å) | "
               "oracle R² 1 / 2 / 3 / 8 shells | sparse 1 % / 0.1 % (3 shells) |")
@@ -104,10 +90,10 @@ def main(argv=None) -> int:
             if name in analysis:
                 a = analysis[name]
                 L = float(np.linalg.norm(np.asarray(pred.attrs["cell"]), axis=1).min())
-                print(f"| {name} | {L:.2f} | {a['k_first']:.2f} | {a['n_modes_below_1']} | "
+                print(f"| {name} | {L:.2f} | {a['k_first']:.2f} | {a['n_modes_below']} | "
                       f"{100 * a['low_k_fraction']:.1f} % ({100 * a['low_k_fraction_fluct']:.2f} %) | {a['xi']:.2f} | "
-                      + " / ".join(f"{a[f'oracle_{n}']:.4f}" for n in (1, 2, 3, 8))
-                      + f" | {a['sparse_0.01']:.4f} / {a['sparse_0.001']:.4f} |")
+                      + " / ".join(f"{a['oracle'][n]:.4f}" for n in (1, 2, 3, 8))
+                      + f" | {a['sparse'][0.01]:.4f} / {a['sparse'][0.001]:.4f} |")
     results = {}
     for variant in args.channels:
         settings = LongRangeSettings(k_max=args.kmax, channels=tuple(variant.split(",")))

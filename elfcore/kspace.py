@@ -76,6 +76,7 @@ __all__ = [
     "check_same_grid",
     "k_magnitudes",
     "cell_info",
+    "residual_analysis",
 ]
 
 log = logging.getLogger(__name__)
@@ -992,3 +993,41 @@ def correlation_length(field: xr.DataArray, *, dr: float | None = None) -> float
         return 0.0  # pragma: no cover - C(0) = 1
     t = (v[i - 1] - 1.0 / math.e) / (v[i - 1] - v[i])
     return float(r[i - 1] + t * (r[i] - r[i - 1]))
+
+
+def residual_analysis(
+    pred: xr.DataArray,
+    ref: xr.DataArray,
+    *,
+    shells: Sequence[int] = (1, 2, 3, 8),
+    sparse_fractions: Sequence[float] = (0.01, 0.001),
+    sparse_shells: int = 3,
+    k_cut: float = 1.0,
+    seed: int = 0,
+) -> dict:
+    """How long-wavelength a prediction's error is (docs/science.md §6), in one dict.
+
+    Returns
+    -------
+    dict
+        ``r2_before``; ``low_k_fraction`` and ``low_k_fraction_fluct`` (share of the logit
+        residual's mean square / variance at ``|G| ≤ k_cut``), ``n_modes_below`` and
+        ``k_first`` (:func:`low_k_fraction`); ``xi`` (:func:`correlation_length`, Å);
+        ``oracle`` {n shells: R² after :func:`oracle_correction`}; ``sparse`` {fraction:
+        R² after :func:`sparse_correction` with ``sparse_shells`` shells from that share of
+        the voxels, drawn with ``seed``}.
+    """
+    check_same_grid(pred, ref)
+    delta = logit_residual(pred, ref)
+    low = low_k_fraction(delta, k_cut)
+    out = {"r2_before": _metrics(np.asarray(pred.values), np.asarray(ref.values))["r2"], "k_cut": float(k_cut),
+           "low_k_fraction": low["fraction"], "low_k_fraction_fluct": low["fraction_fluct"],
+           "n_modes_below": low["n_modes"], "k_first": low["k_first"], "xi": correlation_length(delta),
+           "oracle": {}, "sparse": {}}
+    for n in shells:
+        out["oracle"][int(n)] = float(oracle_correction(pred, ref, n_shells=int(n)).info["r2_after"])
+    for frac in sparse_fractions:
+        m = max(int(round(float(frac) * pred.size)), 1)
+        kc = sparse_correction(pred, ref, n_samples=m, seed=seed, n_shells=sparse_shells)
+        out["sparse"][float(frac)] = float(kc.info["r2_after"])
+    return out

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import ClassVar, Iterable
@@ -58,6 +59,7 @@ __all__ = [
     "fit_longrange",
     "predicted_correction",
     "shipped_path",
+    "shipped_entries",
     "resolve_longrange",
 ]
 
@@ -427,6 +429,18 @@ def shipped_path(model_spec: str) -> Path:
     return models_dir() / f"longrange_rcut{r_cut:.1f}_lmax{l_max}.json"
 
 
+def shipped_entries() -> list[tuple[float, int]]:
+    """The zoo entries (r_cut, l_max) that have a shipped long-range model, sorted."""
+    from .assets import models_dir
+
+    out = []
+    for f in models_dir().glob("longrange_rcut*_lmax*.json"):
+        m = re.fullmatch(r"longrange_rcut(\d+(?:\.\d+)?)_lmax(\d+)\.json", f.name)
+        if m:
+            out.append((float(m.group(1)), int(m.group(2))))
+    return sorted(out)
+
+
 def resolve_longrange(spec: str | os.PathLike, model_spec: str | None = None) -> LongRangeModel:
     """Load a long-range model: a JSON file, or ``"auto"`` for the one shipped with ``model_spec``.
 
@@ -438,9 +452,13 @@ def resolve_longrange(spec: str | os.PathLike, model_spec: str | None = None) ->
         A file that is not a long-range model.
     """
     path = shipped_path(model_spec) if str(spec) == "auto" else Path(spec)
+    if not path.is_file() and str(spec) == "auto":
+        have = ", ".join(f"r_cut {r:.1f} Å, l_max {l}" for r, l in shipped_entries())
+        raise ElfcoreError(f"no long-range correction is shipped for {model_spec}"
+                           f"{'; it is shipped for ' + have if have else ''}; "
+                           f"fit one with 'elfcore longrange --model {model_spec}' and pass its file")
     if not path.is_file():
-        hint = " (no long-range correction is shipped for this zoo entry yet)" if str(spec) == "auto" else ""
-        raise ElfcoreError(f"long-range model {str(path)!r} not found{hint}; fit one with 'elfcore longrange'")
+        raise ElfcoreError(f"long-range model {str(path)!r} not found; fit one with 'elfcore longrange'")
     model = LongRangeModel.load(path)
     fitted_for = model.meta.get("local_model")
     if model_spec is not None and fitted_for is not None and str(fitted_for) != str(model_spec):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from elfcore.errors import FormatError, SettingsError
+from elfcore.errors import ElfcoreError, FormatError, SettingsError
 from elfcore.grid import field_from_atoms, grid_points_frac
 from elfcore.kspace import logit, reciprocal_shells, sigmoid
 from elfcore.longrange import (
@@ -215,3 +215,17 @@ def test_shipped_longrange_model_matches_its_zoo_entry():
     model = resolve_longrange("auto", "zoo:rcut=3.0,lmax=2")
     assert model.meta["local_model"] == "zoo:rcut=3.0,lmax=2"
     assert all(not name.startswith("fluid512") or "t0100" in name for name in model.meta["training_cells"])
+
+
+def test_auto_longrange_refusal_lists_the_shipped_entries(tmp_path, monkeypatch):
+    from elfcore.longrange import resolve_longrange, shipped_entries
+
+    monkeypatch.setenv("ELFCORE_ZOO_DIR", str(tmp_path))
+    assert shipped_entries() == []
+    with pytest.raises(ElfcoreError, match="no long-range correction is shipped for zoo:rcut=2.0,lmax=0; fit"):
+        resolve_longrange("auto", "zoo:rcut=2.0,lmax=0")
+    for name in ("longrange_rcut3.0_lmax2.json", "longrange_rcut2.5_lmax3.json", "longrange_notes.json"):
+        (tmp_path / name).write_text("{}")
+    assert shipped_entries() == [(2.5, 3), (3.0, 2)]
+    with pytest.raises(ElfcoreError, match=r"shipped for r_cut 2\.5 Å, l_max 3, r_cut 3\.0 Å, l_max 2"):
+        resolve_longrange("auto", "zoo:rcut=2.0,lmax=0")

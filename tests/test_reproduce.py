@@ -7,6 +7,7 @@ import pytest
 import xarray as xr
 from ase import Atoms
 
+from elfcore.errors import ElfcoreError
 from elfcore.grid import grid_points_frac, make_case, make_field
 from elfcore.reproduce import ReproduceSettings, report, runs
 
@@ -218,3 +219,66 @@ def test_partial_outputs_are_written_and_labelled(tmp_path):
     assert "stopped before all parts" in md.read_text() and out["results_md"] == str(md)
     write_outputs(dict(summary), tmp_path, md, time.perf_counter(), finished=True)
     assert "stopped before all parts" not in md.read_text()
+
+
+def test_large_cells_rows_kspace_and_figure(tmp_path, rng, monkeypatch):
+    from elfcore.reproduce import figures
+
+    monkeypatch.setattr(runs, "LARGE_CELL_ATOMS", 20)
+    paths = [_synthetic_case(tmp_path / "t0.nc", rng, family="fluid", role="train", pressure=100.0),
+             _synthetic_case(tmp_path / "x0.nc", rng, family="fluid", role="test", pressure=100.0)]
+    big = dict(family="fluid", n=24, L=5.0, shape=(16, 16, 16))
+    paths += [_synthetic_case(tmp_path / "big_t.nc", rng, role="train", pressure=100.0, **big),
+              _synthetic_case(tmp_path / "big_x1.nc", rng, role="test", pressure=100.0, **big),
+              _synthetic_case(tmp_path / "big_x2.nc", rng, role="test", pressure=150.0, **big)]
+    split = runs.split_cases(runs.load_cases(paths))
+    assert [c.name for c in split["train"]] == ["t0"] and len(split["large_test"]) == 2
+    s = ReproduceSettings.quick()
+    _, arrays = runs.run_baseline(split, s, device="cpu")
+    res, l_arrays = runs.run_large_cells(split, s, arrays, device="cpu")
+    assert [c["name"] for c in res["cases"]] == ["big_x1", "big_x2"]
+    assert res["variant_train"] == ["t0", "big_t"] and res["variant_members"] == s.pool_members
+    for c in res["cases"]:
+        assert c["baseline"]["n"] == c["variant"]["n"] and c["baseline"]["n_members"] == s.n_members
+        k = c["kspace"]
+        assert set(k["oracle"]) == set(s.large_shells) and set(k["sparse"]) == set(s.large_sparse_fractions)
+        assert k["oracle"][max(s.large_shells)] >= k["r2_before"] - 1e-9  # a least-squares fit cannot lose
+        assert 0 <= k["low_k_fraction"] <= 1
+    # one pooled row per pressure, then all cells; the pooled R² differs from per-cell values
+    assert [r["n_cases"] for r in res["rows"]] == [1, 1, 2]
+    assert res["rows"][0]["baseline"]["r2"] == pytest.approx(res["cases"][0]["baseline"]["r2"])
+    assert sorted(l_arrays) == ["big_x1", "big_x2"] and len(res["kcorrection"]) == 2
+    fig = figures.figure_s3({"n_shells": s.k_shells, "cases": res["kcorrection"]}, l_arrays, tmp_path / "l.png")
+    assert fig.stat().st_size > 1000
+    summary = {"settings": s.to_dict(), "large": res}
+    from elfcore.jsonsafe import to_jsonable
+
+    lines = "\n".join(report._large_lines(to_jsonable(summary), "figures"))
+    assert "| big_x1 |" in lines and "all large test cells (2)" in lines and "fig_s3_large.png" in lines
+    text = " ".join(report._large_sentences(to_jsonable(res)))
+    assert "2 independent large cells (24 atoms)" in text and "trained also on the large training cells" in text
+
+
+def test_large_cells_part_needs_a_large_test_cell(rng, tmp_path):
+    split = runs.split_cases(runs.load_cases(
+        [_synthetic_case(tmp_path / "t0.nc", rng, family="fluid", role="train", pressure=100.0)]))
+    with pytest.raises(ElfcoreError, match="no large test cell"):
+        runs.run_large_cells(split, ReproduceSettings.quick(), {"model": None}, device="cpu")
+
+
+def test_split_cases_keeps_the_paper_pressures():
+    def case(name, role, target, family="fluid"):
+        return runs.Case(name=name, field=make_field(np.zeros((2, 2, 2)), np.eye(3)), family=family, role=role,
+                         pressure=target, target_pressure=target)
+
+    cs = [case("a0", "train", 76.0), case("a1", "test", 76.0), case("m0", "train", 103.0),
+          case("m1", "test", 103.0), case("b0", "train", 115.1), case("c1", "test", 150.0, family="cubic")]
+    sp = runs.split_cases(cs)
+    assert [c.name for c in sp["train"]] == ["a0", "b0"] and [c.name for c in sp["test"]] == ["a1"]
+    assert [c.name for c in sp["cubic"]] == ["c1"]
+    assert any("103 GPa left out" in n for n in sp["notes"])
+    every = runs.split_cases(cs, None)
+    assert [c.name for c in every["train"]] == ["a0", "m0", "b0"] and not every["notes"]
+    # data without any of the paper's pressures: everything is kept
+    other = runs.split_cases([case("m0", "train", 103.0), case("m1", "test", 103.0)])
+    assert [c.name for c in other["test"]] == ["m1"] and not other["notes"]

@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", nargs="+", metavar="FILE", help="use these case files instead of --data")
     parser.add_argument("--results", default="docs/results.md",
                         help="markdown file whose reproduce block is replaced ('-' = only OUT/reproduce.md)")
+    parser.add_argument("--all-pressures", action="store_true",
+                        help="use the fluid MDs at every target pressure (default: the paper's 76.0, 115.1 and "
+                             "138.5 GPa when the data has them)")
     parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--threads", type=int, default=0,
@@ -33,6 +36,7 @@ def _command_line(args: argparse.Namespace) -> str:
     """The ``elfcore reproduce`` command line these arguments stand for (recorded in the outputs)."""
     parts = ["elfcore", "reproduce"] + (["--quick"] if args.quick else []) + ["--out", args.out]
     parts += ["--cases", *args.cases] if args.cases else (["--data", args.data] if args.data else [])
+    parts += ["--all-pressures"] if args.all_pressures else []
     parts += ["--results", args.results, "--seed", str(args.seed)]
     parts += ["--threads", str(args.threads)] if args.threads else []
     return " ".join(shlex.quote(str(p)) for p in parts)
@@ -44,6 +48,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from ..assets import data_dir
     from ..errors import ElfcoreError
+    from ..reference import PAPER_PRESSURES_GPA
     from ..reproduce import ReproduceSettings, find_cases, run_reproduce
 
     if args.threads < 0:
@@ -58,6 +63,7 @@ def run(args: argparse.Namespace) -> dict:
         mode="quick" if args.quick else "full",
         command=_command_line(args),
         device=args.device,
+        pressures=None if args.all_pressures else PAPER_PRESSURES_GPA,
     )
 
 

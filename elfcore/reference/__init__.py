@@ -10,7 +10,7 @@ The CLI is ``elfcore reference {list,md,build,converge,qe,summary}``.
 """
 from __future__ import annotations
 
-from .builder import ReferencePlan, build, plan_cases
+from .builder import PAPER_PRESSURES_GPA, ReferencePlan, build, plan_cases
 from .cp2k import CP2KSettings, MDSettings
 
-__all__ = ["ReferencePlan", "build", "plan_cases", "CP2KSettings", "MDSettings"]
+__all__ = ["PAPER_PRESSURES_GPA", "ReferencePlan", "build", "plan_cases", "CP2KSettings", "MDSettings"]

@@ -12,6 +12,9 @@ From the shipped reference cases (``assets/data/*.nc``) and runs it makes itself
 * Figure S2 analogue: R² vs width, hidden layers, Huber δ, r_cut, n_radial, l_max;
 * Figure S3 analogue: residual slices per pressure before/after the oracle
   k-correction (:mod:`elfcore.kspace`), −0.2…+0.2;
+* large cells (fluid cells of ≥ 500 atoms, when shipped): Tables S1/S2 rows of the
+  baseline and of a variant also trained on the large training cells, the k-space
+  analysis of every large test cell and Figure S3 on one large cell per pressure;
 * a markdown block (tables, figure links, a generated discussion) written between
   marker comments of ``docs/results.md`` and a ``reproduce.json`` with every number.
 
@@ -33,6 +36,7 @@ import torch
 
 from ..errors import ElfcoreError
 from ..jsonsafe import to_jsonable
+from ..reference import PAPER_PRESSURES_GPA
 from .settings import ReproduceSettings
 
 __all__ = ["ReproduceSettings", "run_reproduce", "find_cases"]
@@ -64,6 +68,7 @@ def run_reproduce(
     mode: str = "full",
     command: str = "elfcore reproduce",
     device: str | torch.device = "auto",
+    pressures: Sequence[float] | None = PAPER_PRESSURES_GPA,
 ) -> dict[str, Any]:
     """Run every part and write figures, ``reproduce.json`` and the markdown block.
 
@@ -85,6 +90,9 @@ def run_reproduce(
         The command line recorded in the outputs.
     device : str or torch.device
         ``"auto"``: CUDA when available.
+    pressures : sequence of float, optional
+        Fluid MDs used (target pressures; default the paper's three, ``None`` every one),
+        see :func:`elfcore.reproduce.runs.split_cases`.
 
     Returns
     -------
@@ -100,7 +108,7 @@ def run_reproduce(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cases = runs.load_cases(case_paths)
-    split = runs.split_cases(cases)
+    split = runs.split_cases(cases, pressures)
     counts = {k: len(split[k]) for k in ("train", "test", "cubic", "hexagonal")}
     summary: dict[str, Any] = {
         "command": command,
@@ -151,7 +159,7 @@ class _Parts:
 
 
 def _run_model_parts(parts: _Parts, split: dict, s: ReproduceSettings, base_arrays, out: Path, device) -> None:
-    """The parts that need the baseline: k-correction (Fig. S3), larger training set, CNN (Fig. S1)."""
+    """The parts that need the baseline: k-correction (Fig. S3), larger training set, large cells, CNN (Fig. S1)."""
     from . import figures, runs
 
     summary = parts.summary
@@ -169,6 +177,15 @@ def _run_model_parts(parts: _Parts, split: dict, s: ReproduceSettings, base_arra
     else:
         summary["notes"].append("larger-training-set variant skipped: fewer than two independent snapshots "
                                 "per pressure")
+    if split["large_test"]:
+        got = parts.run("large", lambda: runs.run_large_cells(split, s, base_arrays, device=device))
+        if got:
+            summary["large"], l_arrays = got
+            kres = {"n_shells": s.k_shells, "cases": summary["large"]["kcorrection"]}
+            summary["figures"].append(str(figures.figure_s3(kres, l_arrays, out / "fig_s3_large.png")))
+            parts.flush()
+    else:
+        summary["notes"].append(f"large-cell rows skipped: no fluid test cell of ≥ {runs.LARGE_CELL_ATOMS} atoms")
     got = parts.run("cnn", lambda: runs.run_cnn(split, s, base_arrays, device=device))
     if got:
         summary["cnn"], c_arrays = got

@@ -21,6 +21,7 @@ from ..descriptor import DescriptorSettings, compute_grid_descriptor
 from ..errors import ElfcoreError
 from ..settings import plain
 from ..grid import field_atoms, field_cell, make_field
+from ..reference import PAPER_PRESSURES_GPA
 from ..train import TrainSettings, metrics, sample_voxels, train_model
 from .settings import ReproduceSettings
 
@@ -36,6 +37,8 @@ __all__ = [
     "run_sweeps",
     "run_cnn",
     "run_kcorrection",
+    "run_large_cells",
+    "LARGE_CELL_ATOMS",
 ]
 
 log = logging.getLogger(__name__)
@@ -135,8 +138,16 @@ def load_cases(paths: Sequence[str | Path]) -> list[Case]:
 LARGE_CELL_ATOMS = 500
 
 
-def split_cases(cases: Sequence[Case]) -> dict[str, Any]:
+def split_cases(cases: Sequence[Case], pressures: Sequence[float] | None = PAPER_PRESSURES_GPA) -> dict[str, Any]:
     """Group cases into the paper's sets.
+
+    Parameters
+    ----------
+    cases : sequence of Case
+    pressures : sequence of float, optional
+        Keep only the fluid MDs whose target pressure is one of these (default: the
+        paper's three; a note names the MDs left out). ``None``, or no fluid case at any of
+        them, keeps every fluid case.
 
     Returns
     -------
@@ -149,6 +160,7 @@ def split_cases(cases: Sequence[Case]) -> dict[str, Any]:
         first independent snapshot, else the training snapshot) and ``notes``.
     """
     notes = []
+    cases = _at_pressures(cases, pressures, notes)
     large = [c for c in cases if c.family == "fluid" and c.n_atoms >= LARGE_CELL_ATOMS]
     fluid = [c for c in cases if c.family == "fluid" and c.n_atoms < LARGE_CELL_ATOMS]
     train = [c for c in fluid if c.role == "train"]
@@ -167,6 +179,25 @@ def split_cases(cases: Sequence[Case]) -> dict[str, Any]:
         shown.setdefault(key, c)
     out["shown"] = [shown[k] for k in sorted(shown, key=lambda k: (isinstance(k, str), k))]
     return out
+
+
+def _at_pressures(cases: Sequence[Case], pressures: Sequence[float] | None, notes: list[str]) -> list[Case]:
+    """``cases`` without the fluid MDs at other target pressures (see :func:`split_cases`)."""
+    if pressures is None:
+        return list(cases)
+
+    def wanted(c: Case) -> bool:
+        return c.target_pressure is not None and any(abs(c.target_pressure - p) < 0.05 for p in pressures)
+
+    fluid = [c for c in cases if c.family == "fluid"]
+    if not any(wanted(c) for c in fluid):
+        return list(cases)
+    left = sorted({c.target_pressure for c in fluid if not wanted(c)}, key=lambda p: (p is None, p or 0.0))
+    if left:
+        notes.append("fluid MDs at " + ", ".join("?" if p is None else f"{p:g}" for p in left)
+                     + " GPa left out: the paper's protocol uses its pressures "
+                     + ", ".join(f"{p:g}" for p in pressures) + " GPa (--all-pressures keeps them).")
+    return [c for c in cases if c.family != "fluid" or wanted(c)]
 
 
 def _divisor_stride(n: int, stride: int) -> int:
@@ -658,3 +689,104 @@ def run_kcorrection(split: dict, s: ReproduceSettings, baseline_arrays: dict) ->
         ref = np.asarray(c.field.values, dtype=np.float64)
         arrays[c.name] = (np.asarray(pred.values) - ref, np.asarray(kc.corrected.values) - ref, field_cell(c.field))
     return {"n_shells": s.k_shells, "cases": rows}, arrays
+
+
+# --------------------------------------------------------------------------- large cells
+def _eval_voxels(pm: np.ndarray, field: xr.DataArray, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """(member predictions, reference) flattened on the metric sub-lattice of a full-grid prediction."""
+    ev = stride_field(field, stride)
+    sa = [n_f // n_e for n_f, n_e in zip(field.shape, ev.shape)]
+    pe = pm[:, :: sa[0], :: sa[1], :: sa[2]].reshape(pm.shape[0], -1)
+    return pe, np.asarray(ev.values, dtype=np.float64).reshape(-1)
+
+
+def _pressure_groups(cases: Sequence[Case]) -> dict[Any, list[Case]]:
+    groups: dict[Any, list[Case]] = {}
+    for c in cases:
+        groups.setdefault(c.target_pressure, []).append(c)
+    return groups
+
+
+def run_large_cells(
+    split: dict, s: ReproduceSettings, baseline_arrays: dict, *, device: str | torch.device = "auto"
+) -> tuple[dict, dict]:
+    """The large fluid cells (≥ :data:`LARGE_CELL_ATOMS` atoms): Tables S1/S2 and Fig. S3 on them.
+
+    The baseline ensemble (paper protocol, 64-atom training snapshots) is scored on every
+    large test cell; beside it a variant trained on the same snapshots plus the large
+    training cells (baseline protocol, ``s.pool_members`` members) is scored on the same
+    voxels. On the full grid of each large test cell the baseline's member-mean
+    residual is analysed in k-space (:func:`elfcore.kspace.residual_analysis`: power below
+    1 Å⁻¹, correlation length, oracle R² with ``s.large_shells`` shells, sparse fits
+    from ``s.large_sparse_fractions`` of the voxels).
+
+    Returns
+    -------
+    results : dict
+        ``cases`` (per cell: description, ``baseline`` and ``variant`` member stats,
+        ``kspace``), ``rows`` (pooled per target pressure and over all cells, both
+        models), ``variant_train`` (case names), ``shells``, ``seconds``.
+    arrays : dict
+        {case name: (residual before, residual after ``s.k_shells`` shells, cell)} for
+        the first large test cell of each pressure (Fig. S3 on a large cell; their rows,
+        in the format of :func:`run_kcorrection`, are ``results["kcorrection"]``).
+
+    Raises
+    ------
+    ElfcoreError
+        If there is no large test cell.
+    """
+    from ..kspace import oracle_correction, residual_analysis
+
+    tests = sorted(split["large_test"], key=lambda c: (c.target_pressure or 0.0, c.md_step or 0, c.name))
+    if not tests:
+        raise ElfcoreError(f"no large test cell (fluid, role 'test', ≥ {LARGE_CELL_ATOMS} atoms)")
+    t0 = time.perf_counter()
+    base = baseline_arrays["model"]
+    variant, variant_train = None, []
+    if split["large_train"]:
+        variant_train = list(split["train"]) + list(split["large_train"])
+        X, y = training_samples(variant_train, s.descriptor, s.train.n_voxels, seed=s.seed, device=device)
+        variant = train_model(X, y, s.descriptor, s.train, seed=s.seed, n_members=s.pool_members,
+                              device=device, progress=False)
+        del X, y
+    t_train = time.perf_counter() - t0
+    figure_names = {cs[0].name for cs in _pressure_groups(tests).values()}
+    ev_base, ev_var, per_case, k_rows, arrays = {}, {}, [], [], {}
+    for c in tests:
+        pm = predict_members(base, c.field, device=device)
+        ev_base[c.name] = _eval_voxels(pm, c.field, s.eval_stride)
+        row = {**c.describe(), "baseline": member_stats(*ev_base[c.name])}
+        if variant is not None:
+            ev_var[c.name] = _eval_voxels(predict_members(variant, c.field, device=device), c.field, s.eval_stride)
+            row["variant"] = member_stats(*ev_var[c.name])
+        mean = _pred_field(pm.mean(0), c.field)
+        del pm
+        row["kspace"] = residual_analysis(mean, c.field, shells=s.large_shells,
+                                          sparse_fractions=s.large_sparse_fractions, sparse_shells=s.k_shells,
+                                          seed=s.seed)
+        per_case.append(row)
+        if c.name in figure_names:
+            kc = oracle_correction(mean, c.field, n_shells=s.k_shells)
+            info = {k: (plain(v) if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in kc.info.items()}
+            k_rows.append({"case": c.name, "pressure_gpa": c.pressure, "n_atoms": c.n_atoms,
+                           "cell_lengths": np.linalg.norm(field_cell(c.field), axis=1).tolist(), **info})
+            ref = np.asarray(c.field.values, dtype=np.float64)
+            arrays[c.name] = (np.asarray(mean.values) - ref, np.asarray(kc.corrected.values) - ref,
+                              field_cell(c.field))
+        log.info("large cell %s: R² %.4f (baseline)", c.name, row["baseline"]["r2"])
+    rows = []
+    groups = list(_pressure_groups(tests).items())
+    for p, cs in groups + ([("all", tests)] if len(groups) > 1 else []):
+        label = "all large test cells" if p == "all" else f"large test cells of the {p:g} GPa MD"
+        r = {"set": label, "target_pressure_gpa": None if p == "all" else p, "n_cases": len(cs),
+             "baseline": _pooled_row(label, cs, ev_base)}
+        if variant is not None:
+            r["variant"] = _pooled_row(label, cs, ev_var)
+        rows.append(r)
+    results = {"cases": per_case, "rows": rows, "variant_train": [c.name for c in variant_train],
+               "variant_members": s.pool_members if variant is not None else 0,
+               "shells": list(s.large_shells), "sparse_fractions": list(s.large_sparse_fractions),
+               "k_shells": s.k_shells, "kcorrection": k_rows, "train_seconds": round(t_train, 1),
+               "seconds": round(time.perf_counter() - t0, 1)}
+    return results, arrays

@@ -60,7 +60,12 @@ class ReproduceSettings(Settings):
         Reciprocal shells of the oracle k-correction (Fig. S3).
     pool_members : int
         Ensemble size of the larger-training-set variant (training snapshot plus every
-        other independent snapshot of each pressure; baseline protocol otherwise).
+        other independent snapshot of each pressure; baseline protocol otherwise) and of
+        the large-cell variant (the training snapshots plus the large training cells).
+    large_shells : tuple of int
+        Shell counts of the oracle k-correction scored on every large test cell.
+    large_sparse_fractions : tuple of float
+        Shares of the voxels from which the sparse k-correction is fitted on the large cells.
     seed : int
         Base seed: training snapshot ``i`` is sampled with ``seed + 1000 i`` (as
         :func:`elfcore.train.train_on_fields`), evaluation voxels with ``seed + 1``.
@@ -87,6 +92,8 @@ class ReproduceSettings(Settings):
     phi_members: int = 5
     k_shells: int = 3
     pool_members: int = 5
+    large_shells: tuple = (1, 2, 3, 8)
+    large_sparse_fractions: tuple = (0.01, 0.001)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -108,6 +115,11 @@ class ReproduceSettings(Settings):
                 raise SettingsError(f"{name}={getattr(self, name)!r}; must be a non-empty sequence of numbers > 0")
             object.__setattr__(self, name, vals)
         object.__setattr__(self, "cnn_channels", _positive_ints("cnn_channels", self.cnn_channels))
+        object.__setattr__(self, "large_shells", _positive_ints("large_shells", self.large_shells))
+        fr = tuple(float(v) for v in self.large_sparse_fractions)
+        if any(not 0 < v <= 1 for v in fr):
+            raise SettingsError(f"large_sparse_fractions={self.large_sparse_fractions!r}; must be shares in (0, 1]")
+        object.__setattr__(self, "large_sparse_fractions", fr)
         if len(self.cnn_channels) != 3:
             raise SettingsError(f"cnn_channels={self.cnn_channels!r}; must be three integers")
 
@@ -138,5 +150,7 @@ class ReproduceSettings(Settings):
             cnn_eval_voxels=300,
             phi_members=2,
             pool_members=2,
+            large_shells=(1, 3),
+            large_sparse_fractions=(0.01,),
             seed=seed,
         )

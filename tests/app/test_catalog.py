@@ -177,3 +177,7 @@ def test_correction_warning_reads_the_engines_numbers():
               "r2_before": 0.8, "r2_after": 0.9}
     assert correction_warning(better) == ""
     assert correction_warning({}) == ""
+    # a change below the 4th decimal is shown with the digits that tell the two apart
+    tiny = correction_warning({"mae_before": 0.016812, "mae_after": 0.016834, "r2_before": 0.99481,
+                               "r2_after": 0.994808})
+    assert "MAE 0.01681 → 0.01683" in tiny and "R² 0.994810 → 0.994808" in tiny

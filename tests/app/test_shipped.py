@@ -133,7 +133,7 @@ def test_predicted_k_correction_refused_where_none_is_shipped(shipped_state):
     try:
         fs = s.fields()
         assert fs.corrected is None
-        assert "no predicted long-range correction" in s.message and "r_cut 3.0 Å, l_max 2" in s.message
+        assert "no long-range correction is shipped" in s.message and "r_cut 3.0 Å, l_max 2" in s.message
     finally:
         s.param.update(k_source="reference", r_cut=3.0)
 
