@@ -245,12 +245,21 @@ def _downloads(state: AppState, viewer: Viewer3D, sliceview: SliceView) -> list:
         )
         return dl
 
-    slice_dl = pn.widgets.FileDownload(
-        callback=lambda: io.BytesIO(sliceview.png()), filename="slice.png", label="slice PNG", color="light"
-    )
-    iso_dl = pn.widgets.FileDownload(
-        callback=lambda: io.BytesIO(viewer.png()), filename="isosurface.png", label="3D PNG", color="light"
-    )
+    def picture(view: str, render, label: str):
+        def cb():
+            try:
+                data = render()
+            except Exception as exc:  # shown in the page, never a traceback
+                state.message = f"Export failed: {exc}"
+                return io.BytesIO(b"")
+            dl.filename = state.png_name(view)
+            return io.BytesIO(data)
+
+        dl = pn.widgets.FileDownload(callback=cb, filename=f"{view}.png", label=label, color="light", embed=False)
+        return dl
+
+    slice_dl = picture("slice", sliceview.png, "slice PNG")
+    iso_dl = picture("3d", viewer.png, "3D PNG")
     fields = [field_file(k, s) for k in ("prediction", "corrected") for s in (".cube", ".nc")]
     return [slice_dl, iso_dl, *fields]
 

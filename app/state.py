@@ -837,6 +837,43 @@ class AppState(param.Parameterized):
         return self.apply_preset(self.preset + 1 if getattr(self, "_touring", False) else 0)
 
     # ---------------------------------------------------------------- export
+    def export_stem(self) -> str:
+        """The case part of an export's file name (case file stem, upload, or screening run and frame)."""
+        stem = Path(self.case_label()).stem.split(" ")[0].replace("upload:", "upload")
+        if self.run is not None and self.case == self.run.case_key(self.screen_frame):
+            stem = f"{_file_name(Path(self.run.name).stem)}_frame{int(self.screen_frame) + 1}"
+        return stem
+
+    def export_tag(self, kind: str) -> str:
+        """The settings part of an export's file name: ``r{r_cut}_l{l_max}``, the training set when it is
+        not the fluid, and the k-correction for a corrected field."""
+        n_shells, k_max = self.k_args()
+        k_tag = "_klongrange" if self.k_source == "predicted" else f"_k{n_shells}" if n_shells else f"_kmax{k_max:g}"
+        t_tag = "_crystals" if self.training == "crystals" and kind != "reference" else ""
+        return f"r{self.r_cut:g}_l{self.l_max}{t_tag}{k_tag if kind == 'corrected' else ''}"
+
+    def png_name(self, view: str) -> str:
+        """File name of a picture export: case, view (``slice`` with its plane, or ``3d`` with its iso
+        value), the field shown and the settings, e.g. ``fluid_p076_t0350_slice_c0.50_prediction_r2.5_l3.png``."""
+        kind = self.shown_kind()
+        if view == "slice":
+            where = "atoms" if self.slice_mode == "atoms" else f"{self.slice_mode}{self.slice_position:.2f}"
+            view = f"slice_{where}"
+        elif view == "3d":
+            view = f"3d_iso{self.iso:.2f}"
+        return f"{self.export_stem()}_{view}_{kind}_{self.export_tag(kind)}.png"
+
+    def export_title(self) -> str:
+        """One line naming what a picture export shows: case, field, model and correction."""
+        kind = self.shown_kind()
+        model = f"r_cut {self.r_cut:g} Å, l_max {self.l_max}, trained on {self.training}"
+        text = f"{self.case_label()} · {kind} ELF · {model}"
+        if kind == "corrected":
+            n_shells, k_max = self.k_args()
+            text += (" · k-correction predicted (no reference)" if self.k_source == "predicted"
+                     else f" · k-correction {n_shells} shells" if n_shells else f" · k-correction k_max {k_max:g} Å⁻¹")
+        return text
+
     def export_field(self, kind: str, suffix: str) -> tuple[str, bytes]:
         """The field ``kind`` (``prediction``, ``reference``, ``corrected``, ``residual``) as file bytes.
 
@@ -848,14 +885,7 @@ class AppState(param.Parameterized):
         fld = fs.residual if kind == "residual" else fs.get(kind)
         if fld is None:
             raise ElfcoreError(f"no {kind} field for the current choices")
-        stem = Path(self.case_label()).stem.split(" ")[0].replace("upload:", "upload")
-        if self.run is not None and self.case == self.run.case_key(self.screen_frame):
-            stem = f"{_file_name(Path(self.run.name).stem)}_frame{int(self.screen_frame) + 1}"
-        n_shells, k_max = self.k_args()
-        k_tag = "_klongrange" if self.k_source == "predicted" else f"_k{n_shells}" if n_shells else f"_kmax{k_max:g}"
-        t_tag = "_crystals" if self.training == "crystals" and kind != "reference" else ""
-        k_tag = k_tag if kind == "corrected" else ""
-        name = f"{stem}_{kind}_r{self.r_cut:g}_l{self.l_max}{t_tag}{k_tag}{suffix}"
+        name = f"{self.export_stem()}_{kind}_{self.export_tag(kind)}{suffix}"
         with tempfile.TemporaryDirectory(prefix="elfcore-export-") as tmp:
             path = os.path.join(tmp, name)
             write_field(fld, path)

@@ -88,8 +88,9 @@ def atom_points(sd) -> hv.Points:
     )
 
 
-def slice_png(sd, *, dpi: int = 110) -> bytes:
-    """The residual and ELF panels of a slice as one PNG (matplotlib, off screen)."""
+def slice_png(sd, *, dpi: int = 110, title: str = "") -> bytes:
+    """The residual and ELF panels of a slice as one PNG (matplotlib, off screen); ``title`` (what
+    is shown: case, field, model) goes above the plane's own title."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 4.2), dpi=dpi)
@@ -108,7 +109,7 @@ def slice_png(sd, *, dpi: int = 110) -> bytes:
         ax.set_ylabel(sd.ylabel)
         ax.set_title(label)
         fig.colorbar(im, ax=ax, shrink=0.85)
-    fig.suptitle(sd.title)
+    fig.suptitle(f"{title}\n{sd.title}" if title else sd.title, fontsize=10)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -261,7 +262,7 @@ class SliceView(pn.viewable.Viewer):
 
     def png(self) -> bytes:
         """The current slice as PNG bytes."""
-        return slice_png(self._data())
+        return slice_png(self._data(), title=self.state.export_title())
 
     def __panel__(self):
         return pn.Column(self.caption, pn.Row(self.residual_pane, self.elf_pane), sizing_mode="stretch_width")

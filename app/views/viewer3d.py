@@ -239,6 +239,26 @@ class SyncedVTK(VTKRenderWindowSynchronized):
         return scene, arrays, context.getAnnotations()
 
 
+def titled_png(img: np.ndarray, lines: list[str], *, line_px: int = 18) -> bytes:
+    """PNG bytes of an RGB(A) image with text lines above it, wrapped to the image's width
+    (matplotlib's bundled font, so every glyph, Å included, is drawn offline)."""
+    from matplotlib.figure import Figure
+
+    import textwrap
+
+    h, w = img.shape[:2]
+    lines = [part for text in lines for part in textwrap.wrap(text, width=max(20, w // 7)) or [""]]
+    band = line_px * len(lines) + 8
+    dpi = 100
+    fig = Figure(figsize=(w / dpi, (h + band) / dpi), dpi=dpi)
+    fig.figimage(img, xo=0, yo=0)
+    for i, text in enumerate(lines):
+        fig.text(4 / w, 1 - (4 + line_px * (i + 0.8)) / (h + band), text, fontsize=line_px * 0.5, va="baseline")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
 def cell_bounds(cell) -> tuple:
     """``(xmin, xmax, ymin, ymax, zmin, zmax)`` of the eight corners of a cell: what a new case is framed on
     (not the slice plane or labels, which may reach outside the cell)."""
@@ -460,17 +480,15 @@ class Viewer3D(pn.viewable.Viewer):
         self.pane.synchronize()
 
     def png(self) -> bytes:
-        """The current 3D picture as PNG bytes (rendered off screen)."""
-        from PIL import Image
-
+        """The current 3D picture as PNG bytes (rendered off screen), titled with what it shows
+        (:meth:`AppState.export_title`) and the caption's surface line."""
         self.plotter.window_size = EXPORT_SIZE
         try:
             img = self.plotter.screenshot(None, return_img=True)
         finally:
             self.plotter.window_size = SYNC_SIZE
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="PNG")
-        return buf.getvalue()
+        lines = [self.state.export_title(), str(self.caption.object).replace("**", "")]
+        return titled_png(img, lines)
 
     def __panel__(self):
         return pn.Column(self.caption, self.legend, self.pane, self.hover, self.keeper, sizing_mode="stretch_width")

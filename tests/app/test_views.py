@@ -158,7 +158,8 @@ def test_page_views_follow_sliders(page, state):
 
     from app.views.viewer3d import EXPORT_SIZE, SYNC_SIZE
 
-    assert Image.open(io.BytesIO(png)).size == EXPORT_SIZE  # exported at full size,
+    w, h = Image.open(io.BytesIO(png)).size
+    assert w == EXPORT_SIZE[0] and h > EXPORT_SIZE[1]  # exported at full size, under a title band,
     assert tuple(viewer.plotter.window_size) == SYNC_SIZE  # the server's unseen render stays small
 
 
@@ -427,3 +428,44 @@ def test_metrics_table_names_the_predicted_correction():
     missing = metrics_markdown({"errors": errs}, correction="predicted, no reference")
     assert "no predicted correction for this model" in missing and "k-shells" not in missing
     assert "k-shells / k_max = 0" in metrics_markdown({"errors": errs}, correction="none")
+
+
+def test_picture_exports_name_case_field_and_settings(page, state):
+    """Both picture downloads carry the case, the view, the field and the settings in their file
+    name, and the same in a title inside the image."""
+    from PIL import Image
+
+    from app.main import _downloads
+
+    state.param.update(r_cut=2.0, l_max=1, iso=0.6, slice_mode="b", slice_position=0.25)
+    slice_dl, iso_dl = _downloads(state, page.viewer, page.slice)[:2]
+    stem = state.export_stem()
+    data = slice_dl.callback().getvalue()
+    assert slice_dl.filename == f"{stem}_slice_b0.25_prediction_r2_l1.png" == state.png_name("slice")
+    assert data[:4] == b"\x89PNG"
+    data = iso_dl.callback().getvalue()
+    assert iso_dl.filename == f"{stem}_3d_iso0.60_prediction_r2_l1.png"
+    assert Image.open(io.BytesIO(data)).size[1] > 100
+    title = state.export_title()
+    assert stem in title and "prediction ELF" in title and "r_cut 2 Å, l_max 1" in title
+    state.param.update(n_shells=2, view_field="corrected")
+    assert state.png_name("3d").endswith("_3d_iso0.60_corrected_r2_l1_k2.png")
+    assert "k-correction 2 shells" in state.export_title()
+
+
+def test_slice_png_carries_the_title(state, monkeypatch):
+    import matplotlib.figure
+
+    from app.views.slice import slice_png
+
+    seen = {}
+    orig = matplotlib.figure.Figure.suptitle
+
+    def record(self, text, **kw):
+        seen["title"] = text
+        return orig(self, text, **kw)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "suptitle", record)
+    data = slice_png(state.slice_data(), title="case X · prediction ELF")
+    assert data[:4] == b"\x89PNG"
+    assert seen["title"].startswith("case X · prediction ELF\n") and "plane" in seen["title"]
