@@ -53,7 +53,9 @@ def find_cases(data_dir: str | os.PathLike) -> list[Path]:
 
 
 def _machine(device=None) -> str:
-    text = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    n = torch.get_num_threads()
+    text = (f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+            f"{n} thread{'' if n == 1 else 's'}")
     if device is not None and torch.device(device).type == "cuda":
         text += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
     return text
