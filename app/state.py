@@ -869,9 +869,7 @@ class AppState(param.Parameterized):
         model = f"r_cut {self.r_cut:g} Å, l_max {self.l_max}, trained on {self.training}"
         text = f"{self.case_label()} · {kind} ELF · {model}"
         if kind == "corrected":
-            n_shells, k_max = self.k_args()
-            text += (" · k-correction predicted (no reference)" if self.k_source == "predicted"
-                     else f" · k-correction {n_shells} shells" if n_shells else f" · k-correction k_max {k_max:g} Å⁻¹")
+            text += f" · k-correction {self.correction_label()}"
         return text
 
     def export_field(self, kind: str, suffix: str) -> tuple[str, bytes]:

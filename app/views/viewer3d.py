@@ -7,6 +7,7 @@ place when the state changes and then re-synchronizes the VTK pane.
 from __future__ import annotations
 
 import io
+import textwrap
 
 import numpy as np
 import panel as pn
@@ -243,8 +244,6 @@ def titled_png(img: np.ndarray, lines: list[str], *, line_px: int = 18) -> bytes
     """PNG bytes of an RGB(A) image with text lines above it, wrapped to the image's width
     (matplotlib's bundled font, so every glyph, Å included, is drawn offline)."""
     from matplotlib.figure import Figure
-
-    import textwrap
 
     h, w = img.shape[:2]
     lines = [part for text in lines for part in textwrap.wrap(text, width=max(20, w // 7)) or [""]]

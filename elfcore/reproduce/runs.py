@@ -246,6 +246,23 @@ def member_stats(pred: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def _eval_voxels(pm: np.ndarray, field: xr.DataArray, stride: int) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """(member predictions, reference) flattened on the metric sub-lattice (:func:`stride_field`) of member
+    predictions ``pm`` made on ``field``'s grid, and the sub-lattice's shape."""
+    ev = stride_field(field, stride)
+    sa = [n_f // n_e for n_f, n_e in zip(field.shape, ev.shape)]
+    pe = pm[:, :: sa[0], :: sa[1], :: sa[2]].reshape(pm.shape[0], -1)
+    return pe, np.asarray(ev.values, dtype=np.float64).reshape(-1), ev.shape
+
+
+def _pressure_groups(cases: Sequence[Case]) -> dict[Any, list[Case]]:
+    """Cases by target pressure (one MD each), in order of first appearance."""
+    groups: dict[Any, list[Case]] = {}
+    for c in cases:
+        groups.setdefault(c.target_pressure, []).append(c)
+    return groups
+
+
 def _grid_descriptor(field: xr.DataArray, settings: DescriptorSettings, device) -> torch.Tensor:
     return compute_grid_descriptor(field_atoms(field), field.shape, settings, device=device, dtype=torch.float32)
 
@@ -341,16 +358,9 @@ def run_baseline(split: dict, s: ReproduceSettings, *, device: str | torch.devic
         full = c.name in shown_names or c.name in crystals
         f = c.field if full else stride_field(c.field, s.eval_stride)
         pm = predict_members(model, f, device=device)
-        ev = stride_field(c.field, s.eval_stride) if full else f
-        if full and s.eval_stride > 1:
-            sa = [n_f // n_e for n_f, n_e in zip(f.shape, ev.shape)]
-            pm_eval = pm[:, :: sa[0], :: sa[1], :: sa[2]]
-        else:
-            pm_eval = pm
-        ref = np.asarray(ev.values, dtype=np.float64).reshape(-1)
-        pe = pm_eval.reshape(pm.shape[0], -1)
+        pe, ref, eval_grid = _eval_voxels(pm, f, s.eval_stride if full else 1)
         arrays["eval"][c.name] = (pe, ref)
-        per_case[c.name] = {**c.describe(), **member_stats(pe, ref), "eval_grid": list(ev.shape)}
+        per_case[c.name] = {**c.describe(), **member_stats(pe, ref), "eval_grid": list(eval_grid)}
         if c.name in shown_names:
             arrays["shown"][c.name] = pm.mean(0)
         if full and (c.name in crystals or c.name in shown_names):
@@ -401,12 +411,10 @@ def _table_s1_rows(split: dict, evals: dict, phi: dict) -> list[dict]:
 def _table_s2_rows(split: dict, per_case: dict, evals: dict) -> list[dict]:
     """Table S2 analogue: every independent snapshot, then all snapshots of each MD pooled."""
     rows = []
-    by_p: dict[Any, list[Case]] = {}
     for c in split["test"]:
-        by_p.setdefault(c.target_pressure, []).append(c)
         rows.append({"set": c.name, "pressure_gpa": c.pressure, "md_step": c.md_step,
                      **{k: per_case[c.name][k] for k in ("mae", "mae_std", "rmse", "rmse_std", "r2", "r2_std", "n")}})
-    for p, cs in by_p.items():
+    for p, cs in _pressure_groups(split["test"]).items():
         rows.append({**_pooled_row(f"all independent snapshots of the {p:g} GPa MD", cs, evals),
                      "pressure_gpa": p, "md_step": None})
     return rows
@@ -420,9 +428,7 @@ def pool_split(split: dict) -> dict[str, list[Case]] | None:
     are held out. Returns ``None`` when some MD has fewer than two independent
     snapshots (nothing to hold out then).
     """
-    by_p: dict[Any, list[Case]] = {}
-    for c in split["test"]:
-        by_p.setdefault(c.target_pressure, []).append(c)
+    by_p = _pressure_groups(split["test"])
     if not by_p or any(len(v) < 2 for v in by_p.values()):
         return None
     extra, held = [], []
@@ -677,36 +683,26 @@ def run_kcorrection(split: dict, s: ReproduceSettings, baseline_arrays: dict) ->
     arrays : dict
         {case name: (residual before (Na, Nb, Nc), residual after, cell)}.
     """
-    from ..kspace import oracle_correction
-
     rows, arrays = [], {}
     for c in split["shown"]:
-        pred = _pred_field(baseline_arrays["shown"][c.name], c.field)
-        kc = oracle_correction(pred, c.field, n_shells=s.k_shells)
-        info = {k: (plain(v) if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in kc.info.items()}
-        rows.append({"case": c.name, "pressure_gpa": c.pressure, "n_atoms": c.n_atoms,
-                     "cell_lengths": np.linalg.norm(field_cell(c.field), axis=1).tolist(), **info})
-        ref = np.asarray(c.field.values, dtype=np.float64)
-        arrays[c.name] = (np.asarray(pred.values) - ref, np.asarray(kc.corrected.values) - ref, field_cell(c.field))
+        row, arrays[c.name] = _kcorrection_row(c, _pred_field(baseline_arrays["shown"][c.name], c.field), s.k_shells)
+        rows.append(row)
     return {"n_shells": s.k_shells, "cases": rows}, arrays
 
 
+def _kcorrection_row(c: Case, pred: xr.DataArray, n_shells: int) -> tuple[dict, tuple]:
+    """The oracle k-correction of ``pred`` on case ``c``: its table row and (residual before, after, cell)."""
+    from ..kspace import oracle_correction
+
+    kc = oracle_correction(pred, c.field, n_shells=n_shells)
+    info = {k: (plain(v) if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in kc.info.items()}
+    row = {"case": c.name, "pressure_gpa": c.pressure, "n_atoms": c.n_atoms,
+           "cell_lengths": np.linalg.norm(field_cell(c.field), axis=1).tolist(), **info}
+    ref = np.asarray(c.field.values, dtype=np.float64)
+    return row, (np.asarray(pred.values) - ref, np.asarray(kc.corrected.values) - ref, field_cell(c.field))
+
+
 # --------------------------------------------------------------------------- large cells
-def _eval_voxels(pm: np.ndarray, field: xr.DataArray, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """(member predictions, reference) flattened on the metric sub-lattice of a full-grid prediction."""
-    ev = stride_field(field, stride)
-    sa = [n_f // n_e for n_f, n_e in zip(field.shape, ev.shape)]
-    pe = pm[:, :: sa[0], :: sa[1], :: sa[2]].reshape(pm.shape[0], -1)
-    return pe, np.asarray(ev.values, dtype=np.float64).reshape(-1)
-
-
-def _pressure_groups(cases: Sequence[Case]) -> dict[Any, list[Case]]:
-    groups: dict[Any, list[Case]] = {}
-    for c in cases:
-        groups.setdefault(c.target_pressure, []).append(c)
-    return groups
-
-
 def run_large_cells(
     split: dict, s: ReproduceSettings, baseline_arrays: dict, *, device: str | torch.device = "auto"
 ) -> tuple[dict, dict]:
@@ -736,7 +732,7 @@ def run_large_cells(
     ElfcoreError
         If there is no large test cell.
     """
-    from ..kspace import oracle_correction, residual_analysis
+    from ..kspace import residual_analysis
 
     tests = sorted(split["large_test"], key=lambda c: (c.target_pressure or 0.0, c.md_step or 0, c.name))
     if not tests:
@@ -755,10 +751,11 @@ def run_large_cells(
     ev_base, ev_var, per_case, k_rows, arrays = {}, {}, [], [], {}
     for c in tests:
         pm = predict_members(base, c.field, device=device)
-        ev_base[c.name] = _eval_voxels(pm, c.field, s.eval_stride)
+        ev_base[c.name] = _eval_voxels(pm, c.field, s.eval_stride)[:2]
         row = {**c.describe(), "baseline": member_stats(*ev_base[c.name])}
         if variant is not None:
-            ev_var[c.name] = _eval_voxels(predict_members(variant, c.field, device=device), c.field, s.eval_stride)
+            ev_var[c.name] = _eval_voxels(predict_members(variant, c.field, device=device), c.field,
+                                          s.eval_stride)[:2]
             row["variant"] = member_stats(*ev_var[c.name])
         mean = _pred_field(pm.mean(0), c.field)
         del pm
@@ -767,13 +764,8 @@ def run_large_cells(
                                           seed=s.seed)
         per_case.append(row)
         if c.name in figure_names:
-            kc = oracle_correction(mean, c.field, n_shells=s.k_shells)
-            info = {k: (plain(v) if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in kc.info.items()}
-            k_rows.append({"case": c.name, "pressure_gpa": c.pressure, "n_atoms": c.n_atoms,
-                           "cell_lengths": np.linalg.norm(field_cell(c.field), axis=1).tolist(), **info})
-            ref = np.asarray(c.field.values, dtype=np.float64)
-            arrays[c.name] = (np.asarray(mean.values) - ref, np.asarray(kc.corrected.values) - ref,
-                              field_cell(c.field))
+            k_row, arrays[c.name] = _kcorrection_row(c, mean, s.k_shells)
+            k_rows.append(k_row)
         log.info("large cell %s: R² %.4f (baseline)", c.name, row["baseline"]["r2"])
     rows = []
     groups = list(_pressure_groups(tests).items())
